@@ -1,0 +1,84 @@
+"""The replica worker process: pin to its cores, load every variant, then serve calls one at a time.
+
+This module is the child side only; `gearshift.serving.workers` starts and talks to it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from multiprocessing.connection import Connection
+
+from gearshift.errors import GearshiftError
+from gearshift.serving.messages import (
+    InferCall,
+    InferReply,
+    Stop,
+    WorkerConfig,
+    WorkerReady,
+    WorkerStartFailed,
+    recv,
+    send,
+)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _load(config: WorkerConfig):  # -> OnnxRuntime (imported after pinning)
+    # Pin before ONNX Runtime creates its thread pools: the threads inherit this affinity.
+    os.sched_setaffinity(0, config.cores)
+    from pathlib import Path
+
+    import numpy as np
+
+    from gearshift.runtime.onnx import OnnxRuntime
+
+    runtime = OnnxRuntime({n: Path(p) for n, p in config.models.items()}, config.settings)
+    if config.warmup is not None:
+        w = config.warmup
+        x = np.zeros((1, *w.shape), dtype=w.dtype)
+        for name in runtime.variants():
+            runtime.infer(name, {w.name: x})
+    return runtime
+
+
+def _serve_one(runtime, call: InferCall) -> InferReply:  # runtime: OnnxRuntime
+    t0 = time.perf_counter()
+    try:
+        outputs = runtime.infer(call.variant, call.inputs)
+    except GearshiftError as exc:
+        return InferReply(call.request_id, error=exc.message, error_status=exc.status)
+    except Exception as exc:  # a runtime failure must still answer the request
+        return InferReply(call.request_id, error=f"runtime error: {exc}", error_status=500)
+    return InferReply(call.request_id, outputs, (time.perf_counter() - t0) * 1000.0)
+
+
+def worker_main(conn: Connection) -> None:
+    """Serve over `conn`: the first message is the `WorkerConfig`. Exits on `Stop` or EOF."""
+    config = recv(conn)
+    assert isinstance(config, WorkerConfig), f"expected WorkerConfig, got {type(config)}"
+    t0 = time.perf_counter()
+    try:
+        runtime = _load(config)
+    except Exception as exc:
+        send(conn, WorkerStartFailed(config.worker_id, f"{type(exc).__name__}: {exc}"))
+        return
+    load_ms = (time.perf_counter() - t0) * 1000.0
+    send(conn, WorkerReady(config.worker_id, os.getpid(), load_ms, _rss_bytes()))
+    while True:
+        try:
+            msg = recv(conn)
+        except (EOFError, OSError):
+            return
+        if isinstance(msg, Stop):
+            return
+        if isinstance(msg, InferCall):
+            send(conn, _serve_one(runtime, msg))
+
+
+if __name__ == "__main__":
+    worker_main(Connection(int(sys.argv[1])))

@@ -1,0 +1,123 @@
+"""Parent-side handle of one replica worker process: the only code that starts processes.
+
+A `WorkerHandle` spawns the child, watches its pipe from the event loop (`add_reader`), and hands
+every message, and the child's exit, to callbacks owned by the pool. It holds no scheduling
+logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from gearshift.serving.messages import Message, Stop, WorkerConfig, recv, send
+
+
+class WorkerState(enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    RETIRING = "retiring"  # finishes its current call, then stops
+    PARKED = "parked"  # loaded and idle but outside the current allocation
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where a replica runs: its thread count and the cores it is pinned to."""
+
+    threads: int
+    cores: tuple[int, ...]
+
+
+def assign_slots(replicas: int, threads: int, cores: list[int]) -> list[Slot]:
+    """Replica i gets `threads` consecutive cores from `cores`, wrapping when R*T exceeds them."""
+    n = len(cores)
+    return [
+        Slot(threads, tuple(sorted({cores[(i * threads + j) % n] for j in range(threads)})))
+        for i in range(replicas)
+    ]
+
+
+class WorkerHandle:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        on_message: Callable[[WorkerHandle, Message], None],
+        on_exit: Callable[[WorkerHandle], None],
+    ) -> None:
+        self.config = config
+        self.slot = Slot(config.settings.threads, config.cores)
+        self.state = WorkerState.STARTING
+        self.pid: int | None = None
+        self.rss_bytes = 0
+        self.load_ms = 0.0
+        self._on_message = on_message
+        self._on_exit = on_exit
+        self._loop = asyncio.get_running_loop()
+        # A fresh interpreter (not fork: the parent runs an event loop and threads) that does
+        # not re-import the caller's __main__, talking over one socket pair.
+        parent, child = socket.socketpair()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "gearshift.serving.worker", str(child.fileno())],
+            pass_fds=(child.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
+        child.close()  # so that the child's death reads as EOF here
+        self._conn = Connection(parent.detach())
+        self.pid = self._process.pid
+        send(self._conn, config)
+        self._loop.add_reader(self._conn.fileno(), self._readable)
+
+    @property
+    def worker_id(self) -> int:
+        return self.config.worker_id
+
+    def send(self, msg: Message) -> bool:
+        """Send a message; False (and the exit callback) if the worker is gone."""
+        if self.state is WorkerState.DEAD:
+            return False
+        try:
+            send(self._conn, msg)
+            return True
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self._gone()
+            return False
+
+    def stop(self) -> None:
+        """Ask an idle worker to exit; its exit then arrives through the exit callback."""
+        self.send(Stop())
+
+    def kill(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+
+    async def join(self, timeout_s: float = 5.0) -> int | None:
+        """Wait for the process to end (killing it after `timeout_s`); returns its exit code."""
+        try:
+            return await self._loop.run_in_executor(None, self._process.wait, timeout_s)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            return await self._loop.run_in_executor(None, self._process.wait, 5.0)
+
+    def _readable(self) -> None:
+        try:
+            msg = recv(self._conn)
+        except (EOFError, OSError):
+            self._gone()
+            return
+        self._on_message(self, msg)
+
+    def _gone(self) -> None:
+        if self.state is WorkerState.DEAD:
+            return
+        self.state = WorkerState.DEAD
+        self._loop.remove_reader(self._conn.fileno())
+        self._conn.close()
+        self._on_exit(self)

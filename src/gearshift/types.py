@@ -1,0 +1,98 @@
+"""Frozen value types shared by every stage (zoo -> profiling -> planning -> serving/control -> reports).
+
+Times crossing module boundaries carry their unit in the name (`latency_ms`, `rate_rps`,
+`t_s`). Nothing here imports a web framework, a process library or ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+@dataclass(frozen=True, order=True)
+class Allocation:
+    """How a core budget is split: `replicas` worker processes x `threads` intra-op threads each."""
+
+    replicas: int
+    threads: int
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1 or self.threads < 1:
+            raise ValueError(f"allocation needs replicas >= 1 and threads >= 1, got {self}")
+
+    @property
+    def cores(self) -> int:
+        return self.replicas * self.threads
+
+    def __str__(self) -> str:
+        return f"{self.replicas}x{self.threads}"
+
+    @classmethod
+    def parse(cls, text: str) -> Allocation:
+        """Parse `RxT` (for example `2x1`)."""
+        try:
+            r, t = text.lower().split("x")
+            return cls(int(r), int(t))
+        except ValueError as exc:
+            raise ValueError(f"allocation {text!r} is not of the form RxT, e.g. 2x1") from exc
+
+
+def allocations_for(cores: int) -> list[Allocation]:
+    """Every R x T with R * T == cores, most replicas first (16x1, 8x2, ... 1x16)."""
+    return [Allocation(cores // t, t) for t in range(1, cores + 1) if cores % t == 0]
+
+
+class AccuracyKind(str, Enum):
+    DECLARED = "declared"
+    MEASURED = "measured"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a policy wants served from now on. An actuator applies it; a policy never acts."""
+
+    variant: str
+    allocation: Allocation
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as seen end to end; live runs and the simulator write the same records.
+
+    Times are seconds on the run's own clock (0 = start of the run), durations milliseconds.
+    `correct` is None where no label exists. `status` is the HTTP status (200 = answered).
+    """
+
+    request_id: int
+    scheduled_s: float
+    sent_s: float
+    completed_s: float
+    status: int
+    variant: str
+    queue_ms: float
+    service_ms: float
+    deadline_ms: float
+    on_time: bool
+    correct: bool | None = None
+    error: str = ""
+
+    @property
+    def latency_ms(self) -> float:
+        return (self.completed_s - self.sent_s) * 1000.0
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """A snapshot of the replica pool for status pages and metrics."""
+
+    variant: str
+    allocation: Allocation
+    workers_ready: int
+    queue_length: int
+    in_flight: int
+    switches: int
+    allocation_changes: int
+    worker_restarts: int
+    extra: dict[str, float] = field(default_factory=dict)
