@@ -1,0 +1,211 @@
+"""The replica pool with real worker processes and real tiny ONNX models."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+import pytest
+
+from gearshift.errors import BadRequest, DeadlineExceeded, ModelNotFound, Overloaded, WorkerFailed
+from gearshift.serving.pool import InferResult, PoolSettings, ReplicaPool
+from gearshift.types import Allocation
+from gearshift.zoo.spec import PoolSpec
+from tests.reference import mlp_reference
+
+pytestmark = pytest.mark.slow
+
+
+def run_pool(
+    spec: PoolSpec,
+    body: Callable[[ReplicaPool], Awaitable[None]],
+    allocation: Allocation = Allocation(2, 1),
+    settings: PoolSettings = PoolSettings(),
+) -> None:
+    async def main() -> None:
+        pool = ReplicaPool(spec, settings)
+        try:
+            await pool.start(allocation)
+            await body(pool)
+        finally:
+            await pool.close()
+
+    asyncio.run(asyncio.wait_for(main(), 120))
+
+
+def _x(seed: int, batch: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, 1, 8, 8)).astype(np.float32)
+
+
+def _check(spec: PoolSpec, x: np.ndarray, r: InferResult) -> None:
+    want = mlp_reference(spec.model_path(r.variant), x)
+    np.testing.assert_allclose(r.outputs["logits"], want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("allocation", [Allocation(2, 1), Allocation(1, 2)])
+def test_every_variant_served_correctly(tiny_spec, allocation: Allocation) -> None:
+    async def body(pool: ReplicaPool) -> None:
+        assert pool.status().workers_ready == allocation.replicas
+        for i, name in enumerate(tiny_spec.variant_names()):
+            x = _x(i)
+            r = await pool.infer({"input": x}, variant=name)
+            assert r.variant == name
+            assert r.service_ms > 0 and r.queue_ms >= 0
+            _check(tiny_spec, x, r)
+
+    run_pool(tiny_spec, body, allocation)
+
+
+def test_workers_are_pinned_to_their_cores(tiny_spec) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+
+    async def body(pool: ReplicaPool) -> None:
+        pinned = [os.sched_getaffinity(pid) for pid in pool.worker_pids().values()]
+        assert len(pinned) == 2
+        assert all(len(p) == 1 for p in pinned)
+        if len(cores) >= 2:
+            assert pinned[0] != pinned[1]
+
+    run_pool(tiny_spec, body)
+
+
+def test_variant_switch_under_concurrent_requests(tiny_spec) -> None:
+    names = tiny_spec.variant_names()
+
+    async def body(pool: ReplicaPool) -> None:
+        async def switcher() -> None:
+            for k in range(60):
+                pool.switch_variant(names[k % len(names)])
+                await asyncio.sleep(0.002)
+
+        inputs = [_x(i) for i in range(600)]
+        task = asyncio.create_task(switcher())
+        results = await asyncio.gather(*(pool.infer({"input": x}) for x in inputs))
+        await task
+        assert len(results) == len(inputs)
+        assert {r.variant for r in results} == set(names)  # the switches took effect
+        for x, r in zip(inputs, results, strict=True):
+            _check(tiny_spec, x, r)  # each answer came from the variant it names
+        assert pool.status().switches >= 59
+
+    run_pool(tiny_spec, body)
+
+
+def test_allocation_change_under_load_answers_every_request_once(tiny_spec) -> None:
+    async def body(pool: ReplicaPool) -> None:
+        outcomes: list[object] = []
+
+        async def one(i: int) -> None:
+            try:
+                outcomes.append(await pool.infer({"input": _x(i)}, variant="tiny-l"))
+            except Exception as exc:  # noqa: BLE001 - the test counts every outcome
+                outcomes.append(exc)
+
+        async def load() -> None:  # bounded: 1500 requests over ~1.5 s
+            tasks = []
+            for i in range(1500):
+                tasks.append(asyncio.create_task(one(i)))
+                if i % 10 == 0:
+                    await asyncio.sleep(0.01)
+            await asyncio.gather(*tasks)
+
+        load_task = asyncio.create_task(load())
+        await asyncio.sleep(0.2)
+        await pool.apply(Allocation(1, 2))
+        assert pool.allocation == Allocation(1, 2)
+        assert pool.status().workers_ready == 1
+        await asyncio.sleep(0.3)
+        await pool.apply(Allocation(2, 1))
+        await load_task
+        assert len(outcomes) == 1500
+        errors = [o for o in outcomes if not isinstance(o, InferResult)]
+        assert errors == []
+        assert pool.counters.served == 1500
+        assert pool.status().allocation_changes == 2
+        worker_ids = {o.worker_id for o in outcomes if isinstance(o, InferResult)}
+        assert len(worker_ids) >= 3  # the 1x2 replica served too
+
+    run_pool(tiny_spec, body)
+
+
+def test_returning_to_a_parked_allocation_loads_nothing(tiny_spec) -> None:
+    async def body(pool: ReplicaPool) -> None:
+        first = set(pool.worker_pids().values())
+        await pool.apply(Allocation(1, 2))
+        await pool.apply(Allocation(2, 1))
+        assert set(pool.worker_pids().values()) == first
+
+    run_pool(tiny_spec, body)
+
+
+def test_worker_death_answers_held_request_with_error_and_replaces(tiny_spec) -> None:
+    async def body(pool: ReplicaPool) -> None:
+        big = _x(0, batch=60000)  # long enough to be killed mid-request
+        victim = pool.worker_pids()
+        task = asyncio.create_task(pool.infer({"input": big}, variant="tiny-l"))
+        while pool.status().in_flight == 0:
+            await asyncio.sleep(0.001)
+        busy = [wid for wid in victim if wid in pool._inflight]
+        os.kill(victim[busy[0]], signal.SIGKILL)
+        with pytest.raises(WorkerFailed, match="died while serving"):
+            await task
+        for _ in range(200):  # the replacement loads in well under 20 s
+            if pool.status().workers_ready == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert pool.status().workers_ready == 2
+        assert pool.status().worker_restarts == 1
+        assert victim[busy[0]] not in pool.worker_pids().values()
+        r = await pool.infer({"input": _x(1)})
+        _check(tiny_spec, _x(1), r)
+
+    run_pool(tiny_spec, body)
+
+
+def test_bad_requests_get_clear_errors(tiny_spec) -> None:
+    async def body(pool: ReplicaPool) -> None:
+        with pytest.raises(BadRequest, match=r"shape \[batch, 1, 8, 8\], got \[1, 8, 8\]"):
+            await pool.infer({"input": np.zeros((1, 8, 8), np.float32)})
+        with pytest.raises(BadRequest, match="must be float32, got float64"):
+            await pool.infer({"input": np.zeros((1, 1, 8, 8))})
+        with pytest.raises(BadRequest, match="missing input 'input'"):
+            await pool.infer({"x": np.zeros((1, 1, 8, 8), np.float32)})
+        with pytest.raises(ModelNotFound, match="no variant 'tiny-xl'"):
+            await pool.infer({"input": _x(0)}, variant="tiny-xl")
+        with pytest.raises(ModelNotFound):
+            await pool.apply(variant="tiny-xl")
+
+    run_pool(tiny_spec, body)
+
+
+def test_full_queue_and_expired_deadline(tiny_spec) -> None:
+    async def body(pool: ReplicaPool) -> None:
+        big = _x(0, batch=20000)
+        blockers = [asyncio.create_task(pool.infer({"input": big}, "tiny-l")) for _ in range(1)]
+        await asyncio.sleep(0.05)
+        late = asyncio.create_task(pool.infer({"input": _x(1)}, deadline_s=pool._clock()))
+        queued = [asyncio.create_task(pool.infer({"input": _x(2)})) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded, match="queue full") as exc:
+            await pool.infer({"input": _x(3)})
+        assert exc.value.retry_after_s >= 1.0
+        with pytest.raises(DeadlineExceeded, match="deadline passed"):
+            await late
+        assert all(isinstance(r, InferResult) for r in await asyncio.gather(*blockers, *queued))
+
+    run_pool(tiny_spec, body, Allocation(1, 2), PoolSettings(max_queue=3))
+
+
+def test_close_drains_queued_requests(tiny_spec) -> None:
+    async def main() -> None:
+        pool = ReplicaPool(tiny_spec)
+        await pool.start(Allocation(1, 1))
+        tasks = [asyncio.create_task(pool.infer({"input": _x(i)})) for i in range(50)]
+        await asyncio.sleep(0)
+        await pool.close(drain=True)
+        assert all(isinstance(t.result(), InferResult) for t in tasks)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
