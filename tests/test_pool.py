@@ -134,9 +134,13 @@ def test_allocation_change_under_load_answers_every_request_once(tiny_spec) -> N
 def test_returning_to_a_parked_allocation_loads_nothing(tiny_spec) -> None:
     async def body(pool: ReplicaPool) -> None:
         first = set(pool.worker_pids().values())
+        load = [asyncio.create_task(pool.infer({"input": _x(i)}, "tiny-l")) for i in range(400)]
+        await asyncio.sleep(0)
         await pool.apply(Allocation(1, 2))
-        await pool.apply(Allocation(2, 1))
+        await pool.apply(Allocation(2, 1))  # old replicas may still be finishing: reused anyway
         assert set(pool.worker_pids().values()) == first
+        assert all(isinstance(r, InferResult) for r in await asyncio.gather(*load))
+        assert pool.status().extra["parked"] == 1  # the 1x2 replica stays loaded
 
     run_pool(tiny_spec, body)
 

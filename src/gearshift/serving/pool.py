@@ -227,7 +227,7 @@ class ReplicaPool:
         for w in workers:
             if w.state in (WorkerState.IDLE, WorkerState.PARKED):
                 w.stop()
-            else:
+            elif w.state is not WorkerState.STOPPING:
                 w.kill()
         await asyncio.gather(*(w.join() for w in workers))
         for job in list(self._inflight.values()):
@@ -332,6 +332,12 @@ class ReplicaPool:
     def _parked(self) -> list[WorkerHandle]:
         return [w for w in self._workers.values() if w.state is WorkerState.PARKED]
 
+    def _reusable(self) -> list[WorkerHandle]:
+        """Loaded replicas that can serve a new allocation: active, parked, or still finishing."""
+        spare = (WorkerState.PARKED, WorkerState.RETIRING)
+        active = [self._workers[i] for i in sorted(self._active)]
+        return active + [w for w in self._workers.values() if w.state in spare and w not in active]
+
     def _spawn(self, slot: Slot) -> tuple[WorkerHandle, asyncio.Future[None]]:
         inp = self.spec.input
         settings = RuntimeSettings(threads=slot.threads, spinning=self.settings.spinning)
@@ -365,7 +371,7 @@ class ReplicaPool:
     async def _reallocate(self, allocation: Allocation) -> None:
         slots = assign_slots(allocation.replicas, allocation.threads, self._cores)
         keep: list[WorkerHandle] = []
-        candidates = [self._workers[i] for i in sorted(self._active)] + self._parked()
+        candidates = self._reusable()
         missing: list[Slot] = []
         for slot in slots:
             match = next((w for w in candidates if w.slot == slot and w not in keep), None)
@@ -399,7 +405,6 @@ class ReplicaPool:
         if self.settings.keep_warm and not self._closing:
             w.state = WorkerState.PARKED
         else:
-            w.state = WorkerState.RETIRING
             w.stop()
 
     async def _replace(self, slot: Slot) -> None:

@@ -23,8 +23,9 @@ class WorkerState(enum.Enum):
     STARTING = "starting"
     IDLE = "idle"
     BUSY = "busy"
-    RETIRING = "retiring"  # finishes its current call, then stops
+    RETIRING = "retiring"  # finishes its current call, then parks or stops
     PARKED = "parked"  # loaded and idle but outside the current allocation
+    STOPPING = "stopping"  # told to exit
     DEAD = "dead"
 
 
@@ -92,6 +93,7 @@ class WorkerHandle:
 
     def stop(self) -> None:
         """Ask an idle worker to exit; its exit then arrives through the exit callback."""
+        self.state = WorkerState.STOPPING
         self.send(Stop())
 
     def kill(self) -> None:

@@ -1,0 +1,102 @@
+"""The `gearshift` command line: thin commands that build settings and call the library."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gearshift.errors import GearshiftError
+from gearshift.types import Allocation, allocations_for
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+zoo_app = typer.Typer(no_args_is_help=True, help="Build and prepare model pools.")
+pool_app = typer.Typer(no_args_is_help=True, help="Inspect and check a model pool.")
+app.add_typer(zoo_app, name="zoo")
+app.add_typer(pool_app, name="pool")
+console = Console(stderr=True)
+out = Console()
+
+
+def _fail(exc: GearshiftError) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {exc.message}")
+    return typer.Exit(code=2)
+
+
+def _cores_default() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+@zoo_app.command("build")
+def zoo_build(
+    family: Annotated[str, typer.Argument(help="resnet (ResNet-18..152) or tiny (test MLPs)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the ONNX files and pool.yaml")],
+    weights: Annotated[
+        Path | None, typer.Option(help="folder of torchvision-format state dicts (resnetNN*.pth)")
+    ] = None,
+    image_size: Annotated[int, typer.Option(help="input height and width in pixels")] = 224,
+    metric: Annotated[str, typer.Option(help="declared accuracy to use: top1 or top5")] = "top1",
+) -> None:
+    """Build a family of variants as ONNX files plus a validated pool.yaml."""
+    from gearshift.progress import step_progress
+
+    try:
+        if family == "tiny":
+            from gearshift.zoo.tiny import build_tiny_pool
+
+            path = build_tiny_pool(out_dir)
+        elif family == "resnet":
+            from gearshift.zoo.resnet import build_resnet_pool
+
+            with step_progress(console, "building ResNets") as progress:
+                path = build_resnet_pool(
+                    out_dir, weights=weights, image_size=image_size, metric=metric,
+                    progress=progress,
+                )
+        else:
+            raise GearshiftError(f"unknown family {family!r}; choose resnet or tiny")
+    except GearshiftError as exc:
+        raise _fail(exc) from None
+    out.print(f"pool spec written to [bold]{path}[/]")
+
+
+@pool_app.command("check")
+def pool_check(
+    spec_path: Annotated[Path, typer.Argument(help="pool.yaml")],
+    cores: Annotated[int, typer.Option(help="core budget; default: all usable cores")] = 0,
+    allocation: Annotated[
+        list[str] | None, typer.Option(help="RxT to check (repeatable); default: all for --cores")
+    ] = None,
+) -> None:
+    """Load the pool at each allocation and serve one request from every variant."""
+    from gearshift.serving.check import run_check
+    from gearshift.zoo.spec import load_pool_spec
+
+    try:
+        spec = load_pool_spec(spec_path)
+        allocs = [Allocation.parse(a) for a in allocation] if allocation else allocations_for(
+            cores or _cores_default()
+        )
+        with console.status("checking pool") as status:
+            rows = run_check(spec, allocs, progress=lambda m: status.update(m))
+    except (GearshiftError, ValueError) as exc:
+        raise _fail(exc if isinstance(exc, GearshiftError) else GearshiftError(str(exc))) from None
+    table = Table(title=f"{spec.application}: one request per variant and allocation")
+    for col in ("allocation", "variant", "service ms", "top class", "load s", "replica RSS MB"):
+        table.add_column(col, justify="right" if col != "variant" else "left")
+    for r in rows:
+        table.add_row(str(r.allocation), r.variant, f"{r.service_ms:.1f}", str(r.top_class),
+                      f"{r.load_s:.2f}", f"{r.rss_mb:.0f}")
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
