@@ -13,7 +13,11 @@ from rich.table import Table
 from gearshift.errors import GearshiftError
 from gearshift.types import Allocation, allocations_for
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+HELP = (
+    "gearshift serves a pool of model variants on a fixed set of CPU cores and shifts, every "
+    "period, to the variant and replicas x threads with the best effective accuracy."
+)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP)
 zoo_app = typer.Typer(no_args_is_help=True, help="Build and prepare model pools.")
 pool_app = typer.Typer(no_args_is_help=True, help="Inspect and check a model pool.")
 app.add_typer(zoo_app, name="zoo")
@@ -64,6 +68,16 @@ def zoo_build(
     out.print(f"pool spec written to [bold]{path}[/]")
 
 
+def _print_check(title: str, rows: list) -> None:
+    table = Table(title=title)
+    for col in ("allocation", "variant", "service ms", "top class", "load s", "replica RSS MB"):
+        table.add_column(col, justify="right" if col != "variant" else "left")
+    for r in rows:
+        table.add_row(str(r.allocation), r.variant, f"{r.service_ms:.1f}", str(r.top_class),
+                      f"{r.load_s:.2f}", f"{r.rss_mb:.0f}")
+    out.print(table)
+
+
 @pool_app.command("check")
 def pool_check(
     spec_path: Annotated[Path, typer.Argument(help="pool.yaml")],
@@ -85,13 +99,28 @@ def pool_check(
             rows = run_check(spec, allocs, progress=lambda m: status.update(m))
     except (GearshiftError, ValueError) as exc:
         raise _fail(exc if isinstance(exc, GearshiftError) else GearshiftError(str(exc))) from None
-    table = Table(title=f"{spec.application}: one request per variant and allocation")
-    for col in ("allocation", "variant", "service ms", "top class", "load s", "replica RSS MB"):
-        table.add_column(col, justify="right" if col != "variant" else "left")
-    for r in rows:
-        table.add_row(str(r.allocation), r.variant, f"{r.service_ms:.1f}", str(r.top_class),
-                      f"{r.load_s:.2f}", f"{r.rss_mb:.0f}")
-    out.print(table)
+    _print_check(f"{spec.application}: one request per variant and allocation", rows)
+
+
+@app.command()
+def demo(
+    pool: Annotated[str, typer.Option(help="which pool to build and run: resnet or tiny")] = "resnet",
+    out_dir: Annotated[Path, typer.Option("--out", help="working folder")] = Path("out/demo"),
+) -> None:
+    """Build the pool (reusing finished files), load it at every allocation of this machine's
+    cores, and serve one request from every variant."""
+    from gearshift.serving.check import run_check
+    from gearshift.zoo.spec import load_pool_spec
+
+    zoo_dir = out_dir / "zoo" / pool
+    out.print(f"[bold]1/2[/] building the {pool} pool in {zoo_dir}")
+    zoo_build(pool, zoo_dir)
+    spec = load_pool_spec(zoo_dir / "pool.yaml")
+    allocs = allocations_for(_cores_default())
+    out.print(f"[bold]2/2[/] loading every variant at {', '.join(map(str, allocs))} and serving")
+    with console.status("checking pool") as status:
+        rows = run_check(spec, allocs, progress=lambda m: status.update(m))
+    _print_check(f"{spec.application}: one request per variant and allocation", rows)
 
 
 def main() -> None:

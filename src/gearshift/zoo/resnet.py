@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import pickle
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -161,7 +162,9 @@ def _classes() -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
     return BasicBlock, Bottleneck, ResNet
 
 
-def _make_stage(block: type[nn.Module], inplanes: int, planes: int, blocks: int, stride: int) -> Any:
+def _make_stage(
+    block: type[nn.Module], inplanes: int, planes: int, blocks: int, stride: int
+) -> Any:
     """One `layerN`: a Sequential of `blocks` blocks; the first may downsample (1x1 conv + BN)."""
     from torch import nn
 
@@ -205,3 +208,337 @@ def _config(depth: int) -> ResNetConfig:
         choices = ", ".join(str(d) for d in RESNETS)
         raise SpecError(f"no ResNet of depth {depth}; choose from {choices}")
     return RESNETS[depth]
+
+
+def _calibrate_batchnorm(model: nn.Module, image_size: int, batch: int = 4) -> None:
+    """Set every BatchNorm's running statistics to those of one batch of N(0, 1) images.
+
+    With torchvision's random init a BN in eval mode is the identity, and the residual sums
+    blow up with depth (ResNet-152 logits reach ~1e8): meaningless numbers that make the
+    ONNX-vs-torch check fail on relative error. Calibrated statistics keep activations at the
+    scale of a trained network. Uses torch's global RNG; leaves the model in eval mode.
+    """
+    import torch
+    from torch import nn
+
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: after one batch, exactly that batch's stats
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(batch, 3, image_size, image_size))
+    for bn in bns:
+        bn.momentum = 0.1
+    model.eval()
+
+
+# --- weights ------------------------------------------------------------------------------
+
+
+def find_weights(weights_dir: Path, depth: int) -> Path:
+    """The one file `resnet{depth}*.pth` in `weights_dir` (e.g. torchvision's
+    `resnet50-0676ba61.pth`); SpecError if the folder is missing, has none, or has several."""
+    if not weights_dir.is_dir():
+        raise SpecError(f"weights folder {weights_dir} does not exist or is not a folder")
+    pattern = re.compile(rf"resnet{depth}(?!\d).*\.pth")
+    found = sorted(p for p in weights_dir.iterdir() if pattern.fullmatch(p.name))
+    if not found:
+        raise SpecError(
+            f"weights folder {weights_dir} has no file for ResNet-{depth}: expected one named "
+            f"resnet{depth}*.pth (for example torchvision's resnet50-0676ba61.pth); add it, "
+            "drop this depth, or build without a weights folder for random weights"
+        )
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise SpecError(
+            f"weights folder {weights_dir} has several files for ResNet-{depth} ({names}); "
+            "keep exactly one"
+        )
+    return found[0]
+
+
+def _load_weights(model: nn.Module, path: Path, depth: int) -> None:
+    """Load a torchvision-format state dict (strict); SpecError naming the problem otherwise."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise SpecError(f"cannot read weights file {path} as a torch state dict: {exc}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        detail = str(exc).strip().splitlines()
+        summary = " ".join(line.strip() for line in detail[:4])
+        raise SpecError(
+            f"{path} is not a torchvision ResNet-{depth} state dict ({summary}); "
+            f"use torchvision's resnet{depth} IMAGENET1K weights or a state dict of the same layout"
+        ) from None
+
+
+def _make_model(depth: int, weights: Path | None, image_size: int, seed: int) -> nn.Module:
+    """The eval-mode model: `weights` loaded, or random from seed `seed + depth` with calibrated
+    BatchNorm statistics. Torch's global RNG state is restored afterwards."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + depth)
+        model = resnet(depth)
+        if weights is None:
+            _calibrate_batchnorm(model, image_size)
+    if weights is not None:
+        _load_weights(model, weights, depth)
+    return model.eval()
+
+
+# --- export and check ---------------------------------------------------------------------
+
+
+def _export_onnx(model: nn.Module, path: Path, image_size: int) -> None:
+    """Export with the TorchScript exporter (opset 17, `input` -> `logits`, dynamic batch).
+
+    Traced with a batch of 1 so the check (batch of 2) also proves the batch axis is dynamic.
+    """
+    import torch
+
+    dummy = torch.zeros(1, 3, image_size, image_size)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (dummy,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            do_constant_folding=True,
+        )
+
+
+def check_onnx_matches(path: Path, model: nn.Module, image_size: int, seed: int = 0) -> float:
+    """Run a seeded random batch of 2 through torch and ONNX Runtime; returns the largest
+    absolute difference, or raises ExportCheckFailed if outside atol=rtol=1e-3."""
+    import onnxruntime as ort
+    import torch
+
+    x = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        want = model(x).numpy()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads() or 2  # 0 would mean "all cores"
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+    if got.shape != want.shape:
+        raise ExportCheckFailed(f"{path}: ONNX output shape {got.shape} != torch {want.shape}")
+    diff = float(np.max(np.abs(got - want)))
+    if not np.allclose(got, want, atol=CHECK_ATOL, rtol=CHECK_RTOL):
+        raise ExportCheckFailed(
+            f"{path}: ONNX Runtime output differs from torch (max abs diff {diff:.3g}, "
+            f"allowed atol={CHECK_ATOL} rtol={CHECK_RTOL}); the export is wrong, not kept"
+        )
+    return diff
+
+
+# --- build records (reuse) ----------------------------------------------------------------
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _build_record(depth: int, image_size: int, weights: Path | None, seed: int) -> dict[str, Any]:
+    """What determines a variant's file: compared with the sidecar to decide on reuse."""
+    import torch
+
+    return {
+        "builder": BUILDER_VERSION,
+        "depth": depth,
+        "image_size": image_size,
+        "weights": "random" if weights is None else f"sha256:{_sha256_file(weights)}",
+        "seed": seed,
+        "opset": OPSET,
+        "torch": torch.__version__,
+    }
+
+
+def _sidecar(onnx_path: Path) -> Path:
+    return onnx_path.with_name(onnx_path.name + ".json")
+
+
+def _is_fresh(onnx_path: Path, record: dict[str, Any]) -> bool:
+    """True if `onnx_path` and its sidecar exist, the sidecar's arguments equal `record`, and
+    the file's hash equals the one recorded after its successful check."""
+    sidecar = _sidecar(onnx_path)
+    if not (onnx_path.is_file() and sidecar.is_file()):
+        return False
+    try:
+        saved = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(saved, dict) or saved.get("args") != record:
+        return False
+    return saved.get("onnx_sha256") == _sha256_file(onnx_path)
+
+
+def _build_variant(
+    depth: int,
+    out: Path,
+    weights: Path | None,
+    image_size: int,
+    seed: int,
+    step: Callable[[str], None],
+) -> bool:
+    """Build, export and check `out/resnet{depth}.onnx` unless a fresh one exists.
+
+    Returns True if the existing file was reused. The file appears (by rename) only after the
+    check passed; the sidecar is written last, so an interrupted build is redone next time.
+    """
+    onnx_path = out / f"resnet{depth}.onnx"
+    record = _build_record(depth, image_size, weights, seed)
+    if _is_fresh(onnx_path, record):
+        return True
+    _sidecar(onnx_path).unlink(missing_ok=True)
+    step("loading weights" if weights else "building")
+    model = _make_model(depth, weights, image_size, seed)
+    tmp = onnx_path.with_name(onnx_path.name + ".tmp")
+    step("exporting to ONNX")
+    _export_onnx(model, tmp, image_size)
+    step("checking ONNX Runtime against torch")
+    try:
+        diff = check_onnx_matches(tmp, model, image_size, seed)
+    except ExportCheckFailed:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(onnx_path)
+    sidecar = {"args": record, "onnx_sha256": _sha256_file(onnx_path), "max_abs_diff": diff}
+    _sidecar(onnx_path).write_text(json.dumps(sidecar, indent=2) + "\n")
+    return False
+
+
+# --- the pool -----------------------------------------------------------------------------
+
+
+def _accuracy(cfg: ResNetConfig, metric: str, weights: Path | None, image_size: int) -> Accuracy:
+    """torchvision's published figure, declared; the source says what the file really holds."""
+    source = f"torchvision published ImageNet-1k {metric} for IMAGENET1K_V1 weights at 224x224"
+    if image_size != 224:
+        source += f" (this pool feeds {image_size}x{image_size})"
+    if weights is None:
+        source += (
+            "; this file has random weights: latency is real, accuracy is declared, not measured"
+        )
+    else:
+        source += f"; weights loaded from {weights.name}, but accuracy is declared, not measured"
+    value = cfg.top1 if metric == "top1" else cfg.top5
+    return Accuracy(value=value, kind=AccuracyKind.DECLARED, metric=metric, source=source)
+
+
+def resnet_pool_spec(
+    depths: Sequence[int],
+    image_size: int = 224,
+    metric: Literal["top1", "top5"] = "top1",
+    weight_files: dict[int, Path] | None = None,
+) -> PoolSpec:
+    """The `imagenet-resnet` pool spec for `depths`, variant `resnetNN` at `resnetNN.onnx`."""
+    weight_files = weight_files or {}
+    variants = []
+    for depth in depths:
+        cfg, w = _config(depth), weight_files.get(depth)
+        how = "random weights" if w is None else f"weights from {w.name}"
+        variants.append(
+            VariantSpec(
+                name=cfg.name,
+                path=f"{cfg.name}.onnx",
+                accuracy=_accuracy(cfg, metric, w, image_size),
+                description=f"{cfg.description}, {how}",
+            )
+        )
+    return PoolSpec(
+        application="imagenet-resnet",
+        input=_input_spec(image_size),
+        deadline_ms=300.0,
+        variants=variants,
+    )
+
+
+def _input_spec(image_size: int) -> InputSpec:
+    """ImageNet input: RGB, resize the short side to size/0.875, centre-crop, /255, normalise."""
+    prep = Preprocessing(
+        resize=int(image_size / 0.875),
+        crop=image_size,
+        scale=1 / 255,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        layout="NCHW",
+        note="RGB; resize short side, centre-crop, scale to [0, 1], ImageNet normalisation "
+        "(x - mean) / std per channel",
+    )
+    return InputSpec(
+        name=INPUT_NAME, shape=[3, image_size, image_size], dtype="float32", preprocessing=prep
+    )
+
+
+def _validate(depths: Sequence[int], image_size: int, metric: str) -> list[int]:
+    """Depths without repeats, in the given order; SpecError for anything unbuildable."""
+    unique = list(dict.fromkeys(depths))
+    if not unique:
+        raise SpecError("no depths given; choose from " + ", ".join(str(d) for d in RESNETS))
+    for depth in unique:
+        _config(depth)
+    if image_size < 32:
+        raise SpecError(f"image_size {image_size} is too small; ResNets need at least 32 pixels")
+    if metric not in ("top1", "top5"):
+        raise SpecError(f"metric {metric!r} is not top1 or top5")
+    return unique
+
+
+def _no_progress(done: int, total: int, message: str) -> None:
+    """The default progress hook: report nothing."""
+
+
+def _report_step(report: ProgressHook, done: int, total: int, name: str, message: str) -> None:
+    report(done, total, f"{name}: {message}")
+
+
+def build_resnet_pool(
+    out: Path,
+    weights: Path | None = None,
+    image_size: int = 224,
+    depths: Sequence[int] = DEPTHS,
+    progress: ProgressHook | None = None,
+    seed: int = 0,
+    metric: Literal["top1", "top5"] = "top1",
+) -> Path:
+    """Build `out/resnetNN.onnx` for each depth and (re)write `out/pool.yaml`; returns its path.
+
+    `weights`: a folder with one torchvision state dict `resnetNN*.pth` per depth (all are looked
+    up before anything is built); None for random weights seeded with `seed + depth`.
+    `image_size`: input height and width in pixels. Each file is checked against torch with
+    ONNX Runtime and reused on a later call with the same arguments. `progress(done, total,
+    message)` is called as work proceeds; `done` counts finished variants out of `total`.
+    Raises SpecError for bad arguments or weights, ExportCheckFailed if an export is wrong.
+    """
+    out, report = Path(out), progress or _no_progress
+    todo = _validate(depths, image_size, metric)
+    files = {d: find_weights(Path(weights), d) for d in todo} if weights is not None else {}
+    out.mkdir(parents=True, exist_ok=True)
+    total = len(todo)
+    for i, depth in enumerate(todo):
+        name = f"resnet{depth}"
+        step = functools.partial(_report_step, report, i, total, name)
+        step("checking for a previous build")
+        reused = _build_variant(depth, out, files.get(depth), image_size, seed, step)
+        report(i + 1, total, f"{name}: {'reused' if reused else 'built'}")
+    dump_pool_spec(resnet_pool_spec(todo, image_size, metric, files), out / "pool.yaml")
+    report(total, total, f"wrote {out / 'pool.yaml'}")
+    return out / "pool.yaml"

@@ -1,0 +1,79 @@
+"""What a policy sees and how it is called. The same objects run in the simulator and the server.
+
+Every period the host (simulator or server) builds an `Observation` from what happened in the
+last period and calls `Controller.step`, which asks the policy for a `Decision` and returns it;
+the host's actuator applies it. Policies are pure: `decide(observation, state) -> (decision,
+state)`; smoothing, hysteresis and cool-downs live in their state or in wrappers, never in the
+host. Nothing here reads a clock: time arrives in the observation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from gearshift.types import Decision
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The last period, as the host saw it. Times in seconds on the host's clock."""
+
+    t_s: float
+    period_s: float
+    arrivals: int
+    queue_length: int  # waiting, not yet dispatched
+    in_flight: int  # dispatched, not yet answered
+    completed: int
+    missed: int  # answered late, or dropped, in the last period
+    latency_p99_ms: float  # of requests completed in the last period; nan if none
+    current: Decision  # what is being served now
+
+    @property
+    def rate_rps(self) -> float:
+        return self.arrivals / self.period_s
+
+    @property
+    def backlog(self) -> int:
+        return self.queue_length + self.in_flight
+
+
+class Policy(Protocol[S]):
+    name: str
+
+    def initial_state(self) -> S: ...
+
+    def decide(self, obs: Observation, state: S) -> tuple[Decision, S]: ...
+
+
+@dataclass(frozen=True)
+class ControlStep:
+    """One line of the control log."""
+
+    observation: Observation
+    decision: Decision
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class Controller(Generic[S]):
+    """Keeps a policy's state between periods; the host calls `step` once per period."""
+
+    def __init__(self, policy: Policy[S]) -> None:
+        self.policy = policy
+        self.state: S = policy.initial_state()
+        self.log: list[ControlStep] = []
+
+    def step(self, obs: Observation) -> Decision:
+        decision, self.state = self.policy.decide(obs, self.state)
+        snapshot = getattr(self.state, "__dict__", {}) if self.state is not None else {}
+        self.log.append(ControlStep(obs, decision, {k: _plain(v) for k, v in snapshot.items()}))
+        return decision
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)

@@ -1,0 +1,83 @@
+"""The policy table file: load ranges -> (variant, R, T), plus the whole grid it was chosen from.
+
+Written by `gearshift plan`, read by the `table` and `queue-aware` policies.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gearshift.errors import SpecError
+from gearshift.types import Allocation, Decision
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GridPoint(_Model):
+    """One (load, variant, R, T) candidate as evaluated by the planner."""
+
+    rate_rps: float
+    variant: str
+    replicas: int
+    threads: int
+    p_on_time: float = Field(ge=0, le=1)
+    effective_accuracy: float = Field(ge=0, le=1)
+    p50_ms: float
+    p99_ms: float
+
+
+class PolicyRange(_Model):
+    """Loads in [min_rps, max_rps) are best served by this choice (max_rps = inf for the last)."""
+
+    min_rps: float
+    max_rps: float
+    variant: str
+    replicas: int
+    threads: int
+    p_on_time: float
+    effective_accuracy: float
+
+    @property
+    def decision(self) -> Decision:
+        return Decision(self.variant, Allocation(self.replicas, self.threads), "table")
+
+
+class PolicyTable(_Model):
+    application: str
+    pool_digest: str
+    deadline_ms: float = Field(gt=0)
+    cores: int
+    ranges: list[PolicyRange] = Field(min_length=1)
+    grid: list[GridPoint] = Field(default_factory=list)
+
+    def lookup(self, rate_rps: float) -> int:
+        """Index of the range holding `rate_rps` (below the first: 0; above the last: last)."""
+        for i, r in enumerate(self.ranges):
+            if rate_rps < r.max_rps:
+                return i
+        return len(self.ranges) - 1
+
+
+def save_policy(table: PolicyTable, path: str | Path) -> None:
+    Path(path).write_text(table.model_dump_json(indent=1))
+
+
+def load_policy(path: str | Path, pool_digest: str | None = None) -> PolicyTable:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"policy {path} does not exist; make one with `gearshift plan`")
+    try:
+        table = PolicyTable.model_validate(json.loads(path.read_text()))
+    except (ValidationError, json.JSONDecodeError) as exc:
+        raise SpecError(f"policy {path} is not a valid gearshift policy table: {exc}") from None
+    if pool_digest is not None and table.pool_digest != pool_digest:
+        raise SpecError(
+            f"policy {path} was planned for a different pool (digest {table.pool_digest}, this "
+            f"pool is {pool_digest}); run `gearshift profile` and `gearshift plan` again"
+        )
+    return table

@@ -1,0 +1,103 @@
+"""The profile file: measured service times per (variant, replicas R, threads T) on one machine.
+
+Written by `gearshift profile`, read by the planner and the simulator. It records the machine,
+the versions and the pool spec's digest, and `load_profile(path, spec)` refuses it for any
+other pool.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gearshift.errors import SpecError
+from gearshift.types import Allocation
+
+PROFILE_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MachineInfo(_Model):
+    cpu_model: str
+    cores: int
+    platform: str
+    python: str
+    onnxruntime: str
+
+
+class AllocationProfile(_Model):
+    """One (variant, R, T), measured with all R replicas busy (saturated, closed loop)."""
+
+    variant: str
+    replicas: int = Field(ge=1)
+    threads: int = Field(ge=1)
+    service_ms: list[float] = Field(min_length=1, description="per-request service samples")
+    throughput_rps: float = Field(gt=0, description="measured saturation throughput")
+
+    @property
+    def allocation(self) -> Allocation:
+        return Allocation(self.replicas, self.threads)
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.service_ms, q))
+
+
+class Profile(_Model):
+    version: int = PROFILE_VERSION
+    application: str
+    pool_digest: str
+    cores: int = Field(ge=1, description="the core budget every allocation uses")
+    machine: MachineInfo
+    created: str = Field(description="ISO 8601 time of measurement")
+    overhead_ms: list[float] = Field(
+        min_length=1, description="per-request serving-path overhead samples, beyond service time"
+    )
+    accuracy: dict[str, float] = Field(description="variant -> accuracy, copied from the spec")
+    entries: list[AllocationProfile] = Field(min_length=1)
+
+    def entry(self, variant: str, allocation: Allocation) -> AllocationProfile:
+        for e in self.entries:
+            if e.variant == variant and e.allocation == allocation:
+                return e
+        raise KeyError(f"profile has no entry for {variant} at {allocation}")
+
+    def variants(self) -> list[str]:
+        return list(dict.fromkeys(e.variant for e in self.entries))
+
+    def allocations(self) -> list[Allocation]:
+        return sorted({e.allocation for e in self.entries}, reverse=True)
+
+    def service_samples_ms(self, variant: str, allocation: Allocation) -> np.ndarray:
+        return np.asarray(self.entry(variant, allocation).service_ms, dtype=np.float64)
+
+    def capacity_rps(self) -> float:
+        """The highest measured saturation throughput of any (variant, allocation)."""
+        return max(e.throughput_rps for e in self.entries)
+
+
+def save_profile(profile: Profile, path: str | Path) -> None:
+    Path(path).write_text(profile.model_dump_json(indent=1))
+
+
+def load_profile(path: str | Path, pool_digest: str | None = None) -> Profile:
+    """Read a profile; with `pool_digest`, refuse one measured for a different pool."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"profile {path} does not exist; make one with `gearshift profile`")
+    try:
+        profile = Profile.model_validate(json.loads(path.read_text()))
+    except (ValidationError, json.JSONDecodeError) as exc:
+        raise SpecError(f"profile {path} is not a valid gearshift profile: {exc}") from None
+    if pool_digest is not None and profile.pool_digest != pool_digest:
+        raise SpecError(
+            f"profile {path} was measured for a different pool (digest {profile.pool_digest}, "
+            f"this pool is {pool_digest}): the models or spec changed since; run "
+            "`gearshift profile` again for this pool"
+        )
+    return profile
