@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -121,6 +122,44 @@ def demo(
     with console.status("checking pool") as status:
         rows = run_check(spec, allocs, progress=lambda m: status.update(m))
     _print_check(f"{spec.application}: one request per variant and allocation", rows)
+
+
+@app.command()
+def profile(
+    spec_path: Annotated[Path, typer.Argument(help="pool.yaml")],
+    out_path: Annotated[Path, typer.Option("--out", help="profile JSON to write")] = Path(
+        "profile.json"
+    ),
+    cores: Annotated[int, typer.Option(help="core budget; default: all usable cores")] = 0,
+    samples: Annotated[int, typer.Option(help="service-time samples per variant and RxT")] = 200,
+    quick: Annotated[bool, typer.Option(help="20 samples each: for tests and a first look")] = False,
+) -> None:
+    """Measure service times and saturation throughput of every variant at every RxT."""
+    import asyncio
+
+    from gearshift.profiling.profile import save_profile
+    from gearshift.profiling.profiler import ProfileSettings, measure
+    from gearshift.progress import step_progress
+    from gearshift.zoo.spec import load_pool_spec
+
+    settings = ProfileSettings(cores=cores or _cores_default(), samples=20 if quick else samples,
+                               overhead_samples=50 if quick else 200)
+    try:
+        spec = load_pool_spec(spec_path)
+        with step_progress(console, "profiling") as progress:
+            prof = asyncio.run(measure(spec, settings, progress))
+    except GearshiftError as exc:
+        raise _fail(exc) from None
+    save_profile(prof, out_path)
+    table = Table(title=f"{spec.application} on {prof.machine.cpu_model} ({prof.cores} cores)")
+    for col in ("variant", "RxT", "p50 ms", "p99 ms", "throughput req/s"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for e in prof.entries:
+        table.add_row(e.variant, str(e.allocation), f"{e.percentile_ms(50):.1f}",
+                      f"{e.percentile_ms(99):.1f}", f"{e.throughput_rps:.1f}")
+    out.print(table)
+    out.print(f"serving-path overhead p50 {float(np.median(prof.overhead_ms)):.2f} ms; "
+              f"profile written to [bold]{out_path}[/]")
 
 
 def main() -> None:
