@@ -63,31 +63,31 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int(seed)).spawn(2)[stream])
 
 
-def _poisson_in_segments(
-    timeline: RateTimeline, duration_s: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Exact piecewise-constant Poisson: a Poisson count per segment, placed uniformly."""
+def piecewise_poisson_arrivals(timeline: RateTimeline, duration_s: float, seed: int) -> np.ndarray:
+    """Poisson arrivals (s) in [0, duration_s) at the timeline's rate in each segment.
+
+    Exact for piecewise-constant rates: a Poisson count per segment, placed uniformly in it.
+    """
+    _check_duration(duration_s)
     starts = np.asarray(timeline.times_s, dtype=np.float64)
     rates = np.asarray(timeline.rates_rps, dtype=np.float64)
+    if (
+        len(starts) == 0
+        or starts[0] != 0
+        or np.any(np.diff(starts) <= 0)
+        or len(rates) != len(starts)
+    ):
+        raise SpecError("a rate timeline needs increasing times_s from 0, one rate per time")
+    if not np.all(np.isfinite(rates) & (rates >= 0)):
+        raise SpecError("a rate timeline needs finite rates >= 0 requests/s")
+    rng = _rng(seed, _ARRIVAL_STREAM)
     keep = starts < duration_s
     starts, rates = starts[keep], rates[keep]
-    ends = np.append(starts[1:], duration_s)
-    lengths = ends - starts
+    lengths = np.append(starts[1:], duration_s) - starts
     counts = rng.poisson(rates * lengths)
     out = np.repeat(starts, counts) + rng.random(int(counts.sum())) * np.repeat(lengths, counts)
     out.sort()
     return out[out < duration_s]  # guards float rounding at a segment's end
-
-
-def piecewise_poisson_arrivals(timeline: RateTimeline, duration_s: float, seed: int) -> np.ndarray:
-    """Poisson arrivals (s) in [0, duration_s) at the timeline's rate in each segment."""
-    _check_duration(duration_s)
-    times, rates = np.asarray(timeline.times_s), np.asarray(timeline.rates_rps)
-    if len(times) == 0 or times[0] != 0 or np.any(np.diff(times) <= 0) or len(rates) != len(times):
-        raise SpecError("a rate timeline needs increasing times_s from 0, one rate per time")
-    if not np.all(np.isfinite(rates) & (rates >= 0)):
-        raise SpecError("a rate timeline needs finite rates >= 0 requests/s")
-    return _poisson_in_segments(timeline, duration_s, _rng(seed, _ARRIVAL_STREAM))
 
 
 def counts_timeline(arrivals_s: np.ndarray, duration_s: float, bin_s: float = 1.0) -> RateTimeline:
@@ -129,8 +129,9 @@ def step_arrivals(
     rates_rps: Sequence[float], dwell_s: float, duration_s: float, seed: int
 ) -> np.ndarray:
     """Poisson arrivals (s) following `step_timeline`."""
-    timeline = step_timeline(rates_rps, dwell_s, duration_s)
-    return piecewise_poisson_arrivals(timeline, duration_s, seed)
+    return piecewise_poisson_arrivals(
+        step_timeline(rates_rps, dwell_s, duration_s), duration_s, seed
+    )
 
 
 def spike_timeline(
@@ -289,12 +290,7 @@ def load_markov_yaml(path: str | Path) -> MarkovSpec:
             "optionally start_state"
         ) from None
     try:
-        return MarkovSpec(
-            tuple(parsed.rates_rps),
-            tuple(map(tuple, parsed.transition)),
-            parsed.dwell_s,
-            parsed.start_state,
-        )
+        return MarkovSpec(**parsed.model_dump())
     except SpecError as exc:
         raise SpecError(f"Markov spec {path}: {exc.message}") from None
 
@@ -325,16 +321,19 @@ def open_text(path: str | Path) -> Iterator[TextIO]:
         yield stream
 
 
+def _at(path: str | Path, line_no: int) -> str:
+    return f"{path} line {line_no}:"
+
+
 def _count(line: str, path: str | Path, line_no: int) -> int:
     try:
         count = int(line)
     except ValueError:
         raise SpecError(
-            f"trace {path} line {line_no}: expected one integer count per line, "
-            f"got {line.strip()!r}"
+            f"{_at(path, line_no)} expected one integer count, got {line.strip()!r}"
         ) from None
     if count < 0:
-        raise SpecError(f"trace {path} line {line_no}: count {count} is negative")
+        raise SpecError(f"{_at(path, line_no)} count {count} is negative")
     return count
 
 
@@ -380,11 +379,7 @@ def trace_timeline(
 
 
 def trace_arrivals(
-    path: str | Path,
-    duration_s: float,
-    seed: int,
-    start_s: int = 0,
-    mean_rps: float | None = None,
+    path: str | Path, duration_s: float, seed: int, start_s: int = 0, mean_rps: float | None = None
 ) -> np.ndarray:
     """Poisson arrivals (s) inside each second at that second's (scaled) trace count."""
     timeline = trace_timeline(path, duration_s, start_s, mean_rps)
@@ -423,7 +418,7 @@ def _timestamp_rows(path: Path) -> Iterator[tuple[int, int]]:
             except (ValueError, IndexError):
                 if line_no != 1:
                     raise SpecError(
-                        f"timestamps file {path} line {line_no}: cannot read a time from {row!r}"
+                        f"{_at(path, line_no)} cannot read a time from {row!r}"
                     ) from None
                 column = _time_column(row, path)
                 continue
@@ -447,10 +442,7 @@ def read_timestamps(
     out: list[float] = []
     for line_no, t_ns in _timestamp_rows(path):
         if prev_ns is not None and t_ns < prev_ns:
-            raise SpecError(
-                f"timestamps file {path} is not in time order at line {line_no}; "
-                "sort it by time first"
-            )
+            raise SpecError(f"{_at(path, line_no)} time goes backwards; sort the file by time")
         first_ns = t_ns if first_ns is None else first_ns
         prev_ns = t_ns
         t_s = ((t_ns - first_ns) / 1e9 - start_s) / speed
@@ -478,17 +470,12 @@ def read_arrival_file(path: str | Path, duration_s: float) -> np.ndarray:
                 t_s = float(text)
             except ValueError:
                 raise SpecError(
-                    f"arrivals file {path} line {line_no}: expected a time in seconds, got {text!r}"
+                    f"{_at(path, line_no)} expected a time in seconds, got {text!r}"
                 ) from None
             if not math.isfinite(t_s) or t_s < 0:
-                raise SpecError(
-                    f"arrivals file {path} line {line_no}: time {text} must be finite and >= 0"
-                )
+                raise SpecError(f"{_at(path, line_no)} time {text} must be finite and >= 0")
             if out and t_s < out[-1]:
-                raise SpecError(
-                    f"arrivals file {path} line {line_no}: {t_s} comes before the "
-                    f"previous time {out[-1]}; sort the file"
-                )
+                raise SpecError(f"{_at(path, line_no)} {t_s} is before {out[-1]}; sort the file")
             if t_s >= duration_s:
                 break
             out.append(t_s)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 
@@ -281,7 +282,7 @@ class ArrivalsFileWorkload(_Replay):
         return f"arrivals replayed from {self.path.name}"
 
 
-Workload = (
+Workload: TypeAlias = (
     PoissonWorkload
     | MarkovWorkload
     | StepWorkload
