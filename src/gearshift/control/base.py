@@ -59,17 +59,25 @@ class ControlStep:
 
 
 class Controller(Generic[S]):
-    """Keeps a policy's state between periods; the host calls `step` once per period."""
+    """Keeps a policy's state between periods; the host calls `step` once per period.
 
-    def __init__(self, policy: Policy[S]) -> None:
+    `last` is the latest step; with `keep_log` every step is also kept in `log` (the simulator
+    keeps them for its report; a long-running server writes each to its log file instead).
+    """
+
+    def __init__(self, policy: Policy[S], keep_log: bool = True) -> None:
         self.policy = policy
         self.state: S = policy.initial_state()
+        self.keep_log = keep_log
         self.log: list[ControlStep] = []
+        self.last: ControlStep | None = None
 
     def step(self, obs: Observation) -> Decision:
         decision, self.state = self.policy.decide(obs, self.state)
         snapshot = getattr(self.state, "__dict__", {}) if self.state is not None else {}
-        self.log.append(ControlStep(obs, decision, {k: _plain(v) for k, v in snapshot.items()}))
+        self.last = ControlStep(obs, decision, {k: _plain(v) for k, v in snapshot.items()})
+        if self.keep_log:
+            self.log.append(self.last)
         return decision
 
 

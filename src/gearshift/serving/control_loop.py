@@ -1,0 +1,99 @@
+"""The live actuator: every period, observe the server, ask the controller, apply its decision.
+
+A variant switch is applied at once. An allocation change runs in the background (new replicas
+may need loading) and a newer decision waits until it is done; the controller sees the
+allocation actually in force in its next observation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Any
+
+from gearshift.control.base import ControlStep, Controller, Observation
+from gearshift.errors import GearshiftError
+from gearshift.serving.dataplane import DataPlane
+from gearshift.types import Decision
+
+
+class ControlLoop:
+    def __init__(self, plane: DataPlane, controller: Controller[Any], period_s: float,
+                 log_path: Path | None = None) -> None:
+        self.plane = plane
+        self.pool = plane.pool
+        self.controller = controller
+        self.period_s = period_s
+        self._log: IO[str] | None = log_path.open("a") if log_path else None
+        self._realloc: asyncio.Task[None] | None = None
+        self._t0 = time.perf_counter()
+        self.last_rate_rps = 0.0
+        self.last_error = ""
+
+    async def run(self) -> None:
+        """Tick every `period_s` until cancelled, on a fixed schedule (no drift)."""
+        next_t = time.perf_counter() + self.period_s
+        try:
+            while True:
+                await asyncio.sleep(max(0.0, next_t - time.perf_counter()))
+                next_t += self.period_s
+                self.tick()
+        finally:
+            if self._log:
+                self._log.close()
+
+    def tick(self) -> Decision:
+        w = self.plane.take_window()
+        st = self.pool.status()
+        obs = Observation(
+            t_s=time.perf_counter() - self._t0, period_s=self.period_s, arrivals=w.arrivals,
+            queue_length=st.queue_length, in_flight=st.in_flight, completed=w.completed,
+            missed=w.missed, latency_p99_ms=w.p99_ms(),
+            current=Decision(st.variant, st.allocation),
+        )
+        decision = self.controller.step(obs)
+        self.apply(decision)
+        self.last_rate_rps = obs.rate_rps
+        self.plane.metrics.observe_pool(self.pool.status(), self.plane.spec.variant_names(),
+                                        obs.rate_rps)
+        if self._log and self.controller.last is not None:
+            self._log.write(json.dumps(step_json(self.controller.last)) + "\n")
+            self._log.flush()
+        return decision
+
+    def apply(self, decision: Decision) -> None:
+        self.pool.switch_variant(decision.variant)
+        busy = self._realloc is not None and not self._realloc.done()
+        if decision.allocation != self.pool.allocation and not busy:
+            self._realloc = asyncio.get_running_loop().create_task(
+                self._reallocate(decision))
+
+    async def _reallocate(self, decision: Decision) -> None:
+        try:
+            await self.pool.apply(decision.allocation)
+        except GearshiftError as exc:  # keep serving on the old allocation
+            self.last_error = exc.message
+
+    async def stop(self) -> None:
+        if self._realloc is not None and not self._realloc.done():
+            await self._realloc
+
+
+def step_json(step: ControlStep) -> dict[str, Any]:
+    """One control-log line: the observation, the decision and the policy's state."""
+    obs = asdict(step.observation)
+    obs["rate_rps"] = step.observation.rate_rps
+    obs["current"] = _decision_json(step.observation.current)
+    if isinstance(obs["latency_p99_ms"], float) and math.isnan(obs["latency_p99_ms"]):
+        obs["latency_p99_ms"] = None
+    return {"t_s": round(step.observation.t_s, 3), "observation": obs,
+            "decision": _decision_json(step.decision), "state": step.state}
+
+
+def _decision_json(d: Decision) -> dict[str, Any]:
+    return {"variant": d.variant, "replicas": d.allocation.replicas,
+            "threads": d.allocation.threads, "reason": d.reason}
