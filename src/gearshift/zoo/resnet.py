@@ -2,8 +2,9 @@
 
 The architectures are written here (no torchvision), module for module, so a torchvision
 state dict (for example `resnet50-0676ba61.pth`) loads with `strict=True`. Without weights the
-models get torchvision's random initialisation, seeded per depth: latency is real, accuracy is
-not, so every variant declares torchvision's published ImageNet-1k figure instead.
+models get torchvision's random initialisation, seeded per depth, with BatchNorm scales
+calibrated on noise so activations stay at a trained network's scale: latency is real, accuracy
+is not, so every variant declares torchvision's published ImageNet-1k figure instead.
 
 `build_resnet_pool` exports each depth to `out/resnetNN.onnx`, checks ONNX Runtime against torch,
 records the build arguments in `out/resnetNN.onnx.json` and reuses a variant whose file and
@@ -93,11 +94,12 @@ DEPTHS: tuple[int, ...] = tuple(RESNETS)
 # --- architecture (torch, built lazily) ------------------------------------------------------
 
 
+# torch is optional, so the nn.Module classes are defined on first use by cached factories.
+
+
 @functools.cache
-def _classes() -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
-    """Define torchvision's BasicBlock, Bottleneck (stride on the 3x3, "v1.5") and ResNet on
-    first use (torch is optional, so the classes cannot live at module level)."""
-    import torch
+def _basic_block() -> type[nn.Module]:
+    """torchvision's BasicBlock: two 3x3 convs (stride on the first), residual, ReLU."""
     from torch import Tensor, nn
 
     class BasicBlock(nn.Module):
@@ -117,6 +119,14 @@ def _classes() -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
             out = self.bn2(self.conv2(out))
             identity = x if self.downsample is None else self.downsample(x)
             return self.relu(out + identity)
+
+    return BasicBlock
+
+
+@functools.cache
+def _bottleneck() -> type[nn.Module]:
+    """torchvision's Bottleneck, 1x1 -> 3x3 (stride here: "v1.5") -> 1x1 x4, residual, ReLU."""
+    from torch import Tensor, nn
 
     class Bottleneck(nn.Module):
         expansion = 4
@@ -139,6 +149,15 @@ def _classes() -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
             identity = x if self.downsample is None else self.downsample(x)
             return self.relu(out + identity)
 
+    return Bottleneck
+
+
+@functools.cache
+def _resnet_class() -> type[nn.Module]:
+    """torchvision's ResNet: 7x7 stem and max pool, layer1..layer4, global average pool, fc."""
+    import torch
+    from torch import Tensor, nn
+
     class ResNet(nn.Module):
         def __init__(self, block: type[nn.Module], layers: Sequence[int], classes: int) -> None:
             super().__init__()
@@ -159,7 +178,7 @@ def _classes() -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
             x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
             return self.fc(torch.flatten(self.avgpool(x), 1))
 
-    return BasicBlock, Bottleneck, ResNet
+    return ResNet
 
 
 def _make_stage(
@@ -196,9 +215,8 @@ def resnet(depth: int, num_classes: int = 1000) -> nn.Module:
     """A ResNet of `depth` (18, 34, 50, 101 or 152) with torchvision's module names and
     parameter shapes, randomly initialised from torch's global RNG, in training mode."""
     cfg = _config(depth)
-    basic, bottleneck, resnet_cls = _classes()
-    block = basic if cfg.block == "basic" else bottleneck
-    model = resnet_cls(block, cfg.layers, num_classes)
+    block = _basic_block() if cfg.block == "basic" else _bottleneck()
+    model = _resnet_class()(block, cfg.layers, num_classes)
     _init_weights(model)
     return model
 
@@ -211,26 +229,33 @@ def _config(depth: int) -> ResNetConfig:
 
 
 def _calibrate_batchnorm(model: nn.Module, image_size: int, batch: int = 4) -> None:
-    """Set every BatchNorm's running statistics to those of one batch of N(0, 1) images.
+    """Scale every BatchNorm so its output has unit second moment per channel on N(0, 1) images.
 
-    With torchvision's random init a BN in eval mode is the identity, and the residual sums
-    blow up with depth (ResNet-152 logits reach ~1e8): meaningless numbers that make the
-    ONNX-vs-torch check fail on relative error. Calibrated statistics keep activations at the
-    scale of a trained network. Uses torch's global RNG; leaves the model in eval mode.
+    With torchvision's random init a BN in eval mode is the identity and the residual sums
+    blow up with depth (ResNet-152 logits reach ~1e8). Each BN gets running_var = E[x^2] of its
+    own input (measured in one eval-mode pass, earlier BNs already set) and running_mean = 0.
+    Keeping the mean at 0 matters: subtracting measured means adds biases that make a deep
+    random ResNet chaotic, so float32 rounding alone moved ResNet-152 logits by ~3e-3 and the
+    ONNX check failed; pure scaling keeps the ReLU network homogeneous and the check tight.
+    Uses torch's global RNG; leaves the model in eval mode.
     """
     import torch
     from torch import nn
 
+    def set_stats(bn: nn.Module, args: tuple[Any, ...]) -> None:
+        x = args[0]
+        bn.running_mean.zero_()
+        bn.running_var.copy_((x * x).mean(dim=(0, 2, 3)))
+
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average: after one batch, exactly that batch's stats
-    model.train()
-    with torch.no_grad():
-        model(torch.randn(batch, 3, image_size, image_size))
-    for bn in bns:
-        bn.momentum = 0.1
+    hooks = [bn.register_forward_pre_hook(set_stats) for bn in bns]
     model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.randn(batch, 3, image_size, image_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 # --- weights ------------------------------------------------------------------------------
@@ -279,9 +304,12 @@ def _load_weights(model: nn.Module, path: Path, depth: int) -> None:
         ) from None
 
 
-def _make_model(depth: int, weights: Path | None, image_size: int, seed: int) -> nn.Module:
-    """The eval-mode model: `weights` loaded, or random from seed `seed + depth` with calibrated
-    BatchNorm statistics. Torch's global RNG state is restored afterwards."""
+def make_resnet(
+    depth: int, weights: Path | None = None, image_size: int = 224, seed: int = 0
+) -> nn.Module:
+    """The eval-mode model `build_resnet_pool` exports: the state dict file `weights` loaded
+    (strict), or random from seed `seed + depth` with BatchNorm scales calibrated on noise
+    images of `image_size` x `image_size` pixels. Torch's global RNG state is left untouched."""
     import torch
 
     with torch.random.fork_rng(devices=[]):
@@ -409,14 +437,14 @@ def _build_variant(
         return True
     _sidecar(onnx_path).unlink(missing_ok=True)
     step("loading weights" if weights else "building")
-    model = _make_model(depth, weights, image_size, seed)
+    model = make_resnet(depth, weights, image_size, seed)
     tmp = onnx_path.with_name(onnx_path.name + ".tmp")
-    step("exporting to ONNX")
-    _export_onnx(model, tmp, image_size)
-    step("checking ONNX Runtime against torch")
     try:
+        step("exporting to ONNX")
+        _export_onnx(model, tmp, image_size)
+        step("checking ONNX Runtime against torch")
         diff = check_onnx_matches(tmp, model, image_size, seed)
-    except ExportCheckFailed:
+    except BaseException:  # a failed check or an interrupt leaves no half-made file behind
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(onnx_path)
@@ -430,7 +458,8 @@ def _build_variant(
 
 def _accuracy(cfg: ResNetConfig, metric: str, weights: Path | None, image_size: int) -> Accuracy:
     """torchvision's published figure, declared; the source says what the file really holds."""
-    source = f"torchvision published ImageNet-1k {metric} for IMAGENET1K_V1 weights at 224x224"
+    label = "top-1" if metric == "top1" else "top-5"
+    source = f"torchvision published ImageNet-1k {label} for IMAGENET1K_V1 weights at 224x224"
     if image_size != 224:
         source += f" (this pool feeds {image_size}x{image_size})"
     if weights is None:
