@@ -46,17 +46,19 @@ def _check(spec: PoolSpec, x: np.ndarray, r: InferResult) -> None:
 
 
 @pytest.mark.parametrize("allocation", [Allocation(2, 1), Allocation(1, 2)])
-def test_every_variant_served_correctly(tiny_spec, allocation: Allocation) -> None:
+@pytest.mark.parametrize("transport", ["shm", "pipe"])
+def test_every_variant_served_correctly(tiny_spec, allocation: Allocation, transport) -> None:
     async def body(pool: ReplicaPool) -> None:
         assert pool.status().workers_ready == allocation.replicas
         for i, name in enumerate(tiny_spec.variant_names()):
-            x = _x(i)
-            r = await pool.infer({"input": x}, variant=name)
-            assert r.variant == name
-            assert r.service_ms > 0 and r.queue_ms >= 0
-            _check(tiny_spec, x, r)
+            for batch in (1, 8, 9):  # 9 items exceed the slot: sent inline
+                x = _x(i, batch)
+                r = await pool.infer({"input": x}, variant=name)
+                assert r.variant == name
+                assert r.service_ms > 0 and r.queue_ms >= 0
+                _check(tiny_spec, x, r)
 
-    run_pool(tiny_spec, body, allocation)
+    run_pool(tiny_spec, body, allocation, PoolSettings(transport=transport))
 
 
 def test_workers_are_pinned_to_their_cores(tiny_spec) -> None:

@@ -162,6 +162,55 @@ def profile(
               f"profile written to [bold]{out_path}[/]")
 
 
+@app.command()
+def serve(
+    spec_path: Annotated[Path, typer.Argument(help="pool.yaml")],
+    policy: Annotated[Path, typer.Option(help="policy table from `gearshift plan`")],
+    profile_path: Annotated[Path | None, typer.Option(
+        "--profile", help="profile JSON (queue-aware); default: profile.json beside the policy")
+    ] = None,
+    host: Annotated[str, typer.Option(help="address to bind; loopback unless told")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
+    period_s: Annotated[float, typer.Option(help="control period in seconds")] = 1.0,
+    controller: Annotated[str, typer.Option(help="table, queue-aware or static:VARIANT")] = "table",
+    control_log: Annotated[Path | None, typer.Option(help="JSONL file of every period")] = None,
+    max_queue: Annotated[int, typer.Option(help="requests waiting before 503")] = 1024,
+) -> None:
+    """Serve the pool over KServe V2 REST, switching variant and RxT every period."""
+    import asyncio
+    import logging
+
+    from gearshift.control.base import Controller
+    from gearshift.control.factory import make_policy
+    from gearshift.planning.table import load_policy
+    from gearshift.profiling.profile import load_profile
+    from gearshift.serving.pool import PoolSettings
+    from gearshift.serving.server import Server, ServerSettings
+    from gearshift.zoo.spec import load_pool_spec
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        spec = load_pool_spec(spec_path)
+        digest = spec.digest()
+        table = load_policy(policy, digest)
+        profile_path = profile_path or policy.parent / "profile.json"
+        prof = load_profile(profile_path, digest) if profile_path.is_file() else None
+        pol, initial = make_policy(controller, table, prof, spec.deadline_ms)
+    except GearshiftError as exc:
+        raise _fail(exc) from None
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/] binding {host}: reachable beyond this machine")
+    settings = ServerSettings(host=host, port=port, period_s=period_s, control_log=control_log,
+                              pool=PoolSettings(max_queue=max_queue))
+    server = Server(spec, Controller(pol, keep_log=False), initial, settings)
+    console.print(f"serving {spec.application} ({', '.join(spec.variant_names())}) on "
+                  f"http://{host}:{port} with the {pol.name} controller; starting at "
+                  f"{initial.variant} {initial.allocation}")
+    asyncio.run(server.serve())
+    if server.start_error:
+        raise _fail(GearshiftError(server.start_error))
+
+
 def main() -> None:
     app()
 

@@ -15,7 +15,7 @@ from gearshift.types import Allocation, Decision
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
 
 
 class GridPoint(_Model):

@@ -16,6 +16,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from gearshift.runtime.base import RuntimeSettings
+from gearshift.serving.shm import ShmTensor
 
 _COUNT = struct.Struct("<I")
 
@@ -36,13 +37,18 @@ class WorkerConfig:
     models: dict[str, str]
     settings: RuntimeSettings
     warmup: InputShape | None = None
+    slot_name: str | None = None  # shared memory for input tensors (see `shm`)
+    slot_size: int = 0
 
 
 @dataclass(frozen=True)
 class InferCall:
+    """Inputs travel in the replica's shared-memory slot (`in_slot`) or inline (`inputs`)."""
+
     request_id: int
     variant: str
-    inputs: dict[str, np.ndarray]
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    in_slot: tuple[ShmTensor, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -33,7 +34,6 @@ from gearshift.errors import (
 )
 from gearshift.runtime.base import RuntimeSettings
 from gearshift.serving.messages import (
-    InferCall,
     InferReply,
     InputShape,
     Message,
@@ -53,6 +53,8 @@ class PoolSettings:
     keep_warm: bool = True
     start_timeout_s: float = 300.0
     max_restarts: int = 20
+    transport: Literal["shm", "pipe"] = "shm"  # inputs via a shared-memory slot, or inline
+    slot_items: int = 8  # the slot holds a batch of this many items; larger batches go inline
     cores: tuple[int, ...] | None = None  # None: the cores this process may run on
 
 
@@ -255,7 +257,7 @@ class ReplicaPool:
                 continue
             w = self._idle.pop()
             job.dispatched_s, job.served_by = now, job.variant or self._variant
-            if not w.send(InferCall(job.request_id, job.served_by, job.inputs)):
+            if not w.call(job.request_id, job.served_by, job.inputs):
                 self._queue.appendleft(job)  # never reached the worker: serve it elsewhere
                 continue
             w.state = WorkerState.BUSY
@@ -347,7 +349,9 @@ class ReplicaPool:
         )
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ready[config.worker_id] = ready
-        w = WorkerHandle(config, self._on_message, self._on_exit)
+        item_bytes = int(np.prod(inp.shape)) * np.dtype(inp.dtype).itemsize
+        slot = item_bytes * self.settings.slot_items if self.settings.transport == "shm" else 0
+        w = WorkerHandle(config, self._on_message, self._on_exit, slot)
         self._workers[w.worker_id] = w
         return w, ready
 

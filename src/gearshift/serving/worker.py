@@ -6,6 +6,7 @@ This module is the child side only; `gearshift.serving.workers` starts and talks
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from multiprocessing.connection import Connection
@@ -21,6 +22,7 @@ from gearshift.serving.messages import (
     recv,
     send,
 )
+from gearshift.serving.shm import SlotReader
 
 
 def _rss_bytes() -> int:
@@ -46,10 +48,11 @@ def _load(config: WorkerConfig):  # -> OnnxRuntime (imported after pinning)
     return runtime
 
 
-def _serve_one(runtime, call: InferCall) -> InferReply:  # runtime: OnnxRuntime
+def _serve_one(runtime, call: InferCall, slot: SlotReader | None) -> InferReply:
     t0 = time.perf_counter()
     try:
-        outputs = runtime.infer(call.variant, call.inputs)
+        inputs = {**call.inputs, **slot.read(call.in_slot)} if call.in_slot and slot else call.inputs
+        outputs = runtime.infer(call.variant, inputs)
     except GearshiftError as exc:
         return InferReply(call.request_id, error=exc.message, error_status=exc.status)
     except Exception as exc:  # a runtime failure must still answer the request
@@ -67,6 +70,7 @@ def worker_main(conn: Connection) -> None:
     except Exception as exc:
         send(conn, WorkerStartFailed(config.worker_id, f"{type(exc).__name__}: {exc}"))
         return
+    slot = SlotReader(config.slot_name, config.slot_size) if config.slot_name else None
     load_ms = (time.perf_counter() - t0) * 1000.0
     send(conn, WorkerReady(config.worker_id, os.getpid(), load_ms, _rss_bytes()))
     while True:
@@ -77,8 +81,10 @@ def worker_main(conn: Connection) -> None:
         if isinstance(msg, Stop):
             return
         if isinstance(msg, InferCall):
-            send(conn, _serve_one(runtime, msg))
+            send(conn, _serve_one(runtime, msg, slot))
 
 
 if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group; the front end decides when replicas stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker_main(Connection(int(sys.argv[1])))

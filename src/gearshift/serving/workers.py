@@ -13,10 +13,13 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 
-from gearshift.serving.messages import Message, Stop, WorkerConfig, recv, send
+import numpy as np
+
+from gearshift.serving.messages import InferCall, Message, Stop, WorkerConfig, recv, send
+from gearshift.serving.shm import SlotWriter
 
 
 class WorkerState(enum.Enum):
@@ -52,7 +55,12 @@ class WorkerHandle:
         config: WorkerConfig,
         on_message: Callable[[WorkerHandle, Message], None],
         on_exit: Callable[[WorkerHandle], None],
+        slot_bytes: int = 0,
     ) -> None:
+        """`slot_bytes` > 0 gives the replica a shared-memory slot of that size for inputs."""
+        self._slot = SlotWriter(slot_bytes) if slot_bytes > 0 else None
+        if self._slot is not None:
+            config = replace(config, slot_name=self._slot.name, slot_size=self._slot.size)
         self.config = config
         self.slot = Slot(config.settings.threads, config.cores)
         self.state = WorkerState.STARTING
@@ -91,6 +99,13 @@ class WorkerHandle:
             self._gone()
             return False
 
+    def call(self, request_id: int, variant: str, inputs: dict[str, np.ndarray]) -> bool:
+        """Send one request, its tensors through the slot when they fit; False if gone."""
+        refs = self._slot.write(inputs) if self._slot is not None else None
+        if refs is None:
+            return self.send(InferCall(request_id, variant, inputs))
+        return self.send(InferCall(request_id, variant, in_slot=refs))
+
     def stop(self) -> None:
         """Ask an idle worker to exit; its exit then arrives through the exit callback."""
         self.state = WorkerState.STOPPING
@@ -101,12 +116,16 @@ class WorkerHandle:
             self._process.kill()
 
     async def join(self, timeout_s: float = 5.0) -> int | None:
-        """Wait for the process to end (killing it after `timeout_s`); returns its exit code."""
+        """Wait for the process to end (killing it after `timeout_s`), release its slot;
+        returns its exit code."""
         try:
             return await self._loop.run_in_executor(None, self._process.wait, timeout_s)
         except subprocess.TimeoutExpired:
             self._process.kill()
             return await self._loop.run_in_executor(None, self._process.wait, 5.0)
+        finally:
+            if self._slot is not None:
+                self._slot.close()
 
     def _readable(self) -> None:
         try:
@@ -122,4 +141,6 @@ class WorkerHandle:
         self.state = WorkerState.DEAD
         self._loop.remove_reader(self._conn.fileno())
         self._conn.close()
+        if self._slot is not None:
+            self._slot.close()
         self._on_exit(self)

@@ -1,0 +1,132 @@
+"""`gearshift serve` as a user runs it: a separate process, driven over HTTP, stopped by signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as tc
+
+from gearshift.planning.table import PolicyRange, PolicyTable, save_policy
+from gearshift.zoo.spec import PoolSpec
+from tests.servers import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _policy(spec: PoolSpec, path: Path, boundary_rps: float) -> Path:
+    ranges = [
+        PolicyRange(min_rps=0.0, max_rps=boundary_rps, variant="tiny-l", replicas=1, threads=2,
+                    p_on_time=1.0, effective_accuracy=0.8),
+        PolicyRange(min_rps=boundary_rps, max_rps=float("inf"), variant="tiny-s", replicas=2,
+                    threads=1, p_on_time=1.0, effective_accuracy=0.6),
+    ]
+    save_policy(PolicyTable(application=spec.application, pool_digest=spec.digest(),
+                            deadline_ms=spec.deadline_ms, cores=2, ranges=ranges), path)
+    return path
+
+
+def _children(pid: int) -> set[int]:
+    kids = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.add(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return kids
+
+
+def _start(spec_path: Path, policy: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "gearshift.cli", "serve", str(spec_path), "--policy",
+           str(policy), "--port", str(port), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        time.sleep(0.1)
+    proc.kill()
+    raise TimeoutError("server not ready")
+
+
+def _send(port: int, x: np.ndarray, deadline_ms: float = 60000) -> dict:
+    client = tc.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=120)
+    inp = tc.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    r = client.infer("tiny", [inp], parameters={"deadline_ms": deadline_ms})
+    return r.get_response()["parameters"]
+
+
+def test_sigterm_answers_what_is_held_and_stops_workers(tiny_spec, tiny_pool_path, tmp_path):
+    port = free_port()
+    policy = _policy(tiny_spec, tmp_path / "policy.json", 1e9)
+    proc = _start(tiny_pool_path, policy, port)
+    try:
+        workers = _children(proc.pid)
+        assert len(workers) >= 1
+        big = np.zeros((30000, 1, 8, 8), np.float32)
+        with ThreadPoolExecutor(4) as ex:
+            held = [ex.submit(_send, port, big) for _ in range(4)]
+            time.sleep(0.5)  # all four are in the server: one serving, three queued
+            proc.send_signal(signal.SIGTERM)
+            answers = [h.result(timeout=120) for h in held]
+        assert all(a["variant"] == "tiny-l" for a in answers)
+        assert proc.wait(timeout=60) == 0
+        time.sleep(0.2)
+        assert not any(Path(f"/proc/{w}").exists() for w in workers)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_load_step_moves_variant_and_back_within_two_periods(tiny_spec, tiny_pool_path, tmp_path):
+    port, period = free_port(), 0.25
+    log = tmp_path / "control.jsonl"
+    policy = _policy(tiny_spec, tmp_path / "policy.json", boundary_rps=40)
+    proc = _start(tiny_pool_path, policy, port, "--period-s", str(period),
+                  "--control-log", str(log))
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    try:
+        phases = [(10, 2.0), (120, 2.0), (10, 2.5)]  # rate_rps, seconds
+        marks = []
+        with ThreadPoolExecutor(16) as ex:
+            futures = []
+            for rate, secs in phases:
+                marks.append(time.monotonic())
+                end = time.monotonic() + secs
+                while time.monotonic() < end:  # bounded: at most ~300 requests in all
+                    futures.append(ex.submit(_send, port, x))
+                    time.sleep(1.0 / rate)
+            marks.append(time.monotonic())
+            assert all(f.result(timeout=60) for f in futures)
+        st = httpx.get(f"http://127.0.0.1:{port}/gearshift/status", timeout=5).json()
+        assert st["switches"] >= 2 and st["failed"] == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    lines = [json.loads(ln) for ln in log.read_text().splitlines()]
+    variants = [ln["decision"]["variant"] for ln in lines]
+    assert variants[0] == "tiny-l" and "tiny-s" in variants and variants[-1] == "tiny-l"
+    first_light = variants.index("tiny-s")
+    last_light = len(variants) - 1 - variants[::-1].index("tiny-s")
+    step_up = (marks[1] - marks[0]) / period  # periods from the first tick to the step up
+    step_down = (marks[2] - marks[0]) / period
+    assert first_light <= step_up + 2 + 1  # +1: the first tick is one period after start
+    assert last_light <= step_down + 2 + 1
+    # no flapping inside the high phase
+    assert set(variants[first_light:last_light + 1]) == {"tiny-s"}
