@@ -87,8 +87,8 @@ def test_sigterm_answers_what_is_held_and_stops_workers(tiny_spec, tiny_pool_pat
             answers = [h.result(timeout=120) for h in held]
         assert all(a["variant"] == "tiny-l" for a in answers)
         assert proc.wait(timeout=60) == 0
-        time.sleep(0.2)
-        assert not any(Path(f"/proc/{w}").exists() for w in workers)
+        left = [w for w in workers if Path(f"/proc/{w}").exists()]
+        assert not left, [Path(f"/proc/{w}/stat").read_text() for w in left]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -28,6 +30,16 @@ from gearshift.types import Decision
 from gearshift.zoo.spec import PoolSpec
 
 log = logging.getLogger("gearshift.server")
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn, except that a SIGINT/SIGTERM that led to a graceful stop ends with status 0
+    (uvicorn re-raises the signal after shutting down); a second SIGINT still forces exit."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
 
 
 @dataclass(frozen=True)
@@ -104,5 +116,5 @@ class Server:
             lifespan="on", timeout_graceful_shutdown=int(self.settings.graceful_timeout_s),
             access_log=False,
         )
-        self._uvicorn = uvicorn.Server(config)
+        self._uvicorn = _Uvicorn(config)
         await self._uvicorn.serve()

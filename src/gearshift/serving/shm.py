@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import secrets
 from dataclasses import dataclass
-from multiprocessing import shared_memory
 
 import numpy as np
 
@@ -28,14 +28,27 @@ class ShmTensor:
     offset: int
 
 
+def _path(name: str) -> str:
+    return f"/dev/shm/{name}"
+
+
 class SlotWriter:
-    """The front end's side: owns (creates and unlinks) the shared memory."""
+    """The front end's side: owns (creates and unlinks) the shared memory.
+
+    Made directly in /dev/shm rather than with `multiprocessing.shared_memory`, which would start
+    a resource-tracker process that outlives the server as an unreaped child.
+    """
 
     def __init__(self, size: int) -> None:
-        self._shm = shared_memory.SharedMemory(create=True, size=max(size, _ALIGN))
-        self.name = self._shm.name
-        self.size = self._shm.size
-        self._buf: np.ndarray | None = np.ndarray((self.size,), np.uint8, buffer=self._shm.buf)
+        self.size = max(size, _ALIGN)
+        self.name = f"gearshift-{os.getpid()}-{secrets.token_hex(6)}"
+        fd = os.open(_path(self.name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, self.size)
+            self._map = mmap.mmap(fd, self.size)
+        finally:
+            os.close(fd)
+        self._buf: np.ndarray | None = np.frombuffer(self._map, dtype=np.uint8)
 
     def write(self, inputs: dict[str, np.ndarray]) -> tuple[ShmTensor, ...] | None:
         """Copy `inputs` into the slot; None if they do not fit (send them inline then)."""
@@ -59,15 +72,15 @@ class SlotWriter:
         if self._buf is None:
             return
         self._buf = None
-        self._shm.close()
-        self._shm.unlink()
+        self._map.close()
+        os.unlink(_path(self.name))
 
 
 class SlotReader:
     """The replica's side: maps the slot by name (no resource tracking: the front end owns it)."""
 
     def __init__(self, name: str, size: int) -> None:
-        fd = os.open(f"/dev/shm/{name.lstrip('/')}", os.O_RDWR)
+        fd = os.open(_path(name), os.O_RDWR)
         try:
             self._map = mmap.mmap(fd, size)
         finally:
