@@ -215,3 +215,16 @@ def test_close_drains_queued_requests(tiny_spec) -> None:
         assert all(isinstance(t.result(), InferResult) for t in tasks)
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_prewarm_parks_replicas_so_a_later_change_loads_nothing(tiny_spec) -> None:
+    async def body(pool: ReplicaPool) -> None:
+        await pool.prewarm([Allocation(2, 1), Allocation(1, 2)])
+        assert pool.status().extra["parked"] == 1
+        parked_pid = {w.pid for w in pool._parked()}
+        await pool.apply(Allocation(1, 2))
+        assert set(pool.worker_pids().values()) == parked_pid
+        r = await pool.infer({"input": _x(0)})
+        _check(tiny_spec, _x(0), r)
+
+    run_pool(tiny_spec, body)

@@ -130,3 +130,25 @@ def test_load_step_moves_variant_and_back_within_two_periods(tiny_spec, tiny_poo
     assert last_light <= step_down + 2 + 1
     # no flapping inside the high phase
     assert set(variants[first_light:last_light + 1]) == {"tiny-s"}
+
+
+def test_controller_can_be_swapped_without_a_restart(tiny_spec, tiny_pool_path, tmp_path):
+    port = free_port()
+    proc = _start(tiny_pool_path, _policy(tiny_spec, tmp_path / "policy.json", 40), port,
+                  "--prewarm", "all")
+    try:
+        url = f"http://127.0.0.1:{port}/gearshift/controller"
+        r = httpx.put(url, json={"controller": "static:tiny-m"}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert (r.json()["variant"], r.json()["policy"]) == ("tiny-m", "static:tiny-m")
+        x = np.zeros((1, 1, 8, 8), np.float32)
+        assert _send(port, x)["variant"] == "tiny-m"
+        r = httpx.put(url, json={"controller": "static:tiny-xl"}, timeout=30)
+        assert r.status_code == 400 and "no such variant" in r.json()["error"]
+        r = httpx.put(url, json={"policy": "table"}, timeout=30)
+        assert r.status_code == 400 and "body must be" in r.json()["error"]
+        r = httpx.put(url, json={"controller": "table"}, timeout=30)
+        assert r.json()["variant"] == "tiny-l" and r.json()["policy"] == "table"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

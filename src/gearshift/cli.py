@@ -175,6 +175,10 @@ def serve(
     controller: Annotated[str, typer.Option(help="table, queue-aware or static:VARIANT")] = "table",
     control_log: Annotated[Path | None, typer.Option(help="JSONL file of every period")] = None,
     max_queue: Annotated[int, typer.Option(help="requests waiting before 503")] = 1024,
+    prewarm: Annotated[str, typer.Option(
+        help="RxT to load at start: table (those the policy uses), all (every RxT of the "
+             "cores: switching never loads; one replica's memory per extra slot), none")
+    ] = "table",
 ) -> None:
     """Serve the pool over KServe V2 REST, switching variant and RxT every period."""
     import asyncio
@@ -195,14 +199,22 @@ def serve(
         table = load_policy(policy, digest)
         profile_path = profile_path or policy.parent / "profile.json"
         prof = load_profile(profile_path, digest) if profile_path.is_file() else None
-        pol, initial = make_policy(controller, table, prof, spec.deadline_ms)
+        pol, initial = make_policy(controller, table, prof, spec.deadline_ms,
+                                   spec.variant_names())
     except GearshiftError as exc:
         raise _fail(exc) from None
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/] binding {host}: reachable beyond this machine")
+    warm = {"table": [r.decision.allocation for r in table.ranges],
+            "all": allocations_for(table.cores), "none": []}
+    if prewarm not in warm:
+        raise _fail(GearshiftError(f"--prewarm {prewarm!r}: use table, all or none"))
     settings = ServerSettings(host=host, port=port, period_s=period_s, control_log=control_log,
-                              pool=PoolSettings(max_queue=max_queue))
-    server = Server(spec, Controller(pol, keep_log=False), initial, settings)
+                              pool=PoolSettings(max_queue=max_queue),
+                              prewarm=tuple(dict.fromkeys(warm[prewarm])))
+    server = Server(spec, Controller(pol, keep_log=False), initial, settings,
+                    lambda name: make_policy(name, table, prof, spec.deadline_ms,
+                                                spec.variant_names()))
     console.print(f"serving {spec.application} ({', '.join(spec.variant_names())}) on "
                   f"http://{host}:{port} with the {pol.name} controller; starting at "
                   f"{initial.variant} {initial.allocation}")

@@ -6,7 +6,7 @@ The only module that imports the web framework. Every error becomes the protocol
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,7 +16,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gearshift import __version__
-from gearshift.errors import GearshiftError, Overloaded, PayloadTooLarge, ShuttingDown
+from gearshift.errors import (
+    BadRequest,
+    GearshiftError,
+    ModelNotFound,
+    Overloaded,
+    PayloadTooLarge,
+    ShuttingDown,
+)
 from gearshift.serving.dataplane import DataPlane
 from gearshift.serving.protocol import (
     HEADER_LENGTH,
@@ -35,6 +42,7 @@ def create_app(
     status: Callable[[], dict[str, Any]],
     max_body_bytes: int = 64 << 20,
     lifespan: Any = None,
+    set_controller: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
 ) -> Starlette:
     spec = plane.spec
 
@@ -88,6 +96,15 @@ def create_app(
     async def status_page(_: Request) -> Response:
         return JSONResponse(status())
 
+    async def controller(request: Request) -> Response:
+        if set_controller is None:
+            raise ModelNotFound("this server was started without a policy table to switch to")
+        try:
+            name = (await request.json())["controller"]
+        except (ValueError, KeyError, TypeError):
+            raise BadRequest('body must be {"controller": "table|queue-aware|static:V"}') from None
+        return JSONResponse(await set_controller(str(name)))
+
     routes = [
         Route("/v2/health/live", live), Route("/v2/health/ready", ready),
         Route("/v2", server_meta),
@@ -98,6 +115,7 @@ def create_app(
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
         Route("/metrics", metrics), Route("/gearshift/status", status_page),
+        Route("/gearshift/controller", controller, methods=["PUT"]),
     ]
     handlers = {GearshiftError: _gearshift_error, HTTPException: _http_error,
                 Exception: _internal_error}

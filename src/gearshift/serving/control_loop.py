@@ -61,7 +61,8 @@ class ControlLoop:
         self.plane.metrics.observe_pool(self.pool.status(), self.plane.spec.variant_names(),
                                         obs.rate_rps)
         if self._log and self.controller.last is not None:
-            self._log.write(json.dumps(step_json(self.controller.last)) + "\n")
+            line = {"policy": self.controller.policy.name, **step_json(self.controller.last)}
+            self._log.write(json.dumps(line) + "\n")
             self._log.flush()
         return decision
 
@@ -79,6 +80,7 @@ class ControlLoop:
             self.last_error = exc.message
 
     async def stop(self) -> None:
+        """Wait for an allocation change in progress, if any."""
         if self._realloc is not None and not self._realloc.done():
             await self._realloc
 

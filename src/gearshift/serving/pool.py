@@ -372,17 +372,32 @@ class ReplicaPool:
             raise
         return [w for w, _ in started]
 
-    async def _reallocate(self, allocation: Allocation) -> None:
-        slots = assign_slots(allocation.replicas, allocation.threads, self._cores)
+    def _match(self, allocation: Allocation) -> tuple[list[WorkerHandle], list[Slot]]:
+        """Loaded replicas that already fit `allocation`'s slots, and the slots none fits."""
         keep: list[WorkerHandle] = []
-        candidates = self._reusable()
         missing: list[Slot] = []
-        for slot in slots:
+        candidates = self._reusable()
+        for slot in assign_slots(allocation.replicas, allocation.threads, self._cores):
             match = next((w for w in candidates if w.slot == slot and w not in keep), None)
             if match is None:
                 missing.append(slot)
             else:
                 keep.append(match)
+        return keep, missing
+
+    async def prewarm(self, allocations: list[Allocation]) -> None:
+        """Load and park replicas for `allocations` now, so switching to them later loads
+        nothing (needs `keep_warm`). Costs one replica's memory per extra slot."""
+        if not self.settings.keep_warm:
+            return
+        async with self._alloc_lock:
+            for alloc in allocations:
+                _, missing = self._match(alloc)
+                for w in await self._bring_up(missing):
+                    w.state = WorkerState.PARKED
+
+    async def _reallocate(self, allocation: Allocation) -> None:
+        keep, missing = self._match(allocation)
         new = await self._bring_up(missing)
         old = [self._workers[i] for i in self._active if self._workers[i] not in keep]
         self._active = {w.worker_id for w in keep + new}

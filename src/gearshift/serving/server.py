@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
@@ -20,13 +20,13 @@ from typing import Any
 
 import uvicorn
 
-from gearshift.control.base import Controller
+from gearshift.control.base import Controller, Policy
 from gearshift.serving.app import create_app
 from gearshift.serving.control_loop import ControlLoop
 from gearshift.serving.dataplane import DataPlane
 from gearshift.serving.metrics import Metrics
 from gearshift.serving.pool import PoolSettings, ReplicaPool
-from gearshift.types import Decision
+from gearshift.types import Allocation, Decision
 from gearshift.zoo.spec import PoolSpec
 
 log = logging.getLogger("gearshift.server")
@@ -51,13 +51,19 @@ class ServerSettings:
     max_body_bytes: int = 64 << 20
     pool: PoolSettings = PoolSettings()
     graceful_timeout_s: float = 30.0
+    prewarm: tuple[Allocation, ...] = ()  # load these R x T up front so switching loads nothing
+
+
+PolicyFactory = Callable[[str], tuple[Policy[Any], Decision]]
 
 
 class Server:
     def __init__(self, spec: PoolSpec, controller: Controller[Any], initial: Decision,
-                 settings: ServerSettings) -> None:
+                 settings: ServerSettings, policies: PolicyFactory | None = None) -> None:
+        """`policies` builds a controller by name for `PUT /gearshift/controller`."""
         self.settings = settings
         self.initial = initial
+        self._policies = policies
         self.pool = ReplicaPool(spec, settings.pool)
         self.plane = DataPlane(self.pool, Metrics())
         self.loop = ControlLoop(self.plane, controller, settings.period_s, settings.control_log)
@@ -67,7 +73,8 @@ class Server:
         self._uvicorn: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.app = create_app(self.plane, lambda: self.ready, self.status,
-                              settings.max_body_bytes, self._lifespan)
+                              settings.max_body_bytes, self._lifespan,
+                              self.set_controller if policies else None)
 
     def status(self) -> dict[str, Any]:
         st = self.pool.status()
@@ -89,6 +96,7 @@ class Server:
     async def _start_pool(self) -> None:
         try:
             await self.pool.start(self.initial.allocation, self.initial.variant)
+            await self.pool.prewarm(list(self.settings.prewarm))
         except Exception as exc:  # no replicas: nothing to serve, so stop the server
             self.start_error = f"replicas failed to start: {exc}"
             log.error(self.start_error)
@@ -98,6 +106,18 @@ class Server:
         self.ready = True
         log.info("ready: %s at %s", self.initial.variant, self.initial.allocation)
         self._tasks.append(asyncio.create_task(self.loop.run()))
+
+    async def set_controller(self, name: str) -> dict[str, Any]:
+        """Replace the running policy by `name` and apply its starting decision (waiting for
+        any allocation change to finish); returns the status afterwards."""
+        assert self._policies is not None
+        policy, initial = self._policies(name)
+        self.loop.controller = Controller(policy, keep_log=False)
+        self.plane.take_window()  # the new policy's first observation starts now
+        await self.loop.stop()
+        self.loop.apply(initial)
+        await self.loop.stop()
+        return self.status()
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Any) -> AsyncIterator[None]:
