@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 POOL ?= resnet
 OUT ?= out
+FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test install zoo lint clean
+.PHONY: demo test install data lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,12 +18,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[dev,zoo]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) data
 
-test: $(STAMP)
+# Fashion-MNIST (labelled images for the fashion pool) from Debian, where apt is available.
+data:
+	@if [ -f $(FASHION_DIR)/t10k-labels-idx1-ubyte.gz ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist);" \
+		"the fashion pool's tests and demo will say so"; fi
+
+test: install
 	$(BIN)/python -m pytest -q
 
-demo: $(STAMP)
+demo: install
 	$(BIN)/gearshift demo --pool $(POOL) --out $(OUT)/demo
 
 lint: $(STAMP)

@@ -350,3 +350,14 @@ def test_piecewise_rejects_bad_timelines() -> None:
         piecewise_poisson_arrivals(RateTimeline(np.array([1.0]), np.array([1.0])), 5.0, 0)
     with pytest.raises(SpecError, match=">= 0"):
         piecewise_poisson_arrivals(RateTimeline(np.array([0.0]), np.array([-1.0])), 5.0, 0)
+
+
+def test_default_mmpp_dwell_can_be_set() -> None:
+    from gearshift.loadgen.workload import parse_workload
+
+    w = parse_workload("mmpp:dwell=2.5")
+    t = w.rate_timeline(20.0, seed=3, capacity_rps=50.0)
+    assert np.allclose(np.diff(t.times_s), 2.5)
+    assert "2.5 s dwell" in w.describe()
+    with pytest.raises(SpecError, match="dwell"):
+        parse_workload("mmpp:dwell=0")

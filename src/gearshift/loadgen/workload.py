@@ -18,7 +18,7 @@ Every workload offers:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeAlias
 
@@ -44,7 +44,8 @@ from gearshift.loadgen.arrivals import (
 
 ACCEPTED_FORMS = """accepted workloads:
   poisson:RATE                         Poisson arrivals at RATE requests/s
-  mmpp                                 default Markov-modulated load (needs capacity_rps)
+  mmpp[:dwell=S]                       default Markov-modulated load (needs capacity_rps),
+                                       S seconds per state (default 10)
   mmpp:FILE.yaml                       Markov spec: rates_rps, transition, dwell_s[, start_state]
   step:R1,R2,...@DWELL                 rates R1, R2, ... requests/s, DWELL s each, cycling
   spike:BASE,PEAK,AT,LEN               BASE requests/s, PEAK during [AT, AT+LEN) s
@@ -121,10 +122,13 @@ class MarkovWorkload(_RateDriven):
 
     spec: MarkovSpec | None = None
     path: Path | None = None
+    dwell_s: float | None = None  # the default chain with another dwell time (s)
 
     def __post_init__(self) -> None:
         if self.spec is not None and self.path is not None:
             raise SpecError("MarkovWorkload takes a spec or a path, not both")
+        if self.dwell_s is not None and not self.dwell_s > 0:
+            raise SpecError(f"mmpp dwell must be > 0 s, got {self.dwell_s:g}")
 
     def resolve(self, capacity_rps: float | None) -> MarkovSpec:
         """The MarkovSpec this workload runs, given the capacity (rps) under test."""
@@ -138,7 +142,8 @@ class MarkovWorkload(_RateDriven):
                 "(the fastest variant's saturation rate, from its profile), or use "
                 "mmpp:FILE.yaml or poisson:RATE"
             )
-        return default_markov(capacity_rps)
+        spec = default_markov(capacity_rps)
+        return spec if self.dwell_s is None else replace(spec, dwell_s=self.dwell_s)
 
     def rate_timeline(
         self, duration_s: float, seed: int, capacity_rps: float | None = None
@@ -153,7 +158,7 @@ class MarkovWorkload(_RateDriven):
             return (
                 f"Markov-modulated Poisson, {len(DEFAULT_LOAD_FRACTIONS)} states "
                 f"{_g(DEFAULT_LOAD_FRACTIONS[0])}-{_g(DEFAULT_LOAD_FRACTIONS[-1])} x capacity, "
-                f"{_g(DEFAULT_DWELL_S)} s dwell"
+                f"{_g(self.dwell_s or DEFAULT_DWELL_S)} s dwell"
             )
         rates = self.spec.rates_rps
         return (
@@ -342,6 +347,8 @@ def _poisson(arg: str) -> Workload:
 
 
 def _mmpp(arg: str) -> Workload:
+    if arg.startswith("dwell="):
+        return MarkovWorkload(dwell_s=_number(arg.removeprefix("dwell="), "mmpp dwell"))
     return MarkovWorkload() if not arg else MarkovWorkload(path=_file(arg, "mmpp"))
 
 

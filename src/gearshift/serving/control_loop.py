@@ -61,7 +61,8 @@ class ControlLoop:
         self.plane.metrics.observe_pool(self.pool.status(), self.plane.spec.variant_names(),
                                         obs.rate_rps)
         if self._log and self.controller.last is not None:
-            line = {"policy": self.controller.policy.name, **step_json(self.controller.last)}
+            line = {"policy": self.controller.policy.name, "unix_s": round(time.time(), 3),
+                    **step_json(self.controller.last)}
             self._log.write(json.dumps(line) + "\n")
             self._log.flush()
         return decision
