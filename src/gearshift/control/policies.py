@@ -1,0 +1,224 @@
+"""Policies: static, the paper's table lookup (smoothed, with hysteresis), a queue-aware table
+lookup, and a schedule replay (for hindsight oracles).
+
+Each is pure: `decide(observation, state) -> (decision, state)` with a frozen state; the same
+objects run in the simulator and in the live server.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from gearshift.control.base import Observation
+from gearshift.planning.table import PolicyTable
+from gearshift.profiling.profile import Profile
+from gearshift.types import Allocation, Decision
+
+
+@dataclass(frozen=True)
+class StaticPolicy:
+    """Always the same decision (static model versioning, the paper's baseline)."""
+
+    decision: Decision
+    name: str = "static"
+
+    def initial_state(self) -> None:
+        return None
+
+    def decide(self, obs: Observation, state: None) -> tuple[Decision, None]:
+        return self.decision, None
+
+
+@dataclass(frozen=True)
+class RateState:
+    """`smoothed_rps`: the smoothed arrival rate (requests/s), NaN before the first period.
+    `range_index`: the table range in force, -1 before the first period."""
+
+    smoothed_rps: float = math.nan
+    range_index: int = -1
+
+
+def is_jump(prev_rps: float, rate_rps: float, period_s: float, jump_z: float) -> bool:
+    """Whether the last period's count is more than `jump_z` Poisson standard deviations from
+    what the estimate `prev_rps` predicts: a change of load, not noise."""
+    expected = prev_rps * period_s
+    return abs(rate_rps * period_s - expected) > jump_z * math.sqrt(max(expected, 1.0))
+
+
+def smooth_rate(
+    prev_rps: float, rate_rps: float, alpha_up: float, alpha_down: float,
+    period_s: float = 1.0, jump_z: float = math.inf,
+) -> float:
+    """Smoothed arrival rate (requests/s): an EWMA that follows rises with `alpha_up` and falls
+    with `alpha_down`, reset to the observed `rate_rps` on a jump (`is_jump` with `jump_z`)."""
+    if math.isnan(prev_rps) or is_jump(prev_rps, rate_rps, period_s, jump_z):
+        return rate_rps
+    alpha = alpha_up if rate_rps > prev_rps else alpha_down
+    return prev_rps + alpha * (rate_rps - prev_rps)
+
+
+def margin_rps(boundary_rps: float, band: float, noise_z: float, period_s: float) -> float:
+    """How far (requests/s) beyond a range boundary the smoothed rate must go to leave the range:
+    the larger of `band` x boundary and `noise_z` standard deviations of a Poisson count at the
+    boundary rate over one period (sqrt(rate / period)), so that low rates, whose one-period
+    counts are relatively noisy, do not flap either."""
+    if boundary_rps <= 0 or math.isinf(boundary_rps):
+        return 0.0
+    return max(band * boundary_rps, noise_z * math.sqrt(boundary_rps / period_s))
+
+
+def range_with_hysteresis(
+    table: PolicyTable, rate_rps: float, current: int, band: float, noise_z: float = 0.0,
+    period_s: float = 1.0,
+) -> int:
+    """The table range for `rate_rps`, leaving range `current` only once the rate is beyond one
+    of its bounds by `margin_rps` (so a steady load at a boundary does not flap)."""
+    if current < 0:
+        return table.lookup(rate_rps)
+    r = table.ranges[current]
+    above = rate_rps >= r.max_rps + margin_rps(r.max_rps, band, noise_z, period_s)
+    below = rate_rps < r.min_rps - margin_rps(r.min_rps, band, noise_z, period_s)
+    return table.lookup(rate_rps) if above or below else current
+
+
+@dataclass(frozen=True)
+class TablePolicy:
+    """The paper's controller: smoothed arrival rate -> policy-table range -> decision.
+
+    Smoothing (`smooth_rate`): rises followed with `alpha_up`, falls with `alpha_down`, and a
+    count more than `jump_z` Poisson standard deviations off the estimate taken as a step and
+    adopted at once. Hysteresis (`range_with_hysteresis`): a range is left only beyond
+    `margin_rps` (`band`, `noise_z`). So a clear step in load (either way) switches within one
+    or two periods, while a steady Poisson load at a boundary switches about once in a few
+    hundred periods, not every few (tests/test_policies.py measures both). Below ~10 requests
+    per period the counts are too noisy for either: use longer periods there.
+    """
+
+    table: PolicyTable
+    alpha_up: float = 0.8
+    alpha_down: float = 0.3
+    band: float = 0.1
+    noise_z: float = 1.0
+    jump_z: float = 4.0
+    name: str = "table"
+
+    def initial_state(self) -> RateState:
+        return RateState()
+
+    def decide(self, obs: Observation, state: RateState) -> tuple[Decision, RateState]:
+        rps = smooth_rate(state.smoothed_rps, obs.rate_rps, self.alpha_up, self.alpha_down,
+                          obs.period_s, self.jump_z)
+        idx = range_with_hysteresis(self.table, rps, state.range_index, self.band, self.noise_z,
+                                    obs.period_s)
+        r = self.table.ranges[idx]
+        decision = Decision(r.variant, Allocation(r.replicas, r.threads),
+                            f"table: {rps:.1f} rps -> range {idx}")
+        return decision, RateState(rps, idx)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A (variant, allocation) with what the queue-aware policy needs to know of it.
+    Times in seconds, capacity in requests/s."""
+
+    decision: Decision
+    accuracy: float
+    mean_service_s: float
+    p95_service_s: float
+    capacity_rps: float
+
+    def predicted_latency_s(self, backlog: int, overhead_s: float) -> float:
+        """Latency of a request arriving now behind `backlog` requests (queued + in service):
+        it starts once backlog - R + 1 of them finish, at R / mean_service per second."""
+        r = self.decision.allocation.replicas
+        wait_s = max(0, backlog - r + 1) * self.mean_service_s / r
+        return wait_s + self.p95_service_s + overhead_s
+
+
+def candidates_from(profile: Profile) -> tuple[Candidate, ...]:
+    return tuple(
+        Candidate(
+            Decision(e.variant, e.allocation),
+            profile.accuracy[e.variant],
+            float(np.mean(e.service_ms)) / 1000.0,
+            e.percentile_ms(95) / 1000.0,
+            e.throughput_rps,
+        )
+        for e in profile.entries
+    )
+
+
+class QueueAwarePolicy:
+    """The table policy, overridden when the backlog says its choice would miss the deadline.
+
+    Every period: take the table's decision (smoothed rate, hysteresis, as `TablePolicy`);
+    predict the latency of a request arriving now from the backlog (queue + in flight), the
+    mean and p95 service time and the mean overhead; if it exceeds the deadline, choose instead
+    the most accurate candidate that fits it and can sustain the smoothed rate (ties: higher
+    capacity), or, if none does, the one with the lowest predicted latency. Once the backlog
+    drains the table's choice fits again and is used. So it shifts to a faster variant when a
+    spike fills the queue, before the smoothed rate catches up.
+    """
+
+    name = "queue-aware"
+
+    def __init__(self, table: PolicyTable, profile: Profile, deadline_ms: float,
+                 smoothing: TablePolicy | None = None) -> None:
+        """`smoothing`: the table policy (and its smoothing and hysteresis settings) to start
+        from; by default `TablePolicy(table)`."""
+        self.table_policy = smoothing or TablePolicy(table)
+        self.candidates = candidates_from(profile)
+        self.deadline_s = deadline_ms / 1000.0
+        self.overhead_s = float(np.mean(profile.overhead_ms)) / 1000.0
+
+    def initial_state(self) -> RateState:
+        return RateState()
+
+    def decide(self, obs: Observation, state: RateState) -> tuple[Decision, RateState]:
+        wanted, state = self.table_policy.decide(obs, state)
+        chosen = self._candidate(wanted.variant, wanted.allocation)
+        latency_s = chosen.predicted_latency_s(obs.backlog, self.overhead_s)
+        if latency_s <= self.deadline_s:
+            return wanted, state
+        pick = self.rescue(obs.backlog, state.smoothed_rps)
+        reason = (f"queue: backlog {obs.backlog}, table choice predicts "
+                  f"{latency_s * 1000:.0f} ms > {self.deadline_s * 1000:.0f} ms")
+        return replace(pick.decision, reason=reason), state
+
+    def rescue(self, backlog: int, rate_rps: float) -> Candidate:
+        """The most accurate candidate predicted to meet the deadline at this backlog and rate,
+        else the one with the lowest predicted latency."""
+        fits = [
+            c for c in self.candidates
+            if c.predicted_latency_s(backlog, self.overhead_s) <= self.deadline_s
+            and c.capacity_rps >= rate_rps
+        ]
+        if fits:
+            return max(fits, key=lambda c: (c.accuracy, c.capacity_rps))
+        return min(self.candidates, key=lambda c: c.predicted_latency_s(backlog, self.overhead_s))
+
+    def _candidate(self, variant: str, allocation: Allocation) -> Candidate:
+        for c in self.candidates:
+            if c.decision.variant == variant and c.decision.allocation == allocation:
+                return c
+        raise KeyError(f"the profile has no entry for the table's choice {variant} {allocation}")
+
+
+@dataclass(frozen=True)
+class SchedulePolicy:
+    """Replays a schedule: `decisions[k]` serves period k, [k * period_s, (k + 1) * period_s);
+    after the last period the last decision stays. For hindsight oracles (`sim.oracle`)."""
+
+    decisions: tuple[Decision, ...]
+    period_s: float = 1.0
+    name: str = "schedule"
+
+    def initial_state(self) -> None:
+        return None
+
+    def decide(self, obs: Observation, state: None) -> tuple[Decision, None]:
+        k = round(obs.t_s / self.period_s)
+        return self.decisions[min(k, len(self.decisions) - 1)], None

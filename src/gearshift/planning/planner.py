@@ -1,0 +1,183 @@
+"""The offline planner: profile + deadline + load grid -> policy table.
+
+For every load on the grid and every (variant, allocation) in the profile it simulates Poisson
+arrivals at that rate for `duration_s` with that choice fixed (`sim.serve_fixed`: measured
+service and overhead samples, requests whose deadline passed before dispatch dropped, as the
+live pool does) and measures p_on_time = P(latency <= D) over all requests (a dropped request is
+not on time), effective accuracy = p_on_time x accuracy, and p50/p99 latency of answered
+requests. Requests arriving in the first `warmup_frac` of the run are not counted (the queue
+starts empty).
+
+Common random numbers: every candidate at every load sees the same unit-rate Poisson process
+(scaled by 1 / rate) and the same per-request service and overhead draws, so differences between
+candidates and between neighbouring loads are not sampling noise, and curves are smooth.
+
+Choice per load: the highest effective accuracy; candidates within `tie_tol` of it are ties,
+broken by fewer cores, then more replicas (more headroom for a rise in load), then higher
+effective accuracy. If no candidate makes any deadline (all effective accuracies 0, e.g. far
+above capacity) the one with the highest measured throughput is named. Contiguous loads with
+the same choice merge into one `PolicyRange`; a boundary lies halfway between grid loads; the
+first range starts at 0 and the last ends at infinity.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from gearshift.planning.table import GridPoint, PolicyRange, PolicyTable
+from gearshift.profiling.profile import Profile
+from gearshift.sim.records import RequestColumns
+from gearshift.sim.sampling import RequestDraws, ServiceSampler
+from gearshift.sim.simulator import serve_fixed
+from gearshift.types import Allocation
+
+Progress = Callable[[int, int, str], None]
+"""progress(done, total, message), as `gearshift.progress.StepCallback`."""
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """`duration_s`: simulated seconds per (load, candidate). `warmup_frac`: leading fraction of
+    the run not counted. `tie_tol`: effective-accuracy difference treated as a tie."""
+
+    duration_s: float = 60.0
+    warmup_frac: float = 0.1
+    tie_tol: float = 0.002
+
+
+def default_rates(profile: Profile, points: int = 100) -> list[float]:
+    """`points` loads (requests/s) from 2 % of the smallest measured capacity to 1.3 x the
+    largest."""
+    caps = [e.throughput_rps for e in profile.entries]
+    return [float(r) for r in np.linspace(0.02 * min(caps), 1.3 * max(caps), points)]
+
+
+def plan(
+    profile: Profile,
+    deadline_ms: float,
+    rates_rps: list[float] | None = None,
+    duration_s: float = 60.0,
+    seed: int = 0,
+    progress: Progress | None = None,
+    warmup_frac: float = 0.1,
+    tie_tol: float = 0.002,
+) -> PolicyTable:
+    """Evaluate every (load, variant, allocation) and build the policy table for `deadline_ms`.
+
+    `rates_rps`: loads (requests/s), default `default_rates(profile)`. `duration_s`: simulated
+    seconds per (load, candidate). `progress(done, total, message)` is called after each load.
+    `warmup_frac`, `tie_tol`: see `PlanSettings`."""
+    settings = PlanSettings(duration_s, warmup_frac, tie_tol)
+    rates = sorted(rates_rps) if rates_rps is not None else default_rates(profile)
+    if not rates or rates[0] <= 0:
+        raise ValueError("rates_rps must be a non-empty list of loads > 0 requests/s")
+    grid = evaluate_grid(profile, deadline_ms, rates, seed, settings, progress)
+    choices = [choose(points, profile, settings.tie_tol) for points in _by_rate(grid, rates)]
+    return PolicyTable(
+        application=profile.application,
+        pool_digest=profile.pool_digest,
+        deadline_ms=deadline_ms,
+        cores=profile.cores,
+        ranges=merge_ranges(rates, choices),
+        grid=grid,
+    )
+
+
+def evaluate_grid(
+    profile: Profile, deadline_ms: float, rates: list[float], seed: int,
+    settings: PlanSettings, progress: Progress | None = None,
+) -> list[GridPoint]:
+    """One GridPoint per (rate, candidate), rates in the given order, candidates in profile
+    order."""
+    sampler = ServiceSampler.from_profile(profile)
+    unit, draws = _common_draws(max(rates), settings.duration_s, seed)
+    grid: list[GridPoint] = []
+    for i, rate in enumerate(rates):
+        arrivals = unit[: np.searchsorted(unit, rate * settings.duration_s)] / rate
+        for e in profile.entries:
+            cols = serve_fixed(sampler, e.variant, e.allocation, arrivals, deadline_ms, draws)
+            grid.append(grid_point(cols, rate, e.variant, e.allocation, profile, settings))
+        if progress is not None:
+            progress(i + 1, len(rates), f"{rate:.1f} rps")
+    return grid
+
+
+def _common_draws(max_rate: float, duration_s: float, seed: int) -> tuple[
+    np.ndarray, RequestDraws
+]:
+    """A unit-rate Poisson process long enough for `max_rate` over `duration_s`, and draws."""
+    arrivals_seed, draws_seed = np.random.SeedSequence(seed).spawn(2)
+    mean = max_rate * duration_s
+    n = int(mean + 6 * math.sqrt(mean) + 10)
+    unit = np.cumsum(np.random.default_rng(arrivals_seed).exponential(1.0, n))
+    return unit, RequestDraws.draw(n, draws_seed)
+
+
+def grid_point(
+    cols: RequestColumns, rate: float, variant: str, allocation: Allocation, profile: Profile,
+    settings: PlanSettings,
+) -> GridPoint:
+    """Measure one simulated run (requests arriving after the warm-up)."""
+    counted = cols.arrival_s >= settings.warmup_frac * settings.duration_s
+    on_time = cols.on_time[counted]
+    p_on_time = float(np.mean(on_time)) if len(on_time) else 1.0
+    answered = cols.latency_ms[counted & cols.answered]
+    if len(answered) == 0:  # no arrivals counted: report the unloaded latency
+        entry = profile.entry(variant, allocation)
+        answered = np.asarray(entry.service_ms) + float(np.mean(profile.overhead_ms))
+    p50, p99 = np.percentile(answered, [50, 99])
+    return GridPoint(
+        rate_rps=rate, variant=variant, replicas=allocation.replicas,
+        threads=allocation.threads, p_on_time=p_on_time,
+        effective_accuracy=p_on_time * profile.accuracy[variant],
+        p50_ms=float(p50), p99_ms=float(p99),
+    )
+
+
+def _by_rate(grid: list[GridPoint], rates: list[float]) -> list[list[GridPoint]]:
+    per = len(grid) // len(rates)
+    return [grid[i * per:(i + 1) * per] for i in range(len(rates))]
+
+
+def choose(points: list[GridPoint], profile: Profile, tie_tol: float) -> GridPoint:
+    """The best candidate at one load (rules in the module docstring)."""
+    best = max(p.effective_accuracy for p in points)
+    if best <= 0.0:
+        return max(points, key=lambda p: profile.entry(p.variant, _alloc(p)).throughput_rps)
+    tied = [p for p in points if p.effective_accuracy >= best - tie_tol]
+    return min(tied, key=lambda p: (p.replicas * p.threads, -p.replicas, -p.effective_accuracy))
+
+
+def _alloc(p: GridPoint | PolicyRange) -> Allocation:
+    return Allocation(p.replicas, p.threads)
+
+
+def merge_ranges(rates: list[float], choices: list[GridPoint]) -> list[PolicyRange]:
+    """Merge contiguous equal choices; boundaries halfway between grid loads. A range reports
+    the worst p_on_time and effective accuracy seen on its grid loads."""
+    groups: list[list[int]] = []
+    for i, c in enumerate(choices):
+        if groups and _key(choices[groups[-1][0]]) == _key(c):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    ranges = []
+    for g, idx in enumerate(groups):
+        lo = 0.0 if g == 0 else (rates[idx[0] - 1] + rates[idx[0]]) / 2
+        hi = math.inf if g == len(groups) - 1 else (rates[idx[-1]] + rates[idx[-1] + 1]) / 2
+        first = choices[idx[0]]
+        ranges.append(PolicyRange(
+            min_rps=lo, max_rps=hi, variant=first.variant, replicas=first.replicas,
+            threads=first.threads,
+            p_on_time=min(choices[i].p_on_time for i in idx),
+            effective_accuracy=min(choices[i].effective_accuracy for i in idx),
+        ))
+    return ranges
+
+
+def _key(p: GridPoint) -> tuple[str, int, int]:
+    return (p.variant, p.replicas, p.threads)

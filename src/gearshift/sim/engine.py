@@ -1,0 +1,180 @@
+"""The simulated server's state and how it advances: a period at a time, with the FCFS kernel.
+
+The server holds one FCFS queue and R replicas. Between period boundaries nothing the controller
+controls changes, so a period is simulated by one kernel call (two if a reallocation completes
+inside it) over the requests still queued plus the period's arrivals, stopped at the period's
+end: requests not dispatched by then stay queued, and get the service time of whatever variant
+and allocation are in force when they are dispatched (the live pool resolves the variant at
+dispatch). The state carried across boundaries is the queue head, each replica's free time and
+the requests still being answered.
+
+Overhead: each answered request's latency is queue wait + service + overhead, where overhead is a
+draw from the profile's `overhead_ms` samples added *after* service. It models the front end's
+path (HTTP, IPC, event loop) and does not occupy a replica; the deadline check at dispatch does
+not see it (as in the live pool, which checks `now > deadline` only).
+
+Reallocation: a decision with a new R x T at time t makes the new replicas available at
+t + realloc_delay_s, all free then; until then the old replicas keep serving the queue (the live
+pool keeps the old workers active while the new ones load), already with the new variant, so the
+profile needs an entry for (new variant, old allocation) when the delay is > 0. Requests already
+in service finish on their old replica; the CPU contention of that overlap is not modelled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from gearshift.sim.kernel import run_fcfs
+from gearshift.sim.sampling import RequestDraws, ServiceSampler
+from gearshift.types import Allocation, Decision
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """Everything fixed for a run. `arrival_s` sorted (s); `deadline_s` absolute (s) per request,
+    or None to serve every request however late; `deadline_ms` the latency deadline."""
+
+    arrival_s: np.ndarray
+    deadline_s: np.ndarray | None
+    deadline_ms: float
+    draws: RequestDraws
+    sampler: ServiceSampler
+    variants: tuple[str, ...]
+
+
+def make_inputs(
+    sampler: ServiceSampler, arrival_s: np.ndarray, deadline_ms: float, draws: RequestDraws,
+    drop_late: bool = True,
+) -> RunInputs:
+    arrivals = np.ascontiguousarray(arrival_s, dtype=np.float64)
+    if arrivals.ndim != 1 or np.any(np.diff(arrivals) < 0) or (len(arrivals) and arrivals[0] < 0):
+        raise ValueError("arrival_s must be a sorted 1-d array of arrival times >= 0 s")
+    if not deadline_ms > 0:
+        raise ValueError(f"deadline_ms must be > 0, got {deadline_ms}")
+    deadlines = arrivals + deadline_ms / 1000.0 if drop_late else None
+    variants = tuple(dict.fromkeys(v for v, _ in sampler.service_s))
+    return RunInputs(arrivals, deadlines, float(deadline_ms), draws, sampler, variants)
+
+
+@dataclass(frozen=True)
+class Servers:
+    """Replicas in force (`free_s`: each one's free time, s) and a reallocation under way."""
+
+    allocation: Allocation
+    free_s: np.ndarray
+    next_allocation: Allocation | None = None
+    next_at_s: float = math.inf
+
+
+@dataclass(frozen=True)
+class Answering:
+    """Dispatched requests whose answer comes after the last boundary (for observations)."""
+
+    arrival_s: np.ndarray
+    end_s: np.ndarray  # service end, s
+    completed_s: np.ndarray  # service end + overhead, s
+
+    @classmethod
+    def none(cls) -> Answering:
+        empty = np.empty(0)
+        return cls(empty, empty, empty)
+
+
+@dataclass(frozen=True)
+class SimState:
+    """The server at a period boundary. `head`: first request not yet dispatched or dropped."""
+
+    head: int
+    variant: str
+    servers: Servers
+    answering: Answering
+
+    @property
+    def decision(self) -> Decision:
+        return Decision(self.variant, self.servers.allocation)
+
+
+def initial_state(decision: Decision, t_s: float = 0.0) -> SimState:
+    free = np.full(decision.allocation.replicas, t_s)
+    return SimState(0, decision.variant, Servers(decision.allocation, free), Answering.none())
+
+
+@dataclass(frozen=True)
+class Block:
+    """Requests lo .. lo+len-1, resolved in one kernel call with `variant` in force.
+
+    `start_s`: dispatch or drop time (s). `end_s`: service end (s), NaN if dropped.
+    `overhead_s`: overhead draws (s), added after service for answered requests.
+    """
+
+    lo: int
+    variant: str
+    start_s: np.ndarray
+    end_s: np.ndarray
+    overhead_s: np.ndarray
+
+    @property
+    def served(self) -> np.ndarray:
+        return ~np.isnan(self.end_s)
+
+    @property
+    def completed_s(self) -> np.ndarray:
+        """Answer time (s): service end + overhead, or the drop time for a dropped request."""
+        return np.where(self.served, self.end_s + self.overhead_s, self.start_s)
+
+
+def apply_decision(state: SimState, decision: Decision, t_s: float, delay_s: float) -> SimState:
+    """Switch variant at once; start a reallocation that completes at t_s + delay_s (at once
+    if delay_s is 0). A new allocation replaces one still coming up; returning to the one in
+    force cancels it."""
+    servers = state.servers
+    if decision.allocation == servers.allocation:
+        servers = replace(servers, next_allocation=None, next_at_s=math.inf)
+    elif delay_s <= 0:
+        servers = _swap(replace(servers, next_allocation=decision.allocation, next_at_s=t_s))
+    elif decision.allocation != servers.next_allocation:
+        servers = replace(servers, next_allocation=decision.allocation, next_at_s=t_s + delay_s)
+    return replace(state, variant=decision.variant, servers=servers)
+
+
+def serve(inputs: RunInputs, state: SimState, hi: int, horizon_s: float) -> tuple[
+    SimState, list[Block]
+]:
+    """Dispatch or drop queued requests head .. hi-1 until `horizon_s` (s), completing a
+    reallocation on the way if it falls before the horizon."""
+    blocks: list[Block] = []
+    while True:
+        servers = state.servers
+        until = min(horizon_s, servers.next_at_s)
+        block, free = _serve_segment(inputs, state, hi, until)
+        blocks.append(block)
+        state = replace(state, head=state.head + len(block.start_s),
+                        servers=replace(servers, free_s=free))
+        if servers.next_allocation is None or servers.next_at_s > horizon_s:
+            return state, blocks
+        state = replace(state, servers=_swap(servers))
+
+
+def _swap(servers: Servers) -> Servers:
+    assert servers.next_allocation is not None
+    fresh = np.full(servers.next_allocation.replicas, servers.next_at_s)
+    return Servers(servers.next_allocation, fresh)
+
+
+def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float) -> tuple[
+    Block, np.ndarray
+]:
+    lo = state.head
+    alloc = state.servers.allocation
+    if lo >= hi:  # nothing queued: do not look up (variant, allocation), it may be unprofiled
+        return Block(lo, state.variant, np.empty(0), np.empty(0), np.empty(0)), state.servers.free_s
+    service = inputs.sampler.service(state.variant, alloc, inputs.draws.service_u[lo:hi])
+    deadlines = None if inputs.deadline_s is None else inputs.deadline_s[lo:hi]
+    res = run_fcfs(inputs.arrival_s[lo:hi], service, state.servers.free_s, deadlines, horizon_s)
+    n = res.n_done
+    overhead = inputs.sampler.overhead(inputs.draws.overhead_u[lo:lo + n])
+    block = Block(lo, state.variant, res.start_s[:n], res.end_s[:n], overhead)
+    return block, res.free_s

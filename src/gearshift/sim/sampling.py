@@ -1,0 +1,77 @@
+"""Service and overhead times drawn from a profile's measured samples, by pre-drawn uniforms.
+
+Every request gets two uniforms in [0, 1) when the run starts (`RequestDraws`): one picks its
+service sample, the other its overhead sample. The sample *set* is chosen only when the request is
+dispatched (variant and allocation in force then), so the random stream does not depend on the
+controller's decisions: two policies run on the same seed see the same luck (common random
+numbers), which keeps comparisons between policies and between planner candidates sharp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gearshift.profiling.profile import Profile
+from gearshift.types import Allocation
+
+
+@dataclass(frozen=True)
+class RequestDraws:
+    """Per-request uniforms in [0, 1): `service_u` picks the service sample, `overhead_u` the
+    overhead sample."""
+
+    service_u: np.ndarray
+    overhead_u: np.ndarray
+
+    @classmethod
+    def draw(cls, n: int, seed: int | np.random.SeedSequence) -> RequestDraws:
+        rng = np.random.default_rng(seed)
+        return cls(rng.random(n), rng.random(n))
+
+
+@dataclass(frozen=True)
+class ServiceSampler:
+    """A profile's samples in seconds, keyed by (variant, allocation)."""
+
+    service_s: dict[tuple[str, Allocation], np.ndarray]
+    overhead_s: np.ndarray
+    accuracy: dict[str, float]
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> ServiceSampler:
+        service = {
+            (e.variant, e.allocation): np.asarray(e.service_ms, dtype=np.float64) / 1000.0
+            for e in profile.entries
+        }
+        overhead = np.asarray(profile.overhead_ms, dtype=np.float64) / 1000.0
+        return cls(service, overhead, dict(profile.accuracy))
+
+    def samples_s(self, variant: str, allocation: Allocation) -> np.ndarray:
+        try:
+            return self.service_s[(variant, allocation)]
+        except KeyError:
+            raise KeyError(f"profile has no entry for {variant} at {allocation}") from None
+
+    def service(self, variant: str, allocation: Allocation, u: np.ndarray) -> np.ndarray:
+        """Service times (seconds) for uniforms `u`, from the (variant, allocation) samples."""
+        return _pick(self.samples_s(variant, allocation), u)
+
+    def overhead(self, u: np.ndarray) -> np.ndarray:
+        """Serving-path overhead times (seconds) for uniforms `u`."""
+        return _pick(self.overhead_s, u)
+
+    def mean_service_s(self, variant: str, allocation: Allocation) -> float:
+        return float(np.mean(self.samples_s(variant, allocation)))
+
+    def quantile_service_s(self, variant: str, allocation: Allocation, q: float) -> float:
+        """The q-quantile (0..1) of service time, seconds."""
+        return float(np.quantile(self.samples_s(variant, allocation), q))
+
+
+def _pick(samples: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """samples[floor(u * n)]: a draw with replacement from the empirical distribution."""
+    idx = (u * len(samples)).astype(np.intp)
+    np.minimum(idx, len(samples) - 1, out=idx)  # u < 1, but guard rounding
+    return samples[idx]

@@ -1,0 +1,168 @@
+"""Policies on synthetic observations (fakes, no server): table lookup reacts to steps within two
+periods and does not flap at a boundary; the queue-aware policy shifts to a faster variant on a
+backlog and back once it drains; static and schedule policies."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from gearshift.control.base import Controller, Observation
+from gearshift.control.policies import (
+    QueueAwarePolicy,
+    RateState,
+    SchedulePolicy,
+    StaticPolicy,
+    TablePolicy,
+)
+from gearshift.planning.table import PolicyRange, PolicyTable
+from gearshift.profiling.profile import Profile
+from gearshift.sim.simulator import simulate
+from gearshift.types import Allocation, Decision
+from tests.synthetic import constant_ms, make_profile
+
+A1, A2 = Allocation(1, 1), Allocation(2, 1)
+HEAVY, LIGHT = Decision("heavy", A1), Decision("light", A2)
+
+
+def two_range_table(boundary_rps: float) -> PolicyTable:
+    def rng(lo: float, hi: float, d: Decision) -> PolicyRange:
+        return PolicyRange(min_rps=lo, max_rps=hi, variant=d.variant,
+                           replicas=d.allocation.replicas, threads=d.allocation.threads,
+                           p_on_time=1.0, effective_accuracy=0.8)
+
+    return PolicyTable(application="t", pool_digest="t", deadline_ms=300.0, cores=2,
+                       ranges=[rng(0.0, boundary_rps, HEAVY), rng(boundary_rps, math.inf, LIGHT)])
+
+
+def obs(t_s: float, arrivals: int, backlog: int = 0, current: Decision = HEAVY) -> Observation:
+    return Observation(t_s=t_s, period_s=1.0, arrivals=arrivals, queue_length=backlog,
+                       in_flight=0, completed=arrivals, missed=0, latency_p99_ms=10.0,
+                       current=current)
+
+
+def drive(policy: TablePolicy, rates: list[float], seed: int) -> list[int]:
+    """Range index after each period, for Poisson counts at `rates` (requests/s)."""
+    counts = np.random.default_rng(seed).poisson(rates)
+    state = policy.initial_state()
+    out = []
+    for k, n in enumerate(counts):
+        _, state = policy.decide(obs(k + 1.0, int(n)), state)
+        out.append(state.range_index)
+    return out
+
+
+def switches(path: list[int]) -> int:
+    return sum(a != b for a, b in itertools.pairwise(path))
+
+
+# --- TablePolicy ----------------------------------------------------------------------------
+
+
+STEPS = [(20.0, 10.0, 60.0), (100.0, 50.0, 150.0)]  # boundary, low, high (requests/s)
+
+
+@pytest.mark.parametrize(("boundary", "low", "high"), STEPS)
+def test_step_up_switches_within_two_periods(boundary: float, low: float, high: float) -> None:
+    policy = TablePolicy(two_range_table(boundary))
+    for seed in range(30):
+        path = drive(policy, [low] * 30 + [high] * 10, seed)
+        assert path[29] == 0 and path[31] == 1, seed  # 30 = first period at the new rate
+
+
+@pytest.mark.parametrize(("boundary", "low", "high"), STEPS)
+def test_step_down_switches_within_two_periods(boundary: float, low: float, high: float) -> None:
+    policy = TablePolicy(two_range_table(boundary))
+    for seed in range(30):
+        path = drive(policy, [high] * 30 + [low] * 10, seed)
+        assert path[29] == 1 and path[31] == 0, seed
+
+
+def test_a_small_rise_is_followed_faster_than_a_small_fall() -> None:
+    policy = TablePolicy(two_range_table(100.0))  # 80 <-> 125: within the jump threshold
+    ups = [drive(policy, [80.0] * 20 + [125.0] * 20, s)[20:].index(1) for s in range(20)]
+    downs = [drive(policy, [125.0] * 20 + [80.0] * 20, s)[20:].index(0) for s in range(20)]
+    assert np.mean(ups) < np.mean(downs)
+
+
+@pytest.mark.parametrize("boundary", [20.0, 100.0])
+def test_steady_load_at_a_boundary_does_not_flap(boundary: float) -> None:
+    periods, seeds = 300, 20
+    hysteresis = TablePolicy(two_range_table(boundary))
+    bare = TablePolicy(two_range_table(boundary), alpha_up=0.8, alpha_down=0.8, band=0.0,
+                       noise_z=0.0)
+    with_h = sum(switches(drive(hysteresis, [boundary] * periods, s)) for s in range(seeds))
+    without = sum(switches(drive(bare, [boundary] * periods, s)) for s in range(seeds))
+    assert with_h / (periods * seeds) < 0.01  # under one switch per 100 periods
+    assert without > 20 * max(with_h, 1)
+
+
+def test_table_policy_state_is_logged_by_the_controller() -> None:
+    controller = Controller(TablePolicy(two_range_table(50.0)))
+    assert controller.step(obs(1.0, 10)) == Decision("heavy", A1, controller.log[0].decision.reason)
+    assert controller.step(obs(2.0, 200)).variant == "light"
+    assert controller.log[-1].state == {"smoothed_rps": 200.0, "range_index": 1}  # a jump
+    controller.step(obs(3.0, 190))  # within noise: smoothed, falling with alpha_down
+    assert controller.log[-1].state == {"smoothed_rps": pytest.approx(197.0), "range_index": 1}
+    assert isinstance(controller.state, RateState)
+
+
+# --- QueueAwarePolicy -----------------------------------------------------------------------
+
+
+def three_variant_profile() -> Profile:
+    """heavy 50 ms (0.9), mid 20 ms (0.8), light 5 ms (0.7); all on one replica except light."""
+    return make_profile(
+        {("heavy", A1): constant_ms(50.0), ("mid", A1): constant_ms(20.0),
+         ("light", A2): constant_ms(5.0)},
+        {"heavy": 0.9, "mid": 0.8, "light": 0.7},
+        overhead_ms=[1.0],
+    )
+
+
+def test_queue_aware_shifts_on_backlog_and_back_when_it_drains() -> None:
+    policy = QueueAwarePolicy(two_range_table(60.0), three_variant_profile(), deadline_ms=300.0)
+    state = policy.initial_state()
+    d, state = policy.decide(obs(1.0, 5), state)
+    assert d.variant == "heavy"  # table choice at 5 rps, no backlog
+    d, state = policy.decide(obs(2.0, 5, backlog=10), state)
+    assert d.variant == "mid" and d.reason.startswith("queue")  # heavy: 10 x 50 ms > 300 ms
+    d, state = policy.decide(obs(3.0, 5, backlog=30), state)
+    assert d.variant == "light"  # mid: 30 x 20 ms > 300 ms
+    assert state.smoothed_rps < 10  # the rate estimate has not moved
+    d, state = policy.decide(obs(4.0, 5, backlog=1000), state)
+    assert d.variant == "light"  # nothing fits: the fastest
+    d, state = policy.decide(obs(5.0, 5, backlog=0), state)
+    assert d == Decision("heavy", A1, d.reason) and d.reason.startswith("table")
+
+
+def test_queue_aware_reacts_to_a_burst_the_rate_estimate_misses() -> None:
+    profile = three_variant_profile()
+    table = two_range_table(60.0)
+    rng = np.random.default_rng(3)
+    background = np.sort(rng.uniform(0.0, 20.0, 60))  # 3 requests/s
+    burst = np.sort(rng.uniform(5.7, 5.9, 45))  # 45 requests just before the t = 6 s boundary
+    arrivals = np.sort(np.concatenate([background, burst]))
+
+    def run(policy: TablePolicy | QueueAwarePolicy) -> tuple[Decision, int]:
+        res = simulate(profile, Controller(policy), arrivals, 300.0, HEAVY, seed=1)
+        return res.decisions[5], int(np.count_nonzero(~res.columns.on_time))
+
+    table_at_6, table_missed = run(TablePolicy(table))
+    aware_at_6, aware_missed = run(QueueAwarePolicy(table, profile, 300.0))
+    assert table_at_6.variant == "heavy" and aware_at_6.variant != "heavy"
+    assert aware_missed < table_missed
+
+
+# --- static and schedule ----------------------------------------------------------------------
+
+
+def test_static_and_schedule_policies() -> None:
+    static = StaticPolicy(LIGHT)
+    assert static.decide(obs(1.0, 100), static.initial_state()) == (LIGHT, None)
+    schedule = SchedulePolicy((HEAVY, LIGHT, HEAVY), period_s=1.0)
+    picks = [schedule.decide(obs(t, 0), None)[0] for t in (1.0, 2.0, 3.0, 9.0)]
+    assert picks == [LIGHT, HEAVY, HEAVY, HEAVY]

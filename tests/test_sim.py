@@ -1,0 +1,236 @@
+"""Simulator: the kernel by hand, queueing theory (M/M/1, M/D/1, M/M/c), drop at dispatch, the
+period loop against the one-shot path, switching semantics, observations, determinism, CSV."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import fields
+
+import numpy as np
+import pytest
+
+from gearshift.control.base import Controller
+from gearshift.control.policies import SchedulePolicy, StaticPolicy
+from gearshift.sim.kernel import run_fcfs
+from gearshift.sim.oracle import oracle_schedule
+from gearshift.sim.simulator import SimSettings, simulate, simulate_fixed
+from gearshift.types import Allocation, Decision, RequestRecord
+from tests.synthetic import constant_ms, exponential_ms, make_profile
+
+A1, A2, A4 = Allocation(1, 1), Allocation(2, 1), Allocation(4, 1)
+NO_DEADLINE_MS = 1e12
+
+
+def poisson(rate_rps: float, n: int, seed: int) -> np.ndarray:
+    return np.cumsum(np.random.default_rng(seed).exponential(1.0 / rate_rps, n))
+
+
+def erlang_c_wait_s(rate_rps: float, service_rps: float, c: int) -> float:
+    """Mean wait in queue of M/M/c (Erlang C)."""
+    a = rate_rps / service_rps
+    tail = a**c / math.factorial(c) * c / (c - a)
+    p_wait = tail / (sum(a**k / math.factorial(k) for k in range(c)) + tail)
+    return p_wait / (c * service_rps - rate_rps)
+
+
+# --- kernel ---------------------------------------------------------------------------------
+
+
+def test_kernel_two_servers_by_hand() -> None:
+    arrivals = np.array([0.0, 0.0, 0.0, 1.0, 5.0])
+    service = np.array([2.0, 3.0, 1.0, 1.0, 1.0])
+    res = run_fcfs(arrivals, service, 2)
+    np.testing.assert_allclose(res.start_s, [0, 0, 2, 3, 5])
+    np.testing.assert_allclose(res.end_s, [2, 3, 3, 4, 6])
+    assert res.n_done == 5 and res.served.all()
+    np.testing.assert_allclose(sorted(res.free_s), [4, 6])
+
+
+def test_kernel_drops_at_dispatch_without_using_the_server() -> None:
+    arrivals = np.array([0.0, 0.1, 0.2, 0.3])
+    service = np.array([1.0, 1.0, 1.0, 1.0])
+    deadlines = np.array([10.0, 0.5, 0.9, 10.0])  # 2nd and 3rd expire while the 1st is served
+    res = run_fcfs(arrivals, service, 1, deadlines)
+    assert res.served.tolist() == [True, False, False, True]
+    np.testing.assert_allclose(res.start_s, [0.0, 1.0, 1.0, 1.0])  # drops at dispatch time
+    assert np.isnan(res.end_s[1]) and res.end_s[3] == 2.0
+
+
+def test_kernel_horizon_resumes_exactly() -> None:
+    arrivals = poisson(90.0, 5000, seed=3)
+    service = np.random.default_rng(4).exponential(0.01, 5000)
+    deadlines = arrivals + 0.05
+    whole = run_fcfs(arrivals, service, 2, deadlines)
+    first = run_fcfs(arrivals, service, 2, deadlines, horizon_s=20.0)
+    assert 0 < first.n_done < 5000 and np.all(first.start_s[: first.n_done] < 20.0)
+    k = first.n_done
+    rest = run_fcfs(arrivals[k:], service[k:], first.free_s, deadlines[k:])
+    np.testing.assert_array_equal(np.r_[first.start_s[:k], rest.start_s], whole.start_s)
+    np.testing.assert_array_equal(np.r_[first.end_s[:k], rest.end_s], whole.end_s)
+
+
+# --- queueing theory --------------------------------------------------------------------------
+
+N_LONG = 2_000_000
+
+
+@pytest.mark.parametrize(
+    ("name", "samples_ms", "alloc", "rate_rps", "expected_wait_s"),
+    [
+        ("M/M/1", exponential_ms(10.0), A1, 70.0, 0.7 / (100.0 - 70.0)),
+        ("M/D/1", constant_ms(10.0), A1, 70.0, 0.7 / (2 * 100.0 * (1 - 0.7))),  # P-K, Cs^2 = 0
+        ("M/M/4", exponential_ms(40.0), A4, 75.0, erlang_c_wait_s(75.0, 25.0, 4)),
+    ],
+)
+def test_mean_wait_matches_theory(name: str, samples_ms: list[float], alloc: Allocation,
+                                  rate_rps: float, expected_wait_s: float) -> None:
+    profile = make_profile({("m", alloc): samples_ms}, {"m": 0.7})
+    cols = simulate_fixed(profile, "m", alloc, poisson(rate_rps, N_LONG, seed=11),
+                          NO_DEADLINE_MS, seed=12)
+    assert np.all(cols.answered)
+    wait_s = float(np.mean(cols.queue_ms)) / 1000.0
+    assert wait_s == pytest.approx(expected_wait_s, rel=0.03), name
+
+
+def test_latency_is_wait_plus_service_plus_overhead() -> None:
+    profile = make_profile({("m", A1): exponential_ms(10.0)}, {"m": 0.7},
+                           overhead_ms=[1.0, 2.0, 3.0, 6.0])
+    cols = simulate_fixed(profile, "m", A1, poisson(50.0, 200_000, 1), NO_DEADLINE_MS, seed=2)
+    overhead_ms = cols.latency_ms - cols.queue_ms - cols.service_ms
+    assert set(np.round(overhead_ms, 6)) == {1.0, 2.0, 3.0, 6.0}
+    assert float(np.mean(overhead_ms)) == pytest.approx(3.0, rel=0.02)
+    assert float(np.mean(cols.service_ms)) == pytest.approx(10.0, rel=0.01)
+
+
+# --- drop at dispatch, overload -------------------------------------------------------------
+
+
+def test_overload_drops_requests_whose_deadline_passed_in_queue() -> None:
+    profile = make_profile({("m", A1): constant_ms(10.0)}, {"m": 0.7})
+    cols = simulate_fixed(profile, "m", A1, poisson(150.0, 30_000, 5), 50.0, seed=6)
+    dropped = ~cols.answered
+    assert 0.25 < dropped.mean() < 0.45  # capacity 100 of 150 requests/s offered
+    assert np.all(cols.queue_ms[cols.answered] <= 50.0 + 1e-9)
+    assert np.all(cols.queue_ms[dropped] > 50.0)
+    assert np.all(cols.status[dropped] == 504) and not np.any(cols.on_time[dropped])
+    assert np.all(cols.variant_code[dropped] == -1)
+
+
+# --- the period loop --------------------------------------------------------------------------
+
+
+def test_static_loop_equals_one_shot_run() -> None:
+    profile = make_profile({("m", A2): exponential_ms(25.0)}, {"m": 0.7},
+                           overhead_ms=[0.5, 1.5])
+    arrivals = poisson(85.0, 20_000, seed=7)  # near capacity: queues cross period boundaries
+    fixed = simulate_fixed(profile, "m", A2, arrivals, 120.0, seed=8)
+    decision = Decision("m", A2)
+    looped = simulate(profile, Controller(StaticPolicy(decision)), arrivals, 120.0, decision, 8)
+    for f in ("completed_s", "status", "queue_ms", "service_ms", "variant_code"):
+        np.testing.assert_array_equal(getattr(looped.columns, f), getattr(fixed, f), err_msg=f)
+    assert (~fixed.answered).any()
+
+
+def two_variant_profile() -> object:
+    samples = {("slow", A1): constant_ms(125.0), ("fast", A1): constant_ms(10.0),
+               ("slow", A4): constant_ms(125.0), ("fast", A4): constant_ms(10.0)}
+    return make_profile(samples, {"slow": 0.9, "fast": 0.6})
+
+
+def test_variant_switch_applies_to_requests_dispatched_after_it() -> None:
+    profile = two_variant_profile()
+    arrivals = np.linspace(0.0, 0.95, 20)  # 20 requests, 2.5 s of slow work
+    schedule = SchedulePolicy((Decision("slow", A1), Decision("fast", A1)))
+    res = simulate(profile, Controller(schedule), arrivals, 10_000.0, Decision("slow", A1), 0)
+    cols = res.columns
+    dispatch_s = cols.arrival_s + cols.queue_ms / 1000.0
+    names = cols.variant_names()
+    assert np.all(names[dispatch_s < 1.0] == "slow") and np.all(names[dispatch_s >= 1.0] == "fast")
+    assert (dispatch_s < 1.0).sum() == 8  # 0, 0.125, ..., 0.875 started on the slow variant
+    assert cols.arrival_s[dispatch_s >= 1.0].min() < 1.0  # queued before the switch, served fast
+    first = res.observations[0]
+    assert (first.arrivals, first.queue_length, first.completed) == (20, 12, 7)
+    assert first.current == Decision("slow", A1) and res.observations[1].current.variant == "fast"
+
+
+def test_reallocation_delay_keeps_old_replicas_serving_until_new_ones_are_up() -> None:
+    profile = two_variant_profile()
+    arrivals = np.linspace(0.0, 3.0, 301)  # 100 requests/s of 125 ms work: 1 replica saturates
+    schedule = SchedulePolicy((Decision("slow", A1), Decision("slow", A4)))
+    settings = SimSettings(realloc_delay_s=0.5)
+    res = simulate(profile, Controller(schedule), arrivals, 10_000.0, Decision("slow", A1), 0,
+                   settings)
+    cols = res.columns
+    start = cols.arrival_s + cols.queue_ms / 1000.0
+    before = start[start < 1.5]
+    assert np.all(np.diff(before) >= 0.125 - 1e-9)  # one replica until 1.5 s
+    after = start[(start >= 1.5) & (start < 1.6)]
+    assert len(after) == 4  # then four at once
+    assert res.observations[1].current.allocation == A4  # in force at t = 2 s
+
+
+def test_observations_account_for_every_request() -> None:
+    profile = make_profile({("m", A1): exponential_ms(12.0)}, {"m": 0.7})
+    arrivals = poisson(95.0, 6000, seed=9)
+    decision = Decision("m", A1)
+    res = simulate(profile, Controller(StaticPolicy(decision)), arrivals, 60.0, decision, 3)
+    obs = res.observations
+    cols = res.columns
+    late = cols.answered & ~cols.on_time
+    assert len(res.decisions) == len(obs) - 1
+    assert obs[-1].queue_length == obs[-1].in_flight == 0
+    assert sum(o.arrivals for o in obs) == len(cols)
+    assert sum(o.completed for o in obs) == int(np.count_nonzero(cols.answered))
+    assert sum(o.missed for o in obs) == int(np.count_nonzero(late | ~cols.answered))
+    assert all(o.queue_length >= 0 and 0 <= o.in_flight <= 1 for o in obs)
+    busy = [o for o in obs if o.completed]
+    assert all(o.latency_p99_ms > 0 for o in busy)
+
+
+def test_same_seed_same_records_and_different_seed_differs() -> None:
+    profile = make_profile({("m", A2): exponential_ms(20.0)}, {"m": 0.7}, overhead_ms=[1.0, 2.0])
+    arrivals = poisson(80.0, 5000, seed=1)
+    decision = Decision("m", A2)
+
+    def run(seed: int) -> np.ndarray:
+        res = simulate(profile, Controller(StaticPolicy(decision)), arrivals, 80.0, decision, seed)
+        return res.columns.completed_s
+
+    np.testing.assert_array_equal(run(5), run(5))
+    assert not np.array_equal(run(5), run(6))
+
+
+def test_records_and_csv_use_request_record_fields(tmp_path: object) -> None:
+    profile = make_profile({("m", A1): constant_ms(10.0)}, {"m": 0.7})
+    cols = simulate_fixed(profile, "m", A1, poisson(150.0, 500, 2), 30.0, seed=1)
+    records = cols.to_records()
+    assert len(records) == 500 and all(isinstance(r, RequestRecord) for r in records)
+    for r in records:
+        assert r.scheduled_s == r.sent_s and r.correct is None
+        assert r.on_time == (r.status == 200 and r.latency_ms <= r.deadline_ms)
+        assert (r.variant == "m") == (r.status == 200)
+    path = cols.write_csv(tmp_path / "records.csv")  # type: ignore[operator]
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == [f.name for f in fields(RequestRecord)]
+    assert len(rows) == 500 and float(rows[7]["completed_s"]) == records[7].completed_s
+
+
+def test_oracle_follows_load_and_beats_static_choices() -> None:
+    profile = two_variant_profile()
+    low, high = poisson(5.0, 100, seed=1), poisson(60.0, 1200, seed=2)
+    arrivals = np.concatenate([low[low < 10], 10 + high[high < 10], 20 + low[low < 10]])
+    deadline_ms = 300.0
+    oracle = oracle_schedule(profile, arrivals, deadline_ms, seed=4)
+    picks = [d.variant for d in oracle.decisions]
+    assert picks[2:9].count("slow") >= 6 and picks[11:19].count("fast") >= 7
+    accuracy = profile.accuracy
+    replay = simulate(profile, Controller(SchedulePolicy(oracle.decisions)), arrivals,
+                      deadline_ms, oracle.decisions[0], seed=4)
+    best_static = max(
+        simulate_fixed(profile, e.variant, e.allocation, arrivals, deadline_ms, 4)
+        .effective_accuracy(accuracy)
+        for e in profile.entries
+    )
+    assert replay.columns.effective_accuracy(accuracy) > best_static
