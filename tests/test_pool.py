@@ -228,3 +228,19 @@ def test_prewarm_parks_replicas_so_a_later_change_loads_nothing(tiny_spec) -> No
         _check(tiny_spec, _x(0), r)
 
     run_pool(tiny_spec, body)
+
+
+@pytest.mark.parametrize("drop", ["hopeless", "expired"])
+def test_a_request_that_cannot_make_its_deadline_is_not_served(tiny_spec, drop) -> None:
+    async def body(pool: ReplicaPool) -> None:
+        big = _x(0, batch=20000)
+        r = await pool.infer({"input": big}, "tiny-l")  # teaches the pool how long it takes
+        budget_s = r.service_ms / 1000.0 / 4  # a quarter of what it needs
+        call = pool.infer({"input": big}, "tiny-l", deadline_s=pool._clock() + budget_s)
+        if drop == "hopeless":
+            with pytest.raises(DeadlineExceeded, match="deadline cannot be met.*tiny-l takes"):
+                await call
+        else:  # only requests already past their deadline are dropped: this one is served
+            assert isinstance(await call, InferResult)
+
+    run_pool(tiny_spec, body, Allocation(1, 2), PoolSettings(drop=drop))

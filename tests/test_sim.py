@@ -15,7 +15,7 @@ from gearshift.control.policies import SchedulePolicy, StaticPolicy
 from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.oracle import oracle_schedule
 from gearshift.sim.simulator import SimSettings, simulate, simulate_fixed
-from gearshift.types import Allocation, Decision, RequestRecord
+from gearshift.types import Allocation, Decision, DropRule, RequestRecord
 from tests.synthetic import constant_ms, exponential_ms, make_profile
 
 A1, A2, A4 = Allocation(1, 1), Allocation(2, 1), Allocation(4, 1)
@@ -106,13 +106,18 @@ def test_latency_is_wait_plus_service_plus_overhead() -> None:
 # --- drop at dispatch, overload -------------------------------------------------------------
 
 
-def test_overload_drops_requests_whose_deadline_passed_in_queue() -> None:
+@pytest.mark.parametrize(("drop", "margin_ms"), [("expired", 0.0), ("hopeless", 10.0)])
+def test_overload_drops_requests_that_cannot_make_it(drop: DropRule, margin_ms: float) -> None:
+    """expired: dropped once queued past the deadline; hopeless: once queued past the deadline
+    less the mean service time (10 ms), so every answered request is on time."""
     profile = make_profile({("m", A1): constant_ms(10.0)}, {"m": 0.7})
-    cols = simulate_fixed(profile, "m", A1, poisson(150.0, 30_000, 5), 50.0, seed=6)
+    cols = simulate_fixed(profile, "m", A1, poisson(150.0, 30_000, 5), 50.0, seed=6, drop=drop)
     dropped = ~cols.answered
     assert 0.25 < dropped.mean() < 0.45  # capacity 100 of 150 requests/s offered
-    assert np.all(cols.queue_ms[cols.answered] <= 50.0 + 1e-9)
-    assert np.all(cols.queue_ms[dropped] > 50.0)
+    assert np.all(cols.queue_ms[cols.answered] <= 50.0 - margin_ms + 1e-9)
+    assert np.all(cols.queue_ms[dropped] > 50.0 - margin_ms)
+    if drop == "hopeless":
+        assert np.all(cols.on_time[cols.answered])
     assert np.all(cols.status[dropped] == 504) and not np.any(cols.on_time[dropped])
     assert np.all(cols.variant_code[dropped] == -1)
 

@@ -163,6 +163,47 @@ def profile(
 
 
 @app.command()
+def plan(
+    profile_path: Annotated[Path, typer.Argument(help="profile JSON from `gearshift profile`")],
+    deadline_ms: Annotated[float, typer.Option(help="the SLA deadline per request, ms")],
+    out_path: Annotated[Path, typer.Option("--out", help="policy table JSON to write")] = Path(
+        "policy.json"),
+    plot: Annotated[Path | None, typer.Option(help="folder for the characterisation PNGs")] = None,
+    points: Annotated[int, typer.Option(help="loads on the grid")] = 100,
+    sim_seconds: Annotated[float, typer.Option(help="simulated seconds per grid point")] = 60.0,
+    seed: Annotated[int, typer.Option(help="seed of the simulated arrivals")] = 0,
+) -> None:
+    """Choose, for every load, the variant and RxT with the best effective accuracy."""
+    from gearshift.planning.planner import default_rates
+    from gearshift.planning.planner import plan as make_plan
+    from gearshift.planning.table import save_policy
+    from gearshift.profiling.profile import load_profile
+    from gearshift.progress import step_progress
+
+    try:
+        prof = load_profile(profile_path)
+        with step_progress(console, "planning") as progress:
+            table = make_plan(prof, deadline_ms, default_rates(prof, points), sim_seconds, seed,
+                              progress)
+    except GearshiftError as exc:
+        raise _fail(exc) from None
+    save_policy(table, out_path)
+    t = Table(title=f"policy for a {deadline_ms:g} ms deadline ({prof.cores} cores)")
+    for col in ("load req/s", "variant", "RxT", "P(on time)", "effective accuracy"):
+        t.add_column(col, justify="left" if col == "variant" else "right")
+    for r in table.ranges:
+        t.add_row(f"{r.min_rps:.1f} - {r.max_rps:.1f}", r.variant, f"{r.replicas}x{r.threads}",
+                  f"{r.p_on_time:.3f}", f"{r.effective_accuracy:.3f}")
+    out.print(t)
+    if plot is not None:
+        from gearshift.planning.plots import plot_characterisation
+
+        for path in plot_characterisation(table, prof, plot):
+            out.print(f"figure: {path}")
+    out.print(f"policy written to [bold]{out_path}[/]")
+
+
+@app.command()
 def serve(
     spec_path: Annotated[Path, typer.Argument(help="pool.yaml")],
     policy: Annotated[Path, typer.Option(help="policy table from `gearshift plan`")],

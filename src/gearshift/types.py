@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Literal
 
 
 @dataclass(frozen=True, order=True)
@@ -41,6 +42,12 @@ class Allocation:
 def allocations_for(cores: int) -> list[Allocation]:
     """Every R x T with R * T == cores, most replicas first (16x1, 8x2, ... 1x16)."""
     return [Allocation(cores // t, t) for t in range(1, cores + 1) if cores % t == 0]
+
+
+DropRule = Literal["hopeless", "expired", "never"]
+"""When a request with a deadline is answered 504 instead of served, decided at dispatch:
+"expired": its deadline has passed; "hopeless": also when the variant's mean service time would
+overrun it; "never": every request is served, however late."""
 
 
 class AccuracyKind(str, Enum):

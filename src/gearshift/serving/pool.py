@@ -42,7 +42,7 @@ from gearshift.serving.messages import (
     WorkerStartFailed,
 )
 from gearshift.serving.workers import Slot, WorkerHandle, WorkerState, assign_slots
-from gearshift.types import Allocation, PoolStatus
+from gearshift.types import Allocation, DropRule, PoolStatus
 from gearshift.zoo.spec import PoolSpec
 
 
@@ -54,6 +54,10 @@ class PoolSettings:
     start_timeout_s: float = 300.0
     max_restarts: int = 20
     transport: Literal["shm", "pipe"] = "shm"  # inputs via a shared-memory slot, or inline
+    # A request with a deadline is not served when it is found, at dispatch, to be past it
+    # ("expired"), or also when its variant's recent mean service time would overrun it
+    # ("hopeless": frees the replica for requests that can still make it), or never.
+    drop: DropRule = "hopeless"
     slot_items: int = 8  # the slot holds a batch of this many items; larger batches go inline
     cores: tuple[int, ...] | None = None  # None: the cores this process may run on
 
@@ -134,6 +138,7 @@ class ReplicaPool:
         self._drained = asyncio.Event()
         self._closing = False
         self._restarts_in_a_row = 0
+        self._service_ms: dict[tuple[str, int], float] = {}  # (variant, threads) -> EWMA ms
         self.counters = _Counters()
 
     # ----- public API -------------------------------------------------------------------------
@@ -171,8 +176,9 @@ class ReplicaPool:
         variant: str | None = None,
         deadline_s: float | None = None,
     ) -> InferResult:
-        """Queue one request. `deadline_s` is absolute on this pool's clock: a request still
-        queued then is answered with `DeadlineExceeded` instead of being served late."""
+        """Queue one request. `deadline_s` is absolute on this pool's clock: a request that
+        cannot meet it (see `PoolSettings.drop`) is answered with `DeadlineExceeded` instead of
+        being served late."""
         if self._closing:
             raise ShuttingDown("the server is shutting down and takes no new requests")
         if variant is not None and variant not in self._models:
@@ -250,19 +256,36 @@ class ReplicaPool:
             if job.future.done():  # the caller gave up
                 continue
             now = self._clock()
-            if job.expires_s is not None and now > job.expires_s:
+            w = self._idle[-1]
+            variant = job.variant or self._variant
+            hopeless = self._hopeless(job, variant, w.slot.threads, now)
+            if hopeless:
                 self.counters.expired += 1
-                wait_ms = (now - job.enqueued_s) * 1000
-                self._fail(job, DeadlineExceeded(f"deadline passed after {wait_ms:.0f} ms queued"))
+                self._fail(job, DeadlineExceeded(hopeless))
                 continue
-            w = self._idle.pop()
-            job.dispatched_s, job.served_by = now, job.variant or self._variant
+            self._idle.pop()
+            job.dispatched_s, job.served_by = now, variant
             if not w.call(job.request_id, job.served_by, job.inputs):
                 self._queue.appendleft(job)  # never reached the worker: serve it elsewhere
                 continue
             w.state = WorkerState.BUSY
             self._inflight[w.worker_id] = job
         self._check_drained()
+
+    def _hopeless(self, job: _Job, variant: str, threads: int, now: float) -> str:
+        """Why `job` cannot meet its deadline if dispatched now ('' if it still can): the
+        deadline has passed, or (drop="hopeless") the expected service time would overrun it."""
+        if job.expires_s is None or self.settings.drop == "never":
+            return ""
+        wait_ms = (now - job.enqueued_s) * 1000.0
+        if now > job.expires_s:
+            return f"deadline passed after {wait_ms:.0f} ms queued; not served"
+        expected_ms = self._service_ms.get((variant, threads), 0.0)
+        if self.settings.drop == "hopeless" and now + expected_ms / 1000.0 > job.expires_s:
+            left_ms = (job.expires_s - now) * 1000.0
+            return (f"deadline cannot be met: {wait_ms:.0f} ms queued, {left_ms:.0f} ms left, "
+                    f"{variant} takes ~{expected_ms:.0f} ms; not served")
+        return ""
 
     def _check_drained(self) -> None:
         if not self._queue and not self._inflight:
@@ -290,6 +313,10 @@ class ReplicaPool:
             c.service_ms_ewma = reply.service_ms if c.served == 1 else (
                 0.9 * c.service_ms_ewma + 0.1 * reply.service_ms
             )
+            key = (job.served_by, w.slot.threads)
+            prev = self._service_ms.get(key)
+            self._service_ms[key] = reply.service_ms if prev is None else (
+                0.9 * prev + 0.1 * reply.service_ms)
             queue_ms = (job.dispatched_s - job.enqueued_s) * 1000.0
             job.future.set_result(
                 InferResult(reply.outputs, job.served_by, queue_ms, reply.service_ms, w.worker_id)

@@ -11,7 +11,9 @@ the requests still being answered.
 Overhead: each answered request's latency is queue wait + service + overhead, where overhead is a
 draw from the profile's `overhead_ms` samples added *after* service. It models the front end's
 path (HTTP, IPC, event loop) and does not occupy a replica; the deadline check at dispatch does
-not see it (as in the live pool, which checks `now > deadline` only).
+not see it. That check follows the live pool's `DropRule`: "expired" drops a request whose
+deadline has passed when a replica would start it; "hopeless" also one whose start plus the
+mean service time of the variant and allocation in force would overrun it.
 
 Reallocation: a decision with a new R x T at time t makes the new replicas available at
 t + realloc_delay_s, all free then; until then the old replicas keep serving the queue (the live
@@ -29,13 +31,14 @@ import numpy as np
 
 from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.sampling import RequestDraws, ServiceSampler
-from gearshift.types import Allocation, Decision
+from gearshift.types import Allocation, Decision, DropRule
 
 
 @dataclass(frozen=True)
 class RunInputs:
     """Everything fixed for a run. `arrival_s` sorted (s); `deadline_s` absolute (s) per request,
-    or None to serve every request however late; `deadline_ms` the latency deadline."""
+    or None to serve every request however late; `deadline_ms` the latency deadline;
+    `hopeless`: drop at dispatch when the mean service time would overrun the deadline."""
 
     arrival_s: np.ndarray
     deadline_s: np.ndarray | None
@@ -43,20 +46,22 @@ class RunInputs:
     draws: RequestDraws
     sampler: ServiceSampler
     variants: tuple[str, ...]
+    hopeless: bool = True
 
 
 def make_inputs(
     sampler: ServiceSampler, arrival_s: np.ndarray, deadline_ms: float, draws: RequestDraws,
-    drop_late: bool = True,
+    drop: DropRule = "hopeless",
 ) -> RunInputs:
     arrivals = np.ascontiguousarray(arrival_s, dtype=np.float64)
     if arrivals.ndim != 1 or np.any(np.diff(arrivals) < 0) or (len(arrivals) and arrivals[0] < 0):
         raise ValueError("arrival_s must be a sorted 1-d array of arrival times >= 0 s")
     if not deadline_ms > 0:
         raise ValueError(f"deadline_ms must be > 0, got {deadline_ms}")
-    deadlines = arrivals + deadline_ms / 1000.0 if drop_late else None
+    deadlines = arrivals + deadline_ms / 1000.0 if drop != "never" else None
     variants = tuple(dict.fromkeys(v for v, _ in sampler.service_s))
-    return RunInputs(arrivals, deadlines, float(deadline_ms), draws, sampler, variants)
+    return RunInputs(arrivals, deadlines, float(deadline_ms), draws, sampler, variants,
+                     drop == "hopeless")
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,8 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
         return Block(lo, state.variant, np.empty(0), np.empty(0), np.empty(0)), state.servers.free_s
     service = inputs.sampler.service(state.variant, alloc, inputs.draws.service_u[lo:hi])
     deadlines = None if inputs.deadline_s is None else inputs.deadline_s[lo:hi]
+    if deadlines is not None and inputs.hopeless:
+        deadlines = deadlines - inputs.sampler.mean_service_s(state.variant, alloc)
     res = run_fcfs(inputs.arrival_s[lo:hi], service, state.servers.free_s, deadlines, horizon_s)
     n = res.n_done
     overhead = inputs.sampler.overhead(inputs.draws.overhead_u[lo:lo + n])

@@ -32,18 +32,19 @@ from gearshift.sim.engine import (
 )
 from gearshift.sim.records import STATUS_DROPPED, STATUS_OK, RequestColumns, empty_columns
 from gearshift.sim.sampling import RequestDraws, ServiceSampler
-from gearshift.types import Allocation, Decision
+from gearshift.types import Allocation, Decision, DropRule
 
 
 @dataclass(frozen=True)
 class SimSettings:
     """`period_s`: control period (s). `realloc_delay_s`: time (s) for a new R x T to come up.
-    `drop_late`: drop requests whose deadline passed before dispatch (the live pool does).
+    `drop`: which requests are dropped at dispatch instead of served late (`DropRule`, as the
+    live pool's setting of the same name).
     `duration_s`: run the control loop at least this long (s), even after the last arrival."""
 
     period_s: float = 1.0
     realloc_delay_s: float = 0.0
-    drop_late: bool = True
+    drop: DropRule = "hopeless"
     duration_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -75,7 +76,7 @@ def simulate(
     period until every request is answered or dropped (and at least `settings.duration_s`)."""
     sampler = ServiceSampler.from_profile(profile)
     draws = RequestDraws.draw(len(arrival_s), seed)
-    inputs = make_inputs(sampler, arrival_s, deadline_ms, draws, settings.drop_late)
+    inputs = make_inputs(sampler, arrival_s, deadline_ms, draws, settings.drop)
     cols = empty_columns(inputs.arrival_s, deadline_ms, inputs.variants)
     end_s = max(settings.duration_s, float(inputs.arrival_s[-1]) if len(arrival_s) else 0.0)
     state = initial_state(initial)
@@ -107,12 +108,12 @@ def simulate_fixed(
     arrival_s: np.ndarray,
     deadline_ms: float,
     seed: int,
-    drop_late: bool = True,
+    drop: DropRule = "hopeless",
 ) -> RequestColumns:
     """Serve `arrival_s` (sorted, s) with one variant and allocation throughout (no controller)."""
     sampler = ServiceSampler.from_profile(profile)
     draws = RequestDraws.draw(len(arrival_s), seed)
-    return serve_fixed(sampler, variant, allocation, arrival_s, deadline_ms, draws, drop_late)
+    return serve_fixed(sampler, variant, allocation, arrival_s, deadline_ms, draws, drop)
 
 
 def serve_fixed(
@@ -122,11 +123,11 @@ def serve_fixed(
     arrival_s: np.ndarray,
     deadline_ms: float,
     draws: RequestDraws,
-    drop_late: bool = True,
+    drop: DropRule = "hopeless",
 ) -> RequestColumns:
     """`simulate_fixed` with the sampler and per-request draws given (the planner reuses them
     across candidates and loads); `draws` may be longer than `arrival_s`."""
-    inputs = make_inputs(sampler, arrival_s, deadline_ms, draws, drop_late)
+    inputs = make_inputs(sampler, arrival_s, deadline_ms, draws, drop)
     state = initial_state(Decision(variant, allocation))
     _, blocks = serve(inputs, state, len(inputs.arrival_s), math.inf)
     cols = empty_columns(inputs.arrival_s, deadline_ms, inputs.variants)
