@@ -1,0 +1,247 @@
+"""Per-policy metrics from request records, and the summary.json document scripts read.
+
+Definitions (every fraction is over ALL requests of the run, answered or not):
+- requests: every record. errors: records whose status is not 200 (dropped, shed, failed).
+- on time: answered (status 200) with client latency `(completed_s - sent_s) * 1000 <= deadline`
+  (the record's own deadline, or the one given). A failed or dropped (504) request is never on
+  time. The recorded `on_time` flag is not used: it may be the server's view, which leaves out
+  the network; the client's latency is what a user sees.
+- effective accuracy, basis "declared" (the paper's): mean over requests of the answering
+  variant's published accuracy if on time, else 0. Basis "labels": the fraction of requests
+  answered on time AND correct (every on-time answer must then carry a label).
+- p50 / p99: latency percentiles (ms, linear interpolation) over answered requests only.
+- switches: how often the variant changes, from the controller's decisions when given (a control
+  trace, or the sequence of decided variants), else from the answering variant of consecutive
+  answered requests ordered by send time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from gearshift.reports.control_log import ControlTrace, count_switches
+from gearshift.reports.frame import RecordFrame
+
+Basis = Literal["declared", "labels"]
+BASES: tuple[str, ...] = ("declared", "labels")
+SOURCES = ("simulated", "measured")
+SWITCHING = ("table", "queue-aware")
+ORACLE = "oracle"
+_FRACTION_DIGITS = 6
+_MS_DIGITS = 3
+_EPS_MS = 1e-6
+
+
+@dataclass(frozen=True)
+class PolicySummary:
+    """One policy's run. Fractions in [0, 1] (NaN for an empty run); latencies in ms (NaN when
+    nothing was answered); counts are integers. See the module docstring for definitions."""
+
+    effective_accuracy: float
+    on_time: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    switches: int
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON values: fractions rounded to 6 digits, ms to 3, NaN as null."""
+        return {
+            "effective_accuracy": _round(self.effective_accuracy, _FRACTION_DIGITS),
+            "on_time": _round(self.on_time, _FRACTION_DIGITS),
+            "p50_ms": _round(self.p50_ms, _MS_DIGITS),
+            "p99_ms": _round(self.p99_ms, _MS_DIGITS),
+            "requests": int(self.requests),
+            "errors": int(self.errors),
+            "switches": int(self.switches),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> PolicySummary:
+        """Inverse of `to_json` (null becomes NaN)."""
+        def f(key: str) -> float:
+            return math.nan if d[key] is None else float(d[key])
+
+        return cls(f("effective_accuracy"), f("on_time"), f("p50_ms"), f("p99_ms"),
+                   int(d["requests"]), int(d["errors"]), int(d["switches"]))
+
+
+def on_time_mask(frame: RecordFrame, deadline_ms: float | None = None) -> np.ndarray:
+    """Answered (200) within `deadline_ms` (default: each record's own deadline), per request.
+    Latency equal to the deadline is on time; `_EPS_MS` absorbs the float error of subtracting
+    two clock readings in seconds (1.3 - 1.2 s is 100.00000000000009 ms)."""
+    deadline = frame.deadline_ms if deadline_ms is None else deadline_ms
+    with np.errstate(invalid="ignore"):
+        return frame.answered & (frame.latency_ms <= deadline + _EPS_MS)
+
+
+def credit(frame: RecordFrame, accuracy: Mapping[str, float], basis: Basis,
+           on_time: np.ndarray) -> np.ndarray:
+    """Per-request score whose mean is the effective accuracy: accuracy[variant] (declared) or
+    correct (labels) where `on_time`, else 0. Raises ValueError for an unknown variant or an
+    on-time answer without a label."""
+    _check_basis(basis)
+    if basis == "declared":
+        unknown = sorted({str(v) for v in frame.variant[on_time]} - set(accuracy))
+        if unknown:
+            raise ValueError(f"no declared accuracy for variant(s) {unknown}; "
+                             f"known: {sorted(accuracy)}")
+        names, code = np.unique(frame.variant.astype(str), return_inverse=True)
+        table = np.array([accuracy.get(v, 0.0) for v in names], dtype=np.float64)
+        return np.where(on_time, table[code.reshape(-1)] if len(names) else 0.0, 0.0)
+    unlabelled = int(np.count_nonzero(on_time & np.isnan(frame.correct)))
+    if unlabelled:
+        raise ValueError(f"{unlabelled} on-time answer(s) have no label; "
+                         "use accuracy basis 'declared' or record labels")
+    return np.where(on_time, frame.correct == 1.0, False).astype(np.float64)
+
+
+def effective_accuracy_at(frame: RecordFrame, accuracy: Mapping[str, float], basis: Basis,
+                          deadline_ms: float | None = None) -> float:
+    """Effective accuracy as if every request's deadline were `deadline_ms` (default: the
+    records' own), recomputed from latencies. A request dropped or failed is never on time,
+    whatever the deadline. NaN for an empty frame."""
+    if len(frame) == 0:
+        return math.nan
+    return float(np.mean(credit(frame, accuracy, basis, on_time_mask(frame, deadline_ms))))
+
+
+def summarize(frame: RecordFrame, accuracy: Mapping[str, float], basis: Basis,
+              decisions: ControlTrace | Sequence[str] | None = None) -> PolicySummary:
+    """A policy's summary from its records; `decisions` (a control trace, or the decided
+    variants period by period) counts switches when given. A live server's control log also
+    covers idle time around the run: align and clip it first (`align_offset_s`,
+    `ControlTrace.shifted(...).clip(0, frame.duration_s)`). Definitions: module docstring."""
+    on_time = on_time_mask(frame)
+    n = len(frame)
+    answered = frame.latency_ms[frame.answered]
+    p50, p99 = np.percentile(answered, [50, 99]) if len(answered) else (math.nan, math.nan)
+    return PolicySummary(
+        effective_accuracy=float(np.mean(credit(frame, accuracy, basis, on_time))) if n
+        else math.nan,
+        on_time=float(np.mean(on_time)) if n else math.nan,
+        p50_ms=float(p50),
+        p99_ms=float(p99),
+        requests=n,
+        errors=int(np.count_nonzero(~frame.answered)),
+        switches=_switches(frame, decisions),
+    )
+
+
+def _switches(frame: RecordFrame, decisions: ControlTrace | Sequence[str] | None) -> int:
+    if isinstance(decisions, ControlTrace):
+        return count_switches(decisions)
+    if decisions is not None:
+        seq = list(decisions)
+    else:
+        ok = np.flatnonzero(frame.answered)
+        order = ok[np.lexsort((frame.request_id[ok], frame.sent_s[ok]))]
+        seq = list(frame.variant[order])
+    return sum(a != b for a, b in itertools.pairwise(seq))
+
+
+def deadline_sweep(frames: Mapping[str, RecordFrame], accuracy: Mapping[str, float],
+                   basis: Basis, deadlines_ms: Sequence[float],
+                   source: Literal["simulated", "measured"] = "measured") -> dict[str, Any]:
+    """The summary's `deadlines` entry: effective accuracy of each policy's records re-scored at
+    each deadline (ms). Re-scoring assumes the same requests would have been answered at the
+    same times under another deadline, which holds for what was answered but not for what the
+    server dropped (a 504 is never on time) nor for a policy that would have chosen otherwise;
+    re-running the simulator per deadline (source "simulated") avoids both."""
+    return {
+        "deadline_ms": [float(d) for d in deadlines_ms],
+        "source": source,
+        "policies": {name: [_round(effective_accuracy_at(f, accuracy, basis, d), _FRACTION_DIGITS)
+                            for d in deadlines_ms] for name, f in frames.items()},
+    }
+
+
+def build_summary(deadline_ms: float, basis: Basis, policies: Mapping[str, PolicySummary],
+                  deadlines: Mapping[str, Any] | None = None,
+                  simulated: Mapping[str, PolicySummary] | None = None,
+                  notes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The summary.json document:
+    `{"deadline_ms", "accuracy_basis", "policies": {name: PolicySummary.to_json()},
+    "deadlines": {"deadline_ms": [...], "source": "simulated"|"measured", "policies": {name:
+    [effective accuracy at each deadline]}}, "simulated": {name: {...}}, "notes": {...}}`.
+    Policy names: `table`, `queue-aware`, `static:<variant>`, `oracle` (listed in that order).
+    Without a sweep, `deadlines` has empty lists (source "measured"); without simulated runs,
+    `simulated` is {}. Raises ValueError on a malformed sweep or notes that are not JSON."""
+    _check_basis(basis)
+    sweep = dict(deadlines) if deadlines is not None else {
+        "deadline_ms": [], "source": "measured", "policies": {}}
+    _check_sweep(sweep)
+    doc = {
+        "deadline_ms": float(deadline_ms),
+        "accuracy_basis": basis,
+        "policies": {k: policies[k].to_json() for k in policy_order(policies)},
+        "deadlines": {"deadline_ms": [float(d) for d in sweep["deadline_ms"]],
+                      "source": sweep["source"],
+                      "policies": {k: [_round(v, _FRACTION_DIGITS) for v in sweep["policies"][k]]
+                                   for k in policy_order(sweep["policies"])}},
+        "simulated": {k: simulated[k].to_json() for k in policy_order(simulated or {})},
+        "notes": dict(notes or {}),
+    }
+    try:
+        json.dumps(doc, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"summary is not plain JSON (check notes): {exc}") from exc
+    return doc
+
+
+def policy_order(names: Mapping[str, Any] | Sequence[str]) -> list[str]:
+    """Switching policies first, then static ones (in the given order), the oracle, the rest."""
+    names = list(names)
+
+    def rank(name: str) -> int:
+        if name in SWITCHING:
+            return SWITCHING.index(name)
+        if name.startswith("static:"):
+            return 2
+        return 3 if name == ORACLE else 4
+
+    return sorted(names, key=lambda n: (rank(n), names.index(n)))
+
+
+def static_variant(name: str) -> str | None:
+    """`static:<variant>` -> the variant; None for any other policy name."""
+    m = re.fullmatch(r"static:(.+)", name)
+    return m.group(1) if m else None
+
+
+def _check_sweep(sweep: Mapping[str, Any]) -> None:
+    missing = {"deadline_ms", "source", "policies"} - set(sweep)
+    if missing:
+        raise ValueError(f"deadline sweep lacks {sorted(missing)}")
+    if sweep["source"] not in SOURCES:
+        raise ValueError(f"deadline sweep source must be one of {SOURCES}, got {sweep['source']!r}")
+    n = len(sweep["deadline_ms"])
+    bad = {k: len(v) for k, v in sweep["policies"].items() if len(v) != n}
+    if bad:
+        raise ValueError(f"deadline sweep has {n} deadlines but these policies have other "
+                         f"lengths: {bad}")
+
+
+def _check_basis(basis: str) -> None:
+    if basis not in BASES:
+        raise ValueError(f"accuracy basis must be one of {BASES}, got {basis!r}")
+
+
+def _round(x: float | None, digits: int) -> float | None:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    return round(float(x), digits)
+
+
+__all__ = ["PolicySummary", "build_summary", "credit", "deadline_sweep",
+           "effective_accuracy_at", "on_time_mask", "policy_order", "static_variant",
+           "summarize"]
