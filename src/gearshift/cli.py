@@ -105,6 +105,51 @@ def pool_check(
 
 @app.command()
 def demo(
+    pool: Annotated[str, typer.Option(help="resnet (the paper's family), fashion (labelled) "
+                                           "or tiny")] = "resnet",
+    out_dir: Annotated[Path, typer.Option("--out", help="working folder")] = Path("out/demo"),
+    duration: Annotated[float, typer.Option(help="seconds of load per policy")] = 40.0,
+    workload: Annotated[str, typer.Option(help="workload spec")] = "mmpp:dwell=5",
+) -> None:
+    """Build the pool (reusing finished files) and run the full experiment on it: every
+    policy live and simulated, with a report."""
+    from gearshift.cli_experiment import experiment
+
+    zoo_dir = out_dir.parent / "zoo" / pool
+    out.print(f"[bold]building the {pool} pool[/] in {zoo_dir}")
+    zoo_build(pool, zoo_dir)
+    out.print(f"[bold]experiment[/]: {workload}, {duration:g} s per policy")
+    experiment(zoo_dir / "pool.yaml", workload=workload, duration=duration, out_dir=out_dir,
+               cache=out_dir.parent / "cache", data="fashion-test" if pool == "fashion" else None,
+               samples=60, period_s=1.0, seed=0, cores=0, deadline_ms=None)
+
+
+@pool_app.command("check")
+def pool_check(
+    spec_path: Annotated[Path, typer.Argument(help="pool.yaml")],
+    cores: Annotated[int, typer.Option(help="core budget; default: all usable cores")] = 0,
+    allocation: Annotated[
+        list[str] | None, typer.Option(help="RxT to check (repeatable); default: all for --cores")
+    ] = None,
+) -> None:
+    """Load the pool at each allocation and serve one request from every variant."""
+    from gearshift.serving.check import run_check
+    from gearshift.zoo.spec import load_pool_spec
+
+    try:
+        spec = load_pool_spec(spec_path)
+        allocs = [Allocation.parse(a) for a in allocation] if allocation else allocations_for(
+            cores or _cores_default()
+        )
+        with console.status("checking pool") as status:
+            rows = run_check(spec, allocs, progress=lambda m: status.update(m))
+    except (GearshiftError, ValueError) as exc:
+        raise _fail(exc if isinstance(exc, GearshiftError) else GearshiftError(str(exc))) from None
+    _print_check(f"{spec.application}: one request per variant and allocation", rows)
+
+
+@app.command()
+def demo(
     pool: Annotated[str, typer.Option(help="which pool to build and run: resnet or tiny")] = "resnet",
     out_dir: Annotated[Path, typer.Option("--out", help="working folder")] = Path("out/demo"),
 ) -> None:
@@ -262,6 +307,16 @@ def serve(
     asyncio.run(server.serve())
     if server.start_error:
         raise _fail(GearshiftError(server.start_error))
+
+
+def _register() -> None:
+    from gearshift.cli_experiment import experiment, simulate
+
+    app.command()(experiment)
+    app.command()(simulate)
+
+
+_register()
 
 
 def main() -> None:

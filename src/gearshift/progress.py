@@ -28,3 +28,26 @@ def step_progress(console: Console, title: str) -> Iterator[StepCallback]:
             bar.update(task, completed=done, total=total, message=message)
 
         yield update
+
+
+@contextmanager
+def stages(console: Console) -> Iterator[Callable[[str], StepCallback]]:
+    """One bar per stage of a long job: `stage(title)` adds a bar and returns its callback."""
+    columns = (
+        TextColumn("[bold]{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[message]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+
+        def stage(title: str) -> StepCallback:
+            task = bar.add_task(title, total=None, message="")
+
+            def update(done: int, total: int, message: str) -> None:
+                bar.update(task, completed=done, total=total, message=message)
+
+            return update
+
+        yield stage

@@ -1,0 +1,121 @@
+"""The live half of an experiment: a real `gearshift serve` process on 127.0.0.1, driven by the
+open-loop load generator once per policy, the controller swapped between runs (no reload)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from gearshift.errors import GearshiftError
+from gearshift.loadgen.client import run_open_loop
+from gearshift.loadgen.payloads import Payload
+from gearshift.types import RequestRecord
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class ServerArgs:
+    pool: Path
+    policy: Path
+    profile: Path
+    control_log: Path
+    log: Path
+    period_s: float = 1.0
+    port: int = 0  # 0: a free port
+
+
+@contextmanager
+def live_server(args: ServerArgs, ready_timeout_s: float = 600.0) -> Iterator[str]:
+    """Start `gearshift serve` on 127.0.0.1 (every RxT pre-loaded); yield its base URL once
+    ready; stop it with SIGTERM (then SIGKILL after 60 s) by its process id."""
+    port = args.port or free_port()
+    cmd = [sys.executable, "-m", "gearshift.cli", "serve", str(args.pool),
+           "--policy", str(args.policy), "--profile", str(args.profile), "--port", str(port),
+           "--period-s", str(args.period_s), "--control-log", str(args.control_log),
+           "--prewarm", "all"]
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    with args.log.open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc, args.log, ready_timeout_s)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise GearshiftError(f"the server exited with status {proc.returncode}:\n{tail}")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise GearshiftError(f"the server at {url} was not ready after {timeout_s:.0f} s (see {log})")
+
+
+def set_controller(url: str, name: str) -> dict[str, Any]:
+    r = httpx.put(f"{url}/gearshift/controller", json={"controller": name}, timeout=300.0)
+    if r.status_code != 200:
+        raise GearshiftError(f"switching the server to {name} failed: {r.text}")
+    return dict(r.json())
+
+
+def wait_idle(url: str, timeout_s: float = 120.0) -> None:
+    """Until nothing is queued or in flight (the previous run's stragglers are answered)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        st = httpx.get(f"{url}/gearshift/status", timeout=5.0).json()
+        if st["queue_length"] == 0 and st["in_flight"] == 0:
+            return
+        time.sleep(0.2)
+
+
+@dataclass(frozen=True)
+class LiveRun:
+    records: list[RequestRecord]
+    started_unix_s: float  # wall-clock time of the run's t = 0 (aligns the control log)
+    send_lag_p99_ms: float
+
+
+def run_policy(url: str, model: str, name: str, arrivals_s: np.ndarray,
+               payloads: list[Payload], deadline_ms: float, settle_s: float,
+               progress: Any = None) -> LiveRun:
+    """Switch the server to policy `name`, let it settle, replay `arrivals_s` open-loop."""
+    wait_idle(url)
+    set_controller(url, name)
+    time.sleep(settle_s)
+    started = time.time()
+    result = asyncio.run(run_open_loop(
+        url, model, arrivals_s, payloads, deadline_ms,
+        timeout_s=max(10.0, 5 * deadline_ms / 1000.0), progress=progress))
+    return LiveRun(list(result.records), started, result.send_lag.p99_ms)

@@ -1,0 +1,98 @@
+"""The offline half of an experiment: cached profile, plan, and simulated runs of every policy.
+
+Everything here is deterministic given the profile and the seed; nothing speaks HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gearshift.control.base import Controller
+from gearshift.control.factory import make_policy
+from gearshift.control.policies import SchedulePolicy
+from gearshift.planning.planner import plan
+from gearshift.planning.table import PolicyTable
+from gearshift.profiling.profile import Profile, load_profile, save_profile
+from gearshift.profiling.profiler import ProfileSettings, machine_info, measure
+from gearshift.sim.oracle import oracle_schedule
+from gearshift.sim.records import RequestColumns
+from gearshift.sim.simulator import SimSettings, simulate
+from gearshift.types import Decision
+from gearshift.zoo.spec import PoolSpec
+
+Progress = Callable[[int, int, str], None]
+ORACLE = "oracle"
+
+
+def policy_names(variants: list[str]) -> list[str]:
+    """The policies an experiment compares: both switching policies and every static variant."""
+    return ["table", "queue-aware", *(f"static:{v}" for v in variants)]
+
+
+def _cache_path(spec: PoolSpec, settings: ProfileSettings, cache_dir: Path) -> Path:
+    machine = machine_info(settings.cores)
+    key = hashlib.sha256(f"{machine.cpu_model}|{settings.cores}|{settings.samples}".encode())
+    return cache_dir / f"profile-{spec.digest()}-{key.hexdigest()[:10]}.json"
+
+
+async def profile_pool(spec: PoolSpec, settings: ProfileSettings, cache_dir: Path,
+                       progress: Progress) -> tuple[Profile, bool]:
+    """The profile of this pool on this machine and core budget: from `cache_dir` if it was
+    measured before, else measured through the real replica pool and stored there. Returns
+    (profile, whether it came from the cache)."""
+    path = _cache_path(spec, settings, cache_dir)
+    if path.is_file():
+        return load_profile(path, spec.digest()), True
+    profile = await measure(spec, settings, progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    save_profile(profile, path)
+    return profile, False
+
+
+@dataclass(frozen=True)
+class SimRun:
+    columns: RequestColumns
+    decisions: tuple[Decision, ...]  # decisions[k] was taken at the end of period k
+
+
+def simulate_policy(name: str, profile: Profile, table: PolicyTable, variants: list[str],
+                    arrivals_s: np.ndarray, deadline_ms: float, seed: int,
+                    period_s: float, duration_s: float) -> SimRun:
+    """One policy on `arrivals_s` in the simulator; `oracle` is the hindsight schedule."""
+    settings = SimSettings(period_s=period_s, duration_s=duration_s)
+    if name == ORACLE:
+        sched = oracle_schedule(profile, arrivals_s, deadline_ms, seed, period_s)
+        policy, initial = SchedulePolicy(sched.decisions, period_s), sched.decisions[0]
+    else:
+        policy, initial = make_policy(name, table, profile, deadline_ms, variants)
+    result = simulate(profile, Controller(policy), arrivals_s, deadline_ms, initial, seed,
+                      settings)
+    return SimRun(result.columns, (initial, *result.decisions))
+
+
+def deadline_sweep(profile: Profile, variants: list[str], arrivals_s: np.ndarray,
+                   deadlines_ms: list[float], seed: int, period_s: float, duration_s: float,
+                   progress: Progress = lambda *_: None) -> dict[str, list[float]]:
+    """Effective accuracy (declared basis) of every policy and the oracle at each deadline,
+    each deadline with a table planned for it; simulated on the same arrivals."""
+    names = [*policy_names(variants), ORACLE]
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for i, d in enumerate(deadlines_ms):
+        progress(i, len(deadlines_ms), f"deadline {d:g} ms: planning and simulating")
+        table = plan(profile, d, rates_rps=_sweep_rates(profile), duration_s=20.0, seed=seed)
+        for n in names:
+            run = simulate_policy(n, profile, table, variants, arrivals_s, d, seed, period_s,
+                                  duration_s)
+            out[n].append(run.columns.effective_accuracy(profile.accuracy))
+    progress(len(deadlines_ms), len(deadlines_ms), "deadline sweep done")
+    return out
+
+
+def _sweep_rates(profile: Profile) -> list[float]:
+    caps = [e.throughput_rps for e in profile.entries]
+    return [float(r) for r in np.linspace(0.02 * min(caps), 1.3 * max(caps), 40)]

@@ -1,0 +1,240 @@
+"""`gearshift experiment`: profile (cached), plan, serve, replay one arrival schedule against every
+policy live and in the simulator (plus a hindsight oracle), then write records, summary.json,
+figures and report.html.
+
+Layout of `out`: profile.json, policy.json, server.log, control.jsonl, records/<policy>.csv,
+records/sim-<policy>.csv, figures/*.png, summary.json, report.html.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gearshift.errors import SpecError
+from gearshift.experiment import offline
+from gearshift.experiment.live import LiveRun, ServerArgs, live_server, run_policy
+from gearshift.loadgen.payloads import Payload, labelled_payloads, random_payloads
+from gearshift.loadgen.workload import parse_workload
+from gearshift.planning.planner import plan
+from gearshift.planning.table import PolicyTable, save_policy
+from gearshift.profiling.profile import Profile, save_profile
+from gearshift.profiling.profiler import ProfileSettings
+from gearshift.records import write_records
+from gearshift.reports import figures
+from gearshift.reports.compare import compare
+from gearshift.reports.control_log import (
+    ControlTrace,
+    Segment,
+    offered_load,
+    segments_from_control,
+)
+from gearshift.reports.frame import RecordFrame
+from gearshift.reports.html import write_report
+from gearshift.reports.summary import PolicySummary, build_summary, summarize
+from gearshift.zoo.spec import PoolSpec, load_pool_spec
+
+Progress = Callable[[int, int, str], None]
+Stage = Callable[[str], Progress]  # stage title -> progress callback for that stage
+SWEEP = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)  # deadlines of the sweep, x the run's deadline
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    pool: Path
+    workload: str
+    duration_s: float
+    out: Path
+    cache_dir: Path
+    deadline_ms: float | None = None  # None: the pool spec's
+    seed: int = 0
+    cores: int = 1
+    samples: int = 100
+    period_s: float = 1.0
+    settle_s: float = 2.0
+    data: str | None = None  # a labelled data set ("fashion-test"): correctness per request
+    policies: tuple[str, ...] = ()  # () = table, queue-aware and every static variant
+    sweep: tuple[float, ...] = SWEEP
+
+
+@dataclass
+class _Run:
+    """What the experiment has gathered so far (filled stage by stage)."""
+
+    spec: PoolSpec
+    deadline_ms: float
+    profile: Profile | None = None
+    table: PolicyTable | None = None
+    arrivals_s: np.ndarray = field(default_factory=lambda: np.empty(0))
+    live: dict[str, LiveRun] = field(default_factory=dict)
+    sim: dict[str, offline.SimRun] = field(default_factory=dict)
+
+
+def run_experiment(s: ExperimentSettings, stage: Stage) -> dict[str, Any]:
+    """Run everything; returns the summary document (also written to `out/summary.json`)."""
+    spec = load_pool_spec(s.pool)
+    run = _Run(spec, s.deadline_ms or spec.deadline_ms)
+    s.out.mkdir(parents=True, exist_ok=True)
+    _offline(s, run, stage)
+    names = list(s.policies) or offline.policy_names(spec.variant_names())
+    payloads, basis = _payloads(s, spec, run.deadline_ms)
+    _live(s, run, names, payloads, stage("live runs"))
+    _simulate(s, run, names, stage("simulating"))
+    return _write_results(s, run, names, basis, stage)
+
+
+def _offline(s: ExperimentSettings, run: _Run, stage: Stage) -> None:
+    settings = ProfileSettings(cores=s.cores, samples=s.samples)
+    run.profile, _ = asyncio.run(offline.profile_pool(run.spec, settings, s.cache_dir,
+                                                      stage("profiling")))
+    save_profile(run.profile, s.out / "profile.json")
+    run.table = plan(run.profile, run.deadline_ms, seed=s.seed, progress=stage("planning"))
+    save_policy(run.table, s.out / "policy.json")
+    capacity = run.profile.capacity_rps()
+    run.arrivals_s = parse_workload(s.workload).arrivals(s.duration_s, s.seed, capacity)
+    if len(run.arrivals_s) == 0:
+        raise SpecError(f"workload {s.workload!r} gives no arrivals in {s.duration_s:g} s")
+
+
+def _payloads(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float) -> tuple[
+        list[Payload], str]:
+    if s.data is None:
+        return random_payloads(spec, 32, s.seed, deadline_ms), "declared"
+    if s.data != "fashion-test":
+        raise SpecError(f"unknown data set {s.data!r}; the labelled one is fashion-test")
+    from gearshift.data.fashion import load_fashion, normalize
+
+    test = load_fashion("test")
+    pick = np.random.default_rng(s.seed).permutation(len(test))[:2000]
+    return labelled_payloads(spec, normalize(test.images[pick]), test.labels[pick],
+                             deadline_ms), "labels"
+
+
+def _live(s: ExperimentSettings, run: _Run, names: list[str], payloads: list[Payload],
+          progress: Progress) -> None:
+    args = ServerArgs(s.pool, s.out / "policy.json", s.out / "profile.json",
+                      s.out / "control.jsonl", s.out / "server.log", s.period_s)
+    (s.out / "control.jsonl").unlink(missing_ok=True)
+    with live_server(args) as url:
+        for i, name in enumerate(names):
+            progress(i, len(names), f"{name}: {len(run.arrivals_s)} requests")
+            live = run_policy(url, run.spec.application, name, run.arrivals_s, payloads,
+                              run.deadline_ms, s.settle_s)
+            write_records(s.out / "records" / f"{_file(name)}.csv", live.records)
+            run.live[name] = live
+        progress(len(names), len(names), "live runs done")
+
+
+def _simulate(s: ExperimentSettings, run: _Run, names: list[str], progress: Progress) -> None:
+    assert run.profile is not None and run.table is not None
+    variants = run.spec.variant_names()
+    for i, name in enumerate([*names, offline.ORACLE]):
+        progress(i, len(names) + 1, name)
+        sim = offline.simulate_policy(name, run.profile, run.table, variants, run.arrivals_s,
+                                      run.deadline_ms, s.seed, s.period_s, s.duration_s)
+        sim.columns.write_csv(s.out / "records" / f"sim-{_file(name)}.csv")
+        run.sim[name] = sim
+    progress(len(names) + 1, len(names) + 1, "simulations done")
+
+
+def _file(name: str) -> str:
+    return name.replace(":", "-").replace("/", "-")
+
+
+def _traces(s: ExperimentSettings, run: _Run) -> dict[str, ControlTrace]:
+    """Each live run's control-log steps, on the run's clock (t = 0 at its first send)."""
+    path = s.out / "control.jsonl"
+    lines = [json.loads(ln) for ln in path.read_text().splitlines()] if path.is_file() else []
+    out = {}
+    for name, live in run.live.items():
+        mine = [dict(ln, t_s=ln["unix_s"] - live.started_unix_s) for ln in lines
+                if ln.get("policy") == name]
+        mine = [ln for ln in mine if 0.0 < ln["t_s"] <= s.duration_s + s.period_s]
+        if mine:
+            out[name] = ControlTrace.from_lines(mine)
+    return out
+
+
+def _write_results(s: ExperimentSettings, run: _Run, names: list[str], basis: str,
+                   stage: Stage) -> dict[str, Any]:
+    assert run.profile is not None
+    progress = stage("report")
+    acc = {v.name: v.accuracy.value for v in run.spec.variants}
+    traces = _traces(s, run)
+    frames = {n: RecordFrame.from_records(run.live[n].records) for n in names}
+    measured = {n: summarize(frames[n], acc, basis, traces.get(n)) for n in names}
+    sim_frames = {n: RecordFrame.from_columns(r.columns) for n, r in run.sim.items()}
+    simulated = {n: summarize(f, acc, "declared") for n, f in sim_frames.items()}
+    measured[offline.ORACLE] = simulated[offline.ORACLE]
+    progress(0, 2, "deadline sweep (simulated)")
+    deadlines = [round(run.deadline_ms * k, 3) for k in s.sweep]
+    curves = offline.deadline_sweep(run.profile, run.spec.variant_names(), run.arrivals_s,
+                                    deadlines, s.seed, s.period_s, s.duration_s)
+    sweep = {"deadline_ms": deadlines, "source": "simulated", "policies": curves}
+    summary = build_summary(run.deadline_ms, basis, measured, sweep,
+                            {n: v for n, v in simulated.items() if n != offline.ORACLE},
+                            _notes(s, run, basis))
+    (s.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    progress(1, 2, "figures and report")
+    figs = _figures(s, run, frames, traces, measured, simulated, sweep, acc)
+    write_report(s.out, summary, figs, _context(s, run))
+    progress(2, 2, "done")
+    return summary
+
+
+def _figures(s: ExperimentSettings, run: _Run, frames: dict[str, RecordFrame],
+             traces: dict[str, ControlTrace], measured: dict[str, PolicySummary],
+             simulated: dict[str, PolicySummary], sweep: dict[str, Any],
+             acc: dict[str, float]) -> list[Path]:
+    d = s.out / "figures"
+    d.mkdir(parents=True, exist_ok=True)
+    adaptive = [n for n in ("table", "queue-aware") if n in traces]
+    segments: dict[str, list[Segment]] = {n: segments_from_control(traces[n]) for n in adaptive}
+    load = offered_load(next(iter(frames.values())))
+    paths = [
+        figures.plot_switching_trace(load, segments, acc, d / "switching_trace.png",
+                                     title=f"{run.spec.application}: {s.workload}"),
+        figures.plot_accuracy_vs_deadline(sweep, acc, d / "accuracy_vs_deadline.png",
+                                          run.deadline_ms),
+        figures.plot_latency_cdf(frames, run.deadline_ms, acc, d / "latency_cdf.png"),
+        figures.plot_sim_vs_measured(
+            compare({n: m for n, m in measured.items() if n in frames},
+                    {n: v for n, v in simulated.items() if n in frames}),
+            acc, d / "sim_vs_measured.png"),
+    ]
+    return paths
+
+
+def _notes(s: ExperimentSettings, run: _Run, basis: str) -> dict[str, Any]:
+    assert run.profile is not None
+    return {
+        "oracle": "simulated hindsight upper bound (per period, best variant and RxT knowing "
+                  "the actual arrivals)",
+        "simulated": "same arrival schedule and profile, in the discrete-event simulator",
+        "accuracy": {v.name: {"value": v.accuracy.value, "kind": v.accuracy.kind.value,
+                              "metric": v.accuracy.metric} for v in run.spec.variants},
+        "basis": basis,
+        "profile_capacity_rps": round(run.profile.capacity_rps(), 2),
+        "requests": len(run.arrivals_s),
+        "send_lag_p99_ms": {n: round(r.send_lag_p99_ms, 3) for n, r in run.live.items()},
+    }
+
+
+def _context(s: ExperimentSettings, run: _Run) -> dict[str, Any]:
+    assert run.profile is not None
+    return {
+        "title": f"gearshift experiment: {run.spec.application}",
+        "pool": f"{s.pool} ({', '.join(run.spec.variant_names())})",
+        "workload": f"{parse_workload(s.workload).describe()} ({len(run.arrivals_s)} requests)",
+        "duration_s": s.duration_s, "deadline_ms": run.deadline_ms, "period_s": s.period_s,
+        "machine": f"{run.profile.machine.cpu_model}, {platform.platform()}",
+        "cores": s.cores, "seed": s.seed, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
