@@ -25,11 +25,11 @@ def _fail(exc: GearshiftError) -> typer.Exit:
 def print_summary(summary: dict[str, Any], report: Path | None) -> None:
     t = Table(title=f"deadline {summary['deadline_ms']:g} ms; effective accuracy basis: "
                     f"{summary['accuracy_basis']}")
-    for col in ("policy", "effective accuracy", "on time", "p50 ms", "p99 ms", "requests",
-                "errors", "switches"):
-        t.add_column(col, justify="left" if col == "policy" else "right")
+    t.add_column("policy", no_wrap=True)
+    for col in ("eff. acc.", "on time", "p50 ms", "p99 ms", "requests", "errors", "switches"):
+        t.add_column(col, justify="right")
     for name, p in summary["policies"].items():
-        label = f"{name} (simulated bound)" if name == "oracle" else name
+        label = "oracle (sim.)" if name == "oracle" else name
         t.add_row(label, _f(p["effective_accuracy"], 3), _f(p["on_time"], 3),
                   _f(p["p50_ms"], 1), _f(p["p99_ms"], 1), str(p["requests"]), str(p["errors"]),
                   str(p["switches"]))

@@ -107,6 +107,20 @@ class LiveRun:
     send_lag_p99_ms: float
 
 
+def measure_overhead_ms(url: str, variant: str, service_ms: float, payloads: list[Payload],
+                        count: int = 60) -> list[float]:
+    """The serving path's own cost per request through HTTP, as the load generator sees it:
+    latency minus queue and service time, at a load light enough that nothing queues
+    (`variant` pinned, one request every 2 x its service time + 5 ms)."""
+    wait_idle(url)
+    gap_s = (2.0 * service_ms + 5.0) / 1000.0
+    arrivals = np.arange(count, dtype=float) * gap_s
+    result = asyncio.run(run_open_loop(url, variant, arrivals, payloads, 60_000.0,
+                                       timeout_s=30.0))
+    return [max(0.0, r.latency_ms - r.queue_ms - r.service_ms)
+            for r in result.records if r.status == 200]
+
+
 def run_policy(url: str, model: str, name: str, arrivals_s: np.ndarray,
                payloads: list[Payload], deadline_ms: float, settle_s: float,
                progress: Any = None) -> LiveRun:

@@ -21,7 +21,13 @@ import numpy as np
 
 from gearshift.errors import SpecError
 from gearshift.experiment import offline
-from gearshift.experiment.live import LiveRun, ServerArgs, live_server, run_policy
+from gearshift.experiment.live import (
+    LiveRun,
+    ServerArgs,
+    live_server,
+    measure_overhead_ms,
+    run_policy,
+)
 from gearshift.loadgen.payloads import Payload, labelled_payloads, random_payloads
 from gearshift.loadgen.workload import parse_workload
 from gearshift.planning.planner import plan
@@ -124,6 +130,8 @@ def _live(s: ExperimentSettings, run: _Run, names: list[str], payloads: list[Pay
                       s.out / "control.jsonl", s.out / "server.log", s.period_s)
     (s.out / "control.jsonl").unlink(missing_ok=True)
     with live_server(args) as url:
+        progress(0, len(names), "measuring the HTTP serving path's overhead")
+        _calibrate(s, run, url, payloads)
         for i, name in enumerate(names):
             progress(i, len(names), f"{name}: {len(run.arrivals_s)} requests")
             live = run_policy(url, run.spec.application, name, run.arrivals_s, payloads,
@@ -131,6 +139,18 @@ def _live(s: ExperimentSettings, run: _Run, names: list[str], payloads: list[Pay
             write_records(s.out / "records" / f"{_file(name)}.csv", live.records)
             run.live[name] = live
         progress(len(names), len(names), "live runs done")
+
+
+def _calibrate(s: ExperimentSettings, run: _Run, url: str, payloads: list[Payload]) -> None:
+    """Replace the profile's overhead (measured in-process, without HTTP) by the overhead
+    measured through the live server, so that the simulator sees the path clients see."""
+    assert run.profile is not None
+    fastest = min(run.profile.entries, key=lambda e: e.percentile_ms(50))
+    samples = measure_overhead_ms(url, fastest.variant, fastest.percentile_ms(50), payloads)
+    if samples:
+        run.profile = run.profile.model_copy(update={"overhead_ms": [round(x, 4)
+                                                                      for x in samples]})
+        save_profile(run.profile, s.out / "profile.json")
 
 
 def _simulate(s: ExperimentSettings, run: _Run, names: list[str], progress: Progress) -> None:
