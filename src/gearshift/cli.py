@@ -311,9 +311,11 @@ def serve(
 
 def _register() -> None:
     from gearshift.cli_experiment import experiment, simulate
+    from gearshift.cli_loadgen import loadgen
 
     app.command()(experiment)
     app.command()(simulate)
+    app.command()(loadgen)
 
 
 _register()
