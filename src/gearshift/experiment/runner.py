@@ -30,7 +30,7 @@ from gearshift.experiment.live import (
 )
 from gearshift.loadgen.payloads import Payload, labelled_payloads, random_payloads
 from gearshift.loadgen.workload import parse_workload
-from gearshift.planning.planner import plan
+from gearshift.planning.planner import default_rates, plan
 from gearshift.planning.table import PolicyTable, save_policy
 from gearshift.profiling.profile import Profile, save_profile
 from gearshift.profiling.profiler import ProfileSettings
@@ -69,6 +69,8 @@ class ExperimentSettings:
     data: str | None = None  # a labelled data set ("fashion-test"): correctness per request
     policies: tuple[str, ...] = ()  # () = table, queue-aware and every static variant
     sweep: tuple[float, ...] = SWEEP
+    plan_points: int = 100  # loads on the planner's grid
+    plan_seconds: float = 60.0  # simulated seconds per grid point
 
 
 @dataclass
@@ -102,7 +104,8 @@ def _offline(s: ExperimentSettings, run: _Run, stage: Stage) -> None:
     run.profile, _ = asyncio.run(offline.profile_pool(run.spec, settings, s.cache_dir,
                                                       stage("profiling")))
     save_profile(run.profile, s.out / "profile.json")
-    run.table = plan(run.profile, run.deadline_ms, seed=s.seed, progress=stage("planning"))
+    run.table = plan(run.profile, run.deadline_ms, default_rates(run.profile, s.plan_points),
+                     s.plan_seconds, s.seed, stage("planning"))
     save_policy(run.table, s.out / "policy.json")
     capacity = run.profile.capacity_rps()
     run.arrivals_s = parse_workload(s.workload).arrivals(s.duration_s, s.seed, capacity)

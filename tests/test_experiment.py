@@ -1,0 +1,52 @@
+"""A short real experiment on tiny variants: profile, plan, live server, simulator, report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gearshift.experiment.runner import ExperimentSettings, run_experiment
+from gearshift.reports.frame import read_records
+
+pytestmark = pytest.mark.slow
+KEYS = {"effective_accuracy", "on_time", "p50_ms", "p99_ms", "requests", "errors", "switches"}
+
+
+def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: Path) -> None:
+    stages: list[str] = []
+
+    def stage(title: str):
+        stages.append(title)
+        return lambda done, total, msg: None
+
+    out = tmp_path / "exp"
+    settings = ExperimentSettings(
+        pool=tiny_pool_path, workload="poisson:40", duration_s=3.0, out=out,
+        cache_dir=tmp_path / "cache", cores=2, samples=10, settle_s=0.5, sweep=(0.5, 1.0, 2.0),
+        plan_points=20, plan_seconds=10.0)
+    summary = run_experiment(settings, stage)
+    assert stages[:2] == ["profiling", "planning"] and "live runs" in stages
+    names = ["table", "queue-aware", "static:tiny-s", "static:tiny-m", "static:tiny-l"]
+    assert list(summary["policies"]) == [*names, "oracle"]
+    assert summary["accuracy_basis"] == "declared" and summary["deadline_ms"] == 50.0
+    assert all(set(p) >= KEYS for p in summary["policies"].values())
+    assert summary["deadlines"]["source"] == "simulated"
+    assert summary["deadlines"]["deadline_ms"] == [25.0, 50.0, 100.0]
+    assert set(summary["deadlines"]["policies"]) == {*names, "oracle"}
+    assert json.loads((out / "summary.json").read_text()) == summary
+    n = summary["policies"]["table"]["requests"]
+    for name in names:
+        live = read_records(out / "records" / f"{name.replace(':', '-')}.csv")
+        sim = read_records(out / "records" / f"sim-{name.replace(':', '-')}.csv")
+        assert len(live) == len(sim) == n  # the same schedule, one record per request
+        assert sorted(live.request_id) == list(range(n))
+        assert summary["policies"][name]["errors"] == 0
+    static_l = summary["policies"]["static:tiny-l"]
+    assert static_l["effective_accuracy"] == pytest.approx(0.8 * static_l["on_time"], abs=1e-6)
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "static:tiny-m" in html
+    assert (out / "profile.json").is_file() and (out / "policy.json").is_file()
+    # a second run takes the profile from the cache
+    assert len(list((tmp_path / "cache").glob("profile-*.json"))) == 1
