@@ -124,51 +124,6 @@ def demo(
                samples=60, period_s=1.0, seed=0, cores=0, deadline_ms=None)
 
 
-@pool_app.command("check")
-def pool_check(
-    spec_path: Annotated[Path, typer.Argument(help="pool.yaml")],
-    cores: Annotated[int, typer.Option(help="core budget; default: all usable cores")] = 0,
-    allocation: Annotated[
-        list[str] | None, typer.Option(help="RxT to check (repeatable); default: all for --cores")
-    ] = None,
-) -> None:
-    """Load the pool at each allocation and serve one request from every variant."""
-    from gearshift.serving.check import run_check
-    from gearshift.zoo.spec import load_pool_spec
-
-    try:
-        spec = load_pool_spec(spec_path)
-        allocs = [Allocation.parse(a) for a in allocation] if allocation else allocations_for(
-            cores or _cores_default()
-        )
-        with console.status("checking pool") as status:
-            rows = run_check(spec, allocs, progress=lambda m: status.update(m))
-    except (GearshiftError, ValueError) as exc:
-        raise _fail(exc if isinstance(exc, GearshiftError) else GearshiftError(str(exc))) from None
-    _print_check(f"{spec.application}: one request per variant and allocation", rows)
-
-
-@app.command()
-def demo(
-    pool: Annotated[str, typer.Option(help="which pool to build and run: resnet or tiny")] = "resnet",
-    out_dir: Annotated[Path, typer.Option("--out", help="working folder")] = Path("out/demo"),
-) -> None:
-    """Build the pool (reusing finished files), load it at every allocation of this machine's
-    cores, and serve one request from every variant."""
-    from gearshift.serving.check import run_check
-    from gearshift.zoo.spec import load_pool_spec
-
-    zoo_dir = out_dir / "zoo" / pool
-    out.print(f"[bold]1/2[/] building the {pool} pool in {zoo_dir}")
-    zoo_build(pool, zoo_dir)
-    spec = load_pool_spec(zoo_dir / "pool.yaml")
-    allocs = allocations_for(_cores_default())
-    out.print(f"[bold]2/2[/] loading every variant at {', '.join(map(str, allocs))} and serving")
-    with console.status("checking pool") as status:
-        rows = run_check(spec, allocs, progress=lambda m: status.update(m))
-    _print_check(f"{spec.application}: one request per variant and allocation", rows)
-
-
 @app.command()
 def profile(
     spec_path: Annotated[Path, typer.Argument(help="pool.yaml")],
