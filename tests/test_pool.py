@@ -235,12 +235,69 @@ def test_a_request_that_cannot_make_its_deadline_is_not_served(tiny_spec, drop) 
     async def body(pool: ReplicaPool) -> None:
         big = _x(0, batch=20000)
         r = await pool.infer({"input": big}, "tiny-l")  # teaches the pool how long it takes
-        budget_s = r.service_ms / 1000.0 / 4  # a quarter of what it needs
-        call = pool.infer({"input": big}, "tiny-l", deadline_s=pool._clock() + budget_s)
+        service_s = r.service_ms / 1000.0
+        blocker = asyncio.create_task(pool.infer({"input": big}, "tiny-l"))
+        await asyncio.sleep(0)
+        # queued behind the blocker: when a replica frees up, too little time is left
+        call = pool.infer({"input": big}, "tiny-l", deadline_s=pool._clock() + 1.5 * service_s)
         if drop == "hopeless":
             with pytest.raises(DeadlineExceeded, match="deadline cannot be met.*tiny-l takes"):
                 await call
         else:  # only requests already past their deadline are dropped: this one is served
             assert isinstance(await call, InferResult)
+        assert isinstance(await blocker, InferResult)
 
     run_pool(tiny_spec, body, Allocation(1, 2), PoolSettings(drop=drop))
+
+
+def test_a_wrong_service_estimate_does_not_lock_a_variant_out(tiny_spec) -> None:
+    """Seeded with a wildly slow estimate, the first request (finding a replica free) is still
+    served, its real time replaces the estimate, and the queued ones are served too."""
+    async def body(pool: ReplicaPool) -> None:
+        x = _x(0, batch=2000)
+        deadline = pool._clock() + 20.0
+        results = await asyncio.gather(*(pool.infer({"input": x}, "tiny-l", deadline_s=deadline)
+                                         for _ in range(10)))
+        assert all(isinstance(r, InferResult) for r in results)
+
+    settings = PoolSettings(expected_service_ms={("tiny-l", 2): 60_000.0})
+    run_pool(tiny_spec, body, Allocation(1, 2), settings)
+
+
+def test_with_no_replica_left_queued_requests_are_failed(tiny_spec) -> None:
+    async def body(pool: ReplicaPool) -> None:
+        big = _x(0, batch=20000)
+        held = asyncio.create_task(pool.infer({"input": big}, "tiny-l"))
+        queued = asyncio.create_task(pool.infer({"input": big}, "tiny-l"))
+        while pool.status().in_flight == 0:
+            await asyncio.sleep(0.001)
+        os.kill(next(iter(pool.worker_pids().values())), signal.SIGKILL)
+        with pytest.raises(WorkerFailed, match="died while serving"):
+            await held
+        with pytest.raises(WorkerFailed, match="no replica is running"):
+            await asyncio.wait_for(queued, 10)
+        with pytest.raises(WorkerFailed, match="no replica is running"):
+            await pool.infer({"input": _x(1)})
+
+    run_pool(tiny_spec, body, Allocation(1, 2), PoolSettings(max_restarts=0))
+
+
+def test_a_replica_dying_during_an_allocation_change_is_replaced(tiny_spec) -> None:
+    async def body(pool: ReplicaPool) -> None:
+        kept = next(iter(pool.worker_pids().values()))
+        change = asyncio.create_task(pool.apply(Allocation(2, 1)))
+        await asyncio.sleep(0.05)  # the new replica is loading
+        os.kill(kept, signal.SIGKILL)
+        await change
+        for _ in range(200):
+            st = pool.status()  # must not fail on the dead replica
+            if st.workers_ready == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert pool.status().workers_ready == 2
+        assert kept not in pool.worker_pids().values()
+        assert len(pool.worker_pids()) == 2
+        r = await pool.infer({"input": _x(1)})
+        _check(tiny_spec, _x(1), r)
+
+    run_pool(tiny_spec, body, Allocation(1, 1))

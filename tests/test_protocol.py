@@ -74,3 +74,19 @@ def test_trailing_bytes_are_refused() -> None:
     body, n = _binary_body(x)
     with pytest.raises(BadRequest, match="beyond the declared"):
         decode_request(body + b"junk", n)
+
+
+def test_decompression_is_bounded() -> None:
+    import gzip
+    import zlib
+
+    from gearshift.errors import PayloadTooLarge
+    from gearshift.serving.protocol import decompress
+
+    bomb = gzip.compress(b"\0" * (10 << 20))  # 10 MB of zeros in ~10 kB
+    with pytest.raises(PayloadTooLarge, match="decompressed request body exceeds"):
+        decompress(bomb, "gzip", 1 << 20)
+    assert decompress(zlib.compress(b"abc"), "Deflate", 100) == b"abc"
+    assert decompress(b"raw", None, 100) == b"raw"
+    with pytest.raises(BadRequest, match="not valid gzip"):
+        decompress(b"not gzip", "gzip", 100)

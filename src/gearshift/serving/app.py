@@ -78,7 +78,7 @@ def create_app(
         if not is_ready():
             raise ShuttingDown("the server is not ready: replicas are loading or stopping")
         body = await _read_body(request, max_body_bytes)
-        body = decompress(body, request.headers.get("content-encoding"))
+        body = decompress(body, request.headers.get("content-encoding"), max_body_bytes)
         req = decode_request(body, request.headers.get(HEADER_LENGTH))
         name = request.path_params["name"]
         answer = await plane.infer(name, req)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from dataclasses import asdict
@@ -16,9 +17,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from gearshift.control.base import ControlStep, Controller, Observation
-from gearshift.errors import GearshiftError
 from gearshift.serving.dataplane import DataPlane
 from gearshift.types import Decision
+
+log = logging.getLogger("gearshift.control")
 
 
 class ControlLoop:
@@ -41,7 +43,11 @@ class ControlLoop:
             while True:
                 await asyncio.sleep(max(0.0, next_t - time.perf_counter()))
                 next_t += self.period_s
-                self.tick()
+                try:
+                    self.tick()
+                except Exception as exc:  # a bad period must not end control for good
+                    self.last_error = f"control step failed: {type(exc).__name__}: {exc}"
+                    log.exception("control step failed")
         finally:
             if self._log:
                 self._log.close()
@@ -77,8 +83,9 @@ class ControlLoop:
     async def _reallocate(self, decision: Decision) -> None:
         try:
             await self.pool.apply(decision.allocation)
-        except GearshiftError as exc:  # keep serving on the old allocation
-            self.last_error = exc.message
+        except Exception as exc:  # keep serving on the old allocation
+            self.last_error = f"allocation change to {decision.allocation} failed: {exc}"
+            log.exception("allocation change failed")
 
     async def stop(self) -> None:
         """Wait for an allocation change in progress, if any."""

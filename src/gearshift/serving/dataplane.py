@@ -73,9 +73,9 @@ class DataPlane:
     async def infer(self, model: str, req: DecodedRequest) -> Answer:
         t0 = self._clock()
         self.window.arrivals += 1
-        self.metrics.requests.labels(model).inc()
         try:
             pinned = self.resolve(model)
+            self.metrics.requests.labels(model).inc()  # known names only: bounded labels
             deadline_ms = self.deadline_ms(req.parameters)
             result = await self.pool.infer(req.inputs, pinned, t0 + deadline_ms / 1000.0)
         except GearshiftError as exc:

@@ -18,8 +18,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,34 +40,12 @@ from gearshift.serving.messages import (
     WorkerReady,
     WorkerStartFailed,
 )
+from gearshift.serving.pool_types import InferResult, PoolCounters, PoolSettings, validate_inputs
 from gearshift.serving.workers import Slot, WorkerHandle, WorkerState, assign_slots
-from gearshift.types import Allocation, DropRule, PoolStatus
+from gearshift.types import Allocation, PoolStatus
 from gearshift.zoo.spec import PoolSpec
 
-
-@dataclass(frozen=True)
-class PoolSettings:
-    max_queue: int = 1024
-    spinning: bool = False
-    keep_warm: bool = True
-    start_timeout_s: float = 300.0
-    max_restarts: int = 20
-    transport: Literal["shm", "pipe"] = "shm"  # inputs via a shared-memory slot, or inline
-    # A request with a deadline is not served when it is found, at dispatch, to be past it
-    # ("expired"), or also when its variant's recent mean service time would overrun it
-    # ("hopeless": frees the replica for requests that can still make it), or never.
-    drop: DropRule = "hopeless"
-    slot_items: int = 8  # the slot holds a batch of this many items; larger batches go inline
-    cores: tuple[int, ...] | None = None  # None: the cores this process may run on
-
-
-@dataclass(frozen=True)
-class InferResult:
-    outputs: dict[str, np.ndarray]
-    variant: str
-    queue_ms: float
-    service_ms: float
-    worker_id: int
+__all__ = ["InferResult", "PoolSettings", "ReplicaPool", "validate_inputs"]
 
 
 @dataclass
@@ -81,35 +58,6 @@ class _Job:
     expires_s: float | None
     dispatched_s: float = 0.0
     served_by: str = ""
-
-
-@dataclass
-class _Counters:
-    switches: int = 0
-    allocation_changes: int = 0
-    worker_restarts: int = 0
-    served: int = 0
-    failed: int = 0
-    expired: int = 0
-    rejected: int = 0
-    last_error: str = ""
-    service_ms_ewma: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
-
-
-def validate_inputs(spec: PoolSpec, inputs: dict[str, np.ndarray]) -> None:
-    """The declared input is present with the declared dtype and per-item shape."""
-    want = spec.input
-    if want.name not in inputs:
-        raise BadRequest(f"missing input {want.name!r}; got {sorted(inputs) or 'no inputs'}")
-    x = inputs[want.name]
-    if x.dtype != np.dtype(want.dtype):
-        raise BadRequest(f"input {want.name!r} must be {want.dtype}, got {x.dtype}")
-    if x.ndim != len(want.shape) + 1 or list(x.shape[1:]) != want.shape or x.shape[0] < 1:
-        raise BadRequest(
-            f"input {want.name!r} must have shape [batch, {', '.join(map(str, want.shape))}], "
-            f"got {list(x.shape)}"
-        )
 
 
 class ReplicaPool:
@@ -138,8 +86,9 @@ class ReplicaPool:
         self._drained = asyncio.Event()
         self._closing = False
         self._restarts_in_a_row = 0
-        self._service_ms: dict[tuple[str, int], float] = {}  # (variant, threads) -> EWMA ms
-        self.counters = _Counters()
+        # (variant, threads) -> the last service times, ms (their median is the expectation)
+        self._service_ms: dict[tuple[str, int], deque[float]] = {}
+        self.counters = PoolCounters()
 
     # ----- public API -------------------------------------------------------------------------
 
@@ -184,6 +133,9 @@ class ReplicaPool:
         if variant is not None and variant not in self._models:
             raise ModelNotFound(f"no variant {variant!r}; the pool has {', '.join(self._models)}")
         validate_inputs(self.spec, inputs)
+        if self._allocation is not None and not self._active and not self._alloc_lock.locked():
+            raise WorkerFailed(f"no replica is running ({self.counters.last_error}); "
+                               "the server cannot serve until it is restarted")
         if len(self._queue) >= self.settings.max_queue:
             self.counters.rejected += 1
             raise Overloaded(
@@ -267,10 +219,19 @@ class ReplicaPool:
             job.dispatched_s, job.served_by = now, variant
             if not w.call(job.request_id, job.served_by, job.inputs):
                 self._queue.appendleft(job)  # never reached the worker: serve it elsewhere
+                self._drained.clear()
                 continue
             w.state = WorkerState.BUSY
             self._inflight[w.worker_id] = job
         self._check_drained()
+
+    def _expected_service_ms(self, variant: str, threads: int) -> float:
+        """Median of the last 16 service times (robust to one slow reply), else the settings'
+        seed (from a profile), else 0."""
+        recent = self._service_ms.get((variant, threads))
+        if recent:
+            return float(np.median(recent))
+        return self.settings.expected_service_ms.get((variant, threads), 0.0)
 
     def _hopeless(self, job: _Job, variant: str, threads: int, now: float) -> str:
         """Why `job` cannot meet its deadline if dispatched now ('' if it still can): the
@@ -280,8 +241,11 @@ class ReplicaPool:
         wait_ms = (now - job.enqueued_s) * 1000.0
         if now > job.expires_s:
             return f"deadline passed after {wait_ms:.0f} ms queued; not served"
-        expected_ms = self._service_ms.get((variant, threads), 0.0)
-        if self.settings.drop == "hopeless" and now + expected_ms / 1000.0 > job.expires_s:
+        expected_ms = self._expected_service_ms(variant, threads)
+        # A request that found a replica free is always served: it keeps the estimate honest
+        # (one slow reply must not lock a variant out) and could not have been helped anyway.
+        if (self.settings.drop == "hopeless" and wait_ms >= 1.0
+                and now + expected_ms / 1000.0 > job.expires_s):
             left_ms = (job.expires_s - now) * 1000.0
             return (f"deadline cannot be met: {wait_ms:.0f} ms queued, {left_ms:.0f} ms left, "
                     f"{variant} takes ~{expected_ms:.0f} ms; not served")
@@ -303,7 +267,9 @@ class ReplicaPool:
             _resolve(self._ready.pop(w.worker_id, None), err)
 
     def _on_reply(self, w: WorkerHandle, reply: InferReply) -> None:
-        job = self._inflight.pop(w.worker_id)
+        job = self._inflight.pop(w.worker_id, None)
+        if job is None:  # answered already (the pool closed after a drain timeout)
+            return
         if reply.error:
             self.counters.failed += 1
             self._fail(job, _error_from(reply))
@@ -314,9 +280,7 @@ class ReplicaPool:
                 0.9 * c.service_ms_ewma + 0.1 * reply.service_ms
             )
             key = (job.served_by, w.slot.threads)
-            prev = self._service_ms.get(key)
-            self._service_ms[key] = reply.service_ms if prev is None else (
-                0.9 * prev + 0.1 * reply.service_ms)
+            self._service_ms.setdefault(key, deque(maxlen=16)).append(reply.service_ms)
             queue_ms = (job.dispatched_s - job.enqueued_s) * 1000.0
             job.future.set_result(
                 InferResult(reply.outputs, job.served_by, queue_ms, reply.service_ms, w.worker_id)
@@ -426,6 +390,7 @@ class ReplicaPool:
     async def _reallocate(self, allocation: Allocation) -> None:
         keep, missing = self._match(allocation)
         new = await self._bring_up(missing)
+        keep = [w for w in keep if w.worker_id in self._workers]  # one may have died meanwhile
         old = [self._workers[i] for i in self._active if self._workers[i] not in keep]
         self._active = {w.worker_id for w in keep + new}
         for w in keep + new:
@@ -458,22 +423,36 @@ class ReplicaPool:
         self._restarts_in_a_row += 1
         if self._restarts_in_a_row > self.settings.max_restarts:
             self.counters.last_error = "replicas keep dying; not replacing any more"
+            self._fail_queue_if_no_replicas()
             return
         self.counters.worker_restarts += 1
         try:
             async with self._alloc_lock:
-                alloc = self._allocation
-                if self._closing or alloc is None or slot not in assign_slots(
-                    alloc.replicas, alloc.threads, self._cores
-                ):
+                if self._closing or self._allocation is None:
+                    return
+                _, missing = self._match(self._allocation)
+                if slot not in missing:  # covered already (the allocation changed meanwhile)
                     return
                 (w,) = await self._bring_up([slot])
                 self._active.add(w.worker_id)
                 self._make_idle(w)
         except GearshiftError as exc:
             self.counters.last_error = exc.message
+            self._fail_queue_if_no_replicas()
             return
         self._pump()
+
+    def _fail_queue_if_no_replicas(self) -> None:
+        """With no replica serving or coming up, nothing queued would ever be answered."""
+        alive = any(self._workers[i].state in (*_SERVING, WorkerState.STARTING)
+                    for i in self._active if i in self._workers)
+        if alive or self._alloc_lock.locked():
+            return
+        err = WorkerFailed(f"no replica is running ({self.counters.last_error}); "
+                           "the server cannot serve until it is restarted")
+        while self._queue:
+            self._fail(self._queue.popleft(), err)
+        self._check_drained()
 
 
 _SERVING = (WorkerState.IDLE, WorkerState.BUSY)

@@ -10,7 +10,6 @@ asks for them (`parameters.binary_data_output`, or `binary_data` on a requested 
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import zlib
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gearshift.errors import BadRequest
+from gearshift.errors import BadRequest, PayloadTooLarge
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -70,17 +69,22 @@ class DecodedRequest:
     binary_outputs: set[str] | bool  # True: all outputs binary
 
 
-def decompress(body: bytes, encoding: str | None) -> bytes:
-    if not encoding or encoding == "identity":
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo `Content-Encoding` (gzip or deflate), refusing output beyond `limit` bytes."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding == "identity":
         return body
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
+    if wbits is None:
+        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; use gzip or deflate")
+    d = zlib.decompressobj(wbits)
     try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error) as exc:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as exc:
         raise BadRequest(f"body is not valid {encoding} data: {exc}") from None
-    raise BadRequest(f"Content-Encoding {encoding!r} is not supported; use gzip or deflate")
+    if len(out) > limit or d.unconsumed_tail:
+        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} B")
+    return out
 
 
 def decode_request(body: bytes, header_length: str | None) -> DecodedRequest:
