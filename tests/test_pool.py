@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +66,8 @@ def test_workers_are_pinned_to_their_cores(tiny_spec) -> None:
     cores = sorted(os.sched_getaffinity(0))
 
     async def body(pool: ReplicaPool) -> None:
+        # slots are unlinked once mapped: nothing is left in /dev/shm however processes end
+        assert not list(Path("/dev/shm").glob(f"gearshift-{os.getpid()}-*"))
         pinned = [os.sched_getaffinity(pid) for pid in pool.worker_pids().values()]
         assert len(pinned) == 2
         assert all(len(p) == 1 for p in pinned)

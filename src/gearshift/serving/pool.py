@@ -260,6 +260,7 @@ class ReplicaPool:
             self._on_reply(w, msg)
         elif isinstance(msg, WorkerReady):
             w.rss_bytes, w.load_ms, w.pid = msg.rss_bytes, msg.load_ms, msg.pid
+            w.mapped()
             _resolve(self._ready.pop(w.worker_id, None), None)
         elif isinstance(msg, WorkerStartFailed):
             err = WorkerFailed(f"replica {msg.worker_id} failed to start: {msg.error}")

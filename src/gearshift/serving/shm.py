@@ -67,13 +67,21 @@ class SlotWriter:
             refs.append(ShmTensor(name, x.dtype.str, tuple(x.shape), off))
         return tuple(refs)
 
+    def unlink(self) -> None:
+        """Remove the name from /dev/shm (the mappings stay valid): call once the replica has
+        mapped the slot, so that nothing is left behind however the processes end."""
+        try:
+            os.unlink(_path(self.name))
+        except FileNotFoundError:
+            pass
+
     def close(self) -> None:
-        """Release and unlink the slot; safe to call more than once."""
+        """Unmap and unlink the slot; safe to call more than once."""
         if self._buf is None:
             return
         self._buf = None
         self._map.close()
-        os.unlink(_path(self.name))
+        self.unlink()
 
 
 class SlotReader:

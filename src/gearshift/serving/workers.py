@@ -73,11 +73,16 @@ class WorkerHandle:
         # A fresh interpreter (not fork: the parent runs an event loop and threads) that does
         # not re-import the caller's __main__, talking over one socket pair.
         parent, child = socket.socketpair()
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "gearshift.serving.worker", str(child.fileno())],
-            pass_fds=(child.fileno(),),
-            stdin=subprocess.DEVNULL,
-        )
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "gearshift.serving.worker", str(child.fileno())],
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError:
+            if self._slot is not None:
+                self._slot.close()
+            raise
         child.close()  # so that the child's death reads as EOF here
         self._conn = Connection(parent.detach())
         self.pid = self._process.pid
@@ -105,6 +110,11 @@ class WorkerHandle:
         if refs is None:
             return self.send(InferCall(request_id, variant, inputs))
         return self.send(InferCall(request_id, variant, in_slot=refs))
+
+    def mapped(self) -> None:
+        """The replica is loaded and has mapped its slot: the slot's name is no longer needed."""
+        if self._slot is not None:
+            self._slot.unlink()
 
     def stop(self) -> None:
         """Ask an idle worker to exit; its exit then arrives through the exit callback."""
