@@ -128,8 +128,7 @@ def run_policy(url: str, model: str, name: str, arrivals_s: np.ndarray,
     wait_idle(url)
     set_controller(url, name)
     time.sleep(settle_s)
-    started = time.time()
     result = asyncio.run(run_open_loop(
         url, model, arrivals_s, payloads, deadline_ms,
         timeout_s=max(10.0, 5 * deadline_ms / 1000.0), progress=progress))
-    return LiveRun(list(result.records), started, result.send_lag.p99_ms)
+    return LiveRun(list(result.records), result.started_unix_s, result.send_lag.p99_ms)

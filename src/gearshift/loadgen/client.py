@@ -70,6 +70,7 @@ class LoadResult:
     records: tuple[RequestRecord, ...]
     elapsed_s: float
     send_lag: Percentiles
+    started_unix_s: float = math.nan  # wall-clock time of the run's t = 0 (aligns other logs)
 
     @property
     def answered(self) -> int:
@@ -173,6 +174,7 @@ class _Run:
         self.closed = False
         self.finished = self.loop.create_future()
         self.t0 = time.perf_counter()
+        self.t0_unix_s = time.time()
 
     def now(self) -> float:
         """Seconds since the run's start (not loop.time(): uvloop's has 1 ms resolution)."""
@@ -191,6 +193,7 @@ class _Run:
                 self.conns += 1
                 self.idle.append(result[1])
         self.t0 = time.perf_counter()
+        self.t0_unix_s = time.time()
 
     async def schedule(self) -> None:
         arr, n, i = self.arrivals, len(self.arrivals), 0
@@ -353,7 +356,7 @@ async def run_open_loop(url: str, model: str, arrivals_s: np.ndarray, payloads: 
         progress(run.done_count, len(run.records), "done")
     records = tuple(r for r in run.records if r is not None)
     lag_ms = (np.array([r.sent_s for r in records]) - arrivals) * 1000.0
-    return LoadResult(records, elapsed, Percentiles.of(lag_ms))
+    return LoadResult(records, elapsed, Percentiles.of(lag_ms), run.t0_unix_s)
 
 
 async def _wait_end(run: _Run, tasks: list[asyncio.Task[None]], end_s: float) -> None:

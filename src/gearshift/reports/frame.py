@@ -2,8 +2,8 @@
 
 The CSV is `gearshift.records`' format (one row per request, the `RequestRecord` field names as
 columns, `on_time` written 0/1, `correct` written ''/0/1). Times are seconds on the run's own
-clock (0 = start of the run); durations are milliseconds. Latency is measured at the client:
-`completed_s - sent_s`.
+clock (0 = start of the run); durations are milliseconds. Latency is measured at the client,
+from the scheduled send: `completed_s - scheduled_s`.
 """
 
 from __future__ import annotations
@@ -55,8 +55,10 @@ class RecordFrame:
 
     @property
     def latency_ms(self) -> np.ndarray:
-        """Client-side latency, `(completed_s - sent_s) * 1000` (ms); defined for failures too."""
-        return (self.completed_s - self.sent_s) * 1000.0
+        """Latency as the user sees it, from when the request was due to when it was answered:
+        `(completed_s - scheduled_s) * 1000` (ms), so time a request spent waiting for the
+        client (a connection, the sender) counts too; defined for failures too."""
+        return (self.completed_s - self.scheduled_s) * 1000.0
 
     @property
     def answered(self) -> np.ndarray:
