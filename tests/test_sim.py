@@ -19,6 +19,7 @@ from gearshift.types import Allocation, Decision, DropRule, RequestRecord
 from tests.synthetic import constant_ms, exponential_ms, make_profile
 
 A1, A2, A4 = Allocation(1, 1), Allocation(2, 1), Allocation(4, 1)
+A12 = Allocation(1, 2)
 NO_DEADLINE_MS = 1e12
 
 
@@ -239,3 +240,18 @@ def test_oracle_follows_load_and_beats_static_choices() -> None:
         for e in profile.entries
     )
     assert replay.columns.effective_accuracy(accuracy) > best_static
+
+
+def test_new_replicas_wait_for_the_old_ones_on_their_cores() -> None:
+    from gearshift.sim.engine import Answering, Servers, SimState, apply_decision
+
+    def state(alloc: Allocation, free: list[float]) -> SimState:
+        return SimState(0, "m", Servers(alloc, np.array(free)), Answering.none())
+
+    to_one = apply_decision(state(A2, [1.5, 1.2]), Decision("m", A12), 1.0, 0.0)
+    assert to_one.servers.allocation == A12
+    assert list(to_one.servers.free_s) == [1.5]  # both cores busy until 1.5
+    to_two = apply_decision(state(A12, [1.4]), Decision("m", A2), 1.0, 0.0)
+    assert list(to_two.servers.free_s) == [1.4, 1.4]
+    idle = apply_decision(state(A2, [0.2, 0.3]), Decision("m", A12), 1.0, 0.0)
+    assert list(idle.servers.free_s) == [1.0]

@@ -13,11 +13,12 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from multiprocessing.connection import Connection
 
 import numpy as np
 
+from gearshift.cores import Slot, assign_slots
 from gearshift.serving.messages import InferCall, Message, Stop, WorkerConfig, recv, send
 from gearshift.serving.shm import SlotWriter
 
@@ -30,23 +31,6 @@ class WorkerState(enum.Enum):
     PARKED = "parked"  # loaded and idle but outside the current allocation
     STOPPING = "stopping"  # told to exit
     DEAD = "dead"
-
-
-@dataclass(frozen=True)
-class Slot:
-    """Where a replica runs: its thread count and the cores it is pinned to."""
-
-    threads: int
-    cores: tuple[int, ...]
-
-
-def assign_slots(replicas: int, threads: int, cores: list[int]) -> list[Slot]:
-    """Replica i gets `threads` consecutive cores from `cores`, wrapping when R*T exceeds them."""
-    n = len(cores)
-    return [
-        Slot(threads, tuple(sorted({cores[(i * threads + j) % n] for j in range(threads)})))
-        for i in range(replicas)
-    ]
 
 
 class WorkerHandle:

@@ -16,7 +16,7 @@ deadline has passed when a replica would start it; "hopeless" also one whose sta
 mean service time of the variant and allocation in force would overrun it.
 
 Reallocation: a decision with a new R x T at time t makes the new replicas available at
-t + realloc_delay_s, all free then; until then the old replicas keep serving the queue (the live
+t + realloc_delay_s, each once the old replicas on its cores have finished what they hold; until then the old replicas keep serving the queue (the live
 pool keeps the old workers active while the new ones load), already with the new variant, so the
 profile needs an entry for (new variant, old allocation) when the delay is > 0. Requests already
 in service finish on their old replica; the CPU contention of that overlap is not modelled.
@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from gearshift.cores import assign_slots
 from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.sampling import RequestDraws, ServiceSampler
 from gearshift.types import Allocation, Decision, DropRule
@@ -164,9 +165,17 @@ def serve(inputs: RunInputs, state: SimState, hi: int, horizon_s: float) -> tupl
 
 
 def _swap(servers: Servers) -> Servers:
-    assert servers.next_allocation is not None
-    fresh = np.full(servers.next_allocation.replicas, servers.next_at_s)
-    return Servers(servers.next_allocation, fresh)
+    """The new replicas, each free once its cores are: at the switch, or when an old replica on
+    any of the same cores finishes the request it holds (the live pool's old replicas finish
+    theirs on those cores while the new ones take over)."""
+    new, old = servers.next_allocation, servers.allocation
+    assert new is not None
+    cores = list(range(max(new.cores, old.cores)))
+    old_slots = assign_slots(old.replicas, old.threads, cores)
+    free = [max([servers.next_at_s, *(f for f, o in zip(servers.free_s, old_slots, strict=True)
+                                      if set(o.cores) & set(slot.cores))])
+            for slot in assign_slots(new.replicas, new.threads, cores)]
+    return Servers(new, np.asarray(free, dtype=np.float64))
 
 
 def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float) -> tuple[
