@@ -250,8 +250,10 @@ def serve(
             "all": allocations_for(table.cores), "none": []}
     if prewarm not in warm:
         raise _fail(GearshiftError(f"--prewarm {prewarm!r}: use table, all or none"))
+    expected = {(e.variant, e.threads): float(np.mean(e.service_ms))
+                for e in (prof.entries if prof else [])}
     settings = ServerSettings(host=host, port=port, period_s=period_s, control_log=control_log,
-                              pool=PoolSettings(max_queue=max_queue),
+                              pool=PoolSettings(max_queue=max_queue, expected_service_ms=expected),
                               prewarm=tuple(dict.fromkeys(warm[prewarm])))
     server = Server(spec, Controller(pol, keep_log=False), initial, settings,
                     lambda name: make_policy(name, table, prof, spec.deadline_ms,
