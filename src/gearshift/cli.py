@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gearshift.errors import GearshiftError
+from gearshift.progress import StepCallback
 from gearshift.types import Allocation, allocations_for
 
 HELP = (
@@ -38,35 +39,51 @@ def _cores_default() -> int:
 
 @zoo_app.command("build")
 def zoo_build(
-    family: Annotated[str, typer.Argument(help="resnet (ResNet-18..152) or tiny (test MLPs)")],
+    family: Annotated[str, typer.Argument(
+        help="resnet (ResNet-18..152), fashion (trained Fashion-MNIST CNNs) or tiny (test MLPs)")],
     out_dir: Annotated[Path, typer.Option("--out", help="folder for the ONNX files and pool.yaml")],
     weights: Annotated[
-        Path | None, typer.Option(help="folder of torchvision-format state dicts (resnetNN*.pth)")
+        Path | None, typer.Option(help="resnet: folder of torchvision-format state dicts")
     ] = None,
-    image_size: Annotated[int, typer.Option(help="input height and width in pixels")] = 224,
-    metric: Annotated[str, typer.Option(help="declared accuracy to use: top1 or top5")] = "top1",
+    image_size: Annotated[int, typer.Option(help="resnet: input height and width, pixels")] = 224,
+    metric: Annotated[str, typer.Option(help="resnet: declared accuracy, top1 or top5")] = "top1",
+    retrain: Annotated[bool, typer.Option(
+        help="fashion: train from scratch (tens of minutes) instead of the shipped models")
+    ] = False,
+    data_dir: Annotated[Path | None, typer.Option(
+        help="fashion: folder of the Fashion-MNIST IDX files (default: Debian's)")] = None,
 ) -> None:
-    """Build a family of variants as ONNX files plus a validated pool.yaml."""
+    """Build a family of variants as ONNX files plus a validated pool.yaml (finished files are
+    reused)."""
     from gearshift.progress import step_progress
 
     try:
-        if family == "tiny":
-            from gearshift.zoo.tiny import build_tiny_pool
-
-            path = build_tiny_pool(out_dir)
-        elif family == "resnet":
-            from gearshift.zoo.resnet import build_resnet_pool
-
-            with step_progress(console, "building ResNets") as progress:
-                path = build_resnet_pool(
-                    out_dir, weights=weights, image_size=image_size, metric=metric,
-                    progress=progress,
-                )
-        else:
-            raise GearshiftError(f"unknown family {family!r}; choose resnet or tiny")
+        with step_progress(console, f"building {family}") as progress:
+            path = _build(family, out_dir, weights, image_size, metric, retrain, data_dir,
+                          progress)
     except GearshiftError as exc:
         raise _fail(exc) from None
     out.print(f"pool spec written to [bold]{path}[/]")
+
+
+def _build(family: str, out_dir: Path, weights: Path | None, image_size: int, metric: str,
+           retrain: bool, data_dir: Path | None, progress: StepCallback) -> Path:
+    if family == "tiny":
+        from gearshift.zoo.tiny import build_tiny_pool
+
+        return build_tiny_pool(out_dir)
+    if family == "resnet":
+        from gearshift.zoo.resnet import build_resnet_pool
+
+        return build_resnet_pool(out_dir, weights=weights, image_size=image_size,
+                                 metric=metric, progress=progress)  # type: ignore[arg-type]
+    if family == "fashion":
+        from gearshift.data.fashion import DEFAULT_FASHION_DIR
+        from gearshift.zoo.fashion import build_fashion_pool
+
+        return build_fashion_pool(out_dir, retrain=retrain, progress=progress,
+                                  data_dir=data_dir or DEFAULT_FASHION_DIR)
+    raise GearshiftError(f"unknown family {family!r}; choose resnet, fashion or tiny")
 
 
 def _print_check(title: str, rows: list) -> None:
@@ -117,7 +134,8 @@ def demo(
 
     zoo_dir = out_dir.parent / "zoo" / pool
     out.print(f"[bold]building the {pool} pool[/] in {zoo_dir}")
-    zoo_build(pool, zoo_dir)
+    zoo_build(pool, zoo_dir, weights=None, image_size=224, metric="top1", retrain=False,
+              data_dir=None)
     out.print(f"[bold]experiment[/]: {workload}, {duration:g} s per policy")
     experiment(zoo_dir / "pool.yaml", workload=workload, duration=duration, out_dir=out_dir,
                cache=out_dir.parent / "cache", data="fashion-test" if pool == "fashion" else None,
@@ -268,11 +286,15 @@ def serve(
 
 def _register() -> None:
     from gearshift.cli_experiment import experiment, simulate
+    from gearshift.cli_fashion import evaluate, zoo_prune, zoo_quantize
     from gearshift.cli_loadgen import loadgen
 
     app.command()(experiment)
     app.command()(simulate)
     app.command()(loadgen)
+    app.command()(evaluate)
+    zoo_app.command("quantize")(zoo_quantize)
+    zoo_app.command("prune")(zoo_prune)
 
 
 _register()

@@ -1,0 +1,1 @@
+"""Labelled data sets that install offline (from Debian packages), loaded as numpy arrays."""
