@@ -130,14 +130,17 @@ def main() -> None:
     ap.add_argument("--variants", default="resnet18,resnet50")
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--allocations", default="2x1,1x2")
+    ap.add_argument("--spinning", default="off,on")
+    ap.add_argument("--no-switch", action="store_true", help="skip the switch/realloc part")
     args = ap.parse_args()
     spec = load_pool_spec(args.pool)
     print(f"cores: {sorted(os.sched_getaffinity(0))}")
     print("| variant | RxT | spinning | raw req/s | pool req/s | pool/raw | pool overhead p50 ms |")
     print("|---|---|---|---|---|---|---|")
     for variant in args.variants.split(","):
-        for alloc in (Allocation(2, 1), Allocation(1, 2)):
-            for spinning in (False, True):
+        for alloc in (Allocation.parse(a) for a in args.allocations.split(",")):
+            for spinning in (v == "on" for v in args.spinning.split(",")):
                 raws, pools, ovh = [], [], []
                 for _ in range(args.rounds):
                     raws.append(raw_throughput(spec, variant, alloc, args.seconds, spinning))
@@ -148,6 +151,8 @@ def main() -> None:
                 raw, pl = statistics.mean(raws), statistics.mean(pools)
                 print(f"| {variant} | {alloc} | {'on' if spinning else 'off'} | {raw:.1f} | "
                       f"{pl:.1f} | {pl / raw:.3f} | {statistics.median(ovh):.2f} |", flush=True)
+    if args.no_switch:
+        return
     res = asyncio.run(switch_and_realloc(spec))
     for k, v in res.items():
         print(f"{k}: {v:.4f}")

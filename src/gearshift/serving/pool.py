@@ -342,8 +342,8 @@ class ReplicaPool:
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ready[config.worker_id] = ready
         item_bytes = int(np.prod(inp.shape)) * np.dtype(inp.dtype).itemsize
-        slot = item_bytes * self.settings.slot_items if self.settings.transport == "shm" else 0
-        w = WorkerHandle(config, self._on_message, self._on_exit, slot)
+        slot_bytes = item_bytes * self.settings.slot_items if self.settings.transport == "shm" else 0
+        w = WorkerHandle(config, self._on_message, self._on_exit, slot_bytes)
         self._workers[w.worker_id] = w
         return w, ready
 
