@@ -120,8 +120,9 @@ def test_markov_timeline_is_the_load_behind_the_arrivals() -> None:
 def test_default_markov_shape_and_transitions() -> None:
     spec = default_markov(20.0)
     rates = np.asarray(spec.rates_rps)
-    assert len(rates) == 6 and rates[0] == pytest.approx(2.0) and rates[-1] == pytest.approx(26.0)
-    assert np.all(np.diff(rates) > 0) and spec.dwell_s == 10.0
+    assert len(rates) == 6 and rates[0] == pytest.approx(1.2) and rates[-1] == pytest.approx(22.0)
+    assert np.allclose(rates[1:] / rates[:-1], rates[1] / rates[0], rtol=0.01)  # geometric
+    assert spec.dwell_s == 10.0 and spec.start_state == 2
     matrix = np.asarray(spec.transition)
     assert np.allclose(matrix.sum(axis=1), 1.0) and np.allclose(matrix, matrix.T)
     states = markov_states(spec, 40_000.0, seed=2)

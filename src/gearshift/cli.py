@@ -125,7 +125,7 @@ def demo(
     pool: Annotated[str, typer.Option(help="resnet (the paper's family), fashion (labelled) "
                                            "or tiny")] = "resnet",
     out_dir: Annotated[Path, typer.Option("--out", help="working folder")] = Path("out/demo"),
-    duration: Annotated[float, typer.Option(help="seconds of load per policy")] = 40.0,
+    duration: Annotated[float, typer.Option(help="seconds of load per policy")] = 45.0,
     workload: Annotated[str, typer.Option(help="workload spec")] = "mmpp:dwell=5",
 ) -> None:
     """Build the pool (reusing finished files) and run the full experiment on it: every
@@ -139,7 +139,7 @@ def demo(
     out.print(f"[bold]experiment[/]: {workload}, {duration:g} s per policy")
     experiment(zoo_dir / "pool.yaml", workload=workload, duration=duration, out_dir=out_dir,
                cache=out_dir.parent / "cache", data="fashion-test" if pool == "fashion" else None,
-               samples=60, period_s=1.0, seed=0, cores=0, deadline_ms=None)
+               samples=40, period_s=1.0, seed=0, cores=0, deadline_ms=None)
 
 
 @app.command()

@@ -210,7 +210,7 @@ class MarkovSpec:
             raise SpecError(f"MarkovSpec start_state must be in 0..{n - 1}, got {self.start_state}")
 
 
-DEFAULT_LOAD_FRACTIONS = tuple(round(float(x), 2) for x in np.linspace(0.1, 1.3, 6))
+DEFAULT_LOAD_FRACTIONS = tuple(round(float(x), 3) for x in np.geomspace(0.06, 1.1, 6))
 DEFAULT_STAY_PROB = 0.3
 DEFAULT_DWELL_S = 10.0
 
@@ -218,13 +218,15 @@ DEFAULT_DWELL_S = 10.0
 def default_markov(capacity_rps: float) -> MarkovSpec:
     """The default fluctuating load, scaled to `capacity_rps` (fastest variant's saturation rate).
 
-    Six states at 0.1, 0.34, 0.58, 0.82, 1.06 and 1.3 x capacity: from nearly idle (the heavy
-    variant wins) to beyond the light variant's knee (only shedding or the lightest model
-    helps). A birth-death chain: every 10 s it stays with probability 0.3, else moves to a
-    neighbouring state (0.35 each way; the end states stay with 0.65). The matrix is symmetric,
-    hence doubly stochastic: over a long run every level gets equal time (mean 0.7 x capacity).
-    It starts in the lightest state, like the paper's ramp; in a 300 s run about two thirds of
-    seeds cross 1 x capacity, so pick a seed that shows what a figure needs.
+    Six states spaced geometrically, 0.06, 0.107, 0.192, 0.344, 0.615 and 1.1 x capacity: from
+    nearly idle (the heaviest variant wins) to beyond the light variant's knee (only shedding
+    or the lightest model helps). Geometric, because the variants' capacities are spread that
+    way (a pool's heavy models saturate at a small fraction of its light model's rate), so every
+    variant gets a level where it is the best choice. A birth-death chain: every 10 s it stays
+    with probability 0.3, else moves to a neighbouring state (0.35 each way; the end states stay
+    with 0.65). The matrix is symmetric, hence doubly stochastic: over a long run every level
+    gets equal time. It starts in the middle (state 2), so a short run sees loads both lighter
+    and heavier than where it began.
     """
     if not (math.isfinite(capacity_rps) and capacity_rps > 0):
         raise SpecError(f"capacity_rps must be > 0 requests/s, got {capacity_rps}")
@@ -234,7 +236,7 @@ def default_markov(capacity_rps: float) -> MarkovSpec:
     matrix += np.diag(1.0 - matrix.sum(axis=1))
     rows = tuple(tuple(round(float(p), 12) for p in row) for row in matrix)
     rates = tuple(round(f * capacity_rps, 9) for f in DEFAULT_LOAD_FRACTIONS)
-    return MarkovSpec(rates, rows, DEFAULT_DWELL_S, start_state=0)
+    return MarkovSpec(rates, rows, DEFAULT_DWELL_S, start_state=n // 2 - 1)
 
 
 def markov_states(spec: MarkovSpec, duration_s: float, seed: int) -> np.ndarray:
