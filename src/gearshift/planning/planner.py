@@ -12,7 +12,14 @@ Common random numbers: every candidate at every load sees the same unit-rate Poi
 (scaled by 1 / rate) and the same per-request service and overhead draws, so differences between
 candidates and between neighbouring loads are not sampling noise, and curves are smooth.
 
-Choice per load: the highest effective accuracy; candidates within `tie_tol` of it are ties,
+Robustness: the controller acts on an estimate of the rate, which is off by at least one
+period's Poisson noise (sd sqrt(rate / period)) and by the lag of its smoothing. A candidate
+whose effective accuracy falls off a cliff just above the estimate (a heavy variant near its
+capacity) is then a poor bet. So each candidate is scored at each load by its effective accuracy
+averaged over nearby loads, weighted by a normal kernel of sd max(`rel_uncertainty` x rate,
+sqrt(rate / `period_s`)); the table reports the nominal figures of the choice.
+
+Choice per load: the highest (averaged) score; candidates within `tie_tol` of it are ties,
 broken by fewer cores, then more replicas (more headroom for a rise in load), then higher
 effective accuracy. If no candidate makes any deadline (all effective accuracies 0, e.g. far
 above capacity) the one with the highest measured throughput is named. Contiguous loads with
@@ -25,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -36,6 +44,7 @@ from gearshift.sim.simulator import serve_fixed
 from gearshift.types import Allocation
 
 Progress = Callable[[int, int, str], None]
+T = TypeVar("T")
 """progress(done, total, message), as `gearshift.progress.StepCallback`."""
 
 
@@ -47,6 +56,8 @@ class PlanSettings:
     duration_s: float = 60.0
     warmup_frac: float = 0.1
     tie_tol: float = 0.002
+    rel_uncertainty: float = 0.15  # relative error of the controller's rate estimate
+    period_s: float = 1.0  # the controller's period (s): one period's Poisson noise
 
 
 def default_rates(profile: Profile, points: int = 100) -> list[float]:
@@ -76,7 +87,10 @@ def plan(
     if not rates or rates[0] <= 0:
         raise ValueError("rates_rps must be a non-empty list of loads > 0 requests/s")
     grid = evaluate_grid(profile, deadline_ms, rates, seed, settings, progress)
-    choices = [choose(points, profile, settings.tie_tol) for points in _by_rate(grid, rates)]
+    scores = robust_scores(grid, rates, settings)
+    choices = [choose(points, profile, settings.tie_tol, score)
+               for points, score in zip(_by_rate(grid, rates), _by_rate(scores, rates),
+                                        strict=True)]
     return PolicyTable(
         application=profile.application,
         pool_digest=profile.pool_digest,
@@ -138,18 +152,36 @@ def grid_point(
     )
 
 
-def _by_rate(grid: list[GridPoint], rates: list[float]) -> list[list[GridPoint]]:
+def _by_rate(grid: list[T], rates: list[float]) -> list[list[T]]:
     per = len(grid) // len(rates)
     return [grid[i * per:(i + 1) * per] for i in range(len(rates))]
 
 
-def choose(points: list[GridPoint], profile: Profile, tie_tol: float) -> GridPoint:
-    """The best candidate at one load (rules in the module docstring)."""
-    best = max(p.effective_accuracy for p in points)
+def robust_scores(grid: list[GridPoint], rates: list[float], settings: PlanSettings) -> list[
+    float
+]:
+    """Each grid point's effective accuracy averaged over nearby loads (module docstring), in
+    grid order."""
+    r = np.asarray(rates, dtype=float)
+    per = len(grid) // len(rates)
+    ea = np.array([p.effective_accuracy for p in grid]).reshape(len(rates), per)
+    sd = np.maximum(settings.rel_uncertainty * r, np.sqrt(r / settings.period_s))
+    w = np.exp(-0.5 * ((r[None, :] - r[:, None]) / sd[:, None]) ** 2)
+    smoothed = (w @ ea) / w.sum(axis=1, keepdims=True)
+    return [float(x) for x in smoothed.reshape(-1)]
+
+
+def choose(points: list[GridPoint], profile: Profile, tie_tol: float,
+           scores: list[float] | None = None) -> GridPoint:
+    """The best candidate at one load by `scores` (default: nominal effective accuracy); rules
+    in the module docstring."""
+    score = scores or [p.effective_accuracy for p in points]
+    best = max(score)
     if best <= 0.0:
         return max(points, key=lambda p: profile.entry(p.variant, _alloc(p)).throughput_rps)
-    tied = [p for p in points if p.effective_accuracy >= best - tie_tol]
-    return min(tied, key=lambda p: (p.replicas * p.threads, -p.replicas, -p.effective_accuracy))
+    tied = [(p, s) for p, s in zip(points, score, strict=True) if s >= best - tie_tol]
+    return min(tied, key=lambda ps: (ps[0].replicas * ps[0].threads, -ps[0].replicas,
+                                     -ps[1]))[0]
 
 
 def _alloc(p: GridPoint | PolicyRange) -> Allocation:
