@@ -38,7 +38,7 @@ from gearshift.loadgen.workload import (
     parse_workload,
 )
 
-TRACES = Path("/work/shared/traces")
+TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"  # ../shared beside the repo
 TWITTER = TRACES / "twitter_per_second.txt.bz2"
 AZURE = TRACES / "azure_llm_conv_2023.csv.gz"
 
