@@ -22,7 +22,7 @@ import numpy as np
 from gearshift.runtime.base import RuntimeSettings
 from gearshift.runtime.onnx import OnnxRuntime
 from gearshift.serving.pool import PoolSettings, ReplicaPool
-from gearshift.serving.workers import assign_slots
+from gearshift.cores import assign_slots
 from gearshift.types import Allocation
 from gearshift.zoo.spec import PoolSpec, load_pool_spec
 

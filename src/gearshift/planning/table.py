@@ -5,12 +5,12 @@ Written by `gearshift plan`, read by the `table` and `queue-aware` policies.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from gearshift.errors import SpecError
+from gearshift.files import read_json_model
 from gearshift.types import Allocation, Decision
 
 
@@ -68,13 +68,7 @@ def save_policy(table: PolicyTable, path: str | Path) -> None:
 
 
 def load_policy(path: str | Path, pool_digest: str | None = None) -> PolicyTable:
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"policy {path} does not exist; make one with `gearshift plan`")
-    try:
-        table = PolicyTable.model_validate(json.loads(path.read_text()))
-    except (ValidationError, json.JSONDecodeError) as exc:
-        raise SpecError(f"policy {path} is not a valid gearshift policy table: {exc}") from None
+    table = read_json_model(path, PolicyTable, "policy table", "gearshift plan")
     if pool_digest is not None and table.pool_digest != pool_digest:
         raise SpecError(
             f"policy {path} was planned for a different pool (digest {table.pool_digest}, this "

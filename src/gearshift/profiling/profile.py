@@ -7,13 +7,13 @@ other pool.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from gearshift.errors import SpecError
+from gearshift.files import read_json_model
 from gearshift.types import Allocation
 
 PROFILE_VERSION = 1
@@ -87,13 +87,7 @@ def save_profile(profile: Profile, path: str | Path) -> None:
 
 def load_profile(path: str | Path, pool_digest: str | None = None) -> Profile:
     """Read a profile; with `pool_digest`, refuse one measured for a different pool."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"profile {path} does not exist; make one with `gearshift profile`")
-    try:
-        profile = Profile.model_validate(json.loads(path.read_text()))
-    except (ValidationError, json.JSONDecodeError) as exc:
-        raise SpecError(f"profile {path} is not a valid gearshift profile: {exc}") from None
+    profile = read_json_model(path, Profile, "profile", "gearshift profile")
     if pool_digest is not None and profile.pool_digest != pool_digest:
         raise SpecError(
             f"profile {path} was measured for a different pool (digest {profile.pool_digest}, "

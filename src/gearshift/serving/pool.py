@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gearshift.cores import Slot, assign_slots
 from gearshift.errors import (
     BadRequest,
     DeadlineExceeded,
@@ -41,7 +42,7 @@ from gearshift.serving.messages import (
     WorkerStartFailed,
 )
 from gearshift.serving.pool_types import InferResult, PoolCounters, PoolSettings, validate_inputs
-from gearshift.serving.workers import Slot, WorkerHandle, WorkerState, assign_slots
+from gearshift.serving.workers import WorkerHandle, WorkerState
 from gearshift.types import Allocation, PoolStatus
 from gearshift.zoo.spec import PoolSpec
 

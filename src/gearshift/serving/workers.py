@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-from gearshift.cores import Slot, assign_slots
+from gearshift.cores import Slot
 from gearshift.serving.messages import InferCall, Message, Stop, WorkerConfig, recv, send
 from gearshift.serving.shm import SlotWriter
 

@@ -1,0 +1,25 @@
+"""Reading the JSON files one stage hands to the next (profile, policy table), with clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from gearshift.errors import SpecError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_json_model(path: str | Path, model: type[M], what: str, make_with: str) -> M:
+    """`path` parsed as `model`; SpecError naming the file, what it should be and the command
+    that makes one."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{what} {path} does not exist; make one with `{make_with}`")
+    try:
+        return model.model_validate(json.loads(path.read_text()))
+    except (ValidationError, json.JSONDecodeError) as exc:
+        raise SpecError(f"{what} {path} is not a valid gearshift {what}: {exc}") from None
