@@ -32,7 +32,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 demo: install
-	$(BIN)/gearshift demo --pool $(POOL) --out $(OUT)/demo
+	$(BIN)/gearshift demo --pool $(POOL) --out $(OUT)/demo/$(POOL)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

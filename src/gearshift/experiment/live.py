@@ -121,6 +121,20 @@ def measure_overhead_ms(url: str, variant: str, service_ms: float, payloads: lis
             for r in result.records if r.status == 200]
 
 
+def measure_capacity_rps(url: str, variant: str, payloads: list[Payload], offered_rps: float,
+                         seconds: float = 2.0) -> float:
+    """Requests/s the server answers through HTTP when offered more than it can take (bounded:
+    `seconds` of Poisson arrivals at `offered_rps`, `variant` pinned)."""
+    wait_idle(url)
+    count = max(10, int(offered_rps * seconds))
+    arrivals = np.sort(np.random.default_rng(0).uniform(0.0, seconds, count))
+    result = asyncio.run(run_open_loop(url, variant, arrivals, payloads, 60_000.0,
+                                       timeout_s=30.0))
+    done = [r.completed_s for r in result.records if r.status == 200]
+    wait_idle(url)
+    return len(done) / max(max(done, default=seconds), seconds)
+
+
 def run_policy(url: str, model: str, name: str, arrivals_s: np.ndarray,
                payloads: list[Payload], deadline_ms: float, settle_s: float,
                progress: Any = None) -> LiveRun:

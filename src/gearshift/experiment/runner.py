@@ -25,6 +25,7 @@ from gearshift.experiment.live import (
     LiveRun,
     ServerArgs,
     live_server,
+    measure_capacity_rps,
     measure_overhead_ms,
     run_policy,
 )
@@ -83,12 +84,15 @@ class _Run:
     table: PolicyTable | None = None
     arrivals_s: np.ndarray = field(default_factory=lambda: np.empty(0))
     live: dict[str, LiveRun] = field(default_factory=dict)
+    capacity_rps: float = 0.0  # what the default mmpp is scaled to
+    http_capacity_rps: float = 0.0
     sim: dict[str, offline.SimRun] = field(default_factory=dict)
 
 
 def run_experiment(s: ExperimentSettings, stage: Stage) -> dict[str, Any]:
     """Run everything; returns the summary document (also written to `out/summary.json`)."""
     spec = load_pool_spec(s.pool)
+    parse_workload(s.workload)  # a bad spec fails now, not after profiling
     run = _Run(spec, s.deadline_ms or spec.deadline_ms)
     s.out.mkdir(parents=True, exist_ok=True)
     _offline(s, run, stage)
@@ -107,8 +111,11 @@ def _offline(s: ExperimentSettings, run: _Run, stage: Stage) -> None:
     run.table = plan(run.profile, run.deadline_ms, default_rates(run.profile, s.plan_points),
                      s.plan_seconds, s.seed, stage("planning"))
     save_policy(run.table, s.out / "policy.json")
-    capacity = run.profile.capacity_rps()
-    run.arrivals_s = parse_workload(s.workload).arrivals(s.duration_s, s.seed, capacity)
+
+
+def _draw_arrivals(s: ExperimentSettings, run: _Run) -> None:
+    """The one arrival schedule every policy gets, scaled (default mmpp) to `run.capacity_rps`."""
+    run.arrivals_s = parse_workload(s.workload).arrivals(s.duration_s, s.seed, run.capacity_rps)
     if len(run.arrivals_s) == 0:
         raise SpecError(f"workload {s.workload!r} gives no arrivals in {s.duration_s:g} s")
 
@@ -133,8 +140,9 @@ def _live(s: ExperimentSettings, run: _Run, names: list[str], payloads: list[Pay
                       s.out / "control.jsonl", s.out / "server.log", s.period_s)
     (s.out / "control.jsonl").unlink(missing_ok=True)
     with live_server(args) as url:
-        progress(0, len(names), "measuring the HTTP serving path's overhead")
+        progress(0, len(names), "measuring the HTTP serving path's overhead and capacity")
         _calibrate(s, run, url, payloads)
+        _draw_arrivals(s, run)
         for i, name in enumerate(names):
             progress(i, len(names), f"{name}: {len(run.arrivals_s)} requests")
             live = run_policy(url, run.spec.application, name, run.arrivals_s, payloads,
@@ -154,6 +162,10 @@ def _calibrate(s: ExperimentSettings, run: _Run, url: str, payloads: list[Payloa
         run.profile = run.profile.model_copy(update={"overhead_ms": [round(x, 4)
                                                                       for x in samples]})
         save_profile(run.profile, s.out / "profile.json")
+    # Light models can outrun the HTTP front end: the load is scaled to what both can serve.
+    run.http_capacity_rps = measure_capacity_rps(url, fastest.variant, payloads,
+                                                 1.5 * run.profile.capacity_rps())
+    run.capacity_rps = min(run.profile.capacity_rps(), run.http_capacity_rps)
 
 
 def _simulate(s: ExperimentSettings, run: _Run, names: list[str], progress: Progress) -> None:
@@ -246,6 +258,8 @@ def _notes(s: ExperimentSettings, run: _Run, basis: str) -> dict[str, Any]:
                               "metric": v.accuracy.metric} for v in run.spec.variants},
         "basis": basis,
         "profile_capacity_rps": round(run.profile.capacity_rps(), 2),
+        "http_capacity_rps": round(run.http_capacity_rps, 2),
+        "workload_capacity_rps": round(run.capacity_rps, 2),
         "requests": len(run.arrivals_s),
         "send_lag_p99_ms": {n: round(r.send_lag_p99_ms, 3) for n, r in run.live.items()},
     }
