@@ -141,7 +141,7 @@ def _live(s: ExperimentSettings, run: _Run, names: list[str], payloads: list[Pay
     (s.out / "control.jsonl").unlink(missing_ok=True)
     with live_server(args) as url:
         progress(0, len(names), "measuring the HTTP serving path's overhead and capacity")
-        _calibrate(s, run, url, payloads)
+        _calibrate(s, run, url)
         _draw_arrivals(s, run)
         for i, name in enumerate(names):
             progress(i, len(names), f"{name}: {len(run.arrivals_s)} requests")
@@ -152,18 +152,21 @@ def _live(s: ExperimentSettings, run: _Run, names: list[str], payloads: list[Pay
         progress(len(names), len(names), "live runs done")
 
 
-def _calibrate(s: ExperimentSettings, run: _Run, url: str, payloads: list[Payload]) -> None:
+def _calibrate(s: ExperimentSettings, run: _Run, url: str) -> None:
     """Replace the profile's overhead (measured in-process, without HTTP) by the overhead
-    measured through the live server, so that the simulator sees the path clients see."""
+    measured through the live server, so that the simulator sees the path clients see; and
+    measure the rate the server answers through HTTP, which caps the load the default mmpp is
+    scaled to. Probes carry no tight deadline, so nothing is dropped."""
     assert run.profile is not None
     fastest = min(run.profile.entries, key=lambda e: e.percentile_ms(50))
-    samples = measure_overhead_ms(url, fastest.variant, fastest.percentile_ms(50), payloads)
+    probe = random_payloads(run.spec, 8, s.seed, 60_000.0)  # no deadline cuts a probe short
+    samples = measure_overhead_ms(url, fastest.variant, fastest.percentile_ms(50), probe)
     if samples:
         run.profile = run.profile.model_copy(update={"overhead_ms": [round(x, 4)
                                                                       for x in samples]})
         save_profile(run.profile, s.out / "profile.json")
     # Light models can outrun the HTTP front end: the load is scaled to what both can serve.
-    run.http_capacity_rps = measure_capacity_rps(url, fastest.variant, payloads,
+    run.http_capacity_rps = measure_capacity_rps(url, fastest.variant, probe,
                                                  1.5 * run.profile.capacity_rps())
     run.capacity_rps = min(run.profile.capacity_rps(), run.http_capacity_rps)
 
