@@ -14,17 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
+from gearshift.experiment.live import ServerArgs, live_server
 from gearshift.loadgen.client import Percentiles, run_open_loop
 from gearshift.loadgen.payloads import Payload, random_payloads
 from gearshift.loadgen.workload import parse_workload
@@ -35,7 +33,7 @@ from gearshift.zoo.tiny import build_tiny_pool
 DEADLINE_MS = 1000.0  # generous: this measures the client, not the server
 
 
-def start_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
+def server_args(folder: Path, port: int) -> ServerArgs:
     """`gearshift serve` of the tiny pool with a one-range policy (tiny-s at 2x1)."""
     spec_path = build_tiny_pool(folder)
     spec = load_pool_spec(spec_path)
@@ -44,19 +42,7 @@ def start_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
     policy = folder / "policy.json"
     save_policy(PolicyTable(application=spec.application, pool_digest=spec.digest(),
                             deadline_ms=spec.deadline_ms, cores=2, ranges=ranges), policy)
-    cmd = [sys.executable, "-m", "gearshift.cli", "serve", str(spec_path), "--policy",
-           str(policy), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise TimeoutError("server not ready after 60 s")
+    return ServerArgs(spec_path, policy, folder / "server.log", port=port, prewarm="table")
 
 
 async def aiohttp_open_loop(url: str, model: str, arrivals: np.ndarray,
@@ -133,26 +119,21 @@ def main() -> None:
     senders = [("gearshift", loop) for loop in args.loops.split(",")]
     if args.aiohttp:
         senders.append(("aiohttp", "asyncio"))
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = start_server(Path(tmp), args.port)
-        try:
-            spec = load_pool_spec(Path(tmp) / "pool.yaml")
-            payloads = random_payloads(spec, 64, seed=0, deadline_ms=DEADLINE_MS)
-            url = f"127.0.0.1:{args.port}"
-            print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; "
-                  f"{args.seconds:g} s of Poisson arrivals per row\n")
-            print("| req/s | sender | loop | requests | answered | lag p50 ms | lag p99 ms | "
-                  "lag max ms | client CPU ms/req | client CPU | latency p50 / p99 ms |")
-            print("|---|---|---|---|---|---|---|---|---|---|---|")
-            for rep in range(args.repeat):
-                for rate in (int(r) for r in args.rates.split(",")):
-                    arrivals = parse_workload(f"poisson:{rate}").arrivals(args.seconds, seed=rep)
-                    for sender, loop in senders:
-                        m = measure(sender, loop, url, arrivals, payloads)
-                        print(row(rate, sender, loop, len(arrivals), m), flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+    with tempfile.TemporaryDirectory() as tmp, \
+            live_server(server_args(Path(tmp), args.port), 60.0) as url:
+        spec = load_pool_spec(Path(tmp) / "pool.yaml")
+        payloads = random_payloads(spec, 64, seed=0, deadline_ms=DEADLINE_MS)
+        print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; "
+              f"{args.seconds:g} s of Poisson arrivals per row\n")
+        print("| req/s | sender | loop | requests | answered | lag p50 ms | lag p99 ms | "
+              "lag max ms | client CPU ms/req | client CPU | latency p50 / p99 ms |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for rep in range(args.repeat):
+            for rate in (int(r) for r in args.rates.split(",")):
+                arrivals = parse_workload(f"poisson:{rate}").arrivals(args.seconds, seed=rep)
+                for sender, loop in senders:
+                    m = measure(sender, loop, url, arrivals, payloads)
+                    print(row(rate, sender, loop, len(arrivals), m), flush=True)
 
 
 if __name__ == "__main__":

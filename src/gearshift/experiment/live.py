@@ -34,11 +34,12 @@ def free_port() -> int:
 class ServerArgs:
     pool: Path
     policy: Path
-    profile: Path
-    control_log: Path
     log: Path
+    profile: Path | None = None
+    control_log: Path | None = None
     period_s: float = 1.0
     port: int = 0  # 0: a free port
+    prewarm: str = "all"
 
 
 @contextmanager
@@ -47,9 +48,12 @@ def live_server(args: ServerArgs, ready_timeout_s: float = 600.0) -> Iterator[st
     ready; stop it with SIGTERM (then SIGKILL after 60 s) by its process id."""
     port = args.port or free_port()
     cmd = [sys.executable, "-m", "gearshift.cli", "serve", str(args.pool),
-           "--policy", str(args.policy), "--profile", str(args.profile), "--port", str(port),
-           "--period-s", str(args.period_s), "--control-log", str(args.control_log),
-           "--prewarm", "all"]
+           "--policy", str(args.policy), "--port", str(port), "--period-s", str(args.period_s),
+           "--prewarm", args.prewarm]
+    if args.profile is not None:
+        cmd += ["--profile", str(args.profile)]
+    if args.control_log is not None:
+        cmd += ["--control-log", str(args.control_log)]
     args.log.parent.mkdir(parents=True, exist_ok=True)
     with args.log.open("ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,

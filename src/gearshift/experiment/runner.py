@@ -136,8 +136,8 @@ def _payloads(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float) -> tupl
 
 def _live(s: ExperimentSettings, run: _Run, names: list[str], payloads: list[Payload],
           progress: Progress) -> None:
-    args = ServerArgs(s.pool, s.out / "policy.json", s.out / "profile.json",
-                      s.out / "control.jsonl", s.out / "server.log", s.period_s)
+    args = ServerArgs(s.pool, s.out / "policy.json", s.out / "server.log",
+                      s.out / "profile.json", s.out / "control.jsonl", s.period_s)
     (s.out / "control.jsonl").unlink(missing_ok=True)
     with live_server(args) as url:
         progress(0, len(names), "measuring the HTTP serving path's overhead and capacity")
