@@ -253,6 +253,32 @@ def test_a_request_that_cannot_make_its_deadline_is_not_served(tiny_spec, drop) 
     run_pool(tiny_spec, body, Allocation(1, 2), PoolSettings(drop=drop))
 
 
+def test_a_request_too_late_for_the_variant_in_force_is_answered_by_a_fallback(
+        tiny_spec) -> None:
+    async def body(pool: ReplicaPool) -> None:
+        big = _x(0, batch=20000)
+        r = await pool.infer({"input": big}, "tiny-l")  # teaches the pool how long it takes
+        service_s = r.service_ms / 1000.0
+        pool.switch_variant("tiny-l", ("tiny-m", "tiny-s"))
+        blocker = asyncio.create_task(pool.infer({"input": big}))
+        await asyncio.sleep(0)
+        # queued behind the blocker: tiny-l would overrun the deadline, tiny-m (no estimate
+        # yet, so assumed quick) is the most accurate fallback
+        late = pool.infer({"input": big}, deadline_s=pool._clock() + 1.5 * service_s)
+        assert (await late).variant == "tiny-m"
+        assert (await blocker).variant == "tiny-l" and pool.counters.fallbacks == 1
+        blocker = asyncio.create_task(pool.infer({"input": big}))
+        await asyncio.sleep(0)
+        named = pool.infer({"input": big}, "tiny-l", deadline_s=pool._clock() + 1.5 * service_s)
+        with pytest.raises(DeadlineExceeded):  # asked for tiny-l by name: no fallback
+            await named
+        await blocker
+        with pytest.raises(ModelNotFound):
+            pool.switch_variant("tiny-l", ("tiny-xl",))
+
+    run_pool(tiny_spec, body, Allocation(1, 2), PoolSettings(drop="hopeless"))
+
+
 def test_a_wrong_service_estimate_does_not_lock_a_variant_out(tiny_spec) -> None:
     """Seeded with a wildly slow estimate, the first request (finding a replica free) is still
     served, its real time replaces the estimate, and the queued ones are served too."""

@@ -58,6 +58,18 @@ def test_kernel_drops_at_dispatch_without_using_the_server() -> None:
     assert np.isnan(res.end_s[1]) and res.end_s[3] == 2.0
 
 
+def test_kernel_falls_back_down_the_ladder_then_drops() -> None:
+    arrivals = np.array([0.0, 0.1, 0.2, 0.3])
+    service = np.array([[1.0, 0.2]] * 4)  # column 0: the variant in force, 1: its fallback
+    deadlines = arrivals + np.array([1.5, 1.5, 1.5, 0.5])
+    res = run_fcfs(arrivals, service, 1, deadlines, slack_s=np.array([1.0, 0.2]))
+    # 0 finds the server free: column 0; 1 and 2 would overrun with column 0 (start + 1.0 s);
+    # 3 is past its deadline when the server frees up
+    assert res.choice.tolist() == [0, 1, 1, -1]
+    np.testing.assert_allclose(res.end_s[:3], [1.0, 1.2, 1.4])
+    assert res.served.tolist() == [True, True, True, False]
+
+
 def test_kernel_horizon_resumes_exactly() -> None:
     arrivals = poisson(90.0, 5000, seed=3)
     service = np.random.default_rng(4).exponential(0.01, 5000)

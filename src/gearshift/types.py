@@ -62,6 +62,9 @@ class Decision:
     variant: str
     allocation: Allocation
     reason: str = ""
+    fallbacks: tuple[str, ...] = ()
+    """Lighter variants, in order, that may answer a request `variant` would answer too late
+    (tried at dispatch when the drop rule would drop it; empty: drop it)."""
 
 
 @dataclass(frozen=True)

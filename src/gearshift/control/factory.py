@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from gearshift.control.base import Policy
-from gearshift.control.policies import QueueAwarePolicy, StaticPolicy, TablePolicy
+from gearshift.control.policies import (
+    QueueAwarePolicy,
+    StaticPolicy,
+    TablePolicy,
+    fallback_ladders,
+)
 from gearshift.errors import SpecError
 from gearshift.planning.table import PolicyTable
 from gearshift.profiling.profile import Profile
 from gearshift.types import Allocation, Decision, allocations_for
 
-POLICY_NAMES = "table, queue-aware or static:VARIANT"
+POLICY_NAMES = "table, table:paper, queue-aware, static:VARIANT or static:VARIANT@RxT"
 
 
 def best_allocation(table: PolicyTable, profile: Profile | None, variant: str) -> Allocation:
@@ -38,17 +44,39 @@ def make_policy(name: str, table: PolicyTable, profile: Profile | None, deadline
                 variants: list[str]) -> tuple[Policy[Any], Decision]:
     """The policy and the decision to start from (what it would pick at the lightest load)."""
     first = table.ranges[0].decision
+    # the ladders the table was planned with; for a table planned without, the profile's
+    fallbacks = ({v: tuple(f) for v, f in table.fallbacks.items()}
+                 or (fallback_ladders(profile) if profile is not None else {}))
+    first = replace(first, fallbacks=fallbacks.get(first.variant, ()))
     if name == "table":
-        return TablePolicy(table), first
+        return TablePolicy(table, fallbacks=fallbacks), first
+    if name == "table:paper":
+        return TablePolicy(table, name=name), replace(first, fallbacks=())
     if name == "queue-aware":
         if profile is None:
             raise SpecError("the queue-aware policy needs the profile (--profile profile.json)")
-        return QueueAwarePolicy(table, profile, deadline_ms), first
+        return QueueAwarePolicy(table, profile, deadline_ms,
+                                TablePolicy(table, fallbacks=fallbacks)), first
     if name.startswith("static:"):
-        variant = name.split(":", 1)[1]
+        variant, _, alloc = name.split(":", 1)[1].partition("@")
         if variant not in variants:
             raise SpecError(
-                f"static:{variant}: no such variant; choose one of {', '.join(variants)}")
-        decision = Decision(variant, best_allocation(table, profile, variant), "static")
+                f"{name}: no such variant {variant!r}; choose one of {', '.join(variants)}")
+        allocation = (_allocation(name, alloc, table.cores) if alloc
+                      else best_allocation(table, profile, variant))
+        decision = Decision(variant, allocation, "static")
         return StaticPolicy(decision, name=name), decision
     raise SpecError(f"unknown controller {name!r}; use {POLICY_NAMES}")
+
+
+def _allocation(name: str, text: str, cores: int) -> Allocation:
+    """The RxT of `static:V@RxT`, which must use exactly the pool's `cores`."""
+    options = ", ".join(str(a) for a in allocations_for(cores))
+    try:
+        allocation = Allocation.parse(text)
+    except ValueError:
+        raise SpecError(f"{name}: {text!r} is not an RxT; use one of {options}") from None
+    if allocation not in allocations_for(cores):
+        raise SpecError(f"{name}: {allocation} does not use the {cores} cores; use one of "
+                        f"{options}")
+    return allocation

@@ -8,7 +8,7 @@ objects run in the simulator and in the live server.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -84,6 +84,19 @@ def range_with_hysteresis(
     return table.lookup(rate_rps) if above or below else current
 
 
+def fallback_ladders(profile: Profile) -> dict[str, tuple[str, ...]]:
+    """Per variant, the variants both faster (lower mean service time over the profiled
+    allocations) and less accurate, most accurate first: those that may answer, at dispatch, a
+    request the variant itself would answer too late."""
+    variants = profile.variants()
+    cost = {v: float(np.mean([np.mean(e.service_ms) for e in profile.entries
+                              if e.variant == v])) for v in variants}
+    acc = profile.accuracy
+    return {v: tuple(sorted((u for u in variants if cost[u] < cost[v] and acc[u] < acc[v]),
+                            key=lambda u: -acc[u]))
+            for v in variants}
+
+
 @dataclass(frozen=True)
 class TablePolicy:
     """The paper's controller: smoothed arrival rate -> policy-table range -> decision.
@@ -91,19 +104,29 @@ class TablePolicy:
     Smoothing (`smooth_rate`): rises followed with `alpha_up`, falls with `alpha_down`, and a
     count more than `jump_z` Poisson standard deviations off the estimate taken as a step and
     adopted at once. Hysteresis (`range_with_hysteresis`): a range is left only beyond
-    `margin_rps` (`band`, `noise_z`). So a clear step in load (either way) switches within one
-    or two periods, while a steady Poisson load at a boundary switches about once in a few
-    hundred periods, not every few (tests/test_policies.py measures both). Below ~10 requests
-    per period the counts are too noisy for either: use longer periods there.
+    `margin_rps` (`band`, `noise_z`). A clear step in load (either way) switches within one
+    or two periods. The defaults follow the load closely, falls as fast as rises: a switch is
+    a routing change (and an R x T change, with every R x T pre-loaded, a fraction of a
+    millisecond), while an estimate slow to fall kept the light variant for tens of seconds
+    after a spike (in simulation, 0.3 for falls and a 1-sd margin cost 0.005-0.03 of effective
+    accuracy over 16 Markov load paths). The price: a steady Poisson load sitting on a boundary
+    switches in ~10-25 % of periods, between two choices equally good there
+    (tests/test_policies.py measures both).
+
+    `fallbacks` (variant -> lighter variants, `fallback_ladders`) go with each decision: a
+    request the chosen variant would answer too late is answered, at dispatch, by the most
+    accurate fallback that still makes its deadline instead of being dropped. This acts within
+    the period, on the spike the rate estimate has not seen yet. Empty: the paper's controller.
     """
 
     table: PolicyTable
     alpha_up: float = 0.8
-    alpha_down: float = 0.3
+    alpha_down: float = 0.8
     band: float = 0.1
-    noise_z: float = 1.0
+    noise_z: float = 0.5
     jump_z: float = 4.0
     name: str = "table"
+    fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def initial_state(self) -> RateState:
         return RateState()
@@ -115,7 +138,8 @@ class TablePolicy:
                                     obs.period_s)
         r = self.table.ranges[idx]
         decision = Decision(r.variant, Allocation(r.replicas, r.threads),
-                            f"table: {rps:.1f} rps -> range {idx}")
+                            f"table: {rps:.1f} rps -> range {idx}",
+                            self.fallbacks.get(r.variant, ()))
         return decision, RateState(rps, idx)
 
 
@@ -186,7 +210,8 @@ class QueueAwarePolicy:
         pick = self.rescue(obs.backlog, state.smoothed_rps)
         reason = (f"queue: backlog {obs.backlog}, table choice predicts "
                   f"{latency_s * 1000:.0f} ms > {self.deadline_s * 1000:.0f} ms")
-        return replace(pick.decision, reason=reason), state
+        fallbacks = self.table_policy.fallbacks.get(pick.decision.variant, ())
+        return replace(pick.decision, reason=reason, fallbacks=fallbacks), state
 
     def rescue(self, backlog: int, rate_rps: float) -> Candidate:
         """The most accurate candidate predicted to meet the deadline at this backlog and rate,

@@ -19,6 +19,11 @@ capacity) is then a poor bet. So each candidate is scored at each load by its ef
 averaged over nearby loads, weighted by a normal kernel of sd max(`rel_uncertainty` x rate,
 sqrt(rate / `period_s`)); the table reports the nominal figures of the choice.
 
+Fallbacks: with `fallbacks` (variant -> lighter variants, as the `table` policy's decisions
+carry), each candidate is simulated with its fallbacks answering the requests it would answer too
+late, and its effective accuracy counts each request at the accuracy of the variant that answered
+it: a heavy variant just past its capacity, backed by lighter ones, can then be the best choice.
+
 Choice per load: the highest (averaged) score; candidates within `tie_tol` of it are ties,
 broken by fewer cores, then more replicas (more headroom for a rise in load), then higher
 effective accuracy. If no candidate makes any deadline (all effective accuracies 0, e.g. far
@@ -76,17 +81,20 @@ def plan(
     progress: Progress | None = None,
     warmup_frac: float = 0.1,
     tie_tol: float = 0.002,
+    fallbacks: dict[str, tuple[str, ...]] | None = None,
 ) -> PolicyTable:
     """Evaluate every (load, variant, allocation) and build the policy table for `deadline_ms`.
 
     `rates_rps`: loads (requests/s), default `default_rates(profile)`. `duration_s`: simulated
     seconds per (load, candidate). `progress(done, total, message)` is called after each load.
-    `warmup_frac`, `tie_tol`: see `PlanSettings`."""
+    `warmup_frac`, `tie_tol`: see `PlanSettings`. `fallbacks`: see the module docstring; the
+    table records them, and the `table` policy's decisions carry them."""
     settings = PlanSettings(duration_s, warmup_frac, tie_tol)
     rates = sorted(rates_rps) if rates_rps is not None else default_rates(profile)
     if not rates or rates[0] <= 0:
         raise ValueError("rates_rps must be a non-empty list of loads > 0 requests/s")
-    grid = evaluate_grid(profile, deadline_ms, rates, seed, settings, progress)
+    ladders = fallbacks or {}
+    grid = evaluate_grid(profile, deadline_ms, rates, seed, settings, progress, ladders)
     scores = robust_scores(grid, rates, settings)
     choices = [choose(points, profile, settings.tie_tol, score)
                for points, score in zip(_by_rate(grid, rates), _by_rate(scores, rates),
@@ -98,22 +106,26 @@ def plan(
         cores=profile.cores,
         ranges=merge_ranges(rates, choices),
         grid=grid,
+        fallbacks={v: list(f) for v, f in ladders.items()},
     )
 
 
 def evaluate_grid(
     profile: Profile, deadline_ms: float, rates: list[float], seed: int,
     settings: PlanSettings, progress: Progress | None = None,
+    fallbacks: dict[str, tuple[str, ...]] | None = None,
 ) -> list[GridPoint]:
     """One GridPoint per (rate, candidate), rates in the given order, candidates in profile
-    order."""
+    order; each candidate served with its `fallbacks` (none by default)."""
+    ladders = fallbacks or {}
     sampler = ServiceSampler.from_profile(profile)
     unit, draws = _common_draws(max(rates), settings.duration_s, seed)
     grid: list[GridPoint] = []
     for i, rate in enumerate(rates):
         arrivals = unit[: np.searchsorted(unit, rate * settings.duration_s)] / rate
         for e in profile.entries:
-            cols = serve_fixed(sampler, e.variant, e.allocation, arrivals, deadline_ms, draws)
+            cols = serve_fixed(sampler, e.variant, e.allocation, arrivals, deadline_ms, draws,
+                               fallbacks=ladders.get(e.variant, ()))
             grid.append(grid_point(cols, rate, e.variant, e.allocation, profile, settings))
         if progress is not None:
             progress(i + 1, len(rates), f"{rate:.1f} rps")
@@ -139,6 +151,9 @@ def grid_point(
     counted = cols.arrival_s >= settings.warmup_frac * settings.duration_s
     on_time = cols.on_time[counted]
     p_on_time = float(np.mean(on_time)) if len(on_time) else 1.0
+    acc = np.array([profile.accuracy[v] for v in cols.variants] + [0.0])
+    ea = (float(np.mean(np.where(on_time, acc[cols.variant_code[counted]], 0.0)))
+          if len(on_time) else profile.accuracy[variant])
     answered = cols.latency_ms[counted & cols.answered]
     if len(answered) == 0:  # no arrivals counted: report the unloaded latency
         entry = profile.entry(variant, allocation)
@@ -147,7 +162,7 @@ def grid_point(
     return GridPoint(
         rate_rps=rate, variant=variant, replicas=allocation.replicas,
         threads=allocation.threads, p_on_time=p_on_time,
-        effective_accuracy=p_on_time * profile.accuracy[variant],
+        effective_accuracy=ea,
         p50_ms=float(p50), p99_ms=float(p99),
     )
 

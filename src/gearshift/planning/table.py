@@ -54,6 +54,9 @@ class PolicyTable(_Model):
     cores: int
     ranges: list[PolicyRange] = Field(min_length=1)
     grid: list[GridPoint] = Field(default_factory=list)
+    fallbacks: dict[str, list[str]] = Field(
+        default_factory=dict, description="variant -> lighter variants the plan assumed answer "
+                                          "its late requests (empty: none)")
 
     def lookup(self, rate_rps: float) -> int:
         """Index of the range holding `rate_rps` (below the first: 0; above the last: last)."""

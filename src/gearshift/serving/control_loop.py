@@ -74,7 +74,7 @@ class ControlLoop:
         return decision
 
     def apply(self, decision: Decision) -> None:
-        self.pool.switch_variant(decision.variant)
+        self.pool.switch_variant(decision.variant, decision.fallbacks)
         busy = self._realloc is not None and not self._realloc.done()
         if decision.allocation != self.pool.allocation and not busy:
             self._realloc = asyncio.get_running_loop().create_task(

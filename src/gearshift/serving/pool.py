@@ -74,6 +74,7 @@ class ReplicaPool:
         self._cores = list(settings.cores or sorted(os.sched_getaffinity(0)))
         self._models = {v.name: str(spec.model_path(v.name)) for v in spec.variants}
         self._variant = spec.variants[0].name
+        self._fallbacks: tuple[str, ...] = ()
         self._allocation: Allocation | None = None
         self._workers: dict[int, WorkerHandle] = {}
         self._active: set[int] = set()
@@ -113,9 +114,14 @@ class ReplicaPool:
                 if allocation != self._allocation:
                     await self._reallocate(allocation)
 
-    def switch_variant(self, variant: str) -> None:
-        if variant not in self._models:
-            raise ModelNotFound(f"no variant {variant!r}; the pool has {', '.join(self._models)}")
+    def switch_variant(self, variant: str, fallbacks: tuple[str, ...] = ()) -> None:
+        """Serve `variant` from now on. `fallbacks`: lighter variants, in order, that answer a
+        request (sent to the application, not to a variant by name) which `variant` would
+        answer too late under the drop rule, instead of dropping it."""
+        for name in (variant, *fallbacks):
+            if name not in self._models:
+                raise ModelNotFound(f"no variant {name!r}; the pool has {', '.join(self._models)}")
+        self._fallbacks = tuple(fallbacks)
         if variant != self._variant:
             self._variant = variant
             self.counters.switches += 1
@@ -210,8 +216,7 @@ class ReplicaPool:
                 continue
             now = self._clock()
             w = self._idle[-1]
-            variant = job.variant or self._variant
-            hopeless = self._hopeless(job, variant, w.slot.threads, now)
+            variant, hopeless = self._choose(job, w.slot.threads, now)
             if hopeless:
                 self.counters.expired += 1
                 self._fail(job, DeadlineExceeded(hopeless))
@@ -225,6 +230,20 @@ class ReplicaPool:
             w.state = WorkerState.BUSY
             self._inflight[w.worker_id] = job
         self._check_drained()
+
+    def _choose(self, job: _Job, threads: int, now: float) -> tuple[str, str]:
+        """(variant to serve `job` with, why it cannot be served in time: '' if it can). A
+        request named to a variant gets that one; else the variant in force, or, if that one
+        is hopeless, the first fallback that is not."""
+        variant = job.variant or self._variant
+        hopeless = self._hopeless(job, variant, threads, now)
+        if not hopeless or job.variant:
+            return variant, hopeless
+        for fallback in self._fallbacks:
+            if not self._hopeless(job, fallback, threads, now):
+                self.counters.fallbacks += 1
+                return fallback, ""
+        return variant, hopeless
 
     def _expected_service_ms(self, variant: str, threads: int) -> float:
         """Median of the last 16 service times (robust to one slow reply), else the settings'

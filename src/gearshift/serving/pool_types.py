@@ -48,6 +48,7 @@ class PoolCounters:
     served: int = 0
     failed: int = 0
     expired: int = 0
+    fallbacks: int = 0  # requests answered by a fallback variant, not the one in force
     rejected: int = 0
     last_error: str = ""
     service_ms_ewma: float = 0.0

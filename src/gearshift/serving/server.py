@@ -46,7 +46,7 @@ class _Uvicorn(uvicorn.Server):
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
-    period_s: float = 1.0
+    period_s: float = 0.5
     control_log: Path | None = None
     max_body_bytes: int = 64 << 20
     pool: PoolSettings = PoolSettings()
@@ -88,6 +88,7 @@ class Server:
             "rate_rps": self.loop.last_rate_rps, "switches": st.switches,
             "allocation_changes": st.allocation_changes, "worker_restarts": st.worker_restarts,
             "served": c.served, "failed": c.failed, "expired": c.expired, "rejected": c.rejected,
+            "fallbacks": c.fallbacks,
             "policy": self.loop.controller.policy.name,
             "last_decision": asdict(last.decision) if last else None,
             "last_error": self.loop.last_error or c.last_error,

@@ -13,7 +13,8 @@ draw from the profile's `overhead_ms` samples added *after* service. It models t
 path (HTTP, IPC, event loop) and does not occupy a replica; the deadline check at dispatch does
 not see it. That check follows the live pool's `DropRule`: "expired" drops a request whose
 deadline has passed when a replica would start it; "hopeless" also one whose start plus the
-mean service time of the variant and allocation in force would overrun it.
+mean service time of the variant and allocation in force would overrun it, unless one of the
+decision's fallbacks (lighter variants, in order) would not: then that one serves it.
 
 Reallocation: a decision with a new R x T at time t makes the new replicas available at
 t + realloc_delay_s, each once the old replicas on its cores have finished what they hold; until then the old replicas keep serving the queue (the live
@@ -97,34 +98,43 @@ class SimState:
     variant: str
     servers: Servers
     answering: Answering
+    fallbacks: tuple[str, ...] = ()
 
     @property
     def decision(self) -> Decision:
-        return Decision(self.variant, self.servers.allocation)
+        return Decision(self.variant, self.servers.allocation, fallbacks=self.fallbacks)
 
 
 def initial_state(decision: Decision, t_s: float = 0.0) -> SimState:
     free = np.full(decision.allocation.replicas, t_s)
-    return SimState(0, decision.variant, Servers(decision.allocation, free), Answering.none())
+    return SimState(0, decision.variant, Servers(decision.allocation, free), Answering.none(),
+                    decision.fallbacks)
 
 
 @dataclass(frozen=True)
 class Block:
-    """Requests lo .. lo+len-1, resolved in one kernel call with `variant` in force.
+    """Requests lo .. lo+len-1, resolved in one kernel call with `ladder[0]` in force and
+    `ladder[1:]` its fallbacks.
 
     `start_s`: dispatch or drop time (s). `end_s`: service end (s), NaN if dropped.
     `overhead_s`: overhead draws (s), added after service for answered requests.
+    `choice`: per request, the ladder index of the variant that served it (-1: dropped).
     """
 
     lo: int
-    variant: str
+    ladder: tuple[str, ...]
     start_s: np.ndarray
     end_s: np.ndarray
     overhead_s: np.ndarray
+    choice: np.ndarray
 
     @property
     def served(self) -> np.ndarray:
         return ~np.isnan(self.end_s)
+
+    def served_by(self) -> list[str]:
+        """The variant that served each request ('' where dropped)."""
+        return [self.ladder[c] if c >= 0 else "" for c in self.choice.tolist()]
 
     @property
     def completed_s(self) -> np.ndarray:
@@ -143,7 +153,8 @@ def apply_decision(state: SimState, decision: Decision, t_s: float, delay_s: flo
         servers = _swap(replace(servers, next_allocation=decision.allocation, next_at_s=t_s))
     elif decision.allocation != servers.next_allocation:
         servers = replace(servers, next_allocation=decision.allocation, next_at_s=t_s + delay_s)
-    return replace(state, variant=decision.variant, servers=servers)
+    return replace(state, variant=decision.variant, servers=servers,
+                   fallbacks=decision.fallbacks)
 
 
 def serve(inputs: RunInputs, state: SimState, hi: int, horizon_s: float) -> tuple[
@@ -183,14 +194,20 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
 ]:
     lo = state.head
     alloc = state.servers.allocation
+    fallbacks = [f for f in state.fallbacks if (f, alloc) in inputs.sampler.service_s]
+    ladder = (state.variant, *fallbacks) if inputs.hopeless else (state.variant,)
     if lo >= hi:  # nothing queued: do not look up (variant, allocation), it may be unprofiled
-        return Block(lo, state.variant, np.empty(0), np.empty(0), np.empty(0)), state.servers.free_s
-    service = inputs.sampler.service(state.variant, alloc, inputs.draws.service_u[lo:hi])
+        empty = np.empty(0)
+        return (Block(lo, ladder, empty, empty, empty, np.empty(0, dtype=np.int64)),
+                state.servers.free_s)
+    u = inputs.draws.service_u[lo:hi]
+    service = np.column_stack([inputs.sampler.service(v, alloc, u) for v in ladder])
     deadlines = None if inputs.deadline_s is None else inputs.deadline_s[lo:hi]
-    if deadlines is not None and inputs.hopeless:
-        deadlines = deadlines - inputs.sampler.mean_service_s(state.variant, alloc)
-    res = run_fcfs(inputs.arrival_s[lo:hi], service, state.servers.free_s, deadlines, horizon_s)
+    slack = (np.array([inputs.sampler.mean_service_s(v, alloc) for v in ladder])
+             if inputs.hopeless else None)
+    res = run_fcfs(inputs.arrival_s[lo:hi], service, state.servers.free_s, deadlines, horizon_s,
+                   slack)
     n = res.n_done
     overhead = inputs.sampler.overhead(inputs.draws.overhead_u[lo:lo + n])
-    block = Block(lo, state.variant, res.start_s[:n], res.end_s[:n], overhead)
+    block = Block(lo, ladder, res.start_s[:n], res.end_s[:n], overhead, res.choice[:n])
     return block, res.free_s

@@ -3,9 +3,13 @@
 One queue, `c` identical servers, requests served in arrival order by whichever server frees up
 first. Service times are drawn by the caller beforehand, so the kernel is deterministic.
 
-Drop at dispatch (as the live replica pool does): when a server would start a request whose
-absolute deadline has already passed (`start_s > deadline_s`), the request is dropped, not
-served; the server stays free and takes the next request at the same instant.
+Drop or fall back at dispatch (as the live replica pool does): each request has a ladder of
+service times, column 0 the variant in force and the rest its fallbacks, most accurate first,
+each with a `slack_s` (the expected service time of that column under the "hopeless" rule, 0
+under "expired"). A server about to start request i at `start_s` serves it with the first
+column l where `start_s + slack_s[l] <= deadline_s[i]`; if there is none, the request is
+dropped, not served, and the server stays free and takes the next request at the same instant.
+A request that finds a server free (waits under 1 ms) is always served with column 0.
 
 A `horizon_s` lets the caller run one period at a time: the kernel stops at the first request
 whose dispatch (or drop) would happen at or after the horizon, without touching it or the
@@ -30,6 +34,7 @@ class KernelResult:
     `end_s[i]`: when its service ended (seconds); NaN if it was dropped.
     `served[i]`: False if it was dropped at dispatch. Entries at `i >= n_done` are undefined.
     `free_s`: each server's free time (seconds) after the last dispatched request.
+    `choice[i]`: the ladder column that served request i, -1 if it was dropped.
     """
 
     start_s: np.ndarray
@@ -37,6 +42,7 @@ class KernelResult:
     served: np.ndarray
     free_s: np.ndarray
     n_done: int
+    choice: np.ndarray
 
 
 @numba.njit(cache=True, nogil=True)
@@ -45,13 +51,17 @@ def _fcfs(
     service_s: np.ndarray,
     deadlines_s: np.ndarray,
     use_deadlines: bool,
+    slack_s: np.ndarray,
     free_s: np.ndarray,
     horizon_s: float,
     start_s: np.ndarray,
     end_s: np.ndarray,
+    choice: np.ndarray,
 ) -> int:
-    """Fill start_s/end_s in place and update free_s; return how many requests were resolved."""
+    """Fill start_s/end_s/choice in place and update free_s; return how many requests were
+    resolved."""
     c = free_s.shape[0]
+    ladder = service_s.shape[1]
     for i in range(arrivals_s.shape[0]):
         k = 0
         earliest = free_s[0]
@@ -64,10 +74,18 @@ def _fcfs(
         if s >= horizon_s:
             return i
         start_s[i] = s
-        if use_deadlines and s > deadlines_s[i]:
+        pick = 0
+        if use_deadlines and s - a >= 0.001:
+            pick = -1
+            for m in range(ladder):
+                if s + slack_s[m] <= deadlines_s[i]:
+                    pick = m
+                    break
+        choice[i] = pick
+        if pick < 0:
             end_s[i] = math.nan
             continue
-        e = s + service_s[i]
+        e = s + service_s[i, pick]
         end_s[i] = e
         free_s[k] = e
     return arrivals_s.shape[0]
@@ -79,19 +97,30 @@ def run_fcfs(
     free_s: np.ndarray | int,
     deadlines_s: np.ndarray | None = None,
     horizon_s: float = math.inf,
+    slack_s: np.ndarray | None = None,
 ) -> KernelResult:
     """Serve sorted `arrivals_s` (seconds) FCFS on `len(free_s)` servers.
 
-    `service_s`: one pre-drawn service time per request (seconds). `free_s`: each server's
-    free time (seconds), or an int `c` for `c` servers free from time 0. `deadlines_s`: absolute
-    per-request deadlines (seconds) for drop at dispatch, or None to serve everything.
+    `service_s`: pre-drawn service times (seconds), one per request (1-d), or one row per
+    request and one column per ladder entry (2-d: the variant in force, then its fallbacks).
+    `free_s`: each server's free time (seconds), or an int `c` for `c` servers free from time 0.
+    `deadlines_s`: absolute per-request deadlines (seconds) for drop or fallback at dispatch, or
+    None to serve everything with column 0. `slack_s`: per column, the time a dispatch must
+    leave before the deadline (default 0: only an expired request is dropped).
     `horizon_s`: stop before the first request that would be dispatched at or after it.
     The inputs are not modified.
     """
     arrivals = np.ascontiguousarray(arrivals_s, dtype=np.float64)
-    service = np.ascontiguousarray(service_s, dtype=np.float64)
-    if service.shape != arrivals.shape:
-        raise ValueError(f"need one service time per arrival: {service.shape} vs {arrivals.shape}")
+    service = np.asarray(service_s, dtype=np.float64)
+    service = np.ascontiguousarray(service.reshape(len(service), -1) if service.ndim == 1
+                                   else service)
+    if service.shape[0] != arrivals.shape[0] or service.shape[1] < 1:
+        raise ValueError(f"need service times for every arrival: {service.shape} vs "
+                         f"{arrivals.shape}")
+    slack = (np.zeros(service.shape[1]) if slack_s is None
+             else np.ascontiguousarray(slack_s, dtype=np.float64))
+    if slack.shape != (service.shape[1],):
+        raise ValueError("need one slack per ladder column")
     free = _initial_free(free_s)
     use_deadlines = deadlines_s is not None
     deadlines = (
@@ -101,10 +130,12 @@ def run_fcfs(
         raise ValueError("need one deadline per arrival")
     start = np.empty_like(arrivals)
     end = np.empty_like(arrivals)
-    n_done = _fcfs(arrivals, service, deadlines, use_deadlines, free, float(horizon_s), start, end)
+    choice = np.zeros(len(arrivals), dtype=np.int64)
+    n_done = _fcfs(arrivals, service, deadlines, use_deadlines, slack, free, float(horizon_s),
+                   start, end, choice)
     served = np.zeros(len(arrivals), dtype=bool)
     served[:n_done] = ~np.isnan(end[:n_done])
-    return KernelResult(start, end, served, free, int(n_done))
+    return KernelResult(start, end, served, free, int(n_done), choice)
 
 
 def _initial_free(free_s: np.ndarray | int) -> np.ndarray:

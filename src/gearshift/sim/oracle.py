@@ -97,5 +97,6 @@ def _block_score(inputs: RunInputs, block: Block) -> float:
     arrivals = inputs.arrival_s[block.lo:block.lo + n]
     latency_ms = (block.completed_s - arrivals) * 1000.0
     on_time = block.served & (latency_ms <= inputs.deadline_ms)
-    return float(np.count_nonzero(on_time)) * inputs.sampler.accuracy[block.variant]
+    acc = np.array([inputs.sampler.accuracy[v] for v in block.ladder])
+    return float(np.sum(acc[block.choice[on_time]]))
 

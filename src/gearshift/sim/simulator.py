@@ -124,11 +124,13 @@ def serve_fixed(
     deadline_ms: float,
     draws: RequestDraws,
     drop: DropRule = "hopeless",
+    fallbacks: tuple[str, ...] = (),
 ) -> RequestColumns:
     """`simulate_fixed` with the sampler and per-request draws given (the planner reuses them
-    across candidates and loads); `draws` may be longer than `arrival_s`."""
+    across candidates and loads); `draws` may be longer than `arrival_s`. `fallbacks`: as a
+    `Decision`'s, lighter variants for requests `variant` would answer too late."""
     inputs = make_inputs(sampler, arrival_s, deadline_ms, draws, drop)
-    state = initial_state(Decision(variant, allocation))
+    state = initial_state(Decision(variant, allocation, fallbacks=fallbacks))
     _, blocks = serve(inputs, state, len(inputs.arrival_s), math.inf)
     cols = empty_columns(inputs.arrival_s, deadline_ms, inputs.variants)
     write_blocks(cols, blocks, inputs.variants)
@@ -142,7 +144,8 @@ def write_blocks(cols: RequestColumns, blocks: list[Block], variants: tuple[str,
         served = b.served
         cols.completed_s[sl] = b.completed_s
         cols.status[sl] = np.where(served, STATUS_OK, STATUS_DROPPED)
-        cols.variant_code[sl] = np.where(served, variants.index(b.variant), -1)
+        codes = np.array([variants.index(v) for v in b.ladder], dtype=np.int64)
+        cols.variant_code[sl] = np.where(served, codes[np.maximum(b.choice, 0)], -1)
         cols.queue_ms[sl] = (b.start_s - cols.arrival_s[sl]) * 1000.0
         cols.service_ms[sl] = np.where(served, (b.end_s - b.start_s) * 1000.0, 0.0)
 
