@@ -34,7 +34,8 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
     assert all(set(p) >= KEYS for p in summary["policies"].values())
     assert summary["deadlines"]["source"] == "simulated"
     assert summary["deadlines"]["deadline_ms"] == [25.0, 50.0, 100.0]
-    assert set(summary["deadlines"]["policies"]) == {*names, "oracle"}
+    assert set(summary["deadlines"]["policies"]) == {*names, "table:paper", "oracle"}
+    assert "table:paper" in summary["simulated"]  # the ablation: the table without fallbacks
     assert json.loads((out / "summary.json").read_text()) == summary
     n = summary["policies"]["table"]["requests"]
     for name in names:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -13,7 +14,10 @@ from rich.table import Table
 
 from gearshift.errors import GearshiftError
 from gearshift.progress import StepCallback
-from gearshift.types import Allocation, allocations_for
+from gearshift.types import Allocation, Decision, allocations_for
+
+if TYPE_CHECKING:
+    from gearshift.zoo.spec import PoolSpec
 
 HELP = (
     "gearshift serves a pool of model variants on a fixed set of CPU cores and shifts, every "
@@ -128,8 +132,8 @@ def demo(
     duration: Annotated[float, typer.Option(help="seconds of load per policy")] = 45.0,
     workload: Annotated[str, typer.Option(help="workload spec")] = "mmpp:dwell=5",
     seed: Annotated[int, typer.Option(
-        help="arrival seed; the default's 45 s path sweeps from light load to beyond the light "
-             "variant's knee")] = 4,
+        help="arrival seed; the default's 45 s path moves between 0.11 and 0.62 x capacity "
+             "(Markov levels 1-4 of 0-5)")] = 4,
 ) -> None:
     """Build the pool (reusing finished files) and run the full experiment on it: every
     policy live and simulated, with a report."""
@@ -142,7 +146,7 @@ def demo(
     out.print(f"[bold]experiment[/]: {workload} (seed {seed}), {duration:g} s per policy")
     experiment(zoo_dir / "pool.yaml", workload=workload, duration=duration, out_dir=out_dir,
                cache=out_dir.parent / "cache", data="fashion-test" if pool == "fashion" else None,
-               samples=40, period_s=1.0, seed=seed, cores=0, deadline_ms=None)
+               samples=40, period_s=0.5, seed=seed, cores=0, deadline_ms=None)
 
 
 @app.command()
@@ -191,10 +195,14 @@ def plan(
         "policy.json"),
     plot: Annotated[Path | None, typer.Option(help="folder for the characterisation PNGs")] = None,
     points: Annotated[int, typer.Option(help="loads on the grid")] = 100,
-    sim_seconds: Annotated[float, typer.Option(help="simulated seconds per grid point")] = 60.0,
+    sim_seconds: Annotated[float, typer.Option(help="simulated seconds per grid point")] = 240.0,
     seed: Annotated[int, typer.Option(help="seed of the simulated arrivals")] = 0,
+    fallbacks: Annotated[bool, typer.Option(
+        help="plan with lighter variants answering the requests a choice would answer too late "
+             "(as the table policy serves); --no-fallbacks: the paper's plan")] = True,
 ) -> None:
     """Choose, for every load, the variant and RxT with the best effective accuracy."""
+    from gearshift.control.policies import fallback_ladders
     from gearshift.planning.planner import default_rates
     from gearshift.planning.planner import plan as make_plan
     from gearshift.planning.table import save_policy
@@ -205,7 +213,7 @@ def plan(
         prof = load_profile(profile_path)
         with step_progress(console, "planning") as progress:
             table = make_plan(prof, deadline_ms, default_rates(prof, points), sim_seconds, seed,
-                              progress)
+                              progress, fallbacks=fallback_ladders(prof) if fallbacks else None)
     except GearshiftError as exc:
         raise _fail(exc) from None
     save_policy(table, out_path)
@@ -233,7 +241,7 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option(help="address to bind; loopback unless told")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
-    period_s: Annotated[float, typer.Option(help="control period in seconds")] = 1.0,
+    period_s: Annotated[float, typer.Option(help="control period in seconds")] = 0.5,
     controller: Annotated[str, typer.Option(help="table, queue-aware or static:VARIANT")] = "table",
     control_log: Annotated[Path | None, typer.Option(help="JSONL file of every period")] = None,
     max_queue: Annotated[int, typer.Option(help="requests waiting before 503")] = 1024,
@@ -277,14 +285,30 @@ def serve(
                               pool=PoolSettings(max_queue=max_queue, expected_service_ms=expected),
                               prewarm=tuple(dict.fromkeys(warm[prewarm])))
     server = Server(spec, Controller(pol, keep_log=False), initial, settings,
-                    lambda name: make_policy(name, table, prof, spec.deadline_ms,
-                                                spec.variant_names()))
+                    _policies_from_files(spec, policy, profile_path))
     console.print(f"serving {spec.application} ({', '.join(spec.variant_names())}) on "
                   f"http://{host}:{port} with the {pol.name} controller; starting at "
                   f"{initial.variant} {initial.allocation}")
     asyncio.run(server.serve())
     if server.start_error:
         raise _fail(GearshiftError(server.start_error))
+
+
+def _policies_from_files(spec: PoolSpec, policy: Path, profile: Path) -> Callable[
+        [str], tuple[Any, Decision]]:
+    """Builds a policy by name for `PUT /gearshift/controller`, reading the policy table and
+    profile again each time: a table re-planned on disk is taken up without a restart."""
+    from gearshift.control.factory import make_policy
+    from gearshift.planning.table import load_policy
+    from gearshift.profiling.profile import load_profile
+
+    def build(name: str) -> tuple[Any, Decision]:
+        digest = spec.digest()
+        prof = load_profile(profile, digest) if profile.is_file() else None
+        return make_policy(name, load_policy(policy, digest), prof, spec.deadline_ms,
+                           spec.variant_names())
+
+    return build
 
 
 def _register() -> None:

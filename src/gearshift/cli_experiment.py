@@ -52,7 +52,7 @@ def experiment(
     cache: Annotated[Path, typer.Option(help="profile cache folder")] = Path("out/cache"),
     data: Annotated[str | None, typer.Option(help="labelled data set: fashion-test")] = None,
     samples: Annotated[int, typer.Option(help="profiling samples per variant and RxT")] = 100,
-    period_s: Annotated[float, typer.Option(help="control period, s")] = 1.0,
+    period_s: Annotated[float, typer.Option(help="control period, s")] = 0.5,
     seed: Annotated[int, typer.Option(help="seed of the arrival schedule")] = 0,
     cores: Annotated[int, typer.Option(help="core budget; default: all usable")] = 0,
 ) -> None:
@@ -82,7 +82,7 @@ def simulate(
     controller: Annotated[str, typer.Option(help="table, queue-aware, static:V or oracle")] =
         "table",
     deadline_ms: Annotated[float | None, typer.Option(help="default: the policy's")] = None,
-    period_s: Annotated[float, typer.Option(help="control period, s")] = 1.0,
+    period_s: Annotated[float, typer.Option(help="control period, s")] = 0.5,
     seed: Annotated[int, typer.Option(help="seed of arrivals and service draws")] = 0,
 ) -> None:
     """Replay a workload against one policy in the simulator; write records.csv and

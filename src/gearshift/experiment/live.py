@@ -37,7 +37,7 @@ class ServerArgs:
     log: Path
     profile: Path | None = None
     control_log: Path | None = None
-    period_s: float = 1.0
+    period_s: float = 0.5
     port: int = 0  # 0: a free port
     prewarm: str = "all"
 
@@ -137,6 +137,21 @@ def measure_capacity_rps(url: str, variant: str, payloads: list[Payload], offere
     done = [r.completed_s for r in result.records if r.status == 200]
     wait_idle(url)
     return len(done) / max(max(done, default=seconds), seconds)
+
+
+def measure_service_ms(url: str, controller: str, variant: str, rate_rps: float, count: int,
+                       payloads: list[Payload], seed: int, settle_s: float = 0.3) -> list[float]:
+    """Worker-side service times (ms) of `count` Poisson requests at `rate_rps` through HTTP,
+    served by `controller` (a static policy, e.g. `static:resnet50@2x1`) with `variant` asked
+    for: what a request costs with the front end and the load generator on the same cores."""
+    wait_idle(url)
+    set_controller(url, controller)
+    time.sleep(settle_s)
+    gaps = np.random.default_rng(seed).exponential(1.0 / rate_rps, count)
+    arrivals = np.cumsum(gaps) - gaps[0]
+    result = asyncio.run(run_open_loop(url, variant, arrivals, payloads, 60_000.0,
+                                       timeout_s=60.0))
+    return [r.service_ms for r in result.records if r.status == 200]
 
 
 def run_policy(url: str, model: str, name: str, arrivals_s: np.ndarray,

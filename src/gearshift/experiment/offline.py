@@ -14,8 +14,8 @@ import numpy as np
 
 from gearshift.control.base import Controller
 from gearshift.control.factory import make_policy
-from gearshift.control.policies import SchedulePolicy
-from gearshift.planning.planner import plan
+from gearshift.control.policies import SchedulePolicy, fallback_ladders
+from gearshift.planning.planner import default_rates, plan
 from gearshift.planning.table import PolicyTable
 from gearshift.profiling.profile import Profile, load_profile, save_profile
 from gearshift.profiling.profiler import ProfileSettings, machine_info, measure
@@ -27,6 +27,21 @@ from gearshift.zoo.spec import PoolSpec
 
 Progress = Callable[[int, int, str], None]
 ORACLE = "oracle"
+PAPER = "table:paper"  # the table without fallbacks: simulated, as an ablation
+PLAN_SECONDS = 240.0  # simulated seconds per (load, candidate): 60 left +-0.005 of noise
+PLAN_MAX_REQUESTS = 100_000  # ... but at most this many requests at the highest load
+
+
+def plan_table(profile: Profile, deadline_ms: float, seed: int, fallbacks: bool = True,
+               points: int = 100, seconds: float = PLAN_SECONDS,
+               progress: Progress | None = None) -> PolicyTable:
+    """The policy table for `deadline_ms`, planned with the profile's fallback ladders (the
+    `table` policy) or without (`table:paper`). A fast pool (thousands of requests/s) gets
+    fewer simulated seconds: at most `PLAN_MAX_REQUESTS` at the highest load."""
+    ladders = fallback_ladders(profile) if fallbacks else None
+    rates = default_rates(profile, points)
+    seconds = min(seconds, PLAN_MAX_REQUESTS / max(rates))
+    return plan(profile, deadline_ms, rates, seconds, seed, progress, fallbacks=ladders)
 
 
 def policy_names(variants: list[str]) -> list[str]:
@@ -77,22 +92,19 @@ def simulate_policy(name: str, profile: Profile, table: PolicyTable, variants: l
 
 def deadline_sweep(profile: Profile, variants: list[str], arrivals_s: np.ndarray,
                    deadlines_ms: list[float], seed: int, period_s: float, duration_s: float,
-                   progress: Progress = lambda *_: None) -> dict[str, list[float]]:
+                   progress: Progress = lambda *_: None, points: int = 100,
+                   plan_seconds: float = PLAN_SECONDS) -> dict[str, list[float]]:
     """Effective accuracy (declared basis) of every policy and the oracle at each deadline,
     each deadline with a table planned for it; simulated on the same arrivals."""
-    names = [*policy_names(variants), ORACLE]
+    names = [*policy_names(variants), PAPER, ORACLE]
     out: dict[str, list[float]] = {n: [] for n in names}
     for i, d in enumerate(deadlines_ms):
         progress(i, len(deadlines_ms), f"deadline {d:g} ms: planning and simulating")
-        table = plan(profile, d, rates_rps=_sweep_rates(profile), duration_s=20.0, seed=seed)
+        tables = {fb: plan_table(profile, d, seed, fb, points, plan_seconds)
+                  for fb in (True, False)}
         for n in names:
-            run = simulate_policy(n, profile, table, variants, arrivals_s, d, seed, period_s,
-                                  duration_s)
+            run = simulate_policy(n, profile, tables[n != PAPER], variants, arrivals_s, d, seed,
+                                  period_s, duration_s)
             out[n].append(run.columns.effective_accuracy(profile.accuracy))
     progress(len(deadlines_ms), len(deadlines_ms), "deadline sweep done")
     return out
-
-
-def _sweep_rates(profile: Profile) -> list[float]:
-    caps = [e.throughput_rps for e in profile.entries]
-    return [float(r) for r in np.linspace(0.02 * min(caps), 1.3 * max(caps), 40)]

@@ -21,17 +21,10 @@ import numpy as np
 
 from gearshift.errors import SpecError
 from gearshift.experiment import offline
-from gearshift.experiment.live import (
-    LiveRun,
-    ServerArgs,
-    live_server,
-    measure_capacity_rps,
-    measure_overhead_ms,
-    run_policy,
-)
+from gearshift.experiment.calibrate import CalibrationSettings, calibrate
+from gearshift.experiment.live import LiveRun, ServerArgs, live_server, run_policy
 from gearshift.loadgen.payloads import Payload, labelled_payloads, random_payloads
 from gearshift.loadgen.workload import parse_workload
-from gearshift.planning.planner import default_rates, plan
 from gearshift.planning.table import PolicyTable, save_policy
 from gearshift.profiling.profile import Profile, save_profile
 from gearshift.profiling.profiler import ProfileSettings
@@ -65,13 +58,13 @@ class ExperimentSettings:
     seed: int = 0
     cores: int = 1
     samples: int = 100
-    period_s: float = 1.0
+    period_s: float = 0.5
     settle_s: float = 2.0
     data: str | None = None  # a labelled data set ("fashion-test"): correctness per request
     policies: tuple[str, ...] = ()  # () = table, queue-aware and every static variant
     sweep: tuple[float, ...] = SWEEP
     plan_points: int = 100  # loads on the planner's grid
-    plan_seconds: float = 60.0  # simulated seconds per grid point
+    plan_seconds: float = offline.PLAN_SECONDS  # simulated seconds per grid point
 
 
 @dataclass
@@ -98,7 +91,7 @@ def run_experiment(s: ExperimentSettings, stage: Stage) -> dict[str, Any]:
     _offline(s, run, stage)
     names = list(s.policies) or offline.policy_names(spec.variant_names())
     payloads, basis = _payloads(s, spec, run.deadline_ms)
-    _live(s, run, names, payloads, stage("live runs"))
+    _live(s, run, names, payloads, stage)
     _simulate(s, run, names, stage("simulating"))
     return _write_results(s, run, names, basis, stage)
 
@@ -108,8 +101,13 @@ def _offline(s: ExperimentSettings, run: _Run, stage: Stage) -> None:
     run.profile, _ = asyncio.run(offline.profile_pool(run.spec, settings, s.cache_dir,
                                                       stage("profiling")))
     save_profile(run.profile, s.out / "profile.json")
-    run.table = plan(run.profile, run.deadline_ms, default_rates(run.profile, s.plan_points),
-                     s.plan_seconds, s.seed, stage("planning"))
+    _plan(s, run, stage("planning"))
+
+
+def _plan(s: ExperimentSettings, run: _Run, progress: Progress) -> None:
+    assert run.profile is not None
+    run.table = offline.plan_table(run.profile, run.deadline_ms, s.seed, True, s.plan_points,
+                                   s.plan_seconds, progress)
     save_policy(run.table, s.out / "policy.json")
 
 
@@ -135,14 +133,14 @@ def _payloads(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float) -> tupl
 
 
 def _live(s: ExperimentSettings, run: _Run, names: list[str], payloads: list[Payload],
-          progress: Progress) -> None:
+          stage: Stage) -> None:
     args = ServerArgs(s.pool, s.out / "policy.json", s.out / "server.log",
                       s.out / "profile.json", s.out / "control.jsonl", s.period_s)
     (s.out / "control.jsonl").unlink(missing_ok=True)
     with live_server(args) as url:
-        progress(0, len(names), "measuring the HTTP serving path's overhead and capacity")
-        _calibrate(s, run, url)
+        _calibrate(s, run, url, stage)
         _draw_arrivals(s, run)
+        progress = stage("live runs")
         for i, name in enumerate(names):
             progress(i, len(names), f"{name}: {len(run.arrivals_s)} requests")
             live = run_policy(url, run.spec.application, name, run.arrivals_s, payloads,
@@ -152,35 +150,33 @@ def _live(s: ExperimentSettings, run: _Run, names: list[str], payloads: list[Pay
         progress(len(names), len(names), "live runs done")
 
 
-def _calibrate(s: ExperimentSettings, run: _Run, url: str) -> None:
-    """Replace the profile's overhead (measured in-process, without HTTP) by the overhead
-    measured through the live server, so that the simulator sees the path clients see; and
-    measure the rate the server answers through HTTP, which caps the load the default mmpp is
-    scaled to. Probes carry no tight deadline, so nothing is dropped."""
+def _calibrate(s: ExperimentSettings, run: _Run, url: str, stage: Stage) -> None:
+    """Re-measure the profile through the live server (`experiment.calibrate`) and plan again
+    from it; the server takes up the new table at the next controller switch. The default
+    mmpp is scaled to what both the pool and the HTTP front end answer."""
     assert run.profile is not None
-    fastest = min(run.profile.entries, key=lambda e: e.percentile_ms(50))
     probe = random_payloads(run.spec, 8, s.seed, 60_000.0)  # no deadline cuts a probe short
-    samples = measure_overhead_ms(url, fastest.variant, fastest.percentile_ms(50), probe)
-    if samples:
-        run.profile = run.profile.model_copy(update={"overhead_ms": [round(x, 4)
-                                                                      for x in samples]})
-        save_profile(run.profile, s.out / "profile.json")
-    # Light models can outrun the HTTP front end: the load is scaled to what both can serve.
-    run.http_capacity_rps = measure_capacity_rps(url, fastest.variant, probe,
-                                                 1.5 * run.profile.capacity_rps())
+    cal = calibrate(url, run.profile, probe, CalibrationSettings(seed=s.seed),
+                    stage("calibrating through HTTP"))
+    run.profile, run.http_capacity_rps = cal.profile, cal.http_capacity_rps
     run.capacity_rps = min(run.profile.capacity_rps(), run.http_capacity_rps)
+    save_profile(run.profile, s.out / "profile.json")
+    _plan(s, run, stage("planning (calibrated)"))
 
 
 def _simulate(s: ExperimentSettings, run: _Run, names: list[str], progress: Progress) -> None:
     assert run.profile is not None and run.table is not None
     variants = run.spec.variant_names()
-    for i, name in enumerate([*names, offline.ORACLE]):
-        progress(i, len(names) + 1, name)
-        sim = offline.simulate_policy(name, run.profile, run.table, variants, run.arrivals_s,
+    paper = offline.plan_table(run.profile, run.deadline_ms, s.seed, False, s.plan_points,
+                               s.plan_seconds)
+    for i, name in enumerate([*names, offline.PAPER, offline.ORACLE]):
+        progress(i, len(names) + 2, name)
+        sim = offline.simulate_policy(name, run.profile, paper if name == offline.PAPER
+                                      else run.table, variants, run.arrivals_s,
                                       run.deadline_ms, s.seed, s.period_s, s.duration_s)
         sim.columns.write_csv(s.out / "records" / f"sim-{_file(name)}.csv")
         run.sim[name] = sim
-    progress(len(names) + 1, len(names) + 1, "simulations done")
+    progress(len(names) + 2, len(names) + 2, "simulations done")
 
 
 def _file(name: str) -> str:
@@ -215,7 +211,8 @@ def _write_results(s: ExperimentSettings, run: _Run, names: list[str], basis: st
     progress(0, 2, "deadline sweep (simulated)")
     deadlines = [round(run.deadline_ms * k, 3) for k in s.sweep]
     curves = offline.deadline_sweep(run.profile, run.spec.variant_names(), run.arrivals_s,
-                                    deadlines, s.seed, s.period_s, s.duration_s)
+                                    deadlines, s.seed, s.period_s, s.duration_s,
+                                    points=s.plan_points, plan_seconds=s.plan_seconds)
     sweep = {"deadline_ms": deadlines, "source": "simulated", "policies": curves}
     summary = build_summary(run.deadline_ms, basis, measured, sweep,
                             {n: v for n, v in simulated.items() if n != offline.ORACLE},
@@ -260,6 +257,7 @@ def _notes(s: ExperimentSettings, run: _Run, basis: str) -> dict[str, Any]:
         "accuracy": {v.name: {"value": v.accuracy.value, "kind": v.accuracy.kind.value,
                               "metric": v.accuracy.metric} for v in run.spec.variants},
         "basis": basis,
+        "calibration": run.profile.calibration,
         "profile_capacity_rps": round(run.profile.capacity_rps(), 2),
         "http_capacity_rps": round(run.http_capacity_rps, 2),
         "workload_capacity_rps": round(run.capacity_rps, 2),

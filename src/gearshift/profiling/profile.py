@@ -60,6 +60,9 @@ class Profile(_Model):
     )
     accuracy: dict[str, float] = Field(description="variant -> accuracy, copied from the spec")
     entries: list[AllocationProfile] = Field(min_length=1)
+    calibration: str = Field(
+        default="", description="how the samples were re-measured through the live server, "
+                                "if they were (empty: in-process only)")
 
     def entry(self, variant: str, allocation: Allocation) -> AllocationProfile:
         for e in self.entries:

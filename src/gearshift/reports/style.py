@@ -50,6 +50,8 @@ def policy_label(name: str) -> str:
         return f"{name} (switching)"
     if name == ORACLE:
         return "oracle (simulated upper bound)"
+    if name == "table:paper":
+        return "table without fallbacks (the paper's; simulated)"
     return name
 
 
