@@ -132,7 +132,7 @@ def test_queue_aware_shifts_on_backlog_and_back_when_it_drains() -> None:
     assert d.variant == "light"  # mid: 30 x 20 ms > 300 ms
     assert state.smoothed_rps < 10  # the rate estimate has not moved
     d, state = policy.decide(obs(4.0, 5, backlog=1000), state)
-    assert d.variant == "light"  # nothing fits: the fastest
+    assert d.variant == "heavy"  # nothing fits: the table's choice, fallbacks clear the rest
     d, state = policy.decide(obs(5.0, 5, backlog=0), state)
     assert d == Decision("heavy", A1, d.reason) and d.reason.startswith("table")
 

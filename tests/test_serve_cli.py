@@ -133,8 +133,8 @@ def test_load_step_moves_variant_and_back_within_two_periods(tiny_spec, tiny_poo
 
 def test_controller_can_be_swapped_without_a_restart(tiny_spec, tiny_pool_path, tmp_path):
     port = free_port()
-    proc = _start(tiny_pool_path, _policy(tiny_spec, tmp_path / "policy.json", 40), port,
-                  "--prewarm", "all")
+    policy = _policy(tiny_spec, tmp_path / "policy.json", 40)
+    proc = _start(tiny_pool_path, policy, port, "--prewarm", "all")
     try:
         url = f"http://127.0.0.1:{port}/gearshift/controller"
         r = httpx.put(url, json={"controller": "static:tiny-m"}, timeout=30)
@@ -148,6 +148,14 @@ def test_controller_can_be_swapped_without_a_restart(tiny_spec, tiny_pool_path, 
         assert r.status_code == 400 and "body must be" in r.json()["error"]
         r = httpx.put(url, json={"controller": "table"}, timeout=30)
         assert r.json()["variant"] == "tiny-l" and r.json()["policy"] == "table"
+        replanned = PolicyTable.model_validate_json(policy.read_text())
+        first = replanned.ranges[0].model_copy(update={"variant": "tiny-m"})
+        save_policy(replanned.model_copy(update={"ranges": [first, *replanned.ranges[1:]]}),
+                    policy)
+        r = httpx.put(url, json={"controller": "table"}, timeout=30)
+        assert r.json()["variant"] == "tiny-m"  # the table re-planned on disk, no restart
+        r = httpx.put(url, json={"controller": "static:tiny-s@1x2"}, timeout=30)
+        assert (r.json()["variant"], r.json()["replicas"], r.json()["threads"]) == ("tiny-s", 1, 2)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

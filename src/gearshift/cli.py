@@ -14,7 +14,7 @@ from rich.table import Table
 
 from gearshift.errors import GearshiftError
 from gearshift.progress import StepCallback
-from gearshift.types import Allocation, Decision, allocations_for
+from gearshift.types import SAFE_QUANTILE, Allocation, Decision, allocations_for
 
 if TYPE_CHECKING:
     from gearshift.zoo.spec import PoolSpec
@@ -279,10 +279,16 @@ def serve(
             "all": allocations_for(table.cores), "none": []}
     if prewarm not in warm:
         raise _fail(GearshiftError(f"--prewarm {prewarm!r}: use table, all or none"))
-    expected = {(e.variant, e.threads): float(np.mean(e.service_ms))
-                for e in (prof.entries if prof else [])}
+    entries = prof.entries if prof else []
+    pool = PoolSettings(
+        max_queue=max_queue,
+        expected_service_ms={(e.variant, e.threads): float(np.mean(e.service_ms))
+                             for e in entries},
+        safe_service_ms={(e.variant, e.threads): e.percentile_ms(100 * SAFE_QUANTILE)
+                         for e in entries},
+        overhead_ms=float(np.mean(prof.overhead_ms)) if prof else 0.0)
     settings = ServerSettings(host=host, port=port, period_s=period_s, control_log=control_log,
-                              pool=PoolSettings(max_queue=max_queue, expected_service_ms=expected),
+                              pool=pool,
                               prewarm=tuple(dict.fromkeys(warm[prewarm])))
     server = Server(spec, Controller(pol, keep_log=False), initial, settings,
                     _policies_from_files(spec, policy, profile_path))

@@ -44,6 +44,10 @@ def allocations_for(cores: int) -> list[Allocation]:
     return [Allocation(cores // t, t) for t in range(1, cores + 1) if cores % t == 0]
 
 
+SAFE_QUANTILE = 0.9
+"""With fallbacks, a request is served by the first of the variant in force and its fallbacks
+whose service time at this quantile, plus the overhead, still makes its deadline."""
+
 DropRule = Literal["hopeless", "expired", "never"]
 """When a request with a deadline is answered 504 instead of served, decided at dispatch:
 "expired": its deadline has passed; "hopeless": also when the variant's mean service time would

@@ -182,7 +182,8 @@ class QueueAwarePolicy:
     predict the latency of a request arriving now from the backlog (queue + in flight), the
     mean and p95 service time and the mean overhead; if it exceeds the deadline, choose instead
     the most accurate candidate that fits it and can sustain the smoothed rate (ties: higher
-    capacity), or, if none does, the one with the lowest predicted latency. Once the backlog
+    capacity); if none does, keep the table's choice (its fallbacks and the drop rule clear
+    what cannot be saved: a lowest-latency pick traded capacity away). Once the backlog
     drains the table's choice fits again and is used. So it shifts to a faster variant when a
     spike fills the queue, before the smoothed rate catches up.
     """
@@ -208,22 +209,23 @@ class QueueAwarePolicy:
         if latency_s <= self.deadline_s:
             return wanted, state
         pick = self.rescue(obs.backlog, state.smoothed_rps)
+        if pick is None:  # nothing would do better: fallbacks and the drop rule take the rest
+            return wanted, state
         reason = (f"queue: backlog {obs.backlog}, table choice predicts "
                   f"{latency_s * 1000:.0f} ms > {self.deadline_s * 1000:.0f} ms")
         fallbacks = self.table_policy.fallbacks.get(pick.decision.variant, ())
         return replace(pick.decision, reason=reason, fallbacks=fallbacks), state
 
-    def rescue(self, backlog: int, rate_rps: float) -> Candidate:
-        """The most accurate candidate predicted to meet the deadline at this backlog and rate,
-        else the one with the lowest predicted latency."""
+    def rescue(self, backlog: int, rate_rps: float) -> Candidate | None:
+        """The most accurate candidate predicted to meet the deadline at this backlog and
+        sustain the rate, or None if none is (a deadline too tight for any p95, or a backlog
+        beyond saving: the table's choice stays, its fallbacks and the drop rule clear it)."""
         fits = [
             c for c in self.candidates
             if c.predicted_latency_s(backlog, self.overhead_s) <= self.deadline_s
             and c.capacity_rps >= rate_rps
         ]
-        if fits:
-            return max(fits, key=lambda c: (c.accuracy, c.capacity_rps))
-        return min(self.candidates, key=lambda c: c.predicted_latency_s(backlog, self.overhead_s))
+        return max(fits, key=lambda c: (c.accuracy, c.capacity_rps)) if fits else None
 
     def _candidate(self, variant: str, allocation: Allocation) -> Candidate:
         for c in self.candidates:

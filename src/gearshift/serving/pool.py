@@ -43,7 +43,7 @@ from gearshift.serving.messages import (
 )
 from gearshift.serving.pool_types import InferResult, PoolCounters, PoolSettings, validate_inputs
 from gearshift.serving.workers import WorkerHandle, WorkerState
-from gearshift.types import Allocation, PoolStatus
+from gearshift.types import SAFE_QUANTILE, Allocation, PoolStatus
 from gearshift.zoo.spec import PoolSpec
 
 __all__ = ["InferResult", "PoolSettings", "ReplicaPool", "validate_inputs"]
@@ -233,17 +233,33 @@ class ReplicaPool:
 
     def _choose(self, job: _Job, threads: int, now: float) -> tuple[str, str]:
         """(variant to serve `job` with, why it cannot be served in time: '' if it can). A
-        request named to a variant gets that one; else the variant in force, or, if that one
-        is hopeless, the first fallback that is not."""
-        variant = job.variant or self._variant
-        hopeless = self._hopeless(job, variant, threads, now)
-        if not hopeless or job.variant:
-            return variant, hopeless
-        for fallback in self._fallbacks:
-            if not self._hopeless(job, fallback, threads, now):
-                self.counters.fallbacks += 1
-                return fallback, ""
-        return variant, hopeless
+        request named to a variant gets that one, and so does every request without
+        fallbacks; else the first of the variant in force and its fallbacks likely to make the
+        deadline (`_safe`), else the first not hopeless, else the variant in force (dropped)."""
+        if job.variant or not self._fallbacks:
+            variant = job.variant or self._variant
+            return variant, self._hopeless(job, variant, threads, now)
+        ladder = (self._variant, *self._fallbacks)
+        pick = next((v for v in ladder if self._safe(job, v, threads, now)), None)
+        if pick is None:
+            pick = next((v for v in ladder if not self._hopeless(job, v, threads, now)), None)
+        if pick is None:
+            return self._variant, self._hopeless(job, self._variant, threads, now)
+        if pick != self._variant:
+            self.counters.fallbacks += 1
+        return pick, ""
+
+    def _safe(self, job: _Job, variant: str, threads: int, now: float) -> bool:
+        """Whether `variant` would likely answer `job` in time: its recent service time at the
+        SAFE_QUANTILE plus the mean overhead fits what is left (a request that found a replica
+        free, or has no deadline, always is)."""
+        if job.expires_s is None or (now - job.enqueued_s) * 1000.0 < 1.0:
+            return True
+        recent = self._service_ms.get((variant, threads))
+        tail_ms = (float(np.quantile(recent, SAFE_QUANTILE)) if recent
+                   else self.settings.safe_service_ms.get(
+                       (variant, threads), self._expected_service_ms(variant, threads)))
+        return now + (tail_ms + self.settings.overhead_ms) / 1000.0 <= job.expires_s
 
     def _expected_service_ms(self, variant: str, threads: int) -> float:
         """Median of the last 16 service times (robust to one slow reply), else the settings'

@@ -13,8 +13,10 @@ draw from the profile's `overhead_ms` samples added *after* service. It models t
 path (HTTP, IPC, event loop) and does not occupy a replica; the deadline check at dispatch does
 not see it. That check follows the live pool's `DropRule`: "expired" drops a request whose
 deadline has passed when a replica would start it; "hopeless" also one whose start plus the
-mean service time of the variant and allocation in force would overrun it, unless one of the
-decision's fallbacks (lighter variants, in order) would not: then that one serves it.
+mean service time of the variant and allocation in force would overrun it. A decision's
+fallbacks (lighter variants, in order) change whom it is served by: the first of the variant
+in force and its fallbacks whose p90 service time plus the mean overhead fits what is left,
+else the first whose mean service time does, else it is dropped (`sim.kernel`).
 
 Reallocation: a decision with a new R x T at time t makes the new replicas available at
 t + realloc_delay_s, each once the old replicas on its cores have finished what they hold; until then the old replicas keep serving the queue (the live
@@ -33,7 +35,7 @@ import numpy as np
 from gearshift.cores import assign_slots
 from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.sampling import RequestDraws, ServiceSampler
-from gearshift.types import Allocation, Decision, DropRule
+from gearshift.types import SAFE_QUANTILE, Allocation, Decision, DropRule
 
 
 @dataclass(frozen=True)
@@ -203,10 +205,14 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
     u = inputs.draws.service_u[lo:hi]
     service = np.column_stack([inputs.sampler.service(v, alloc, u) for v in ladder])
     deadlines = None if inputs.deadline_s is None else inputs.deadline_s[lo:hi]
-    slack = (np.array([inputs.sampler.mean_service_s(v, alloc) for v in ladder])
-             if inputs.hopeless else None)
+    slack = safe = None
+    if inputs.hopeless:
+        slack = np.array([inputs.sampler.mean_service_s(v, alloc) for v in ladder])
+        overhead = float(np.mean(inputs.sampler.overhead_s))
+        safe = np.array([inputs.sampler.quantile_service_s(v, alloc, SAFE_QUANTILE) + overhead
+                         for v in ladder])
     res = run_fcfs(inputs.arrival_s[lo:hi], service, state.servers.free_s, deadlines, horizon_s,
-                   slack)
+                   slack, safe)
     n = res.n_done
     overhead = inputs.sampler.overhead(inputs.draws.overhead_u[lo:lo + n])
     block = Block(lo, ladder, res.start_s[:n], res.end_s[:n], overhead, res.choice[:n])

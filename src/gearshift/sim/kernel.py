@@ -5,11 +5,14 @@ first. Service times are drawn by the caller beforehand, so the kernel is determ
 
 Drop or fall back at dispatch (as the live replica pool does): each request has a ladder of
 service times, column 0 the variant in force and the rest its fallbacks, most accurate first,
-each with a `slack_s` (the expected service time of that column under the "hopeless" rule, 0
-under "expired"). A server about to start request i at `start_s` serves it with the first
-column l where `start_s + slack_s[l] <= deadline_s[i]`; if there is none, the request is
-dropped, not served, and the server stays free and takes the next request at the same instant.
-A request that finds a server free (waits under 1 ms) is always served with column 0.
+each with a `safe_s` and a `slack_s` (under the "hopeless" rule: its tail service time plus the
+path's overhead, and its mean service time; 0 under "expired"). A server about to start
+request i at `start_s` serves it with the first column l where `start_s + safe_s[l] <=
+deadline_s[i]` (likely on time), else the first where `start_s + slack_s[l] <= deadline_s[i]`
+(on time on average); if there is none, the request is dropped, not served, and the server
+stays free and takes the next request at the same instant. With one column this is the drop
+rule alone. A request that finds a server free (waits under 1 ms) is always served with
+column 0.
 
 A `horizon_s` lets the caller run one period at a time: the kernel stops at the first request
 whose dispatch (or drop) would happen at or after the horizon, without touching it or the
@@ -51,6 +54,7 @@ def _fcfs(
     service_s: np.ndarray,
     deadlines_s: np.ndarray,
     use_deadlines: bool,
+    safe_s: np.ndarray,
     slack_s: np.ndarray,
     free_s: np.ndarray,
     horizon_s: float,
@@ -78,9 +82,14 @@ def _fcfs(
         if use_deadlines and s - a >= 0.001:
             pick = -1
             for m in range(ladder):
-                if s + slack_s[m] <= deadlines_s[i]:
+                if s + safe_s[m] <= deadlines_s[i]:
                     pick = m
                     break
+            if pick < 0:
+                for m in range(ladder):
+                    if s + slack_s[m] <= deadlines_s[i]:
+                        pick = m
+                        break
         choice[i] = pick
         if pick < 0:
             end_s[i] = math.nan
@@ -98,6 +107,7 @@ def run_fcfs(
     deadlines_s: np.ndarray | None = None,
     horizon_s: float = math.inf,
     slack_s: np.ndarray | None = None,
+    safe_s: np.ndarray | None = None,
 ) -> KernelResult:
     """Serve sorted `arrivals_s` (seconds) FCFS on `len(free_s)` servers.
 
@@ -106,7 +116,8 @@ def run_fcfs(
     `free_s`: each server's free time (seconds), or an int `c` for `c` servers free from time 0.
     `deadlines_s`: absolute per-request deadlines (seconds) for drop or fallback at dispatch, or
     None to serve everything with column 0. `slack_s`: per column, the time a dispatch must
-    leave before the deadline (default 0: only an expired request is dropped).
+    leave before the deadline (default 0: only an expired request is dropped); `safe_s`: the
+    same, tried first (default `slack_s`).
     `horizon_s`: stop before the first request that would be dispatched at or after it.
     The inputs are not modified.
     """
@@ -119,8 +130,9 @@ def run_fcfs(
                          f"{arrivals.shape}")
     slack = (np.zeros(service.shape[1]) if slack_s is None
              else np.ascontiguousarray(slack_s, dtype=np.float64))
-    if slack.shape != (service.shape[1],):
-        raise ValueError("need one slack per ladder column")
+    safe = slack if safe_s is None else np.ascontiguousarray(safe_s, dtype=np.float64)
+    if slack.shape != (service.shape[1],) or safe.shape != slack.shape:
+        raise ValueError("need one slack and one safe time per ladder column")
     free = _initial_free(free_s)
     use_deadlines = deadlines_s is not None
     deadlines = (
@@ -131,8 +143,8 @@ def run_fcfs(
     start = np.empty_like(arrivals)
     end = np.empty_like(arrivals)
     choice = np.zeros(len(arrivals), dtype=np.int64)
-    n_done = _fcfs(arrivals, service, deadlines, use_deadlines, slack, free, float(horizon_s),
-                   start, end, choice)
+    n_done = _fcfs(arrivals, service, deadlines, use_deadlines, safe, slack, free,
+                   float(horizon_s), start, end, choice)
     served = np.zeros(len(arrivals), dtype=bool)
     served[:n_done] = ~np.isnan(end[:n_done])
     return KernelResult(start, end, served, free, int(n_done), choice)
