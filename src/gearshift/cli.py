@@ -146,7 +146,7 @@ def demo(
     out.print(f"[bold]experiment[/]: {workload} (seed {seed}), {duration:g} s per policy")
     experiment(zoo_dir / "pool.yaml", workload=workload, duration=duration, out_dir=out_dir,
                cache=out_dir.parent / "cache", data="fashion-test" if pool == "fashion" else None,
-               samples=40, period_s=0.5, seed=seed, cores=0, deadline_ms=None)
+               samples=15, period_s=0.5, seed=seed, cores=0, deadline_ms=None)
 
 
 @app.command()

@@ -38,9 +38,9 @@ class CalibrationSettings:
     arrivals, at least `min_count` and at most `max_count` requests."""
 
     load: float = 0.9
-    seconds: float = 3.0
+    seconds: float = 2.5
     min_count: int = 12
-    max_count: int = 60
+    max_count: int = 40
     seed: int = 0
 
 

@@ -59,7 +59,7 @@ class ExperimentSettings:
     cores: int = 1
     samples: int = 100
     period_s: float = 0.5
-    settle_s: float = 2.0
+    settle_s: float = 1.0
     data: str | None = None  # a labelled data set ("fashion-test"): correctness per request
     policies: tuple[str, ...] = ()  # () = table, queue-aware and every static variant
     sweep: tuple[float, ...] = SWEEP
@@ -97,7 +97,7 @@ def run_experiment(s: ExperimentSettings, stage: Stage) -> dict[str, Any]:
 
 
 def _offline(s: ExperimentSettings, run: _Run, stage: Stage) -> None:
-    settings = ProfileSettings(cores=s.cores, samples=s.samples)
+    settings = ProfileSettings(cores=s.cores, samples=s.samples, overhead_samples=50)
     run.profile, _ = asyncio.run(offline.profile_pool(run.spec, settings, s.cache_dir,
                                                       stage("profiling")))
     save_profile(run.profile, s.out / "profile.json")
