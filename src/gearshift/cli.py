@@ -129,10 +129,10 @@ def demo(
     pool: Annotated[str, typer.Option(help="resnet (the paper's family), fashion (labelled) "
                                            "or tiny")] = "resnet",
     out_dir: Annotated[Path, typer.Option("--out", help="working folder")] = Path("out/demo"),
-    duration: Annotated[float, typer.Option(help="seconds of load per policy")] = 45.0,
+    duration: Annotated[float, typer.Option(help="seconds of load per policy")] = 40.0,
     workload: Annotated[str, typer.Option(help="workload spec")] = "mmpp:dwell=5",
     seed: Annotated[int, typer.Option(
-        help="arrival seed; the default's 45 s path moves between 0.11 and 0.62 x capacity "
+        help="arrival seed; the default's 40 s path moves between 0.11 and 0.62 x capacity "
              "(Markov levels 1-4 of 0-5)")] = 4,
 ) -> None:
     """Build the pool (reusing finished files) and run the full experiment on it: every

@@ -65,6 +65,7 @@ class ExperimentSettings:
     sweep: tuple[float, ...] = SWEEP
     plan_points: int = 100  # loads on the planner's grid
     plan_seconds: float = offline.PLAN_SECONDS  # simulated seconds per grid point
+    sweep_plan_seconds: float = 120.0  # the same, for the tables of the deadline sweep
 
 
 @dataclass
@@ -212,7 +213,8 @@ def _write_results(s: ExperimentSettings, run: _Run, names: list[str], basis: st
     deadlines = [round(run.deadline_ms * k, 3) for k in s.sweep]
     curves = offline.deadline_sweep(run.profile, run.spec.variant_names(), run.arrivals_s,
                                     deadlines, s.seed, s.period_s, s.duration_s,
-                                    points=s.plan_points, plan_seconds=s.plan_seconds)
+                                    points=s.plan_points,
+                                    plan_seconds=min(s.plan_seconds, s.sweep_plan_seconds))
     sweep = {"deadline_ms": deadlines, "source": "simulated", "policies": curves}
     summary = build_summary(run.deadline_ms, basis, measured, sweep,
                             {n: v for n, v in simulated.items() if n != offline.ORACLE},
