@@ -25,9 +25,10 @@ def run_pool(
     body: Callable[[ReplicaPool], Awaitable[None]],
     allocation: Allocation = Allocation(2, 1),
     settings: PoolSettings = PoolSettings(),
+    clock: Callable[[], float] | None = None,
 ) -> None:
     async def main() -> None:
-        pool = ReplicaPool(spec, settings)
+        pool = ReplicaPool(spec, settings, clock) if clock else ReplicaPool(spec, settings)
         try:
             await pool.start(allocation)
             await body(pool)
@@ -233,16 +234,40 @@ def test_prewarm_parks_replicas_so_a_later_change_loads_nothing(tiny_spec) -> No
     run_pool(tiny_spec, body)
 
 
+class ManualClock:
+    """The pool's clock, set by the test: what is "late" no longer depends on machine noise."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _queue_behind_blocker(pool: ReplicaPool, clock: ManualClock, variant: str | None,
+                                left_s: float) -> tuple[asyncio.Task, asyncio.Task]:
+    """A slow request in service and one queued behind it whose deadline, once the replica
+    frees up, leaves `left_s` seconds (on the manual clock)."""
+    big = _x(0, batch=20000)
+    for _ in range(3):  # the pool learns how long tiny-l takes (real replies)
+        await pool.infer({"input": big}, "tiny-l")
+    clock.now = 0.0
+    blocker = asyncio.create_task(pool.infer({"input": big}))
+    await asyncio.sleep(0)
+    call = asyncio.create_task(pool.infer({"input": big}, variant, deadline_s=100.0))
+    await asyncio.sleep(0)
+    clock.now = 100.0 - left_s  # it has waited long: the blocker answers "now"
+    return blocker, call
+
+
 @pytest.mark.parametrize("drop", ["hopeless", "expired"])
 def test_a_request_that_cannot_make_its_deadline_is_not_served(tiny_spec, drop) -> None:
+    clock = ManualClock()
+
     async def body(pool: ReplicaPool) -> None:
-        big = _x(0, batch=20000)
-        r = await pool.infer({"input": big}, "tiny-l")  # teaches the pool how long it takes
-        service_s = r.service_ms / 1000.0
-        blocker = asyncio.create_task(pool.infer({"input": big}, "tiny-l"))
-        await asyncio.sleep(0)
-        # queued behind the blocker: when a replica frees up, too little time is left
-        call = pool.infer({"input": big}, "tiny-l", deadline_s=pool._clock() + 1.5 * service_s)
+        pool.switch_variant("tiny-l")
+        # 1 ms left, tiny-l takes far longer
+        blocker, call = await _queue_behind_blocker(pool, clock, "tiny-l", 0.001)
         if drop == "hopeless":
             with pytest.raises(DeadlineExceeded, match="deadline cannot be met.*tiny-l takes"):
                 await call
@@ -250,33 +275,28 @@ def test_a_request_that_cannot_make_its_deadline_is_not_served(tiny_spec, drop) 
             assert isinstance(await call, InferResult)
         assert isinstance(await blocker, InferResult)
 
-    run_pool(tiny_spec, body, Allocation(1, 2), PoolSettings(drop=drop))
+    run_pool(tiny_spec, body, Allocation(1, 2), PoolSettings(drop=drop), clock)
 
 
 def test_a_request_too_late_for_the_variant_in_force_is_answered_by_a_fallback(
         tiny_spec) -> None:
+    clock = ManualClock()
+
     async def body(pool: ReplicaPool) -> None:
-        big = _x(0, batch=20000)
-        r = await pool.infer({"input": big}, "tiny-l")  # teaches the pool how long it takes
-        service_s = r.service_ms / 1000.0
         pool.switch_variant("tiny-l", ("tiny-m", "tiny-s"))
-        blocker = asyncio.create_task(pool.infer({"input": big}))
-        await asyncio.sleep(0)
-        # queued behind the blocker: tiny-l would overrun the deadline, tiny-m (no estimate
-        # yet, so assumed quick) is the most accurate fallback
-        late = pool.infer({"input": big}, deadline_s=pool._clock() + 1.5 * service_s)
+        # tiny-l would overrun; tiny-m (no estimate yet, so assumed quick) is the most
+        # accurate fallback
+        blocker, late = await _queue_behind_blocker(pool, clock, None, 0.001)
         assert (await late).variant == "tiny-m"
         assert (await blocker).variant == "tiny-l" and pool.counters.fallbacks == 1
-        blocker = asyncio.create_task(pool.infer({"input": big}))
-        await asyncio.sleep(0)
-        named = pool.infer({"input": big}, "tiny-l", deadline_s=pool._clock() + 1.5 * service_s)
+        blocker, named = await _queue_behind_blocker(pool, clock, "tiny-l", 0.001)
         with pytest.raises(DeadlineExceeded):  # asked for tiny-l by name: no fallback
             await named
         await blocker
         with pytest.raises(ModelNotFound):
             pool.switch_variant("tiny-l", ("tiny-xl",))
 
-    run_pool(tiny_spec, body, Allocation(1, 2), PoolSettings(drop="hopeless"))
+    run_pool(tiny_spec, body, Allocation(1, 2), PoolSettings(drop="hopeless"), clock)
 
 
 def test_a_wrong_service_estimate_does_not_lock_a_variant_out(tiny_spec) -> None:
