@@ -200,6 +200,9 @@ def plan(
     fallbacks: Annotated[bool, typer.Option(
         help="plan with lighter variants answering the requests a choice would answer too late "
              "(as the table policy serves); --no-fallbacks: the paper's plan")] = True,
+    headroom: Annotated[float, typer.Option(
+        help="plan for this fraction of the deadline: a margin for service times that move "
+             "between runs")] = 0.85,
 ) -> None:
     """Choose, for every load, the variant and RxT with the best effective accuracy."""
     from gearshift.control.policies import fallback_ladders
@@ -213,7 +216,8 @@ def plan(
         prof = load_profile(profile_path)
         with step_progress(console, "planning") as progress:
             table = make_plan(prof, deadline_ms, default_rates(prof, points), sim_seconds, seed,
-                              progress, fallbacks=fallback_ladders(prof) if fallbacks else None)
+                              progress, fallbacks=fallback_ladders(prof) if fallbacks else None,
+                              headroom=headroom)
     except GearshiftError as exc:
         raise _fail(exc) from None
     save_policy(table, out_path)

@@ -83,8 +83,11 @@ def plan(
     warmup_frac: float = 0.1,
     tie_tol: float = 0.002,
     fallbacks: dict[str, tuple[str, ...]] | None = None,
+    headroom: float = 1.0,
 ) -> PolicyTable:
-    """Evaluate every (load, variant, allocation) and build the policy table for `deadline_ms`.
+    """Evaluate every (load, variant, allocation) and build the policy table for `deadline_ms`,
+    each candidate judged against `headroom` x `deadline_ms` (a margin for service times that
+    move; the table records both).
 
     `rates_rps`: loads (requests/s), default `default_rates(profile)`. `duration_s`: simulated
     seconds per (load, candidate). `progress(done, total, message)` is called after each load.
@@ -95,7 +98,10 @@ def plan(
     if not rates or rates[0] <= 0:
         raise ValueError("rates_rps must be a non-empty list of loads > 0 requests/s")
     ladders = fallbacks or {}
-    grid = evaluate_grid(profile, deadline_ms, rates, seed, settings, progress, ladders)
+    if not 0 < headroom <= 1:
+        raise ValueError(f"headroom must be in (0, 1], got {headroom}")
+    grid = evaluate_grid(profile, deadline_ms * headroom, rates, seed, settings, progress,
+                         ladders)
     scores = robust_scores(grid, rates, settings)
     if ladders:
         scores = within_capacity(grid, scores, profile)
@@ -110,6 +116,7 @@ def plan(
         ranges=merge_ranges(rates, choices),
         grid=grid,
         fallbacks={v: list(f) for v, f in ladders.items()},
+        headroom=headroom,
     )
 
 

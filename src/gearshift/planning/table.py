@@ -54,6 +54,8 @@ class PolicyTable(_Model):
     cores: int
     ranges: list[PolicyRange] = Field(min_length=1)
     grid: list[GridPoint] = Field(default_factory=list)
+    headroom: float = Field(default=1.0, gt=0, le=1,
+                            description="the grid was judged against headroom x deadline_ms")
     fallbacks: dict[str, list[str]] = Field(
         default_factory=dict, description="variant -> lighter variants the plan assumed answer "
                                           "its late requests (empty: none)")
