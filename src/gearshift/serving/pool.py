@@ -233,10 +233,11 @@ class ReplicaPool:
 
     def _choose(self, job: _Job, threads: int, now: float) -> tuple[str, str]:
         """(variant to serve `job` with, why it cannot be served in time: '' if it can). A
-        request named to a variant gets that one, and so does every request without
-        fallbacks; else the first of the variant in force and its fallbacks likely to make the
-        deadline (`_safe`), else the first not hopeless, else the variant in force (dropped)."""
-        if job.variant or not self._fallbacks:
+        request named to a variant gets that one, and so does every request without fallbacks
+        or under a drop rule other than "hopeless" (as in the simulator); else the first of the
+        variant in force and its fallbacks likely to make the deadline (`_safe`), else the
+        first not hopeless, else the variant in force (dropped)."""
+        if job.variant or not self._fallbacks or self.settings.drop != "hopeless":
             variant = job.variant or self._variant
             return variant, self._hopeless(job, variant, threads, now)
         ladder = (self._variant, *self._fallbacks)
