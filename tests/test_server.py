@@ -136,7 +136,13 @@ def test_metrics_and_status_follow_the_controller(tiny_spec) -> None:
         assert (st["variant"], st["replicas"], st["threads"]) == ("tiny-l", 1, 2)
         assert st["switches"] >= 1 and st["allocation_changes"] == 1
         assert _infer(client, "tiny", x, True).get_response()["parameters"]["variant"] == "tiny-l"
-        text = httpx.get(f"http://{url}/metrics", timeout=5).text
+        # the pool gauges are sampled once per control period: wait for the next one
+        deadline = time.monotonic() + 10
+        while True:
+            text = httpx.get(f"http://{url}/metrics", timeout=5).text
+            if "gearshift_replicas 1.0" in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert 'gearshift_active_variant{variant="tiny-l"} 1.0' in text
         assert "gearshift_replicas 1.0" in text
         assert 'gearshift_requests_total{model="tiny"}' in text
