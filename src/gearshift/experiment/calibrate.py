@@ -14,7 +14,6 @@ them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,8 +26,7 @@ from gearshift.experiment.live import (
 )
 from gearshift.loadgen.payloads import Payload
 from gearshift.profiling.profile import AllocationProfile, Profile
-
-Progress = Callable[[int, int, str], None]
+from gearshift.progress import StepCallback as Progress
 
 
 @dataclass(frozen=True)

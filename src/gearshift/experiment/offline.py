@@ -6,7 +6,6 @@ Everything here is deterministic given the profile and the seed; nothing speaks 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +18,13 @@ from gearshift.planning.planner import default_rates, plan
 from gearshift.planning.table import PolicyTable
 from gearshift.profiling.profile import Profile, load_profile, save_profile
 from gearshift.profiling.profiler import ProfileSettings, machine_info, measure
+from gearshift.progress import StepCallback as Progress
 from gearshift.sim.oracle import oracle_schedule
 from gearshift.sim.records import RequestColumns
 from gearshift.sim.simulator import SimSettings, simulate
 from gearshift.types import Decision
 from gearshift.zoo.spec import PoolSpec
 
-Progress = Callable[[int, int, str], None]
 ORACLE = "oracle"
 PAPER = "table:paper"  # the table without fallbacks: simulated, as an ablation
 PLAN_SECONDS = 240.0  # simulated seconds per (load, candidate): 60 left +-0.005 of noise

@@ -28,6 +28,7 @@ from gearshift.loadgen.workload import parse_workload
 from gearshift.planning.table import PolicyTable, save_policy
 from gearshift.profiling.profile import Profile, save_profile
 from gearshift.profiling.profiler import ProfileSettings
+from gearshift.progress import StepCallback as Progress
 from gearshift.records import write_records
 from gearshift.reports import figures
 from gearshift.reports.compare import compare
@@ -42,7 +43,6 @@ from gearshift.reports.html import write_report
 from gearshift.reports.summary import PolicySummary, build_summary, summarize
 from gearshift.zoo.spec import PoolSpec, load_pool_spec
 
-Progress = Callable[[int, int, str], None]
 Stage = Callable[[str], Progress]  # stage title -> progress callback for that stage
 SWEEP = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)  # deadlines of the sweep, x the run's deadline
 

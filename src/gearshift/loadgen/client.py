@@ -20,7 +20,6 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,10 +29,8 @@ import numpy as np
 
 from gearshift.errors import GearshiftError
 from gearshift.loadgen.payloads import Answer, Payload, parse_answer
+from gearshift.progress import StepCallback as Progress
 from gearshift.types import RequestRecord
-
-Progress = Callable[[int, int, str], None]
-"""progress(done, total, message): `done` of `total` requests recorded."""
 
 IDLE_TTL_S = 2.0  # drop idle connections before the server's keep-alive timeout (uvicorn: 5 s)
 TICK_S = 0.1  # timeout sweep and progress period

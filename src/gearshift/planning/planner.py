@@ -36,7 +36,6 @@ first range starts at 0 and the last ends at infinity.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -44,14 +43,13 @@ import numpy as np
 
 from gearshift.planning.table import GridPoint, PolicyRange, PolicyTable
 from gearshift.profiling.profile import Profile
+from gearshift.progress import StepCallback as Progress
 from gearshift.sim.records import RequestColumns
 from gearshift.sim.sampling import RequestDraws, ServiceSampler
 from gearshift.sim.simulator import serve_fixed
 from gearshift.types import Allocation
 
-Progress = Callable[[int, int, str], None]
 T = TypeVar("T")
-"""progress(done, total, message), as `gearshift.progress.StepCallback`."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import platform
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,11 +20,10 @@ import numpy as np
 import onnxruntime
 
 from gearshift.profiling.profile import AllocationProfile, MachineInfo, Profile
+from gearshift.progress import StepCallback as Progress
 from gearshift.serving.pool import PoolSettings, ReplicaPool
 from gearshift.types import Allocation, allocations_for
 from gearshift.zoo.spec import PoolSpec
-
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +17,11 @@ import onnxruntime as ort
 
 from gearshift.data.fashion import DEFAULT_FASHION_DIR, LabelledImages, load_fashion
 from gearshift.errors import SpecError
+from gearshift.progress import StepCallback as ProgressHook
 from gearshift.runtime.base import RuntimeSettings
 from gearshift.runtime.onnx import session_options
 from gearshift.types import AccuracyKind
 from gearshift.zoo.spec import Accuracy, PoolSpec, Preprocessing, dump_pool_spec, load_pool_spec
-
-ProgressHook = Callable[[int, int, str], None]
-"""Called as `progress(done, total, message)`; `done` counts finished variants."""
 
 DATASETS: dict[str, tuple[str, str]] = {
     # name -> (Fashion-MNIST split, description used in accuracy sources)

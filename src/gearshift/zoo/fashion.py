@@ -39,6 +39,7 @@ from gearshift.data.fashion import (
     load_fashion,
 )
 from gearshift.errors import GearshiftError, SpecError
+from gearshift.progress import StepCallback as ProgressHook
 from gearshift.types import AccuracyKind
 from gearshift.zoo.spec import (
     Accuracy,
@@ -54,8 +55,6 @@ if TYPE_CHECKING:
 
     from gearshift.zoo.fashion_train import TrainRecipe
 
-ProgressHook = Callable[[int, int, str], None]
-"""Called as `progress(done, total, message)`."""
 
 SHIPPED_DIR = Path(__file__).parent / "fashion_models"
 APPLICATION = "fashion-mnist"

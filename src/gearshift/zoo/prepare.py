@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from gearshift.data.fashion import DEFAULT_FASHION_DIR
 from gearshift.errors import SpecError
+from gearshift.progress import StepCallback as ProgressHook
 from gearshift.types import AccuracyKind
 from gearshift.zoo.evaluate import (
     batch1_latencies_ms,
@@ -42,9 +43,6 @@ from gearshift.zoo.spec import (
     load_pool_spec,
     parse_pool_spec,
 )
-
-ProgressHook = Callable[[int, int, str], None]
-"""Called as `progress(done, total, message)`; `done` counts finished variants."""
 
 CALIBRATION_SET = {"fashion-test": "fashion-train"}  # never calibrate on the evaluation set
 CALIBRATION_IMAGES = 512
