@@ -147,3 +147,23 @@ def test_characterisation_figures_are_written(table: PolicyTable, profile: Profi
     paths = plot_characterisation(table, profile, tmp_path)
     assert [p.name for p in paths] == ["effective_accuracy_vs_load.png", "p99_vs_load_light.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+def test_fallbacks_plan_for_bursts_not_for_sustained_overload(profile: Profile) -> None:
+    """At twice heavy 1x2's capacity its light fallback answers most requests: a mix the
+    simulator scores above light alone, but not a choice to hold (bursts_only)."""
+    ladders = {"heavy": ("light",)}
+    rates = [10.0, 50.0]
+
+    def heavy_1x2(t: PolicyTable, rate: float) -> GridPoint:
+        return next(p for p in t.grid if p.rate_rps == rate and p.variant == "heavy"
+                    and p.replicas == 1)
+
+    unruled = plan(profile, DEADLINE_MS, rates, duration_s=20.0, seed=0, fallbacks=ladders,
+                   max_fallback_share=1.0)
+    assert heavy_1x2(unruled, 10.0).fallback_share < 0.05
+    assert heavy_1x2(unruled, 50.0).fallback_share > 0.25
+    assert choice(unruled, 50.0) == ("heavy", ONE_BY_TWO)
+    ruled = plan(profile, DEADLINE_MS, rates, duration_s=20.0, seed=0, fallbacks=ladders)
+    assert choice(ruled, 10.0) == ("heavy", ONE_BY_TWO)
+    assert choice(ruled, 50.0)[0] == "light"

@@ -29,6 +29,8 @@ class GridPoint(_Model):
     effective_accuracy: float = Field(ge=0, le=1)
     p50_ms: float
     p99_ms: float
+    fallback_share: float = Field(default=0.0, ge=0, le=1,
+                                  description="answered requests served by a fallback")
 
 
 class PolicyRange(_Model):
