@@ -25,7 +25,7 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
     settings = ExperimentSettings(
         pool=tiny_pool_path, workload="poisson:40", duration_s=3.0, out=out,
         cache_dir=tmp_path / "cache", cores=2, samples=10, settle_s=0.5, sweep=(0.5, 1.0, 2.0),
-        plan_points=20, plan_seconds=10.0)
+        plan_points=20, plan_seconds=10.0, sweep_seconds=12.0)
     summary = run_experiment(settings, stage)
     assert stages[:2] == ["profiling", "planning"] and "live runs" in stages
     names = ["table", "queue-aware", "static:tiny-s", "static:tiny-m", "static:tiny-l"]
@@ -35,6 +35,9 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
     assert summary["deadlines"]["source"] == "simulated"
     assert summary["deadlines"]["deadline_ms"] == [25.0, 50.0, 100.0]
     assert set(summary["deadlines"]["policies"]) == {*names, "table:paper", "oracle"}
+    # the sweep simulates a longer stretch of the same workload than the live runs
+    assert summary["deadlines"]["duration_s"] == 12.0
+    assert summary["deadlines"]["requests"] > 3 * summary["policies"]["table"]["requests"]
     assert "table:paper" in summary["simulated"]  # the ablation: the table without fallbacks
     assert json.loads((out / "summary.json").read_text()) == summary
     n = summary["policies"]["table"]["requests"]
@@ -48,6 +51,7 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
     assert static_l["effective_accuracy"] == pytest.approx(0.8 * static_l["on_time"], abs=1e-6)
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4 and "static:tiny-m" in html
+    assert "simulated over 12 s of the workload" in html
     assert (out / "profile.json").is_file() and (out / "policy.json").is_file()
     # a second run takes the profile from the cache
     assert len(list((tmp_path / "cache").glob("profile-*.json"))) == 1

@@ -55,6 +55,9 @@ def experiment(
     period_s: Annotated[float, typer.Option(help="control period, s")] = 0.5,
     seed: Annotated[int, typer.Option(help="seed of the arrival schedule")] = 0,
     cores: Annotated[int, typer.Option(help="core budget; default: all usable")] = 0,
+    sweep_seconds: Annotated[float, typer.Option(
+        help="simulated seconds of the workload for the deadline sweep (at least --duration)",
+        min=0)] = 600.0,
 ) -> None:
     """Profile, plan, serve and replay one arrival schedule against every policy, live and
     simulated; write records, summary.json and report.html."""
@@ -64,7 +67,7 @@ def experiment(
     settings = ExperimentSettings(
         pool=pool, workload=workload, duration_s=duration, out=out_dir, cache_dir=cache,
         deadline_ms=deadline_ms, seed=seed, cores=cores or len(os.sched_getaffinity(0)),
-        samples=samples, period_s=period_s, data=data)
+        samples=samples, period_s=period_s, data=data, sweep_seconds=sweep_seconds)
     try:
         with stages(console) as stage:
             summary = run_experiment(settings, stage)

@@ -6,6 +6,9 @@ Everything here is deterministic given the profile and the seed; nothing speaks 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,21 +101,49 @@ def simulate_policy(name: str, profile: Profile, table: PolicyTable, variants: l
     return SimRun(result.columns, (initial, *result.decisions))
 
 
-def deadline_sweep(profile: Profile, variants: list[str], arrivals_s: np.ndarray,
-                   deadlines_ms: list[float], seed: int, period_s: float, duration_s: float,
-                   progress: Progress = lambda *_: None, points: int = 100,
-                   plan_seconds: float = PLAN_SECONDS) -> dict[str, list[float]]:
-    """Effective accuracy (declared basis) of every policy and the oracle at each deadline,
-    each deadline with a table planned for it; simulated on the same arrivals."""
-    names = [*policy_names(variants), PAPER, ORACLE]
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for i, d in enumerate(deadlines_ms):
-        progress(i, len(deadlines_ms), f"deadline {d:g} ms: planning and simulating")
-        tables = {fb: plan_table(profile, d, seed, fb, points, plan_seconds)
-                  for fb in (True, False)}
-        for n in names:
-            run = simulate_policy(n, profile, tables[n != PAPER], variants, arrivals_s, d, seed,
-                                  period_s, duration_s)
-            out[n].append(run.columns.effective_accuracy(profile.accuracy))
-    progress(len(deadlines_ms), len(deadlines_ms), "deadline sweep done")
-    return out
+@dataclass(frozen=True)
+class SweepJob:
+    """Everything one deadline of a sweep needs (sent to a worker process)."""
+
+    profile: Profile
+    variants: list[str]
+    arrivals_s: np.ndarray
+    seed: int
+    period_s: float
+    duration_s: float
+    points: int
+    plan_seconds: float
+
+
+def sweep_deadline(job: SweepJob, deadline_ms: float) -> dict[str, float]:
+    """Effective accuracy (declared basis) of every policy, `table:paper` and the oracle at
+    one deadline, with tables planned for it."""
+    tables = {fb: plan_table(job.profile, deadline_ms, job.seed, fb, job.points,
+                             job.plan_seconds) for fb in (True, False)}
+    return {n: simulate_policy(n, job.profile, tables[n != PAPER], job.variants,
+                               job.arrivals_s, deadline_ms, job.seed, job.period_s,
+                               job.duration_s).columns.effective_accuracy(job.profile.accuracy)
+            for n in [*policy_names(job.variants), PAPER, ORACLE]}
+
+
+def deadline_sweep(job: SweepJob, deadlines_ms: list[float],
+                   progress: Progress = lambda *_: None,
+                   workers: int | None = None) -> dict[str, list[float]]:
+    """`sweep_deadline` at each deadline: {policy: [effective accuracy per deadline]}.
+    Deadlines are independent; `workers` processes (default: the CPUs this process may use)
+    share them, one process means none is started."""
+    n = min(len(deadlines_ms), workers or len(os.sched_getaffinity(0)))
+    done: dict[float, dict[str, float]] = {}
+    progress(0, len(deadlines_ms), "planning and simulating")
+    if n <= 1:
+        for d in deadlines_ms:
+            done[d] = sweep_deadline(job, d)
+            progress(len(done), len(deadlines_ms), f"deadline {d:g} ms done")
+    else:
+        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(sweep_deadline, job, d): d for d in deadlines_ms}
+            for f in as_completed(futures):
+                done[futures[f]] = f.result()
+                progress(len(done), len(deadlines_ms), f"deadline {futures[f]:g} ms done")
+    names = list(done[deadlines_ms[0]])
+    return {name: [done[d][name] for d in deadlines_ms] for name in names}

@@ -33,6 +33,7 @@ from gearshift.reports.frame import RecordFrame
 Basis = Literal["declared", "labels"]
 BASES: tuple[str, ...] = ("declared", "labels")
 SOURCES = ("simulated", "measured")
+SWEEP_EXTRAS = ("duration_s", "requests")  # optional: what a simulated sweep ran on
 SWITCHING = ("table", "queue-aware")
 ORACLE = "oracle"
 _FRACTION_DIGITS = 6
@@ -172,7 +173,8 @@ def build_summary(deadline_ms: float, basis: Basis, policies: Mapping[str, Polic
     """The summary.json document:
     `{"deadline_ms", "accuracy_basis", "policies": {name: PolicySummary.to_json()},
     "deadlines": {"deadline_ms": [...], "source": "simulated"|"measured", "policies": {name:
-    [effective accuracy at each deadline]}}, "simulated": {name: {...}}, "notes": {...}}`.
+    [effective accuracy at each deadline]}[, "duration_s": simulated seconds, "requests": n]},
+    "simulated": {name: {...}}, "notes": {...}}`.
     Policy names: `table`, `queue-aware`, `static:<variant>`, `oracle` (listed in that order).
     Without a sweep, `deadlines` has empty lists (source "measured"); without simulated runs,
     `simulated` is {}. Raises ValueError on a malformed sweep or notes that are not JSON."""
@@ -187,7 +189,8 @@ def build_summary(deadline_ms: float, basis: Basis, policies: Mapping[str, Polic
         "deadlines": {"deadline_ms": [float(d) for d in sweep["deadline_ms"]],
                       "source": sweep["source"],
                       "policies": {k: [_round(v, _FRACTION_DIGITS) for v in sweep["policies"][k]]
-                                   for k in policy_order(sweep["policies"])}},
+                                   for k in policy_order(sweep["policies"])},
+                      **{k: sweep[k] for k in SWEEP_EXTRAS if k in sweep}},
         "simulated": {k: simulated[k].to_json() for k in policy_order(simulated or {})},
         "notes": dict(notes or {}),
     }

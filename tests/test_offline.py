@@ -1,0 +1,31 @@
+"""The experiment's simulated deadline sweep: every policy at every deadline, the same numbers
+whether the deadlines run in this process or are shared among worker processes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gearshift.experiment.offline import ORACLE, PAPER, SweepJob, deadline_sweep
+from gearshift.types import Allocation
+from tests.synthetic import exponential_ms, make_profile
+
+A2 = Allocation(2, 1)
+
+
+def test_sweep_is_the_same_in_one_process_and_in_two() -> None:
+    profile = make_profile(
+        {("slow", A2): exponential_ms(80.0), ("fast", A2): exponential_ms(10.0, seed=2)},
+        {"slow": 0.9, "fast": 0.6}, overhead_ms=[1.0], cores=2)
+    rng = np.random.default_rng(5)
+    arrivals = np.sort(np.concatenate([rng.uniform(0, 10, 100), rng.uniform(10, 20, 500)]))
+    job = SweepJob(profile, ["slow", "fast"], arrivals, seed=3, period_s=0.5, duration_s=20.0,
+                   points=12, plan_seconds=10.0)
+    progress: list[tuple[int, int]] = []
+    serial = deadline_sweep(job, [100.0, 400.0], lambda d, t, _: progress.append((d, t)),
+                            workers=1)
+    assert set(serial) == {"table", "queue-aware", "static:slow", "static:fast", PAPER, ORACLE}
+    assert all(len(v) == 2 for v in serial.values())
+    assert progress[-1] == (2, 2)
+    assert serial["static:slow"][0] < serial["static:slow"][1]  # a longer deadline helps
+    assert serial[ORACLE][1] >= max(serial["static:slow"][1], serial["static:fast"][1])
+    assert deadline_sweep(job, [100.0, 400.0], workers=2) == serial
