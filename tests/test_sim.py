@@ -14,8 +14,9 @@ from gearshift.control.base import Controller
 from gearshift.control.policies import SchedulePolicy, StaticPolicy
 from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.oracle import oracle_schedule
-from gearshift.sim.simulator import SimSettings, simulate, simulate_fixed
-from gearshift.types import Allocation, Decision, DropRule, RequestRecord
+from gearshift.sim.sampling import RequestDraws, ServiceSampler
+from gearshift.sim.simulator import SimSettings, serve_fixed, simulate, simulate_fixed
+from gearshift.types import Allocation, Decision, DropRule, RequestRecord, safe_quantiles
 from tests.synthetic import constant_ms, exponential_ms, make_profile
 
 A1, A2, A4 = Allocation(1, 1), Allocation(2, 1), Allocation(4, 1)
@@ -267,3 +268,33 @@ def test_new_replicas_wait_for_the_old_ones_on_their_cores() -> None:
     assert list(to_two.servers.free_s) == [1.4, 1.4]
     idle = apply_decision(state(A2, [0.2, 0.3]), Decision("m", A12), 1.0, 0.0)
     assert list(idle.servers.free_s) == [1.0]
+
+
+# --- fallbacks: how sure a dispatch must be -------------------------------------------------
+
+
+def test_safe_quantiles_weigh_a_miss_against_the_next_variants_accuracy() -> None:
+    assert safe_quantiles([0.761, 0.733, 0.698]) == pytest.approx(
+        (0.733 / 0.761, 0.698 / 0.733, 0.9))
+    assert safe_quantiles([0.9, 0.5]) == (0.9, 0.9)  # never below SAFE_QUANTILE
+    assert safe_quantiles([0.8, 0.8]) == (0.99, 0.9)  # nor above MAX_SAFE_QUANTILE
+    assert safe_quantiles([0.7]) == (0.9,) and safe_quantiles([]) == ()
+
+
+@pytest.mark.parametrize(("heavy_accuracy", "heavy_share"), [(0.80, 0.0), (0.95, 0.92)])
+def test_a_close_fallback_takes_what_the_variant_would_make_only_usually(
+        heavy_accuracy: float, heavy_share: float) -> None:
+    """heavy takes 40 ms 92 % of the time, 120 ms otherwise; light 10 ms (accuracy 0.78). A
+    request queued behind one heavy request has ~110 ms left of 150: heavy makes it with
+    probability 0.92. Worth it against light only if 0.92 x heavy's accuracy beats 0.78."""
+    profile = make_profile(
+        {("heavy", A1): [40.0] * 920 + [120.0] * 80, ("light", A1): constant_ms(10.0)},
+        {"heavy": heavy_accuracy, "light": 0.78}, cores=1)
+    arrivals = np.repeat(np.arange(50.0), 2)  # pairs: one served at once, one queued behind
+    cols = serve_fixed(ServiceSampler.from_profile(profile), "heavy", A1, arrivals, 150.0,
+                       RequestDraws.draw(len(arrivals), 7), fallbacks=("light",))
+    queued = cols.variant_code[1::2]
+    assert np.all(cols.variant_code[0::2] == cols.variants.index("heavy"))
+    assert np.all(queued >= 0)  # every queued request is answered, by one or the other
+    share = float(np.mean(queued == cols.variants.index("heavy")))
+    assert share == pytest.approx(heavy_share, abs=0.08)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from gearshift.errors import GearshiftError
 from gearshift.progress import StepCallback
-from gearshift.types import SAFE_QUANTILE, Allocation, Decision, allocations_for
+from gearshift.types import Allocation, Decision, allocations_for
 
 if TYPE_CHECKING:
     from gearshift.zoo.spec import PoolSpec
@@ -288,8 +288,7 @@ def serve(
         max_queue=max_queue,
         expected_service_ms={(e.variant, e.threads): float(np.mean(e.service_ms))
                              for e in entries},
-        safe_service_ms={(e.variant, e.threads): e.percentile_ms(100 * SAFE_QUANTILE)
-                         for e in entries},
+        service_samples_ms={(e.variant, e.threads): tuple(e.service_ms) for e in entries},
         overhead_ms=float(np.mean(prof.overhead_ms)) if prof else 0.0)
     settings = ServerSettings(host=host, port=port, period_s=period_s, control_log=control_log,
                               pool=pool,

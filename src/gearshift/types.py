@@ -6,8 +6,10 @@ Times crossing module boundaries carry their unit in the name (`latency_ms`, `ra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from itertools import pairwise
 from typing import Literal
 
 
@@ -46,7 +48,22 @@ def allocations_for(cores: int) -> list[Allocation]:
 
 SAFE_QUANTILE = 0.9
 """With fallbacks, a request is served by the first of the variant in force and its fallbacks
-whose service time at this quantile, plus the overhead, still makes its deadline."""
+whose service time at its `safe_quantiles` entry (at least this), plus the overhead, still
+makes its deadline."""
+MAX_SAFE_QUANTILE = 0.99
+
+
+def safe_quantiles(accuracies: Sequence[float]) -> tuple[float, ...]:
+    """For a fallback ladder (accuracies, most accurate first): how sure a dispatch must be
+    that each entry makes the deadline to prefer it to the next. Entry m, on time with
+    probability p, is worth p x a_m; the next, if surely on time, a_(m+1); so m needs
+    p >= a_(m+1) / a_m (ResNet-50 before ResNet-34: 0.963, not 0.9), never less than
+    SAFE_QUANTILE nor more than MAX_SAFE_QUANTILE. The last entry: SAFE_QUANTILE."""
+    acc = [float(a) for a in accuracies]
+    if not acc:
+        return ()
+    ratios = [nxt / cur if cur > 0 else 1.0 for cur, nxt in pairwise(acc)]
+    return (*(min(max(SAFE_QUANTILE, r), MAX_SAFE_QUANTILE) for r in ratios), SAFE_QUANTILE)
 
 DropRule = Literal["hopeless", "expired", "never"]
 """When a request with a deadline is answered 504 instead of served, decided at dispatch:

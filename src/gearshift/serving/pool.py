@@ -43,7 +43,7 @@ from gearshift.serving.messages import (
 )
 from gearshift.serving.pool_types import InferResult, PoolCounters, PoolSettings, validate_inputs
 from gearshift.serving.workers import WorkerHandle, WorkerState
-from gearshift.types import SAFE_QUANTILE, Allocation, PoolStatus
+from gearshift.types import Allocation, PoolStatus, safe_quantiles
 from gearshift.zoo.spec import PoolSpec
 
 __all__ = ["InferResult", "PoolSettings", "ReplicaPool", "validate_inputs"]
@@ -74,6 +74,7 @@ class ReplicaPool:
         self._cores = list(settings.cores or sorted(os.sched_getaffinity(0)))
         self._models = {v.name: str(spec.model_path(v.name)) for v in spec.variants}
         self._variant = spec.variants[0].name
+        self._accuracy = {v.name: v.accuracy.value for v in spec.variants}
         self._fallbacks: tuple[str, ...] = ()
         self._allocation: Allocation | None = None
         self._workers: dict[int, WorkerHandle] = {}
@@ -241,7 +242,9 @@ class ReplicaPool:
             variant = job.variant or self._variant
             return variant, self._hopeless(job, variant, threads, now)
         ladder = (self._variant, *self._fallbacks)
-        pick = next((v for v in ladder if self._safe(job, v, threads, now)), None)
+        quantiles = safe_quantiles([self._accuracy[v] for v in ladder])
+        pick = next((v for v, q in zip(ladder, quantiles, strict=True)
+                     if self._safe(job, v, threads, now, q)), None)
         if pick is None:
             pick = next((v for v in ladder if not self._hopeless(job, v, threads, now)), None)
         if pick is None:
@@ -250,16 +253,17 @@ class ReplicaPool:
             self.counters.fallbacks += 1
         return pick, ""
 
-    def _safe(self, job: _Job, variant: str, threads: int, now: float) -> bool:
-        """Whether `variant` would likely answer `job` in time: its recent service time at the
-        SAFE_QUANTILE plus the mean overhead fits what is left (a request that found a replica
-        free, or has no deadline, always is)."""
+    def _safe(self, job: _Job, variant: str, threads: int, now: float, quantile: float) -> bool:
+        """Whether `variant` would answer `job` in time with probability `quantile`: its
+        service time at that quantile (of the last 16 measured, else the settings' samples)
+        plus the mean overhead fits what is left (a request that found a replica free, or has
+        no deadline, always is)."""
         if job.expires_s is None or (now - job.enqueued_s) * 1000.0 < 1.0:
             return True
-        recent = self._service_ms.get((variant, threads))
-        tail_ms = (float(np.quantile(recent, SAFE_QUANTILE)) if recent
-                   else self.settings.safe_service_ms.get(
-                       (variant, threads), self._expected_service_ms(variant, threads)))
+        samples = (self._service_ms.get((variant, threads))
+                   or self.settings.service_samples_ms.get((variant, threads)))
+        tail_ms = (float(np.quantile(samples, quantile)) if samples
+                   else self._expected_service_ms(variant, threads))
         return now + (tail_ms + self.settings.overhead_ms) / 1000.0 <= job.expires_s
 
     def _expected_service_ms(self, variant: str, threads: int) -> float:

@@ -27,9 +27,10 @@ class PoolSettings:
     # Expected service time (ms) per (variant, threads) until the pool has measured its own,
     # e.g. from a profile; used by the "hopeless" rule.
     expected_service_ms: dict[tuple[str, int], float] = field(default_factory=dict)
-    # ... and at the SAFE_QUANTILE, plus the serving path's mean overhead (ms): with fallbacks,
-    # a request goes to the first of the variant in force and its fallbacks likely to make it.
-    safe_service_ms: dict[tuple[str, int], float] = field(default_factory=dict)
+    # ... and service-time samples (ms), plus the serving path's mean overhead (ms): with
+    # fallbacks, a request goes to the first of the variant in force and its fallbacks likely
+    # enough to make it (`types.safe_quantiles`); the pool's own recent times replace these.
+    service_samples_ms: dict[tuple[str, int], tuple[float, ...]] = field(default_factory=dict)
     overhead_ms: float = 0.0
     slot_items: int = 8  # the slot holds a batch of this many items; larger batches go inline
     cores: tuple[int, ...] | None = None  # None: the cores this process may run on

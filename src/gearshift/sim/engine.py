@@ -15,7 +15,8 @@ not see it. That check follows the live pool's `DropRule`: "expired" drops a req
 deadline has passed when a replica would start it; "hopeless" also one whose start plus the
 mean service time of the variant and allocation in force would overrun it. A decision's
 fallbacks (lighter variants, in order) change whom it is served by: the first of the variant
-in force and its fallbacks whose p90 service time plus the mean overhead fits what is left,
+in force and its fallbacks whose service time at its `types.safe_quantiles` entry (at least
+p90; higher when the next is nearly as accurate) plus the mean overhead fits what is left,
 else the first whose mean service time does, else it is dropped (`sim.kernel`).
 
 Reallocation: a decision with a new R x T at time t makes the new replicas available at
@@ -35,7 +36,7 @@ import numpy as np
 from gearshift.cores import assign_slots
 from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.sampling import RequestDraws, ServiceSampler
-from gearshift.types import SAFE_QUANTILE, Allocation, Decision, DropRule
+from gearshift.types import Allocation, Decision, DropRule, safe_quantiles
 
 
 @dataclass(frozen=True)
@@ -209,8 +210,9 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
     if inputs.hopeless:
         slack = np.array([inputs.sampler.mean_service_s(v, alloc) for v in ladder])
         overhead = float(np.mean(inputs.sampler.overhead_s))
-        safe = np.array([inputs.sampler.quantile_service_s(v, alloc, SAFE_QUANTILE) + overhead
-                         for v in ladder])
+        quantiles = safe_quantiles([inputs.sampler.accuracy[v] for v in ladder])
+        safe = np.array([inputs.sampler.quantile_service_s(v, alloc, q) + overhead
+                         for v, q in zip(ladder, quantiles, strict=True)])
     res = run_fcfs(inputs.arrival_s[lo:hi], service, state.servers.free_s, deadlines, horizon_s,
                    slack, safe)
     n = res.n_done
