@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -232,6 +233,32 @@ def test_prewarm_parks_replicas_so_a_later_change_loads_nothing(tiny_spec) -> No
         _check(tiny_spec, _x(0), r)
 
     run_pool(tiny_spec, body)
+
+
+def test_new_replicas_wait_for_a_retiring_one_on_their_cores(tiny_spec) -> None:
+    """1x2 -> 2x1 while the 1x2 replica computes: the 2x1 replicas share its cores, so they
+    take nothing until it is done (three computations on two cores would slow all three)."""
+    big = _x(0, batch=20000)
+
+    async def body(pool: ReplicaPool) -> None:
+        await pool.prewarm([Allocation(2, 1)])  # the change itself loads nothing
+        for _ in range(2):
+            await pool.infer({"input": big}, "tiny-l")  # warm; ~0.2 s each
+        t0 = time.perf_counter()
+        blocker = asyncio.create_task(pool.infer({"input": big}, "tiny-l"))
+        await asyncio.sleep(0.005)  # dispatched to the 1x2 replica
+        await pool.apply(Allocation(2, 1))
+        t1 = time.perf_counter()
+        after = [asyncio.create_task(pool.infer({"input": _x(i)})) for i in (1, 2)]
+        first = await blocker
+        blocker_end = t0 + (first.queue_ms + first.service_ms) / 1000.0
+        assert blocker_end > t1 + 0.005, "the blocker must still be computing at the change"
+        for task in after:
+            r = await task
+            assert t1 + r.queue_ms / 1000.0 >= blocker_end - 0.003  # started once it was done
+            assert r.worker_id != first.worker_id
+
+    run_pool(tiny_spec, body, Allocation(1, 2))
 
 
 class ManualClock:

@@ -4,7 +4,9 @@
 request dispatched runs the new variant. An allocation change brings up replicas for the new
 R x T (reusing any already-loaded replica on the same cores), then retires the old ones; queued
 requests are served by whichever replicas are ready, and a retiring replica finishes its current
-request first, so nothing in flight is lost. With `keep_warm`, retired replicas stay loaded and
+request first, so nothing in flight is lost. A new replica whose cores a retiring one still
+computes on waits for it to finish (as in the simulator): both at once would oversubscribe those
+cores and slow both (three requests on two cores took ~320 ms where one takes ~120). With `keep_warm`, retired replicas stay loaded and
 parked, so returning to an allocation seen before takes no load time.
 
 Every request handed to `infer` gets exactly one outcome: a result or a `GearshiftError`.
@@ -193,7 +195,7 @@ class ReplicaPool:
             self._fail(self._queue.popleft(), ShuttingDown("the server shut down before serving"))
         workers = list(self._workers.values())
         for w in workers:
-            if w.state in (WorkerState.IDLE, WorkerState.PARKED):
+            if w.state in (WorkerState.IDLE, WorkerState.PARKED, WorkerState.WAITING):
                 w.stop()
             elif w.state is not WorkerState.STOPPING:
                 w.kill()
@@ -330,6 +332,7 @@ class ReplicaPool:
         self._restarts_in_a_row = 0
         if w.state is WorkerState.RETIRING:
             self._retire(w)
+            self._release_waiting()
         else:
             self._make_idle(w)
         self._pump()
@@ -351,6 +354,9 @@ class ReplicaPool:
             self._active.discard(w.worker_id)
             if not self._closing:
                 asyncio.get_running_loop().create_task(self._replace(w.slot))
+        elif not self._closing:  # a retiring replica died: those waiting for its cores may go
+            self._release_waiting()
+            self._pump()
         self._check_drained()
 
     def _fail(self, job: _Job, err: GearshiftError) -> None:
@@ -435,9 +441,15 @@ class ReplicaPool:
         keep = [w for w in keep if w.worker_id in self._workers]  # one may have died meanwhile
         old = [self._workers[i] for i in self._active if self._workers[i] not in keep]
         self._active = {w.worker_id for w in keep + new}
+        computing = [w for w in old if w.state is WorkerState.BUSY]
         for w in keep + new:
-            if w.state in (WorkerState.STARTING, WorkerState.PARKED, WorkerState.RETIRING):
-                self._make_idle(w) if w.worker_id not in self._inflight else _busy(w)
+            if w.worker_id in self._inflight:
+                _busy(w)
+            elif any(_share_cores(w, o) for o in computing):
+                w.state = WorkerState.WAITING
+            elif w.state in (WorkerState.STARTING, WorkerState.PARKED, WorkerState.RETIRING,
+                             WorkerState.WAITING):
+                self._make_idle(w)
         for w in old:
             if w.state is WorkerState.IDLE:
                 self._idle.remove(w)
@@ -448,6 +460,15 @@ class ReplicaPool:
             self.counters.allocation_changes += 1
         self._allocation = allocation
         self._pump()
+
+    def _release_waiting(self) -> None:
+        """Let in every waiting replica whose cores no retiring replica computes on any more."""
+        retiring = [w for w in self._workers.values() if w.state is WorkerState.RETIRING]
+        for i in sorted(self._active):
+            w = self._workers.get(i)
+            if (w is not None and w.state is WorkerState.WAITING
+                    and not any(_share_cores(w, o) for o in retiring)):
+                self._make_idle(w)
 
     def _make_idle(self, w: WorkerHandle) -> None:
         w.state = WorkerState.IDLE
@@ -486,7 +507,8 @@ class ReplicaPool:
 
     def _fail_queue_if_no_replicas(self) -> None:
         """With no replica serving or coming up, nothing queued would ever be answered."""
-        alive = any(self._workers[i].state in (*_SERVING, WorkerState.STARTING)
+        alive = any(self._workers[i].state in (*_SERVING, WorkerState.STARTING,
+                                               WorkerState.WAITING)
                     for i in self._active if i in self._workers)
         if alive or self._alloc_lock.locked():
             return
@@ -498,6 +520,10 @@ class ReplicaPool:
 
 
 _SERVING = (WorkerState.IDLE, WorkerState.BUSY)
+
+
+def _share_cores(a: WorkerHandle, b: WorkerHandle) -> bool:
+    return bool(set(a.slot.cores) & set(b.slot.cores))
 
 
 def _busy(w: WorkerHandle) -> None:

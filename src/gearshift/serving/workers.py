@@ -28,6 +28,7 @@ class WorkerState(enum.Enum):
     IDLE = "idle"
     BUSY = "busy"
     RETIRING = "retiring"  # finishes its current call, then parks or stops
+    WAITING = "waiting"  # in the allocation, its cores still busy with a retiring replica
     PARKED = "parked"  # loaded and idle but outside the current allocation
     STOPPING = "stopping"  # told to exit
     DEAD = "dead"
