@@ -131,7 +131,8 @@ def deadline_sweep(job: SweepJob, deadlines_ms: list[float],
                    workers: int | None = None) -> dict[str, list[float]]:
     """`sweep_deadline` at each deadline: {policy: [effective accuracy per deadline]}.
     Deadlines are independent; `workers` processes (default: the CPUs this process may use)
-    share them, one process means none is started."""
+    share them, one process means none is started. The workers are spawned, so a script that
+    calls this with more than one must guard its entry point (`if __name__ == "__main__":`)."""
     n = min(len(deadlines_ms), workers or len(os.sched_getaffinity(0)))
     done: dict[float, dict[str, float]] = {}
     progress(0, len(deadlines_ms), "planning and simulating")
