@@ -208,3 +208,20 @@ def test_fallbacks_rescue_a_spike_in_the_simulator() -> None:
         runs[name] = simulate(profile, Controller(policy), arrivals, 300.0, first, seed=0).columns
     assert int(np.sum(runs["fallbacks"].on_time)) > int(np.sum(runs["paper"].on_time)) + 4
     assert set(runs["fallbacks"].variant_names()[5:]) >= {"heavy", "mid"}
+
+
+def test_queue_aware_leaves_the_table_variants_r_x_t_to_the_table() -> None:
+    """A backlog the table's light 1x1 would not clear in time: the rescue may pick another
+    variant, never the same one at another R x T (a handover, and slower per request)."""
+    profile = make_profile(
+        {("heavy", A1): constant_ms(50.0), ("light", A1): constant_ms(20.0),
+         ("light", A2): constant_ms(30.0)},
+        {"heavy": 0.9, "light": 0.7}, overhead_ms=[1.0])
+    table = PolicyTable(application="synthetic", pool_digest="synthetic", deadline_ms=60.0,
+                        cores=1, ranges=[PolicyRange(min_rps=0.0, max_rps=math.inf,
+                                                     variant="light", replicas=1, threads=1,
+                                                     p_on_time=1.0, effective_accuracy=0.7)])
+    policy = QueueAwarePolicy(table, profile, deadline_ms=60.0)
+    d, _ = policy.decide(obs(1.0, 5, backlog=2, current=Decision("light", A1)),
+                         policy.initial_state())
+    assert d.variant == "light" and d.allocation == A1 and d.reason.startswith("table")
