@@ -123,8 +123,9 @@ def test_allocation_change_under_load_answers_every_request_once(tiny_spec) -> N
         await asyncio.sleep(0.2)
         await pool.apply(Allocation(1, 2))
         assert pool.allocation == Allocation(1, 2)
-        assert pool.status().workers_ready == 1
+        assert len(pool.worker_pids()) == 1  # the 1x2 replica (waiting for the 2x1 ones' calls)
         await asyncio.sleep(0.3)
+        assert pool.status().workers_ready == 1
         await pool.apply(Allocation(2, 1))
         await load_task
         assert len(outcomes) == 1500
