@@ -262,6 +262,26 @@ def test_new_replicas_wait_for_a_retiring_one_on_their_cores(tiny_spec) -> None:
     run_pool(tiny_spec, body, Allocation(1, 2))
 
 
+def test_a_change_back_parks_the_replicas_that_were_waiting(tiny_spec) -> None:
+    big = _x(0, batch=20000)
+
+    async def body(pool: ReplicaPool) -> None:
+        await pool.prewarm([Allocation(2, 1)])
+        await pool.infer({"input": big}, "tiny-l")  # warm; ~0.2 s
+        blocker = asyncio.create_task(pool.infer({"input": big}, "tiny-l"))
+        await asyncio.sleep(0.005)
+        await pool.apply(Allocation(2, 1))  # the 2x1 replicas wait for the 1x2 one...
+        await pool.apply(Allocation(1, 2))  # ... which is back in the allocation before done
+        assert pool.status().extra["parked"] == 2 and len(pool.worker_pids()) == 1
+        first = await blocker
+        again = await pool.infer({"input": _x(1)})
+        assert again.worker_id == first.worker_id
+        await pool.apply(Allocation(2, 1))  # and the parked ones still serve when asked
+        assert {(await pool.infer({"input": _x(2)})).worker_id} != {first.worker_id}
+
+    run_pool(tiny_spec, body, Allocation(1, 2))
+
+
 class ManualClock:
     """The pool's clock, set by the test: what is "late" no longer depends on machine noise."""
 

@@ -6,8 +6,9 @@ R x T (reusing any already-loaded replica on the same cores), then retires the o
 requests are served by whichever replicas are ready, and a retiring replica finishes its current
 request first, so nothing in flight is lost. A new replica whose cores a retiring one still
 computes on waits for it to finish (as in the simulator): both at once would oversubscribe those
-cores and slow both (three requests on two cores took ~320 ms where one takes ~120). With `keep_warm`, retired replicas stay loaded and
-parked, so returning to an allocation seen before takes no load time.
+cores and slow both (three requests on two cores took ~320 ms where one takes ~120). With
+`keep_warm`, retired replicas stay loaded and parked, so returning to an allocation seen before
+takes no load time.
 
 Every request handed to `infer` gets exactly one outcome: a result or a `GearshiftError`.
 """
@@ -445,14 +446,16 @@ class ReplicaPool:
         for w in keep + new:
             if w.worker_id in self._inflight:
                 _busy(w)
-            elif any(_share_cores(w, o) for o in computing):
-                w.state = WorkerState.WAITING
             elif w.state in (WorkerState.STARTING, WorkerState.PARKED, WorkerState.RETIRING,
                              WorkerState.WAITING):
-                self._make_idle(w)
+                if any(_share_cores(w, o) for o in computing):
+                    w.state = WorkerState.WAITING
+                else:
+                    self._make_idle(w)
         for w in old:
-            if w.state is WorkerState.IDLE:
-                self._idle.remove(w)
+            if w.state in (WorkerState.IDLE, WorkerState.WAITING):
+                if w in self._idle:
+                    self._idle.remove(w)
                 self._retire(w)
             elif w.state is WorkerState.BUSY:
                 w.state = WorkerState.RETIRING
