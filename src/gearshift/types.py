@@ -65,6 +65,7 @@ def safe_quantiles(accuracies: Sequence[float]) -> tuple[float, ...]:
     ratios = [nxt / cur if cur > 0 else 1.0 for cur, nxt in pairwise(acc)]
     return (*(min(max(SAFE_QUANTILE, r), MAX_SAFE_QUANTILE) for r in ratios), SAFE_QUANTILE)
 
+
 DropRule = Literal["hopeless", "expired", "never"]
 """When a request with a deadline is answered 504 instead of served, decided at dispatch:
 "expired": its deadline has passed; "hopeless": also when the variant's mean service time would

@@ -53,8 +53,10 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 CHECK_ATOL = 1e-3
 CHECK_RTOL = 1e-3
 
+
 class ExportCheckFailed(GearshiftError):
     """The exported ONNX model's output differs from the torch model's on the same input."""
+
 
 @dataclass(frozen=True)
 class ResNetConfig:
@@ -76,6 +78,7 @@ class ResNetConfig:
         block = "BasicBlock" if self.block == "basic" else "Bottleneck"
         return f"ResNet-{self.depth} ({block} {list(self.layers)})".replace(", ", ",")
 
+
 RESNETS: dict[int, ResNetConfig] = {
     18: ResNetConfig(18, "basic", (2, 2, 2, 2), top1=0.69758, top5=0.89078),
     34: ResNetConfig(34, "basic", (3, 4, 6, 3), top1=0.73314, top5=0.91420),
@@ -85,9 +88,12 @@ RESNETS: dict[int, ResNetConfig] = {
 }
 DEPTHS: tuple[int, ...] = tuple(RESNETS)
 
+
 # --- architecture (torch, built lazily) ------------------------------------------------------
 
+
 # torch is optional, so the nn.Module classes are defined on first use by cached factories.
+
 
 @functools.cache
 def _basic_block() -> type[nn.Module]:
@@ -113,6 +119,7 @@ def _basic_block() -> type[nn.Module]:
             return self.relu(out + identity)
 
     return BasicBlock
+
 
 @functools.cache
 def _bottleneck() -> type[nn.Module]:
@@ -142,6 +149,7 @@ def _bottleneck() -> type[nn.Module]:
 
     return Bottleneck
 
+
 @functools.cache
 def _resnet_class() -> type[nn.Module]:
     """torchvision's ResNet: 7x7 stem and max pool, layer1..layer4, global average pool, fc."""
@@ -170,6 +178,7 @@ def _resnet_class() -> type[nn.Module]:
 
     return ResNet
 
+
 def _make_stage(
     block: type[nn.Module], inplanes: int, planes: int, blocks: int, stride: int
 ) -> Any:
@@ -187,6 +196,7 @@ def _make_stage(
     layers += [block(planes * expansion, planes, 1, None) for _ in range(1, blocks)]
     return nn.Sequential(*layers)
 
+
 def _init_weights(model: nn.Module) -> None:
     """torchvision's initialisation: Kaiming-normal convs (fan_out), BN weight 1 and bias 0."""
     from torch import nn
@@ -198,6 +208,7 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.constant_(m.weight, 1.0)
             nn.init.constant_(m.bias, 0.0)
 
+
 def resnet(depth: int, num_classes: int = 1000) -> nn.Module:
     """A ResNet of `depth` (18, 34, 50, 101 or 152) with torchvision's module names and
     parameter shapes, randomly initialised from torch's global RNG, in training mode."""
@@ -207,11 +218,13 @@ def resnet(depth: int, num_classes: int = 1000) -> nn.Module:
     _init_weights(model)
     return model
 
+
 def _config(depth: int) -> ResNetConfig:
     if depth not in RESNETS:
         choices = ", ".join(str(d) for d in RESNETS)
         raise SpecError(f"no ResNet of depth {depth}; choose from {choices}")
     return RESNETS[depth]
+
 
 def _calibrate_batchnorm(model: nn.Module, image_size: int, batch: int = 4) -> None:
     """Scale every BatchNorm so its output has unit second moment per channel on N(0, 1) images.
@@ -242,7 +255,9 @@ def _calibrate_batchnorm(model: nn.Module, image_size: int, batch: int = 4) -> N
         for hook in hooks:
             hook.remove()
 
+
 # --- weights ------------------------------------------------------------------------------
+
 
 def find_weights(weights_dir: Path, depth: int) -> Path:
     """The one file `resnet{depth}*.pth` in `weights_dir` (e.g. torchvision's
@@ -265,6 +280,7 @@ def find_weights(weights_dir: Path, depth: int) -> Path:
         )
     return found[0]
 
+
 def _load_weights(model: nn.Module, path: Path, depth: int) -> None:
     """Load a torchvision-format state dict (strict); SpecError naming the problem otherwise."""
     import torch
@@ -285,6 +301,7 @@ def _load_weights(model: nn.Module, path: Path, depth: int) -> None:
             f"use torchvision's resnet{depth} IMAGENET1K weights or a state dict of the same layout"
         ) from None
 
+
 def make_resnet(
     depth: int, weights: Path | None = None, image_size: int = 224, seed: int = 0
 ) -> nn.Module:
@@ -302,7 +319,9 @@ def make_resnet(
         _load_weights(model, weights, depth)
     return model.eval()
 
+
 # --- export and check ---------------------------------------------------------------------
+
 
 def _export_onnx(model: nn.Module, path: Path, image_size: int) -> None:
     """Export with the TorchScript exporter (opset 17, `input` -> `logits`, dynamic batch).
@@ -325,6 +344,7 @@ def _export_onnx(model: nn.Module, path: Path, image_size: int) -> None:
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             do_constant_folding=True,
         )
+
 
 def check_onnx_matches(path: Path, model: nn.Module, image_size: int, seed: int = 0) -> float:
     """Run a seeded random batch of 2 through torch and ONNX Runtime; returns the largest
@@ -350,7 +370,9 @@ def check_onnx_matches(path: Path, model: nn.Module, image_size: int, seed: int 
         )
     return diff
 
+
 # --- build records (reuse) ----------------------------------------------------------------
+
 
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
@@ -358,6 +380,7 @@ def _sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
 
 def _build_record(depth: int, image_size: int, weights: Path | None, seed: int) -> dict[str, Any]:
     """What determines a variant's file: compared with the sidecar to decide on reuse."""
@@ -373,8 +396,10 @@ def _build_record(depth: int, image_size: int, weights: Path | None, seed: int) 
         "torch": torch.__version__,
     }
 
+
 def _sidecar(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.name + ".json")
+
 
 def _is_fresh(onnx_path: Path, record: dict[str, Any]) -> bool:
     """True if `onnx_path` and its sidecar exist, the sidecar's arguments equal `record`, and
@@ -389,6 +414,7 @@ def _is_fresh(onnx_path: Path, record: dict[str, Any]) -> bool:
     if not isinstance(saved, dict) or saved.get("args") != record:
         return False
     return saved.get("onnx_sha256") == _sha256_file(onnx_path)
+
 
 def _build_variant(
     depth: int,
@@ -424,7 +450,9 @@ def _build_variant(
     _sidecar(onnx_path).write_text(json.dumps(sidecar, indent=2) + "\n")
     return False
 
+
 # --- the pool -----------------------------------------------------------------------------
+
 
 def _accuracy(cfg: ResNetConfig, metric: str, weights: Path | None, image_size: int) -> Accuracy:
     """torchvision's published figure, declared; the source says what the file really holds."""
@@ -440,6 +468,7 @@ def _accuracy(cfg: ResNetConfig, metric: str, weights: Path | None, image_size: 
         source += f"; weights loaded from {weights.name}, but accuracy is declared, not measured"
     value = cfg.top1 if metric == "top1" else cfg.top5
     return Accuracy(value=value, kind=AccuracyKind.DECLARED, metric=metric, source=source)
+
 
 def resnet_pool_spec(
     depths: Sequence[int],
@@ -468,6 +497,7 @@ def resnet_pool_spec(
         variants=variants,
     )
 
+
 def _input_spec(image_size: int) -> InputSpec:
     """ImageNet input: RGB, resize the short side to size/0.875, centre-crop, /255, normalise."""
     prep = Preprocessing(
@@ -484,6 +514,7 @@ def _input_spec(image_size: int) -> InputSpec:
         name=INPUT_NAME, shape=[3, image_size, image_size], dtype="float32", preprocessing=prep
     )
 
+
 def _validate(depths: Sequence[int], image_size: int, metric: str) -> list[int]:
     """Depths without repeats, in the given order; SpecError for anything unbuildable."""
     unique = list(dict.fromkeys(depths))
@@ -497,11 +528,14 @@ def _validate(depths: Sequence[int], image_size: int, metric: str) -> list[int]:
         raise SpecError(f"metric {metric!r} is not top1 or top5")
     return unique
 
+
 def _no_progress(done: int, total: int, message: str) -> None:
     """The default progress hook: report nothing."""
 
+
 def _report_step(report: ProgressHook, done: int, total: int, name: str, message: str) -> None:
     report(done, total, f"{name}: {message}")
+
 
 def build_resnet_pool(
     out: Path,
