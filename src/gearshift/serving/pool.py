@@ -79,6 +79,7 @@ class ReplicaPool:
         self._variant = spec.variants[0].name
         self._accuracy = {v.name: v.accuracy.value for v in spec.variants}
         self._fallbacks: tuple[str, ...] = ()
+        self._quantiles = safe_quantiles([self._accuracy[self._variant]])  # per ladder entry
         self._allocation: Allocation | None = None
         self._workers: dict[int, WorkerHandle] = {}
         self._active: set[int] = set()
@@ -126,6 +127,7 @@ class ReplicaPool:
             if name not in self._models:
                 raise ModelNotFound(f"no variant {name!r}; the pool has {', '.join(self._models)}")
         self._fallbacks = tuple(fallbacks)
+        self._quantiles = safe_quantiles([self._accuracy[v] for v in (variant, *fallbacks)])
         if variant != self._variant:
             self._variant = variant
             self.counters.switches += 1
@@ -245,8 +247,7 @@ class ReplicaPool:
             variant = job.variant or self._variant
             return variant, self._hopeless(job, variant, threads, now)
         ladder = (self._variant, *self._fallbacks)
-        quantiles = safe_quantiles([self._accuracy[v] for v in ladder])
-        pick = next((v for v, q in zip(ladder, quantiles, strict=True)
+        pick = next((v for v, q in zip(ladder, self._quantiles, strict=True)
                      if self._safe(job, v, threads, now, q)), None)
         if pick is None:
             pick = next((v for v in ladder if not self._hopeless(job, v, threads, now)), None)
@@ -442,16 +443,9 @@ class ReplicaPool:
         keep = [w for w in keep if w.worker_id in self._workers]  # one may have died meanwhile
         old = [self._workers[i] for i in self._active if self._workers[i] not in keep]
         self._active = {w.worker_id for w in keep + new}
-        computing = [w for w in old if w.state is WorkerState.BUSY]
         for w in keep + new:
-            if w.worker_id in self._inflight:
+            if w.worker_id in self._inflight:  # kept while finishing a call: it serves on
                 _busy(w)
-            elif w.state in (WorkerState.STARTING, WorkerState.PARKED, WorkerState.RETIRING,
-                             WorkerState.WAITING):
-                if any(_share_cores(w, o) for o in computing):
-                    w.state = WorkerState.WAITING
-                else:
-                    self._make_idle(w)
         for w in old:
             if w.state in (WorkerState.IDLE, WorkerState.WAITING):
                 if w in self._idle:
@@ -459,19 +453,30 @@ class ReplicaPool:
                 self._retire(w)
             elif w.state is WorkerState.BUSY:
                 w.state = WorkerState.RETIRING
+        for w in keep + new:
+            if w.state in (WorkerState.STARTING, WorkerState.PARKED, WorkerState.RETIRING,
+                           WorkerState.WAITING):
+                self._admit(w)
         if self._allocation is not None:
             self.counters.allocation_changes += 1
         self._allocation = allocation
         self._pump()
 
+    def _admit(self, w: WorkerHandle) -> None:
+        """Make a replica of the allocation idle, or WAITING while a retiring replica (of this
+        change or an earlier one) still computes on any of its cores."""
+        if any(o is not w and o.state is WorkerState.RETIRING and _share_cores(w, o)
+               for o in self._workers.values()):
+            w.state = WorkerState.WAITING
+        else:
+            self._make_idle(w)
+
     def _release_waiting(self) -> None:
-        """Let in every waiting replica whose cores no retiring replica computes on any more."""
-        retiring = [w for w in self._workers.values() if w.state is WorkerState.RETIRING]
+        """`_admit` again every waiting replica of the allocation (a retiring one finished)."""
         for i in sorted(self._active):
             w = self._workers.get(i)
-            if (w is not None and w.state is WorkerState.WAITING
-                    and not any(_share_cores(w, o) for o in retiring)):
-                self._make_idle(w)
+            if w is not None and w.state is WorkerState.WAITING:
+                self._admit(w)
 
     def _make_idle(self, w: WorkerHandle) -> None:
         w.state = WorkerState.IDLE
