@@ -236,18 +236,25 @@ def test_prewarm_parks_replicas_so_a_later_change_loads_nothing(tiny_spec) -> No
     run_pool(tiny_spec, body)
 
 
+async def _computing_on_1x2(pool: ReplicaPool) -> tuple[asyncio.Task, float]:
+    """2x1 replicas parked (a change to them loads nothing), and a ~0.2 s tiny-l request in
+    service on the pool's 1x2 replica; returns it and when it was sent (perf_counter)."""
+    big = _x(0, batch=20000)
+    await pool.prewarm([Allocation(2, 1)])
+    for _ in range(2):
+        await pool.infer({"input": big}, "tiny-l")  # warm
+    sent = time.perf_counter()
+    blocker = asyncio.create_task(pool.infer({"input": big}, "tiny-l"))
+    await asyncio.sleep(0.005)  # dispatched to the 1x2 replica
+    return blocker, sent
+
+
 def test_new_replicas_wait_for_a_retiring_one_on_their_cores(tiny_spec) -> None:
     """1x2 -> 2x1 while the 1x2 replica computes: the 2x1 replicas share its cores, so they
     take nothing until it is done (three computations on two cores would slow all three)."""
-    big = _x(0, batch=20000)
 
     async def body(pool: ReplicaPool) -> None:
-        await pool.prewarm([Allocation(2, 1)])  # the change itself loads nothing
-        for _ in range(2):
-            await pool.infer({"input": big}, "tiny-l")  # warm; ~0.2 s each
-        t0 = time.perf_counter()
-        blocker = asyncio.create_task(pool.infer({"input": big}, "tiny-l"))
-        await asyncio.sleep(0.005)  # dispatched to the 1x2 replica
+        blocker, t0 = await _computing_on_1x2(pool)
         await pool.apply(Allocation(2, 1))
         t1 = time.perf_counter()
         after = [asyncio.create_task(pool.infer({"input": _x(i)})) for i in (1, 2)]
@@ -263,13 +270,8 @@ def test_new_replicas_wait_for_a_retiring_one_on_their_cores(tiny_spec) -> None:
 
 
 def test_a_change_back_parks_the_replicas_that_were_waiting(tiny_spec) -> None:
-    big = _x(0, batch=20000)
-
     async def body(pool: ReplicaPool) -> None:
-        await pool.prewarm([Allocation(2, 1)])
-        await pool.infer({"input": big}, "tiny-l")  # warm; ~0.2 s
-        blocker = asyncio.create_task(pool.infer({"input": big}, "tiny-l"))
-        await asyncio.sleep(0.005)
+        blocker, _ = await _computing_on_1x2(pool)
         await pool.apply(Allocation(2, 1))  # the 2x1 replicas wait for the 1x2 one...
         await pool.apply(Allocation(1, 2))  # ... which is back in the allocation before done
         assert pool.status().extra["parked"] == 2 and len(pool.worker_pids()) == 1

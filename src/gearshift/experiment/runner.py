@@ -116,9 +116,15 @@ def _plan(s: ExperimentSettings, run: _Run, progress: Progress) -> None:
     save_policy(run.table, s.out / "policy.json")
 
 
+def _arrivals(s: ExperimentSettings, run: _Run, seconds: float) -> np.ndarray:
+    """`seconds` of the workload at the run's seed, the default mmpp scaled to
+    `run.capacity_rps`."""
+    return parse_workload(s.workload).arrivals(seconds, s.seed, run.capacity_rps)
+
+
 def _draw_arrivals(s: ExperimentSettings, run: _Run) -> None:
     """The one arrival schedule every policy gets, scaled (default mmpp) to `run.capacity_rps`."""
-    run.arrivals_s = parse_workload(s.workload).arrivals(s.duration_s, s.seed, run.capacity_rps)
+    run.arrivals_s = _arrivals(s, run, s.duration_s)
     if len(run.arrivals_s) == 0:
         raise SpecError(f"workload {s.workload!r} gives no arrivals in {s.duration_s:g} s")
 
@@ -231,8 +237,7 @@ def _sweep(s: ExperimentSettings, run: _Run, progress: Progress) -> dict[str, An
     over `sweep_seconds` of the workload (the live schedule if that is no longer)."""
     assert run.profile is not None
     seconds = max(s.duration_s, s.sweep_seconds)
-    arrivals = (run.arrivals_s if seconds == s.duration_s else
-                parse_workload(s.workload).arrivals(seconds, s.seed, run.capacity_rps))
+    arrivals = run.arrivals_s if seconds == s.duration_s else _arrivals(s, run, seconds)
     job = offline.SweepJob(run.profile, run.spec.variant_names(), arrivals, s.seed, s.period_s,
                            seconds, s.plan_points, min(s.plan_seconds, s.sweep_plan_seconds))
     deadlines = [round(run.deadline_ms * k, 3) for k in s.sweep]
