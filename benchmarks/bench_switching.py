@@ -1,11 +1,14 @@
-"""Does switching beat every static variant beyond the one load path of the demo?
+"""Is switching on or above every static variant on load paths it has never seen?
 
-Takes an experiment's folder (its calibrated `profile.json` and `summary.json`), draws the same
-workload for many seeds, and simulates every policy at several deadlines, each with a table
-planned for that deadline. Prints, per deadline, the mean effective accuracy of each switching
-policy and the oracle; its margin over the best static variant (best on the mean); on how many
-seeds it was on or above that seed's best static variant; and its worst margin over a seed's
-best static variant.
+Takes an experiment's folder (its calibrated `profile.json` and `summary.json`), draws many
+load paths of several shapes (`gearshift.experiment.shapes`: Markov with short and long dwell,
+steps, a flash crowd, a real trace), and simulates every policy on each at every deadline, each
+deadline with its own tables (planned once, as the experiment plans them). Per shape and
+deadline it prints the best static variant on the mean, and for each switching policy its mean
+margin over that variant and its worst margin over a path's own best static variant; for
+`queue-aware` also its worst margin over `table` on the same path. The last lines name the
+worst margins overall and the mean margins at the experiment's deadline. `--json` keeps every
+path's figures.
 
     .venv/bin/python benchmarks/bench_switching.py out/demo/resnet --seeds 16 \
         --deadlines 75,150,225,300,450,600,900
@@ -15,57 +18,121 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gearshift.experiment import offline
+from gearshift.experiment.shapes import shapes
 from gearshift.loadgen.workload import parse_workload
-from gearshift.profiling.profile import load_profile
+from gearshift.profiling.profile import Profile, load_profile
 
-SWITCHING = ("table", "queue-aware", offline.PAPER, offline.ORACLE)
+SWITCHING = ("table", "queue-aware", offline.PAPER)
+TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+
+
+@dataclass(frozen=True)
+class Job:
+    profile: Profile
+    capacity_rps: float
+    shapes: tuple[str, ...]
+    seeds: tuple[int, ...]
+    duration_s: float
+    period_s: float
+    oracle: bool
+    trace_dir: Path
+
+
+def run_deadline(job: Job, deadline_ms: float) -> dict[str, dict[str, list[float]]]:
+    """{shape: {policy: [effective accuracy per seed]}} at one deadline."""
+    tables = {fb: offline.plan_table(job.profile, deadline_ms, 0, fb) for fb in (True, False)}
+    variants = job.profile.variants()
+    names = [*(f"static:{v}" for v in variants), *SWITCHING,
+             *([offline.ORACLE] if job.oracle else [])]
+    family = shapes(job.trace_dir, job.duration_s)
+    out: dict[str, dict[str, list[float]]] = {}
+    for shape in job.shapes:
+        ea: dict[str, list[float]] = {n: [] for n in names}
+        for seed in job.seeds:
+            arrivals = parse_workload(family[shape](seed)).arrivals(job.duration_s, seed,
+                                                                    job.capacity_rps)
+            for name in names:
+                run = offline.simulate_policy(name, job.profile, tables[name != offline.PAPER],
+                                              variants, arrivals, deadline_ms, seed,
+                                              job.period_s, job.duration_s)
+                ea[name].append(run.columns.effective_accuracy(job.profile.accuracy))
+        out[shape] = ea
+    return out
+
+
+def margins(ea: dict[str, list[float]], policy: str) -> tuple[float, float, str]:
+    """(mean margin over the best static on the mean, worst margin over a path's best static,
+    that best static variant's name)."""
+    statics = [n for n in ea if n.startswith("static:")]
+    best = max(statics, key=lambda n: float(np.mean(ea[n])))
+    per_path = np.max([ea[n] for n in statics], axis=0)
+    mine = np.asarray(ea[policy])
+    return float(mine.mean() - np.mean(ea[best])), float(np.min(mine - per_path)), best
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("experiment", type=Path, help="an experiment's --out folder")
-    ap.add_argument("--workload", default="mmpp:dwell=5")
-    ap.add_argument("--duration", type=float, default=40.0, help="seconds per run")
+    ap.add_argument("--shapes", default="", help="commas; default: every shape available")
+    ap.add_argument("--duration", type=float, default=40.0, help="seconds per path")
     ap.add_argument("--seeds", type=int, default=16)
     ap.add_argument("--first-seed", type=int, default=100)
     ap.add_argument("--period", type=float, default=0.5, help="control period, s")
-    ap.add_argument("--paper-plan", action="store_true",
-                    help="plan table and queue-aware as the paper (default: assuming their "
-                         "fallbacks, as the experiment does); they are served with fallbacks")
     ap.add_argument("--deadlines", default="75,150,225,300,450,600,900", help="ms, commas")
+    ap.add_argument("--oracle", action="store_true", help="also the hindsight oracle (slow)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--json", type=Path, help="write every path's figures here")
     a = ap.parse_args()
     profile = load_profile(a.experiment / "profile.json")
-    capacity = json.loads((a.experiment / "summary.json").read_text())["notes"][
-        "workload_capacity_rps"]
-    variants = profile.variants()
-    statics = [f"static:{v}" for v in variants]
-    seeds = range(a.first_seed, a.first_seed + a.seeds)
-    print(f"{a.workload}, {a.duration:g} s, {a.seeds} seeds from {a.first_seed}, load scaled to "
-          f"{capacity:g} req/s; profile: {profile.calibration or 'in-process'}")
-    print("| deadline ms | best static (mean) | " + " | ".join(SWITCHING) + " |")
-    print("|---" * (2 + len(SWITCHING)) + "|")
-    for deadline in (float(x) for x in a.deadlines.split(",")):
-        tables = {True: offline.plan_table(profile, deadline, 0, not a.paper_plan),
-                  False: offline.plan_table(profile, deadline, 0, fallbacks=False)}
-        ea: dict[str, list[float]] = {n: [] for n in (*statics, *SWITCHING)}
-        for seed in seeds:
-            arrivals = parse_workload(a.workload).arrivals(a.duration, seed, capacity)
-            for name, values in ea.items():
-                table = tables[name != offline.PAPER]
-                run = offline.simulate_policy(name, profile, table, variants, arrivals, deadline,
-                                              seed, a.period, a.duration)
-                values.append(run.columns.effective_accuracy(profile.accuracy))
-        best = max(statics, key=lambda n: np.mean(ea[n]))
-        per_seed_best = np.max([ea[n] for n in statics], axis=0)
-        cells = [f"{np.mean(ea[n]):.3f} ({np.mean(ea[n]) - np.mean(ea[best]):+.3f}; "
-                 f"{int(np.sum(np.array(ea[n]) >= per_seed_best))}/{a.seeds}, worst "
-                 f"{np.min(np.array(ea[n]) - per_seed_best):+.3f})" for n in SWITCHING]
-        print(f"| {deadline:g} | {best} {np.mean(ea[best]):.3f} | " + " | ".join(cells) + " |")
+    summary = json.loads((a.experiment / "summary.json").read_text())
+    capacity = summary["notes"]["workload_capacity_rps"]
+    available = shapes(TRACES, a.duration)
+    chosen = tuple(a.shapes.split(",")) if a.shapes else tuple(available)
+    unknown = [s for s in chosen if s not in available]
+    if unknown:
+        raise SystemExit(f"unknown or unavailable shapes {unknown}; have {list(available)}")
+    deadlines = [float(x) for x in a.deadlines.split(",")]
+    job = Job(profile, capacity, chosen, tuple(range(a.first_seed, a.first_seed + a.seeds)),
+              a.duration, a.period, a.oracle, TRACES)
+    print(f"{a.seeds} paths per shape from seed {a.first_seed}, {a.duration:g} s each, load "
+          f"scaled to {capacity:g} req/s; profile: {profile.calibration or 'in-process'}")
+    with ProcessPoolExecutor(a.workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+        results = dict(zip(deadlines, ex.map(run_deadline, [job] * len(deadlines), deadlines),
+                           strict=True))
+    print("| shape | deadline ms | best static (mean) | " + " | ".join(
+        f"{n}: mean / worst" for n in SWITCHING) + " | queue-aware - table: mean / worst |")
+    print("|---" * (4 + len(SWITCHING)) + "|")
+    worst = {n: (np.inf, "") for n in SWITCHING[:2]}
+    for shape in chosen:
+        for d in deadlines:
+            ea = results[d][shape]
+            cells = []
+            for n in SWITCHING:
+                mean, low, best = margins(ea, n)
+                cells.append(f"{mean:+.3f} / {low:+.3f}")
+                if n in worst and low < worst[n][0]:
+                    worst[n] = (low, f"{shape} at {d:g} ms")
+            gap = np.asarray(ea["queue-aware"]) - np.asarray(ea["table"])
+            print(f"| {shape} | {d:g} | {best} {np.mean(ea[best]):.3f} | " + " | ".join(cells)
+                  + f" | {gap.mean():+.3f} / {gap.min():+.3f} |")
+    for n, (low, where) in worst.items():
+        print(f"worst margin of {n} over a path's best static variant: {low:+.3f} ({where})")
+    at = float(summary["deadline_ms"])
+    if at in results:
+        for n in SWITCHING[:2]:
+            means = {s: margins(results[at][s], n)[0] for s in chosen}
+            print(f"mean margin of {n} at {at:g} ms: " + ", ".join(
+                f"{s} {m:+.3f}" for s, m in means.items()))
+    if a.json:
+        a.json.write_text(json.dumps({str(d): r for d, r in results.items()}, indent=1))
 
 
 if __name__ == "__main__":

@@ -219,6 +219,42 @@ def test_trace_start_compression_and_errors(counts_file: Path, tmp_path: Path) -
         read_counts(broken, 0, 3)
 
 
+@pytest.mark.parametrize("spec, absolute", [
+    ("poisson:0.5x", "poisson:20"),
+    ("step:0.1x,0.75x@5", "step:4,30@5"),
+    ("spike:0.25x,1.5x,3,4", "spike:10,60,3,4"),
+])
+def test_rates_as_multiples_of_capacity(spec: str, absolute: str) -> None:
+    """`0.5x` is half of capacity_rps: the same spec means the same load on any pool."""
+    relative, plain = parse_workload(spec), parse_workload(absolute)
+    assert np.array_equal(relative.arrivals(12.0, 3, capacity_rps=40.0),
+                          plain.arrivals(12.0, 3))
+    assert "x capacity" in relative.describe()
+    with pytest.raises(SpecError, match="capacity_rps"):
+        relative.arrivals(12.0, 3)
+
+
+def test_trace_mean_as_multiple_of_capacity(counts_file: Path) -> None:
+    w = parse_workload(f"trace:{counts_file},mean=0.25x")
+    assert w.rate_timeline(40.0, 0, capacity_rps=80.0).rates_rps.mean() == pytest.approx(20.0)
+    with pytest.raises(SpecError, match="every rate"):
+        parse_workload("step:0.1x,30@5")
+
+
+def test_trace_speed_replays_block_means(counts_file: Path) -> None:
+    """speed=X: each replayed second is the mean of X trace seconds, the shape kept."""
+    w = parse_workload(f"trace:{counts_file},start=1,speed=4")
+    assert w == TraceWorkload(counts_file, None, 1, 4)
+    tl = w.rate_timeline(3.0, seed=0)
+    expected = read_counts(counts_file, 1, 12).reshape(3, 4).mean(axis=1)
+    assert tl.rates_rps.tolist() == pytest.approx(expected.tolist())
+    assert "4x faster" in w.describe()
+    with pytest.raises(SpecError, match="whole number"):
+        parse_workload(f"trace:{counts_file},speed=0.5")
+    with pytest.raises(SpecError, match="only 400 lines"):
+        w.rate_timeline(120.0, seed=0)
+
+
 @pytest.mark.skipif(not TWITTER.exists(), reason="shared twitter trace not available")
 def test_real_twitter_trace_window_is_quick() -> None:
     started = time.perf_counter()

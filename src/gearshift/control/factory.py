@@ -9,6 +9,7 @@ import numpy as np
 
 from gearshift.control.base import Policy
 from gearshift.control.policies import (
+    ExpectedTablePolicy,
     QueueAwarePolicy,
     StaticPolicy,
     TablePolicy,
@@ -49,14 +50,17 @@ def make_policy(name: str, table: PolicyTable, profile: Profile | None, deadline
                  or (fallback_ladders(profile) if profile is not None else {}))
     first = replace(first, fallbacks=fallbacks.get(first.variant, ()))
     if name == "table":
-        return TablePolicy(table, fallbacks=fallbacks), first
+        if profile is None or not table.grid:
+            return table_policy(table, fallbacks), first
+        return QueueAwarePolicy(table, profile, deadline_ms, table_policy(table, fallbacks),
+                                rescues=False, name="table"), first
     if name == "table:paper":
         return TablePolicy(table, name=name), replace(first, fallbacks=())
     if name == "queue-aware":
         if profile is None:
             raise SpecError("the queue-aware policy needs the profile (--profile profile.json)")
         return QueueAwarePolicy(table, profile, deadline_ms,
-                                TablePolicy(table, fallbacks=fallbacks)), first
+                                table_policy(table, fallbacks)), first
     if name.startswith("static:"):
         variant, _, alloc = name.split(":", 1)[1].partition("@")
         if variant not in variants:
@@ -67,6 +71,15 @@ def make_policy(name: str, table: PolicyTable, profile: Profile | None, deadline
         decision = Decision(variant, allocation, "static")
         return StaticPolicy(decision, name=name), decision
     raise SpecError(f"unknown controller {name!r}; use {POLICY_NAMES}")
+
+
+def table_policy(table: PolicyTable, fallbacks: dict[str, tuple[str, ...]]
+                 ) -> ExpectedTablePolicy | TablePolicy:
+    """The `table` controller: on the planner's grid (`ExpectedTablePolicy`); for a table
+    without one (written by hand), the paper's range lookup with these fallbacks."""
+    if table.grid:
+        return ExpectedTablePolicy.from_table(table, fallbacks)
+    return TablePolicy(table, fallbacks=fallbacks)
 
 
 def _allocation(name: str, text: str, cores: int) -> Allocation:

@@ -1,5 +1,7 @@
-"""Policies: static, the paper's table lookup (smoothed, with hysteresis), a queue-aware table
-lookup, and a schedule replay (for hindsight oracles).
+"""Policies: static, the paper's table lookup (smoothed, with hysteresis), gearshift's table
+controller (a change-aware rate estimate, the choice by expected effective accuracy over the
+estimate's uncertainty, the choice in force kept within noise), a queue-aware table controller,
+and a schedule replay (for hindsight oracles).
 
 Each is pure: `decide(observation, state) -> (decision, state)` with a frozen state; the same
 objects run in the simulator and in the live server.
@@ -8,12 +10,14 @@ objects run in the simulator and in the live server.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
 from gearshift.control.base import Observation
-from gearshift.planning.table import PolicyTable
+from gearshift.planning.table import GridPoint, PolicyTable
 from gearshift.profiling.profile import Profile
 from gearshift.types import Allocation, Decision
 
@@ -39,6 +43,10 @@ class RateState:
 
     smoothed_rps: float = math.nan
     range_index: int = -1
+
+    @property
+    def rate_rps(self) -> float:
+        return self.smoothed_rps
 
 
 def is_jump(prev_rps: float, rate_rps: float, period_s: float, jump_z: float) -> bool:
@@ -143,6 +151,169 @@ class TablePolicy:
         return decision, RateState(rps, idx)
 
 
+WINDOWS = (1, 2, 4, 8, 16)
+"""Windows (periods) the rate estimate may span: up to 8 s at the default 0.5 s period."""
+
+
+def window_rate(counts: Sequence[int], period_s: float, z: float) -> tuple[float, float]:
+    """(rate_rps, window_s): arrivals per second over the longest recent window of `WINDOWS`
+    periods (counts newest last) in which the load has not changed: the last one and the last
+    two periods each within `z` Poisson standard deviations of what the window's older
+    periods predict. A steady load is estimated over up to 16 periods (at 7 requests/s and
+    0.5 s periods: sd 0.9 requests/s instead of 3.7 from one period); a step shows as a count
+    far off the older periods' rate and shortens the window to the periods after it at once."""
+    if not counts:
+        return math.nan, 0.0
+    best = (counts[-1] / period_s, period_s)
+    for w in WINDOWS[1:]:
+        if w > len(counts):
+            break
+        window = counts[-w:]
+        for j in ((1, 2) if w > 2 else (1,)):
+            older = sum(window[:-j])
+            expected = older / (w - j) * j
+            if abs(sum(window[-j:]) - expected) > z * math.sqrt(max(expected, 1.0)):
+                return best
+        best = (sum(window) / (w * period_s), w * period_s)
+    return best
+
+
+@dataclass(frozen=True)
+class WindowState:
+    """`counts`: arrivals of the last periods (newest last, at most max(WINDOWS)).
+    `rate_rps`, `window_s`: the rate estimate and the window it spans. `choice`: index of the
+    candidate in force (-1 before the first period). `expected`: its expected effective
+    accuracy at the estimate."""
+
+    counts: tuple[int, ...] = ()
+    rate_rps: float = math.nan
+    window_s: float = 0.0
+    choice: int = -1
+    expected: float = math.nan
+
+
+@dataclass(frozen=True)
+class GridScores:
+    """The planner's grid as arrays: `keys[c]` = (variant, R, T) of candidate c, `rates_rps`
+    the grid's loads, `score[c, i]` candidate c's effective accuracy at load i, `ok[c, i]`
+    whether it may be chosen there (its fallbacks answer at most the table's
+    `max_fallback_share` of its requests, as the planner's `bursts_only`)."""
+
+    keys: tuple[tuple[str, int, int], ...]
+    rates_rps: np.ndarray
+    score: np.ndarray
+    ok: np.ndarray
+
+    @classmethod
+    def from_grid(cls, grid: Sequence[GridPoint], max_fallback_share: float) -> GridScores:
+        keys = tuple(dict.fromkeys((p.variant, p.replicas, p.threads) for p in grid))
+        rates = np.array(sorted({p.rate_rps for p in grid}))
+        score = np.zeros((len(keys), len(rates)))
+        ok = np.zeros((len(keys), len(rates)), dtype=bool)
+        col = {r: i for i, r in enumerate(rates.tolist())}
+        row = {k: i for i, k in enumerate(keys)}
+        for p in grid:
+            at = row[(p.variant, p.replicas, p.threads)], col[p.rate_rps]
+            score[at] = p.effective_accuracy
+            ok[at] = p.fallback_share <= max_fallback_share
+        return cls(keys, rates, score, ok)
+
+    def expected(self, rate_rps: float, sd_rps: float) -> np.ndarray:
+        """Each candidate's effective accuracy averaged over loads ~ N(rate_rps, sd_rps) on
+        the grid (the nearest grid load if the normal puts no weight on it)."""
+        w = np.exp(-0.5 * ((self.rates_rps - rate_rps) / max(sd_rps, 1e-9)) ** 2)
+        if w.sum() < 1e-12:
+            w[self._nearest(rate_rps)] = 1.0
+        return np.asarray(self.score @ w / w.sum())
+
+    def allowed(self, rate_rps: float) -> np.ndarray:
+        """Which candidates may be chosen at the grid load nearest `rate_rps`."""
+        return np.asarray(self.ok[:, self._nearest(rate_rps)])
+
+    def _nearest(self, rate_rps: float) -> int:
+        return int(np.argmin(np.abs(self.rates_rps - rate_rps)))
+
+
+@dataclass(frozen=True)
+class ExpectedTablePolicy:
+    """gearshift's table controller. Every period: the arrival rate over the longest recent
+    window in which it has not changed (`window_rate`), each candidate of the planner's grid
+    scored by its effective accuracy averaged over what the load may be (normal, sd the larger
+    of the window's Poisson noise and `rel_uncertainty` x the rate, as the planner's robust
+    scores), and the
+    best taken unless the choice in force is within `keep_margin` of it (`realloc_margin`
+    more when the best needs another R x T: a handover in which the new replicas wait for the
+    old ones' cores). Candidates within `tie_tol` of the best are ties, broken as the planner
+    does (fewer cores, more replicas).
+
+    Against `TablePolicy` (the paper's: smoothed one-period counts, ranges, hysteresis): on a
+    steady light load a 0.5 s count of 1-2 arrivals no longer sends the server to a heavy
+    variant at another R x T for a period, nor a count of 10 to a light one, and a step is
+    still followed within a period. `fallbacks` go with each decision as with `TablePolicy`.
+    If nothing scores above 0 (far beyond every capacity) the table's range for the rate is
+    taken."""
+
+    table: PolicyTable
+    scores: GridScores
+    fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    jump_z: float = 3.0
+    rel_uncertainty: float = 0.15
+    keep_margin: float = 0.003
+    realloc_margin: float = 0.01
+    tie_tol: float = 0.002
+    name: str = "table"
+
+    @classmethod
+    def from_table(cls, table: PolicyTable, fallbacks: dict[str, tuple[str, ...]]
+                   ) -> ExpectedTablePolicy:
+        """Needs the table's grid (every table `gearshift plan` writes has one); candidates
+        are ruled out where the planner ruled them out (`PolicyTable.max_fallback_share`)."""
+        if not table.grid:
+            raise ValueError("the table has no planner grid to score candidates on")
+        return cls(table, GridScores.from_grid(table.grid, table.max_fallback_share), fallbacks)
+
+    def initial_state(self) -> WindowState:
+        return WindowState()
+
+    def decide(self, obs: Observation, state: WindowState) -> tuple[Decision, WindowState]:
+        counts = (*state.counts, obs.arrivals)[-WINDOWS[-1]:]
+        rate, window_s = window_rate(counts, obs.period_s, self.jump_z)
+        noise = math.sqrt(max(rate * window_s, 1.0)) / window_s
+        sd = max(noise, self.rel_uncertainty * rate)
+        # averaged, then ruled out, as the planner scores; the choice in force is ruled out
+        # only once the load is beyond its limit by one sd (no flapping at the limit)
+        allowed = self.scores.allowed(rate)
+        if state.choice >= 0:
+            allowed[state.choice] = self.scores.allowed(rate - sd)[state.choice]
+        expected = self.scores.expected(rate, sd) * allowed
+        pick = self._pick(expected, state.choice)
+        if pick < 0:
+            r = self.table.ranges[self.table.lookup(rate)]
+            key = (r.variant, r.replicas, r.threads)
+            pick = self.scores.keys.index(key) if key in self.scores.keys else 0
+        variant, replicas, threads = self.scores.keys[pick]
+        decision = Decision(variant, Allocation(replicas, threads),
+                            f"table: {rate:.1f} rps over {window_s:g} s -> expected "
+                            f"{expected[pick]:.3f}", self.fallbacks.get(variant, ()))
+        return decision, WindowState(counts, rate, window_s, pick, float(expected[pick]))
+
+    def _pick(self, expected: np.ndarray, current: int) -> int:
+        """The candidate to serve, or -1 if none scores above 0."""
+        best = float(np.max(expected))
+        if best <= 0.0:
+            return -1
+        if current >= 0:
+            margin = self.keep_margin
+            top = int(np.argmax(expected))
+            if self.scores.keys[top][1:] != self.scores.keys[current][1:]:
+                margin += self.realloc_margin
+            if expected[current] >= best - margin:
+                return current
+        tied = [c for c in range(len(expected)) if expected[c] >= best - self.tie_tol]
+        return min(tied, key=lambda c: (self.scores.keys[c][1] * self.scores.keys[c][2],
+                                        -self.scores.keys[c][1], -expected[c]))
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A (variant, allocation) with what the queue-aware policy needs to know of it.
@@ -154,11 +325,14 @@ class Candidate:
     p95_service_s: float
     capacity_rps: float
 
-    def predicted_latency_s(self, backlog: int, overhead_s: float) -> float:
+    def predicted_latency_s(self, backlog: int, overhead_s: float,
+                            drain_s: float | None = None) -> float:
         """Latency of a request arriving now behind `backlog` requests (queued + in service):
-        it starts once backlog - R + 1 of them finish, at R / mean_service per second."""
+        it starts once backlog - R + 1 of them finish, at R / `drain_s` per second (default:
+        this candidate's mean service time)."""
         r = self.decision.allocation.replicas
-        wait_s = max(0, backlog - r + 1) * self.mean_service_s / r
+        per_s = self.mean_service_s if drain_s is None else drain_s
+        wait_s = max(0, backlog - r + 1) * per_s / r
         return wait_s + self.p95_service_s + overhead_s
 
 
@@ -188,33 +362,67 @@ class QueueAwarePolicy:
     spike fills the queue, before the smoothed rate catches up.
     """
 
-    name = "queue-aware"
-
     def __init__(self, table: PolicyTable, profile: Profile, deadline_ms: float,
-                 smoothing: TablePolicy | None = None) -> None:
+                 smoothing: TablePolicy | ExpectedTablePolicy | None = None,
+                 rescues: bool = True, name: str = "queue-aware") -> None:
         """`smoothing`: the table policy (and its smoothing and hysteresis settings) to start
-        from; by default `TablePolicy(table)`."""
+        from; by default `TablePolicy(table)`. `rescues`: False keeps only `absorb`."""
         self.table_policy = smoothing or TablePolicy(table)
+        self.rescues = rescues
+        self.name = name
         self.candidates = candidates_from(profile)
         self.deadline_s = deadline_ms / 1000.0
+        self.headroom = table.headroom
         self.overhead_s = float(np.mean(profile.overhead_ms)) / 1000.0
 
-    def initial_state(self) -> RateState:
-        return RateState()
+    def initial_state(self) -> RateState | WindowState:
+        return self.table_policy.initial_state()
 
-    def decide(self, obs: Observation, state: RateState) -> tuple[Decision, RateState]:
+    def decide(self, obs: Observation, state: Any) -> tuple[Decision, Any]:
         wanted, state = self.table_policy.decide(obs, state)
+        held = self.absorb(obs, state, wanted)
+        if held is not None:
+            return held, state
         chosen = self._candidate(wanted.variant, wanted.allocation)
-        latency_s = chosen.predicted_latency_s(obs.backlog, self.overhead_s)
-        if latency_s <= self.deadline_s:
+        lightest = self._find(wanted.fallbacks[-1], wanted.allocation) if wanted.fallbacks \
+            else None
+        drain_s = (lightest or chosen).mean_service_s
+        latency_s = chosen.predicted_latency_s(obs.backlog, self.overhead_s, drain_s)
+        if latency_s <= self.deadline_s or not self.rescues:
             return wanted, state
-        pick = self.rescue(obs.backlog, state.smoothed_rps, wanted.variant)
+        pick = self.rescue(obs.backlog, state.rate_rps, wanted.variant)
         if pick is None:  # nothing would do better: fallbacks and the drop rule take the rest
             return wanted, state
         reason = (f"queue: backlog {obs.backlog}, table choice predicts "
                   f"{latency_s * 1000:.0f} ms > {self.deadline_s * 1000:.0f} ms")
         fallbacks = self.table_policy.fallbacks.get(pick.decision.variant, ())
         return replace(pick.decision, reason=reason, fallbacks=fallbacks), state
+
+    def absorb(self, obs: Observation, state: Any, wanted: Decision) -> Decision | None:
+        """The decision in force, kept through a burst, or None. When the table would move to
+        a less accurate variant, but the one in force would still answer a request arriving
+        now within the planned fraction of the deadline at this backlog, and sustains the
+        load of the whole rate window (up to 8 s), the burst is absorbed by the queue and,
+        at dispatch, by the fallbacks: at 900 ms, ResNet-50 clears a one-second burst to 30
+        requests/s that the table would meet with ResNet-18. A burst that outlasts the
+        deadline fills the queue until the check fails, and the table's choice is taken."""
+        current = obs.current
+        if not isinstance(state, WindowState) or not state.counts:
+            return None
+        held = self._find(current.variant, current.allocation)
+        if held is None or held.accuracy <= self._accuracy(wanted.variant):
+            return None
+        window_rps = sum(state.counts) / (len(state.counts) * obs.period_s)
+        latency_s = held.predicted_latency_s(obs.backlog, self.overhead_s)
+        if latency_s > self.deadline_s * self.headroom or held.capacity_rps < window_rps:
+            return None
+        reason = (f"queue: absorbs the burst (backlog {obs.backlog}, {latency_s * 1000:.0f} ms "
+                  f"predicted, {window_rps:.1f} rps over the window)")
+        return Decision(current.variant, current.allocation, reason,
+                        self.table_policy.fallbacks.get(current.variant, ()))
+
+    def _accuracy(self, variant: str) -> float:
+        return next(c.accuracy for c in self.candidates if c.decision.variant == variant)
 
     def rescue(self, backlog: int, rate_rps: float, table_variant: str) -> Candidate | None:
         """The most accurate candidate of another variant than the table's predicted to meet
@@ -231,11 +439,16 @@ class QueueAwarePolicy:
         ]
         return max(fits, key=lambda c: (c.accuracy, c.capacity_rps)) if fits else None
 
+    def _find(self, variant: str, allocation: Allocation) -> Candidate | None:
+        return next((c for c in self.candidates if c.decision.variant == variant
+                     and c.decision.allocation == allocation), None)
+
     def _candidate(self, variant: str, allocation: Allocation) -> Candidate:
-        for c in self.candidates:
-            if c.decision.variant == variant and c.decision.allocation == allocation:
-                return c
-        raise KeyError(f"the profile has no entry for the table's choice {variant} {allocation}")
+        found = self._find(variant, allocation)
+        if found is None:
+            raise KeyError(f"the profile has no entry for the table's choice {variant} "
+                           f"{allocation}")
+        return found
 
 
 @dataclass(frozen=True)

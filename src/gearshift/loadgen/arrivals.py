@@ -358,16 +358,22 @@ def read_counts(path: str | Path, start_s: int, n_s: int) -> np.ndarray:
 
 
 def trace_timeline(
-    path: str | Path, duration_s: float, start_s: int = 0, mean_rps: float | None = None
+    path: str | Path, duration_s: float, start_s: int = 0, mean_rps: float | None = None,
+    speed: int = 1,
 ) -> RateTimeline:
     """Per-second rates from a count trace, one segment per second from line `start_s`.
 
-    The window is ceil(duration_s) lines. With `mean_rps`, every count is multiplied by
-    `mean_rps / (mean count over the window)`, so the replayed window has mean rate `mean_rps`
-    and keeps the trace's shape; without it the counts are replayed as rates unchanged.
+    The window is ceil(duration_s) x `speed` lines: with `speed` > 1 each replayed second is the
+    mean count of `speed` trace seconds (a day-long trace's ramps in a short run; the Poisson
+    noise within a second is the replay's own). With `mean_rps`, every rate is multiplied by
+    `mean_rps / (mean over the window)`, so the replayed window has mean rate `mean_rps` and
+    keeps the trace's shape; without it the counts are replayed as rates unchanged.
     """
     _check_duration(duration_s)
-    counts = read_counts(path, int(start_s), max(1, math.ceil(duration_s)))
+    if speed < 1:
+        raise SpecError(f"trace speed must be a whole number >= 1, got {speed}")
+    n = max(1, math.ceil(duration_s))
+    counts = read_counts(path, int(start_s), n * speed).reshape(n, speed).mean(axis=1)
     if mean_rps is not None:
         _check_rate("trace mean", mean_rps)
         window_mean = float(counts.mean())
@@ -381,10 +387,11 @@ def trace_timeline(
 
 
 def trace_arrivals(
-    path: str | Path, duration_s: float, seed: int, start_s: int = 0, mean_rps: float | None = None
+    path: str | Path, duration_s: float, seed: int, start_s: int = 0,
+    mean_rps: float | None = None, speed: int = 1,
 ) -> np.ndarray:
-    """Poisson arrivals (s) inside each second at that second's (scaled) trace count."""
-    timeline = trace_timeline(path, duration_s, start_s, mean_rps)
+    """Poisson arrivals (s) inside each second at that second's (scaled) trace rate."""
+    timeline = trace_timeline(path, duration_s, start_s, mean_rps, speed)
     return piecewise_poisson_arrivals(timeline, duration_s, seed)
 
 

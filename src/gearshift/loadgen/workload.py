@@ -12,7 +12,8 @@ Every workload offers:
   for replays (`timestamps`, `arrivals`).
 - `describe()`: a short human string.
 
-`capacity_rps` (the fastest variant's saturation rate) is needed only by the default `mmpp`.
+`capacity_rps` (the fastest variant's saturation rate) is needed only by the default `mmpp` and
+by rates given as multiples of it (`0.5x`), which let one spec mean the same load on any pool.
 """
 
 from __future__ import annotations
@@ -42,21 +43,40 @@ from gearshift.loadgen.arrivals import (
     trace_timeline,
 )
 
-ACCEPTED_FORMS = """accepted workloads:
+ACCEPTED_FORMS = """accepted workloads (a rate written with a trailing x, e.g. 0.5x, is that multiple
+of capacity_rps: give every rate of a spec that way or none):
   poisson:RATE                         Poisson arrivals at RATE requests/s
   mmpp[:dwell=S]                       default Markov-modulated load (needs capacity_rps),
                                        S seconds per state (default 10)
   mmpp:FILE.yaml                       Markov spec: rates_rps, transition, dwell_s[, start_state]
   step:R1,R2,...@DWELL                 rates R1, R2, ... requests/s, DWELL s each, cycling
   spike:BASE,PEAK,AT,LEN               BASE requests/s, PEAK during [AT, AT+LEN) s
-  trace:FILE[,mean=RATE][,start=S]     per-second counts (plain, .gz, .bz2) from line S,
-                                       scaled to mean RATE requests/s
+  trace:FILE[,mean=RATE][,start=S][,speed=X]
+                                       per-second counts (plain, .gz, .bz2) from line S,
+                                       scaled to mean RATE requests/s; with X, each second
+                                       replays the mean of X trace seconds
   timestamps:FILE[,speed=X][,start=S]  per-request timestamps CSV from S s, X times faster
   arrivals:FILE                        arrival times in seconds, one per line, replayed exactly"""
 
 
 def _g(x: float) -> str:
     return f"{x:g}"
+
+
+def _unit(per_capacity: bool, capacity_rps: float | None, kind: str) -> float:
+    """requests/s per unit of a spec's rates: 1, or `capacity_rps` for rates written `0.5x`."""
+    if not per_capacity:
+        return 1.0
+    if capacity_rps is None or not (math.isfinite(capacity_rps) and capacity_rps > 0):
+        raise SpecError(
+            f"this {kind} workload gives rates as multiples of capacity (0.5x): pass "
+            "capacity_rps (the fastest variant's saturation rate), or give rates in requests/s"
+        )
+    return float(capacity_rps)
+
+
+def _rate_text(x: float, per_capacity: bool) -> str:
+    return f"{_g(x)} x capacity" if per_capacity else f"{_g(x)} rps"
 
 
 class _RateDriven:
@@ -92,9 +112,11 @@ class _Replay:
 
 @dataclass(frozen=True)
 class PoissonWorkload(_RateDriven):
-    """`poisson:RATE`: homogeneous Poisson arrivals at `rate_rps`."""
+    """`poisson:RATE`: homogeneous Poisson arrivals at `rate_rps` (x capacity if
+    `per_capacity`)."""
 
     rate_rps: float
+    per_capacity: bool = False
 
     def __post_init__(self) -> None:
         if not self.rate_rps > 0 or self.rate_rps == float("inf"):
@@ -106,10 +128,11 @@ class PoissonWorkload(_RateDriven):
         self, duration_s: float, seed: int, capacity_rps: float | None = None
     ) -> RateTimeline:
         """A constant rate (rps) from t_s = 0."""
-        return RateTimeline(np.zeros(1), np.array([float(self.rate_rps)]))
+        unit = _unit(self.per_capacity, capacity_rps, "poisson")
+        return RateTimeline(np.zeros(1), np.array([float(self.rate_rps) * unit]))
 
     def describe(self) -> str:
-        return f"Poisson at {_g(self.rate_rps)} rps"
+        return f"Poisson at {_rate_text(self.rate_rps, self.per_capacity)}"
 
 
 @dataclass(frozen=True)
@@ -169,10 +192,12 @@ class MarkovWorkload(_RateDriven):
 
 @dataclass(frozen=True)
 class StepWorkload(_RateDriven):
-    """`step:R1,R2,...@DWELL`: each rate (rps) for `dwell_s` seconds, cycling."""
+    """`step:R1,R2,...@DWELL`: each rate (rps, or x capacity if `per_capacity`) for `dwell_s`
+    seconds, cycling."""
 
     rates_rps: tuple[float, ...]
     dwell_s: float
+    per_capacity: bool = False
 
     def __post_init__(self) -> None:
         step_timeline(self.rates_rps, self.dwell_s, 0.0)  # validates
@@ -181,21 +206,25 @@ class StepWorkload(_RateDriven):
         self, duration_s: float, seed: int, capacity_rps: float | None = None
     ) -> RateTimeline:
         """One segment (rps) per dwell period."""
-        return step_timeline(self.rates_rps, self.dwell_s, duration_s)
+        unit = _unit(self.per_capacity, capacity_rps, "step")
+        return step_timeline([r * unit for r in self.rates_rps], self.dwell_s, duration_s)
 
     def describe(self) -> str:
         rates = ", ".join(_g(r) for r in self.rates_rps)
-        return f"steps of {rates} rps, {_g(self.dwell_s)} s each, cycling"
+        unit = "x capacity" if self.per_capacity else "rps"
+        return f"steps of {rates} {unit}, {_g(self.dwell_s)} s each, cycling"
 
 
 @dataclass(frozen=True)
 class SpikeWorkload(_RateDriven):
-    """`spike:BASE,PEAK,AT,LEN`: `base_rps`, and `peak_rps` during [at_s, at_s + len_s)."""
+    """`spike:BASE,PEAK,AT,LEN`: `base_rps`, and `peak_rps` during [at_s, at_s + len_s) (both x
+    capacity if `per_capacity`)."""
 
     base_rps: float
     peak_rps: float
     at_s: float
     len_s: float
+    per_capacity: bool = False
 
     def __post_init__(self) -> None:
         spike_timeline(self.base_rps, self.peak_rps, self.at_s, self.len_s, 0.0)  # validates
@@ -204,42 +233,54 @@ class SpikeWorkload(_RateDriven):
         self, duration_s: float, seed: int, capacity_rps: float | None = None
     ) -> RateTimeline:
         """Base, peak, base (rps)."""
-        return spike_timeline(self.base_rps, self.peak_rps, self.at_s, self.len_s, duration_s)
+        unit = _unit(self.per_capacity, capacity_rps, "spike")
+        return spike_timeline(self.base_rps * unit, self.peak_rps * unit, self.at_s, self.len_s,
+                              duration_s)
 
     def describe(self) -> str:
         return (
-            f"{_g(self.base_rps)} rps with a {_g(self.peak_rps)} rps spike at "
+            f"{_rate_text(self.base_rps, self.per_capacity)} with a "
+            f"{_rate_text(self.peak_rps, self.per_capacity)} spike at "
             f"{_g(self.at_s)}-{_g(self.at_s + self.len_s)} s"
         )
 
 
 @dataclass(frozen=True)
 class TraceWorkload(_RateDriven):
-    """`trace:FILE[,mean=RATE][,start=S]`: replay a per-second count trace from line `start_s`.
+    """`trace:FILE[,mean=RATE][,start=S][,speed=X]`: replay a per-second count trace from line
+    `start_s`, each replayed second the mean of `speed` trace seconds.
 
-    With `mean_rps` the window's counts are scaled by mean_rps / (their mean); arrivals are
-    Poisson inside each second at that second's (scaled) count.
+    With `mean_rps` the window's rates are scaled by mean_rps / (their mean); arrivals are
+    Poisson inside each second at that second's (scaled) rate.
     """
 
     path: Path
     mean_rps: float | None = None
     start_s: int = 0
+    speed: int = 1
+    per_capacity: bool = False  # mean_rps is a multiple of capacity
 
     def __post_init__(self) -> None:
         if self.mean_rps is not None and not 0 < self.mean_rps < float("inf"):
             raise SpecError(f"trace mean must be > 0 requests/s, got {self.mean_rps}")
         if self.start_s < 0:
             raise SpecError(f"trace start must be >= 0 s, got {self.start_s}")
+        if self.speed < 1:
+            raise SpecError(f"trace speed must be a whole number >= 1, got {self.speed}")
 
     def rate_timeline(
         self, duration_s: float, seed: int, capacity_rps: float | None = None
     ) -> RateTimeline:
         """The (scaled) count of each second, as a rate (rps)."""
-        return trace_timeline(self.path, duration_s, self.start_s, self.mean_rps)
+        mean = (None if self.mean_rps is None else
+                self.mean_rps * _unit(self.per_capacity, capacity_rps, "trace"))
+        return trace_timeline(self.path, duration_s, self.start_s, mean, self.speed)
 
     def describe(self) -> str:
-        scaled = f", scaled to mean {_g(self.mean_rps)} rps" if self.mean_rps else ""
-        return f"trace {self.path.name} from {self.start_s} s{scaled}"
+        scaled = (f", scaled to mean {_rate_text(self.mean_rps, self.per_capacity)}"
+                  if self.mean_rps else "")
+        fast = f", {self.speed}x faster" if self.speed > 1 else ""
+        return f"trace {self.path.name} from {self.start_s} s{fast}{scaled}"
 
 
 @dataclass(frozen=True)
@@ -312,11 +353,14 @@ def _number(text: str, what: str) -> float:
         raise _Syntax(f"{what} must be a number, got {text!r}") from None
 
 
-def _numbers(text: str, count: int, what: str) -> list[float]:
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != count:
-        raise _Syntax(f"{what} takes {count} comma-separated numbers, got {text!r}")
-    return [_number(p, what) for p in parts]
+def _rates(texts: list[str], what: str) -> tuple[list[float], bool]:
+    """Rates in requests/s, or all as multiples of capacity (`0.5x`): (values, per_capacity)."""
+    relative = [t.strip().lower().endswith("x") for t in texts]
+    if any(relative) and not all(relative):
+        raise _Syntax(f"{what}: give every rate as a multiple of capacity (0.5x) or none")
+    values = [_number(t.strip().rstrip("xX") if all(relative) else t.strip(), what)
+              for t in texts]
+    return values, all(relative)
 
 
 def _file(text: str, kind: str) -> Path:
@@ -343,7 +387,8 @@ def _file_and_options(arg: str, kind: str, allowed: tuple[str, ...]) -> tuple[Pa
 
 
 def _poisson(arg: str) -> Workload:
-    return PoissonWorkload(_number(arg, "poisson RATE"))
+    (rate,), relative = _rates([arg], "poisson RATE")
+    return PoissonWorkload(rate, relative)
 
 
 def _mmpp(arg: str) -> Workload:
@@ -356,22 +401,31 @@ def _step(arg: str) -> Workload:
     rates, at, dwell = arg.partition("@")
     if not at or not rates:
         raise _Syntax(f"step needs R1,R2,...@DWELL, got {arg!r}")
-    values = tuple(_number(r.strip(), "step rate") for r in rates.split(","))
-    return StepWorkload(values, _number(dwell, "step DWELL"))
+    values, relative = _rates(rates.split(","), "step rate")
+    return StepWorkload(tuple(values), _number(dwell, "step DWELL"), relative)
 
 
 def _spike(arg: str) -> Workload:
-    base, peak, at, length = _numbers(arg, 4, "spike BASE,PEAK,AT,LEN")
-    return SpikeWorkload(base, peak, at, length)
+    parts = [p.strip() for p in arg.split(",")]
+    if len(parts) != 4:
+        raise _Syntax(f"spike BASE,PEAK,AT,LEN takes 4 comma-separated numbers, got {arg!r}")
+    (base, peak), relative = _rates(parts[:2], "spike BASE,PEAK")
+    at, length = (_number(p, "spike AT,LEN") for p in parts[2:])
+    return SpikeWorkload(base, peak, at, length, relative)
 
 
 def _trace(arg: str) -> Workload:
-    path, opts = _file_and_options(arg, "trace", ("mean", "start"))
-    mean = _number(opts["mean"], "trace mean") if "mean" in opts else None
+    path, opts = _file_and_options(arg, "trace", ("mean", "start", "speed"))
+    mean, relative = (None, False)
+    if "mean" in opts:
+        (mean,), relative = _rates([opts["mean"]], "trace mean")
     start = _number(opts.get("start", "0"), "trace start")
     if not math.isfinite(start) or start != int(start):
         raise _Syntax(f"trace start is a line offset in whole seconds, got {start:g}")
-    return TraceWorkload(path, mean, int(start))
+    speed = _number(opts.get("speed", "1"), "trace speed")
+    if not math.isfinite(speed) or speed != int(speed) or speed < 1:
+        raise _Syntax(f"trace speed is a whole number of trace seconds >= 1, got {speed:g}")
+    return TraceWorkload(path, mean, int(start), int(speed), relative)
 
 
 def _timestamps(arg: str) -> Workload:

@@ -120,6 +120,7 @@ def plan(
         grid=grid,
         fallbacks={v: list(f) for v, f in ladders.items()},
         headroom=headroom,
+        max_fallback_share=settings.max_fallback_share,
     )
 
 

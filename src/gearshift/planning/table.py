@@ -61,6 +61,9 @@ class PolicyTable(_Model):
     fallbacks: dict[str, list[str]] = Field(
         default_factory=dict, description="variant -> lighter variants the plan assumed answer "
                                           "its late requests (empty: none)")
+    max_fallback_share: float = Field(
+        default=0.25, ge=0, le=1, description="no choice was made at a load where its fallbacks "
+                                              "answer more than this share of its requests")
 
     def lookup(self, rate_rps: float) -> int:
         """Index of the range holding `rate_rps` (below the first: 0; above the last: last)."""

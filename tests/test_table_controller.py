@@ -1,0 +1,131 @@
+"""gearshift's table controller on synthetic observations (fakes, no server): the change-aware
+rate window, the choice by expected effective accuracy that keeps its R x T on a noisy light load
+where the paper's range lookup flaps, and the queue's absorption of a burst the deadline can
+hold."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from gearshift.control.base import Observation
+from gearshift.control.factory import make_policy
+from gearshift.control.policies import (
+    ExpectedTablePolicy,
+    TablePolicy,
+    WindowState,
+    fallback_ladders,
+    window_rate,
+)
+from gearshift.planning.planner import plan
+from gearshift.planning.table import PolicyTable
+from gearshift.profiling.profile import Profile
+from gearshift.types import Allocation, Decision
+from tests.synthetic import make_profile
+
+PERIOD_S = 0.5
+A21, A12 = Allocation(2, 1), Allocation(1, 2)
+
+
+def spread_ms(mean_ms: float) -> list[float]:
+    """Service samples spread evenly over +-20 % of the mean."""
+    return [float(x) for x in np.linspace(0.8 * mean_ms, 1.2 * mean_ms, 2000)]
+
+
+def two_core_profile() -> Profile:
+    """heavy: 100 ms at 1x2, 250 ms at 2x1 (0.80); light: 20 / 30 ms (0.70)."""
+    return make_profile(
+        {("heavy", A12): spread_ms(100.0), ("heavy", A21): spread_ms(250.0),
+         ("light", A12): spread_ms(20.0), ("light", A21): spread_ms(30.0)},
+        {"heavy": 0.80, "light": 0.70}, overhead_ms=[2.0], cores=2)
+
+
+@pytest.fixture(scope="module")
+def planned() -> tuple[Profile, PolicyTable]:
+    profile = two_core_profile()
+    rates = [float(r) for r in np.linspace(0.5, 60.0, 60)]
+    table = plan(profile, 300.0, rates, duration_s=60.0, seed=0,
+                 fallbacks=fallback_ladders(profile), headroom=0.85)
+    return profile, table
+
+
+HEAVY = Decision("heavy", A12)
+
+
+def obs(k: int, arrivals: int, backlog: int = 0) -> Observation:
+    """Period k (0.5 s each) with the heavy variant at 1x2 in force."""
+    return Observation(t_s=(k + 1) * PERIOD_S, period_s=PERIOD_S, arrivals=arrivals,
+                       queue_length=backlog, in_flight=0, completed=arrivals, missed=0,
+                       latency_p99_ms=50.0, current=HEAVY)
+
+
+def test_window_rate_spans_a_steady_load_and_restarts_at_a_step() -> None:
+    steady = [3, 4, 2, 5, 3, 4, 3, 3, 4, 2, 4, 3, 3, 5, 3, 4]  # ~7 requests/s
+    rate, window_s = window_rate(steady, PERIOD_S, z=3.0)
+    assert window_s == 8.0 and rate == pytest.approx(sum(steady) / 8.0)
+    rate, window_s = window_rate([*steady[1:], 16], PERIOD_S, z=3.0)  # a step to 32 rps
+    assert window_s == PERIOD_S and rate == 32.0
+    rate, window_s = window_rate([*steady[2:], 16, 15], PERIOD_S, z=3.0)
+    assert window_s == 2 * PERIOD_S and rate == 31.0
+    assert window_rate([], PERIOD_S, 3.0)[1] == 0.0
+
+
+def allocation_changes(policy: TablePolicy | ExpectedTablePolicy, rate_rps: float,
+                       periods: int, seed: int) -> int:
+    state = policy.initial_state()
+    allocations = []
+    for k, n in enumerate(np.random.default_rng(seed).poisson(rate_rps * PERIOD_S, periods)):
+        decision, state = policy.decide(obs(k, int(n)), state)
+        allocations.append(decision.allocation)
+    return sum(a != b for a, b in itertools.pairwise(allocations))
+
+
+def test_expected_choice_keeps_its_allocation_where_the_range_lookup_flaps(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """At the load where the table moves from 1x2 to 2x1, one 0.5 s count decides the paper's
+    lookup; the expected choice over an 8 s window changes R x T far less often."""
+    _, table = planned
+    boundary = next(r.min_rps for a, r in itertools.pairwise(table.ranges)
+                    if (a.replicas, a.threads) != (r.replicas, r.threads))
+    paper = TablePolicy(table, fallbacks=dict(fallback_ladders(two_core_profile())))
+    expected = ExpectedTablePolicy.from_table(table, paper.fallbacks)
+    old = sum(allocation_changes(paper, boundary, 200, s) for s in range(10))
+    new = sum(allocation_changes(expected, boundary, 200, s) for s in range(10))
+    assert new < 0.5 * old, (old, new)
+
+
+def test_expected_choice_follows_a_step_within_a_period(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    _, table = planned
+    policy = ExpectedTablePolicy.from_table(table, {})
+    low, high = table.ranges[0], table.ranges[-1]
+    state: WindowState = policy.initial_state()
+    for k in range(16):
+        decision, state = policy.decide(obs(k, 1), state)  # 2 requests/s
+    assert (decision.variant, decision.allocation) == (low.variant, low.decision.allocation)
+    decision, state = policy.decide(obs(16, 30), state)  # 60 requests/s
+    assert (decision.variant, decision.allocation) == (high.variant, high.decision.allocation)
+    assert state.window_s == PERIOD_S
+
+
+def test_a_burst_the_deadline_holds_is_absorbed_a_sustained_one_is_not(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """After a quiet stretch on heavy@1x2, one period at 3x its capacity: the rate window
+    alone would switch to light; `table` keeps heavy while a request arriving now would still
+    make the planned deadline behind the backlog. Once the backlog says it would not, or the
+    whole window's load is beyond heavy's capacity, the switch happens."""
+    profile, table = planned
+    policy, _ = make_policy("table", table, profile, 300.0, profile.variants())
+    bare = ExpectedTablePolicy.from_table(table, {})
+    state, bare_state = policy.initial_state(), bare.initial_state()
+    for k in range(16):
+        _, state = policy.decide(obs(k, 1), state)
+        _, bare_state = bare.decide(obs(k, 1), bare_state)
+    assert bare.decide(obs(16, 12), bare_state)[0].variant == "light"
+    held, state = policy.decide(obs(16, 12, backlog=1), state)
+    assert held.variant == "heavy" and held.reason.startswith("queue: absorbs")
+    assert held.fallbacks == ("light",)
+    late, _ = policy.decide(obs(17, 12, backlog=4), state)  # 3 x 120 ms + tail > 255 ms
+    assert late.variant == "light"
