@@ -51,7 +51,8 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
     assert static_l["effective_accuracy"] == pytest.approx(0.8 * static_l["on_time"], abs=1e-6)
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4 and "static:tiny-m" in html
-    assert "simulated over 12 s of the workload" in html
+    assert "simulated on 4 paths of 3 s of the workload (seeds 0-3" in html
+    assert summary["deadlines"]["paths"] == 4 and summary["deadlines"]["seeds"] == [0, 3]
     assert (out / "profile.json").is_file() and (out / "policy.json").is_file()
     # a second run takes the profile from the cache
     assert len(list((tmp_path / "cache").glob("profile-*.json"))) == 1

@@ -144,8 +144,8 @@ def demo(
     zoo_build(pool, zoo_dir, weights=None, image_size=224, metric="top1", retrain=False,
               data_dir=None)
     out.print(f"[bold]experiment[/]: {workload} (seed {seed}), {duration:g} s per policy")
-    # 10 in-process samples: the live calibration replaces them; a 400 s deadline sweep: ten
-    # times the live path, and 10 s less than the default 600 (10 minutes from a fresh clone)
+    # 10 in-process samples: the live calibration replaces them; a 400 s deadline sweep: the
+    # live path and nine more of its length (the default 600 s would pass 10 minutes)
     experiment(zoo_dir / "pool.yaml", workload=workload, duration=duration, out_dir=out_dir,
                cache=out_dir.parent / "cache", data="fashion-test" if pool == "fashion" else None,
                samples=10, period_s=0.5, seed=seed, cores=0, deadline_ms=None,

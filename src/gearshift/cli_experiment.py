@@ -56,7 +56,8 @@ def experiment(
     seed: Annotated[int, typer.Option(help="seed of the arrival schedule")] = 0,
     cores: Annotated[int, typer.Option(help="core budget; default: all usable")] = 0,
     sweep_seconds: Annotated[float, typer.Option(
-        help="simulated seconds of the workload for the deadline sweep (at least --duration)",
+        help="simulated seconds of the workload for the deadline sweep, in paths of --duration "
+             "(the live one, then the next seeds')",
         min=0)] = 600.0,
 ) -> None:
     """Profile, plan, serve and replay one arrival schedule against every policy, live and

@@ -103,27 +103,37 @@ def simulate_policy(name: str, profile: Profile, table: PolicyTable, variants: l
 
 @dataclass(frozen=True)
 class SweepJob:
-    """Everything one deadline of a sweep needs (sent to a worker process)."""
+    """Everything one deadline of a sweep needs (sent to a worker process): load paths of
+    `duration_s` each (`paths[i]` drawn, and its service times drawn, with `seeds[i]`)."""
 
     profile: Profile
     variants: list[str]
-    arrivals_s: np.ndarray
-    seed: int
+    paths: tuple[np.ndarray, ...]
+    seeds: tuple[int, ...]
     period_s: float
     duration_s: float
     points: int
     plan_seconds: float
 
+    @property
+    def requests(self) -> int:
+        return sum(len(p) for p in self.paths)
+
 
 def sweep_deadline(job: SweepJob, deadline_ms: float) -> dict[str, float]:
     """Effective accuracy (declared basis) of every policy, `table:paper` and the oracle at
-    one deadline, with tables planned for it."""
-    tables = {fb: plan_table(job.profile, deadline_ms, job.seed, fb, job.points,
+    one deadline, with tables planned for it, over the requests of all the job's paths."""
+    tables = {fb: plan_table(job.profile, deadline_ms, job.seeds[0], fb, job.points,
                              job.plan_seconds) for fb in (True, False)}
-    return {n: simulate_policy(n, job.profile, tables[n != PAPER], job.variants,
-                               job.arrivals_s, deadline_ms, job.seed, job.period_s,
-                               job.duration_s).columns.effective_accuracy(job.profile.accuracy)
-            for n in [*policy_names(job.variants), PAPER, ORACLE]}
+    out = {}
+    for name in [*policy_names(job.variants), PAPER, ORACLE]:
+        credit = sum(
+            len(path) * simulate_policy(name, job.profile, tables[name != PAPER], job.variants,
+                                        path, deadline_ms, seed, job.period_s, job.duration_s
+                                        ).columns.effective_accuracy(job.profile.accuracy)
+            for path, seed in zip(job.paths, job.seeds, strict=True) if len(path))
+        out[name] = credit / max(job.requests, 1)
+    return out
 
 
 def deadline_sweep(job: SweepJob, deadlines_ms: list[float],

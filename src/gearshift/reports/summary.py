@@ -33,7 +33,7 @@ from gearshift.reports.frame import RecordFrame
 Basis = Literal["declared", "labels"]
 BASES: tuple[str, ...] = ("declared", "labels")
 SOURCES = ("simulated", "measured")
-SWEEP_EXTRAS = ("duration_s", "requests")  # optional: what a simulated sweep ran on
+SWEEP_EXTRAS = ("duration_s", "requests", "paths", "seeds")  # optional: what a sweep ran on
 SWITCHING = ("table", "queue-aware")
 ORACLE = "oracle"
 _FRACTION_DIGITS = 6
@@ -173,7 +173,8 @@ def build_summary(deadline_ms: float, basis: Basis, policies: Mapping[str, Polic
     """The summary.json document:
     `{"deadline_ms", "accuracy_basis", "policies": {name: PolicySummary.to_json()},
     "deadlines": {"deadline_ms": [...], "source": "simulated"|"measured", "policies": {name:
-    [effective accuracy at each deadline]}[, "duration_s": simulated seconds, "requests": n]},
+    [effective accuracy at each deadline]}[, "duration_s": simulated seconds, "requests": n,
+    "paths": load paths, "seeds": [first, last]]},
     "simulated": {name: {...}}, "notes": {...}}`.
     Policy names: `table`, `queue-aware`, `static:<variant>`, `oracle` (listed in that order).
     Without a sweep, `deadlines` has empty lists (source "measured"); without simulated runs,
