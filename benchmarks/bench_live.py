@@ -43,8 +43,12 @@ def main() -> None:
                     help="shape:seed:deadline_ms triples, commas")
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of load per policy")
     ap.add_argument("--out", type=Path, default=Path("out/bench-live"))
+    ap.add_argument("--traces", type=Path, default=TRACES, help="folder of the shared traces")
     a = ap.parse_args()
-    family = shapes(TRACES, a.duration)
+    family = shapes(a.traces, a.duration)
+    missing = [r for r in a.runs.split(",") if r.split(":")[0] not in family]
+    if missing:
+        raise SystemExit(f"unknown or unavailable shapes in {missing}; have {list(family)}")
     print("| shape | seed | deadline ms | workload | requests | table | queue-aware | "
           "best static | table - best | queue-aware - best |")
     print("|---" * 10 + "|")

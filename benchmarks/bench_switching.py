@@ -90,18 +90,19 @@ def main() -> None:
     ap.add_argument("--oracle", action="store_true", help="also the hindsight oracle (slow)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write every path's figures here")
+    ap.add_argument("--traces", type=Path, default=TRACES, help="folder of the shared traces")
     a = ap.parse_args()
     profile = load_profile(a.experiment / "profile.json")
     summary = json.loads((a.experiment / "summary.json").read_text())
     capacity = summary["notes"]["workload_capacity_rps"]
-    available = shapes(TRACES, a.duration)
+    available = shapes(a.traces, a.duration)
     chosen = tuple(a.shapes.split(",")) if a.shapes else tuple(available)
     unknown = [s for s in chosen if s not in available]
     if unknown:
         raise SystemExit(f"unknown or unavailable shapes {unknown}; have {list(available)}")
     deadlines = [float(x) for x in a.deadlines.split(",")]
     job = Job(profile, capacity, chosen, tuple(range(a.first_seed, a.first_seed + a.seeds)),
-              a.duration, a.period, a.oracle, TRACES)
+              a.duration, a.period, a.oracle, a.traces)
     print(f"{a.seeds} paths per shape from seed {a.first_seed}, {a.duration:g} s each, load "
           f"scaled to {capacity:g} req/s; profile: {profile.calibration or 'in-process'}")
     with ProcessPoolExecutor(a.workers, mp_context=multiprocessing.get_context("spawn")) as ex:
