@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gearshift.planning.planner import plan
+from gearshift.planning.planner import PlanSettings, plan
 from gearshift.profiling.profile import MachineInfo, Profile, load_profile
 from gearshift.sim.kernel import warm_up
 from gearshift.types import Allocation
@@ -61,7 +61,7 @@ def main() -> None:
     times = []
     for _ in range(args.repeats):
         t = time.perf_counter()
-        table = plan(profile, args.deadline_ms, duration_s=args.duration_s, seed=0)
+        table = plan(profile, args.deadline_ms, None, PlanSettings(duration_s=args.duration_s))
         times.append(time.perf_counter() - t)
     n_rates = len({p.rate_rps for p in table.grid})
     simulated = sum(p.rate_rps for p in table.grid) * args.duration_s

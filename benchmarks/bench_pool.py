@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from gearshift.cores import assign_slots
+from gearshift.engine.pool import PoolSettings, ReplicaPool
 from gearshift.runtime.base import RuntimeSettings
 from gearshift.runtime.onnx import OnnxRuntime
-from gearshift.serving.pool import PoolSettings, ReplicaPool
 from gearshift.types import Allocation
 from gearshift.zoo.spec import PoolSpec, load_pool_spec
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gearshift.control.base import Controller
 from gearshift.control.policies import StaticPolicy
+from gearshift.policy import Controller
 from gearshift.profiling.profile import MachineInfo, Profile
 from gearshift.sim.kernel import run_fcfs, warm_up
 from gearshift.sim.simulator import simulate, simulate_fixed

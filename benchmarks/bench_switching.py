@@ -28,9 +28,11 @@ import numpy as np
 from gearshift.experiment import offline
 from gearshift.experiment.shapes import shapes
 from gearshift.loadgen.workload import parse_workload
+from gearshift.planning.planner import PlanSettings, plan_table
+from gearshift.policy import ORACLE, PAPER, QUEUE_AWARE, SWITCHING, TABLE, static_name
 from gearshift.profiling.profile import Profile, load_profile
 
-SWITCHING = ("table", "queue-aware", offline.PAPER)
+POLICIES = (TABLE, QUEUE_AWARE, PAPER)
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
 
 
@@ -48,10 +50,11 @@ class Job:
 
 def run_deadline(job: Job, deadline_ms: float) -> dict[str, dict[str, list[float]]]:
     """{shape: {policy: [effective accuracy per seed]}} at one deadline."""
-    tables = {fb: offline.plan_table(job.profile, deadline_ms, 0, fb) for fb in (True, False)}
+    plan = PlanSettings(period_s=job.period_s)
+    tables = {fb: plan_table(job.profile, deadline_ms, plan, fb) for fb in (True, False)}
     variants = job.profile.variants()
-    names = [*(f"static:{v}" for v in variants), *SWITCHING,
-             *([offline.ORACLE] if job.oracle else [])]
+    names = [*(static_name(v) for v in variants), *POLICIES,
+             *([ORACLE] if job.oracle else [])]
     family = shapes(job.trace_dir, job.duration_s)
     out: dict[str, dict[str, list[float]]] = {}
     for shape in job.shapes:
@@ -60,7 +63,7 @@ def run_deadline(job: Job, deadline_ms: float) -> dict[str, dict[str, list[float
             arrivals = parse_workload(family[shape](seed)).arrivals(job.duration_s, seed,
                                                                     job.capacity_rps)
             for name in names:
-                run = offline.simulate_policy(name, job.profile, tables[name != offline.PAPER],
+                run = offline.simulate_policy(name, job.profile, tables[name != PAPER],
                                               variants, arrivals, deadline_ms, seed,
                                               job.period_s, job.duration_s)
                 ea[name].append(run.columns.effective_accuracy(job.profile.accuracy))
@@ -109,14 +112,14 @@ def main() -> None:
         results = dict(zip(deadlines, ex.map(run_deadline, [job] * len(deadlines), deadlines),
                            strict=True))
     print("| shape | deadline ms | best static (mean) | " + " | ".join(
-        f"{n}: mean / worst" for n in SWITCHING) + " | queue-aware - table: mean / worst |")
-    print("|---" * (4 + len(SWITCHING)) + "|")
-    worst = {n: (np.inf, "") for n in SWITCHING[:2]}
+        f"{n}: mean / worst" for n in POLICIES) + " | queue-aware - table: mean / worst |")
+    print("|---" * (4 + len(POLICIES)) + "|")
+    worst = {n: (np.inf, "") for n in SWITCHING}
     for shape in chosen:
         for d in deadlines:
             ea = results[d][shape]
             cells = []
-            for n in SWITCHING:
+            for n in POLICIES:
                 mean, low, best = margins(ea, n)
                 cells.append(f"{mean:+.3f} / {low:+.3f}")
                 if n in worst and low < worst[n][0]:
@@ -128,7 +131,7 @@ def main() -> None:
         print(f"worst margin of {n} over a path's best static variant: {low:+.3f} ({where})")
     at = float(summary["deadline_ms"])
     if at in results:
-        for n in SWITCHING[:2]:
+        for n in SWITCHING:
             means = {s: margins(results[at][s], n)[0] for s in chosen}
             print(f"mean margin of {n} at {at:g} ms: " + ", ".join(
                 f"{s} {m:+.3f}" for s, m in means.items()))

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from gearshift.control.base import Controller, Observation
+from gearshift.policy import Controller, Observation
 from gearshift.serving.server import Server, ServerSettings
 from gearshift.types import Allocation, Decision
 from gearshift.zoo.spec import PoolSpec

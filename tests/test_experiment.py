@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gearshift.experiment.runner import ExperimentSettings, run_experiment
+from gearshift.planning.planner import PlanSettings
 from gearshift.reports.frame import read_records
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,7 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
     settings = ExperimentSettings(
         pool=tiny_pool_path, workload="poisson:40", duration_s=3.0, out=out,
         cache_dir=tmp_path / "cache", cores=2, samples=10, settle_s=0.5, sweep=(0.5, 1.0, 2.0),
-        plan_points=20, plan_seconds=10.0, sweep_seconds=12.0)
+        plan=PlanSettings(points=20, duration_s=10.0), sweep_seconds=12.0)
     summary = run_experiment(settings, stage)
     assert stages[:2] == ["profiling", "planning"] and "live runs" in stages
     names = ["table", "queue-aware", "static:tiny-s", "static:tiny-m", "static:tiny-l"]

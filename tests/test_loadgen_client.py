@@ -23,7 +23,7 @@ from gearshift.loadgen.payloads import (
     random_payloads,
 )
 from gearshift.loadgen.workload import parse_workload
-from gearshift.serving.protocol import decode_request
+from gearshift.protocol import decode_request
 from gearshift.zoo.spec import InputSpec, PoolSpec
 from tests.reference import mlp_reference
 from tests.servers import free_port, running_server

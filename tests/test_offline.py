@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from gearshift.experiment.offline import ORACLE, PAPER, SweepJob, deadline_sweep
+from gearshift.planning.planner import PlanSettings
 from gearshift.types import Allocation
 from tests.synthetic import exponential_ms, make_profile
 
 A2 = Allocation(2, 1)
+PLAN = PlanSettings(points=12, duration_s=10.0)
 
 
 def test_sweep_is_the_same_in_one_process_and_in_two() -> None:
@@ -21,7 +23,7 @@ def test_sweep_is_the_same_in_one_process_and_in_two() -> None:
     arrivals = np.sort(np.concatenate([rng.uniform(0, 10, 100), rng.uniform(10, 20, 500)]))
     quiet = np.sort(rng.uniform(0, 20, 40))
     job = SweepJob(profile, ["slow", "fast"], (arrivals, quiet), seeds=(3, 4), period_s=0.5,
-                   duration_s=20.0, points=12, plan_seconds=10.0)
+                   duration_s=20.0, plan=PLAN)
     progress: list[tuple[int, int]] = []
     serial = deadline_sweep(job, [100.0, 400.0], lambda d, t, _: progress.append((d, t)),
                             workers=1)
@@ -31,9 +33,9 @@ def test_sweep_is_the_same_in_one_process_and_in_two() -> None:
     assert serial["static:slow"][0] < serial["static:slow"][1]  # a longer deadline helps
     assert serial[ORACLE][1] >= max(serial["static:slow"][1], serial["static:fast"][1])
     assert deadline_sweep(job, [100.0, 400.0], workers=2) == serial
-    alone = deadline_sweep(SweepJob(profile, ["slow", "fast"], (quiet,), (4,), 0.5, 20.0, 12,
-                                    10.0), [400.0], workers=1)
-    busy = deadline_sweep(SweepJob(profile, ["slow", "fast"], (arrivals,), (3,), 0.5, 20.0, 12,
-                                   10.0), [400.0], workers=1)
+    alone = deadline_sweep(SweepJob(profile, ["slow", "fast"], (quiet,), (4,), 0.5, 20.0, PLAN),
+                           [400.0], workers=1)
+    busy = deadline_sweep(SweepJob(profile, ["slow", "fast"], (arrivals,), (3,), 0.5, 20.0,
+                                   PLAN), [400.0], workers=1)
     pooled = (600 * busy["static:slow"][0] + 40 * alone["static:slow"][0]) / 640
     assert serial["static:slow"][1] == pytest.approx(pooled)  # per request over both paths

@@ -53,7 +53,7 @@ def profile() -> Profile:
 
 @pytest.fixture(scope="module")
 def table(profile: Profile) -> PolicyTable:
-    return plan(profile, DEADLINE_MS, RATES, duration_s=30.0, seed=0)
+    return plan(profile, DEADLINE_MS, RATES, PlanSettings(duration_s=30.0, headroom=1.0), seed=0)
 
 
 def choice(table: PolicyTable, rate_rps: float) -> tuple[str, Allocation]:
@@ -94,22 +94,24 @@ def test_grid_agrees_with_an_independent_simulation(table: PolicyTable, profile:
 
 
 def test_dropped_requests_count_as_late(profile: Profile) -> None:
-    t = plan(profile, DEADLINE_MS, [300.0], duration_s=20.0, seed=1)  # 2.4 x light 2x1 capacity
+    # 2.4 x light 2x1 capacity
+    t = plan(profile, DEADLINE_MS, [300.0], PlanSettings(duration_s=20.0, headroom=1.0), seed=1)
     point = next(p for p in t.grid if p.variant == "light" and p.replicas == 2)
     assert point.p_on_time < 0.5  # most are dropped; answered ones are within D + service
     assert point.p99_ms < DEADLINE_MS + 20.0
 
 
 def test_impossible_deadline_still_names_the_fastest_choice(profile: Profile) -> None:
-    t = plan(profile, 5.0, [10.0, 50.0], duration_s=10.0, seed=0)  # shorter than any service
+    # a deadline shorter than any service time
+    t = plan(profile, 5.0, [10.0, 50.0], PlanSettings(duration_s=10.0, headroom=1.0), seed=0)
     assert all(p.effective_accuracy == 0.0 for p in t.grid)
     assert len(t.ranges) == 1 and choice(t, 10.0) == ("light", TWO_BY_ONE)  # 125 rps, highest
 
 
 def test_same_seed_same_table(profile: Profile, table: PolicyTable) -> None:
-    again = plan(profile, DEADLINE_MS, RATES, duration_s=30.0, seed=0)
+    again = plan(profile, DEADLINE_MS, RATES, PlanSettings(duration_s=30.0, headroom=1.0), seed=0)
     assert again.model_dump() == table.model_dump()
-    other = plan(profile, DEADLINE_MS, RATES, duration_s=30.0, seed=1)
+    other = plan(profile, DEADLINE_MS, RATES, PlanSettings(duration_s=30.0, headroom=1.0), seed=1)
     assert other.grid != table.grid
 
 
@@ -159,11 +161,13 @@ def test_fallbacks_plan_for_bursts_not_for_sustained_overload(profile: Profile) 
         return next(p for p in t.grid if p.rate_rps == rate and p.variant == "heavy"
                     and p.replicas == 1)
 
-    unruled = plan(profile, DEADLINE_MS, rates, duration_s=20.0, seed=0, fallbacks=ladders,
-                   max_fallback_share=1.0)
+    unruled = plan(profile, DEADLINE_MS, rates,
+                   PlanSettings(duration_s=20.0, headroom=1.0, max_fallback_share=1.0), seed=0,
+                   fallbacks=ladders)
     assert heavy_1x2(unruled, 10.0).fallback_share < 0.05
     assert heavy_1x2(unruled, 50.0).fallback_share > 0.25
     assert choice(unruled, 50.0) == ("heavy", ONE_BY_TWO)
-    ruled = plan(profile, DEADLINE_MS, rates, duration_s=20.0, seed=0, fallbacks=ladders)
+    ruled = plan(profile, DEADLINE_MS, rates, PlanSettings(duration_s=20.0, headroom=1.0), seed=0,
+                 fallbacks=ladders)
     assert choice(ruled, 10.0) == ("heavy", ONE_BY_TWO)
     assert choice(ruled, 50.0)[0] == "light"

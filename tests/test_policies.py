@@ -10,7 +10,6 @@ import math
 import numpy as np
 import pytest
 
-from gearshift.control.base import Controller, Observation
 from gearshift.control.factory import make_policy
 from gearshift.control.policies import (
     QueueAwarePolicy,
@@ -18,10 +17,11 @@ from gearshift.control.policies import (
     SchedulePolicy,
     StaticPolicy,
     TablePolicy,
-    fallback_ladders,
 )
 from gearshift.errors import SpecError
+from gearshift.planning.ladders import fallback_ladders
 from gearshift.planning.table import PolicyRange, PolicyTable
+from gearshift.policy import Controller, Observation
 from gearshift.profiling.profile import Profile
 from gearshift.sim.simulator import simulate
 from gearshift.types import Allocation, Decision

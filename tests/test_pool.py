@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gearshift.engine.pool import InferResult, PoolSettings, ReplicaPool
 from gearshift.errors import BadRequest, DeadlineExceeded, ModelNotFound, Overloaded, WorkerFailed
-from gearshift.serving.pool import InferResult, PoolSettings, ReplicaPool
 from gearshift.types import Allocation
 from gearshift.zoo.spec import PoolSpec
 from tests.reference import mlp_reference

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gearshift.errors import BadRequest
-from gearshift.serving.protocol import decode_request, encode_response
+from gearshift.protocol import decode_request, encode_response
 
 
 def _binary_body(x: np.ndarray, params: dict | None = None) -> tuple[bytes, str]:
@@ -81,7 +81,7 @@ def test_decompression_is_bounded() -> None:
     import zlib
 
     from gearshift.errors import PayloadTooLarge
-    from gearshift.serving.protocol import decompress
+    from gearshift.protocol import decompress
 
     bomb = gzip.compress(b"\0" * (10 << 20))  # 10 MB of zeros in ~10 kB
     with pytest.raises(PayloadTooLarge, match="decompressed request body exceeds"):

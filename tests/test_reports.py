@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gearshift.control.base import Observation
+from gearshift.policy import Observation
 from gearshift.records import write_records
 from gearshift.reports import figures
 from gearshift.reports.compare import SimCheck, compare

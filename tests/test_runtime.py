@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gearshift.errors import BadRequest, ModelNotFound
-from gearshift.runtime.base import RuntimeSettings
+from gearshift.runtime.base import Runtime, RuntimeSettings, load_runtime
 from gearshift.runtime.onnx import OnnxRuntime, session_options
 from tests.reference import mlp_reference
 
@@ -37,3 +37,13 @@ def test_bad_input_and_unknown_variant(tiny_spec) -> None:
         rt.infer("tiny-s", {"input": np.zeros((1, 3, 8, 8), np.float32)})
     with pytest.raises(ModelNotFound, match="loaded: tiny-s"):
         rt.infer("tiny-x", {"input": np.zeros((1, 1, 8, 8), np.float32)})
+
+
+def test_the_engine_is_a_setting(tiny_spec) -> None:
+    """Workers build their runtime through `load_runtime` from the settings' engine name."""
+    models = {"tiny-s": tiny_spec.model_path("tiny-s")}
+    rt = load_runtime(models, RuntimeSettings(engine="onnxruntime"))
+    assert isinstance(rt, OnnxRuntime) and isinstance(rt, Runtime)
+    assert rt.variants() == ["tiny-s"]
+    with pytest.raises(ValueError, match="unknown runtime engine 'tvm'; known: onnxruntime"):
+        RuntimeSettings(engine="tvm")

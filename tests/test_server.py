@@ -97,7 +97,7 @@ def test_too_large_body_is_413(tiny_spec) -> None:
 
 
 def test_full_queue_is_503_with_retry_after(tiny_spec) -> None:
-    from gearshift.serving.pool import PoolSettings
+    from gearshift.engine.pool import PoolSettings
 
     settings = ServerSettings(port=free_port(), pool=PoolSettings(max_queue=1))
     big = np.zeros((40000, 1, 8, 8), np.float32)

@@ -10,8 +10,8 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from gearshift.control.base import Controller
 from gearshift.control.policies import SchedulePolicy, StaticPolicy
+from gearshift.policy import Controller
 from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.oracle import oracle_schedule
 from gearshift.sim.sampling import RequestDraws, ServiceSampler

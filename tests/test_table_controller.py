@@ -10,17 +10,19 @@ import itertools
 import numpy as np
 import pytest
 
-from gearshift.control.base import Observation
-from gearshift.control.factory import make_policy
+from gearshift.control.factory import make_policy, parse_options
 from gearshift.control.policies import (
     ExpectedTablePolicy,
+    QueueAwarePolicy,
     TablePolicy,
     WindowState,
-    fallback_ladders,
     window_rate,
 )
-from gearshift.planning.planner import plan
+from gearshift.errors import SpecError
+from gearshift.planning.ladders import fallback_ladders
+from gearshift.planning.planner import PlanSettings, plan
 from gearshift.planning.table import PolicyTable
+from gearshift.policy import Observation
 from gearshift.profiling.profile import Profile
 from gearshift.types import Allocation, Decision
 from tests.synthetic import make_profile
@@ -46,8 +48,8 @@ def two_core_profile() -> Profile:
 def planned() -> tuple[Profile, PolicyTable]:
     profile = two_core_profile()
     rates = [float(r) for r in np.linspace(0.5, 60.0, 60)]
-    table = plan(profile, 300.0, rates, duration_s=60.0, seed=0,
-                 fallbacks=fallback_ladders(profile), headroom=0.85)
+    table = plan(profile, 300.0, rates, PlanSettings(duration_s=60.0, headroom=0.85), seed=0,
+                 fallbacks=fallback_ladders(profile))
     return profile, table
 
 
@@ -129,3 +131,22 @@ def test_a_burst_the_deadline_holds_is_absorbed_a_sustained_one_is_not(
     assert held.fallbacks == ("light",)
     late, _ = policy.decide(obs(17, 12, backlog=4), state)  # 3 x 120 ms + tail > 255 ms
     assert late.variant == "light"
+
+
+def test_controller_options_reach_the_policy_and_bad_ones_are_named(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    profile, table = planned
+    policy, _ = make_policy("queue-aware", table, profile, 300.0, profile.variants(),
+                            parse_options(["jump_z=2.5", "keep_margin=0"]))
+    assert isinstance(policy, QueueAwarePolicy)
+    assert isinstance(policy.table_policy, ExpectedTablePolicy)
+    assert (policy.table_policy.jump_z, policy.table_policy.keep_margin) == (2.5, 0.0)
+    with pytest.raises(SpecError, match=r"no option alpha_up; its options: jump_z \(default 3\)"):
+        make_policy("table", table, profile, 300.0, profile.variants(), {"alpha_up": 0.5})
+    paper, _ = make_policy("table:paper", table, profile, 300.0, profile.variants(),
+                           {"alpha_up": 0.5})
+    assert isinstance(paper, TablePolicy) and paper.alpha_up == 0.5
+    with pytest.raises(SpecError, match="'jump_z' is not KEY=NUMBER"):
+        parse_options(["jump_z"])
+    with pytest.raises(SpecError, match="unknown controller 'tabel'; use table, queue-aware"):
+        make_policy("tabel", table, profile, 300.0, profile.variants())

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gearshift.errors import GearshiftError
+from gearshift.errors import GearshiftError, SpecError
 from gearshift.progress import StepCallback
 from gearshift.types import Allocation, Decision, allocations_for
 
@@ -109,7 +109,7 @@ def pool_check(
     ] = None,
 ) -> None:
     """Load the pool at each allocation and serve one request from every variant."""
-    from gearshift.serving.check import run_check
+    from gearshift.engine.check import run_check
     from gearshift.zoo.spec import load_pool_spec
 
     try:
@@ -206,21 +206,24 @@ def plan(
     headroom: Annotated[float, typer.Option(
         help="plan for this fraction of the deadline: a margin for service times that move "
              "between runs")] = 0.85,
+    period_s: Annotated[float, typer.Option(
+        help="the control period the server will run (the rate estimate's noise)")] = 0.5,
 ) -> None:
     """Choose, for every load, the variant and RxT with the best effective accuracy."""
-    from gearshift.control.policies import fallback_ladders
-    from gearshift.planning.planner import default_rates
-    from gearshift.planning.planner import plan as make_plan
+    from gearshift.planning.planner import PlanSettings, plan_table
     from gearshift.planning.table import save_policy
     from gearshift.profiling.profile import load_profile
     from gearshift.progress import step_progress
 
     try:
+        settings = PlanSettings(duration_s=sim_seconds, points=points, headroom=headroom,
+                                period_s=period_s)
+    except ValueError as exc:
+        raise _fail(SpecError(str(exc))) from None
+    try:
         prof = load_profile(profile_path)
         with step_progress(console, "planning") as progress:
-            table = make_plan(prof, deadline_ms, default_rates(prof, points), sim_seconds, seed,
-                              progress, fallbacks=fallback_ladders(prof) if fallbacks else None,
-                              headroom=headroom)
+            table = plan_table(prof, deadline_ms, settings, fallbacks, seed, progress)
     except GearshiftError as exc:
         raise _fail(exc) from None
     save_policy(table, out_path)
@@ -249,7 +252,12 @@ def serve(
     host: Annotated[str, typer.Option(help="address to bind; loopback unless told")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
     period_s: Annotated[float, typer.Option(help="control period in seconds")] = 0.5,
-    controller: Annotated[str, typer.Option(help="table, queue-aware or static:VARIANT")] = "table",
+    controller: Annotated[str, typer.Option(
+        help="table, queue-aware, table:paper, static:VARIANT or static:VARIANT@RxT")] = "table",
+    controller_option: Annotated[list[str] | None, typer.Option(
+        help="KEY=NUMBER, repeatable: a setting of the controller (table and queue-aware: "
+             "jump_z, rel_uncertainty, keep_margin, realloc_margin, tie_tol; table:paper: "
+             "alpha_up, alpha_down, band, noise_z, jump_z)")] = None,
     control_log: Annotated[Path | None, typer.Option(help="JSONL file of every period")] = None,
     max_queue: Annotated[int, typer.Option(help="requests waiting before 503")] = 1024,
     prewarm: Annotated[str, typer.Option(
@@ -261,11 +269,11 @@ def serve(
     import asyncio
     import logging
 
-    from gearshift.control.base import Controller
-    from gearshift.control.factory import make_policy
+    from gearshift.control.factory import make_policy, parse_options
+    from gearshift.engine.pool import PoolSettings
     from gearshift.planning.table import load_policy
+    from gearshift.policy import Controller
     from gearshift.profiling.profile import load_profile
-    from gearshift.serving.pool import PoolSettings
     from gearshift.serving.server import Server, ServerSettings
     from gearshift.zoo.spec import load_pool_spec
 
@@ -276,8 +284,9 @@ def serve(
         table = load_policy(policy, digest)
         profile_path = profile_path or policy.parent / "profile.json"
         prof = load_profile(profile_path, digest) if profile_path.is_file() else None
+        options = parse_options(controller_option or [])
         pol, initial = make_policy(controller, table, prof, spec.deadline_ms,
-                                   spec.variant_names())
+                                   spec.variant_names(), options)
     except GearshiftError as exc:
         raise _fail(exc) from None
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -297,7 +306,7 @@ def serve(
                               pool=pool,
                               prewarm=tuple(dict.fromkeys(warm[prewarm])))
     server = Server(spec, Controller(pol, keep_log=False), initial, settings,
-                    _policies_from_files(spec, policy, profile_path))
+                    _policies_from_files(spec, policy, profile_path, options))
     console.print(f"serving {spec.application} ({', '.join(spec.variant_names())}) on "
                   f"http://{host}:{port} with the {pol.name} controller; starting at "
                   f"{initial.variant} {initial.allocation}")
@@ -306,19 +315,23 @@ def serve(
         raise _fail(GearshiftError(server.start_error))
 
 
-def _policies_from_files(spec: PoolSpec, policy: Path, profile: Path) -> Callable[
-        [str], tuple[Any, Decision]]:
+def _policies_from_files(spec: PoolSpec, policy: Path, profile: Path,
+                         options: dict[str, float]) -> Callable[[str], tuple[Any, Decision]]:
     """Builds a policy by name for `PUT /gearshift/controller`, reading the policy table and
-    profile again each time: a table re-planned on disk is taken up without a restart."""
-    from gearshift.control.factory import make_policy
+    profile again each time: a table re-planned on disk is taken up without a restart. The
+    command line's controller options go to a policy of the same kind (the table's to
+    queue-aware, and back); another kind starts from its defaults."""
+    from gearshift.control.factory import REGISTRY, make_policy
     from gearshift.planning.table import load_policy
     from gearshift.profiling.profile import load_profile
 
     def build(name: str) -> tuple[Any, Decision]:
         digest = spec.digest()
         prof = load_profile(profile, digest) if profile.is_file() else None
+        kind = REGISTRY.get(name)
+        mine = options if kind is not None and set(options) <= set(kind.options) else {}
         return make_policy(name, load_policy(policy, digest), prof, spec.deadline_ms,
-                           spec.variant_names())
+                           spec.variant_names(), mine)
 
     return build
 

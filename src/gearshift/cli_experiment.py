@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gearshift.errors import GearshiftError
+from gearshift.policy import ORACLE
 
 console = Console(stderr=True)
 out = Console()
@@ -29,7 +30,7 @@ def print_summary(summary: dict[str, Any], report: Path | None) -> None:
     for col in ("eff. acc.", "on time", "p50 ms", "p99 ms", "requests", "errors", "switches"):
         t.add_column(col, justify="right")
     for name, p in summary["policies"].items():
-        label = "oracle (sim.)" if name == "oracle" else name
+        label = f"{name} (sim.)" if name == ORACLE else name
         t.add_row(label, _f(p["effective_accuracy"], 3), _f(p["on_time"], 3),
                   _f(p["p50_ms"], 1), _f(p["p99_ms"], 1), str(p["requests"]), str(p["errors"]),
                   str(p["switches"]))

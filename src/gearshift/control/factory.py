@@ -1,26 +1,26 @@
-"""Build a policy from its command-line name: `table`, `queue-aware` or `static:VARIANT`."""
+"""The policy registry: every controller name the CLI, the server and the experiment accept,
+with its options and its factory (`make_policy`)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
-from gearshift.control.base import Policy
 from gearshift.control.policies import (
     ExpectedTablePolicy,
     QueueAwarePolicy,
     StaticPolicy,
     TablePolicy,
-    fallback_ladders,
 )
 from gearshift.errors import SpecError
+from gearshift.planning.ladders import fallback_ladders
 from gearshift.planning.table import PolicyTable
+from gearshift.policy import PAPER, QUEUE_AWARE, STATIC, TABLE, Policy, static_variant
 from gearshift.profiling.profile import Profile
 from gearshift.types import Allocation, Decision, allocations_for
-
-POLICY_NAMES = "table, table:paper, queue-aware, static:VARIANT or static:VARIANT@RxT"
 
 
 def best_allocation(table: PolicyTable, profile: Profile | None, variant: str) -> Allocation:
@@ -41,44 +41,133 @@ def best_allocation(table: PolicyTable, profile: Profile | None, variant: str) -
     return served[0] if served else allocations_for(table.cores)[0]
 
 
+@dataclass(frozen=True)
+class PolicyRequest:
+    """What a policy is built from: the name asked for (`static:resnet50@2x1`), the plan, the
+    profile (None if there is none), the deadline, the pool's variants, the fallback ladders
+    the table was planned with, the decision at the lightest load, and controller options."""
+
+    name: str
+    table: PolicyTable
+    profile: Profile | None
+    deadline_ms: float
+    variants: list[str]
+    fallbacks: dict[str, tuple[str, ...]]
+    first: Decision
+    options: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class PolicyKind:
+    """One entry of the registry: what `--help` says of it, the options (`KEY=VALUE`) it takes
+    with their defaults, and its factory."""
+
+    help: str
+    options: Mapping[str, float]
+    build: Callable[[PolicyRequest], tuple[Policy[Any], Decision]]
+
+
+def _float_fields(cls: type, names: tuple[str, ...]) -> dict[str, float]:
+    defaults = {f.name: f.default for f in fields(cls)}
+    return {n: float(defaults[n]) for n in names}
+
+
+TABLE_OPTIONS = _float_fields(ExpectedTablePolicy, (
+    "jump_z", "rel_uncertainty", "keep_margin", "realloc_margin", "tie_tol"))
+PAPER_OPTIONS = _float_fields(TablePolicy, ("alpha_up", "alpha_down", "band", "noise_z",
+                                            "jump_z"))
+
+
+def _table(r: PolicyRequest, rescues: bool, name: str) -> tuple[Policy[Any], Decision]:
+    rate_policy = table_policy(r.table, r.fallbacks, r.options)
+    if r.profile is None or not r.table.grid:
+        if rescues:
+            raise SpecError(f"the {name} policy needs the profile (--profile profile.json)")
+        return rate_policy, r.first
+    return QueueAwarePolicy(r.table, r.profile, r.deadline_ms, rate_policy, rescues=rescues,
+                            name=name), r.first
+
+
+def _paper(r: PolicyRequest) -> tuple[Policy[Any], Decision]:
+    return (TablePolicy(r.table, name=PAPER, **r.options),
+            replace(r.first, fallbacks=()))
+
+
+def _static(r: PolicyRequest) -> tuple[Policy[Any], Decision]:
+    variant, _, alloc = r.name.split(":", 1)[1].partition("@")
+    if variant not in r.variants:
+        raise SpecError(f"{r.name}: no such variant {variant!r}; choose one of "
+                        f"{', '.join(r.variants)}")
+    allocation = (_allocation(r.name, alloc, r.table.cores) if alloc
+                  else best_allocation(r.table, r.profile, variant))
+    decision = Decision(variant, allocation, "static")
+    return StaticPolicy(decision, name=r.name), decision
+
+
+REGISTRY: dict[str, PolicyKind] = {
+    TABLE: PolicyKind("the policy table, rate over a change-aware window, bursts the deadline "
+                      "holds absorbed by the queue", TABLE_OPTIONS,
+                      lambda r: _table(r, rescues=False, name=TABLE)),
+    QUEUE_AWARE: PolicyKind("the table, and a faster variant for a period when the backlog "
+                            "says even the fallbacks would miss", TABLE_OPTIONS,
+                            lambda r: _table(r, rescues=True, name=QUEUE_AWARE)),
+    PAPER: PolicyKind("the paper's controller: smoothed rate, table ranges, no fallbacks",
+                      PAPER_OPTIONS, _paper),
+    STATIC: PolicyKind("one variant throughout (static:VARIANT or static:VARIANT@RxT)", {},
+                       _static),
+}
+"""Policy name (for `static`, the part before the colon) -> its kind. The oracle is not here:
+it is a hindsight schedule the simulator computes (`sim.oracle`)."""
+
+POLICY_NAMES = ", ".join(k for k in REGISTRY if k != STATIC) + \
+    ", static:VARIANT or static:VARIANT@RxT"
+
+
 def make_policy(name: str, table: PolicyTable, profile: Profile | None, deadline_ms: float,
-                variants: list[str]) -> tuple[Policy[Any], Decision]:
-    """The policy and the decision to start from (what it would pick at the lightest load)."""
+                variants: list[str], options: Mapping[str, float] | None = None
+                ) -> tuple[Policy[Any], Decision]:
+    """The policy and the decision to start from (what it would pick at the lightest load).
+    `options`: controller settings by name (`jump_z=3`), checked against the kind's."""
+    kind = REGISTRY.get(name) or (REGISTRY[STATIC] if static_variant(name) is not None
+                                  else None)
+    if kind is None:
+        raise SpecError(f"unknown controller {name!r}; use {POLICY_NAMES}")
+    unknown = sorted(set(options or {}) - set(kind.options))
+    if unknown:
+        allowed = ", ".join(f"{k} (default {v:g})" for k, v in kind.options.items()) or "none"
+        raise SpecError(f"controller {name!r} has no option {', '.join(unknown)}; its "
+                        f"options: {allowed}")
     first = table.ranges[0].decision
     # the ladders the table was planned with; for a table planned without, the profile's
     fallbacks = ({v: tuple(f) for v, f in table.fallbacks.items()}
                  or (fallback_ladders(profile) if profile is not None else {}))
     first = replace(first, fallbacks=fallbacks.get(first.variant, ()))
-    if name == "table":
-        if profile is None or not table.grid:
-            return table_policy(table, fallbacks), first
-        return QueueAwarePolicy(table, profile, deadline_ms, table_policy(table, fallbacks),
-                                rescues=False, name="table"), first
-    if name == "table:paper":
-        return TablePolicy(table, name=name), replace(first, fallbacks=())
-    if name == "queue-aware":
-        if profile is None:
-            raise SpecError("the queue-aware policy needs the profile (--profile profile.json)")
-        return QueueAwarePolicy(table, profile, deadline_ms,
-                                table_policy(table, fallbacks)), first
-    if name.startswith("static:"):
-        variant, _, alloc = name.split(":", 1)[1].partition("@")
-        if variant not in variants:
-            raise SpecError(
-                f"{name}: no such variant {variant!r}; choose one of {', '.join(variants)}")
-        allocation = (_allocation(name, alloc, table.cores) if alloc
-                      else best_allocation(table, profile, variant))
-        decision = Decision(variant, allocation, "static")
-        return StaticPolicy(decision, name=name), decision
-    raise SpecError(f"unknown controller {name!r}; use {POLICY_NAMES}")
+    return kind.build(PolicyRequest(name, table, profile, deadline_ms, variants, fallbacks,
+                                    first, dict(options or {})))
 
 
-def table_policy(table: PolicyTable, fallbacks: dict[str, tuple[str, ...]]
+def parse_options(items: list[str]) -> dict[str, float]:
+    """`KEY=VALUE` strings (numbers) as a dict; SpecError naming the malformed one."""
+    out: dict[str, float] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            eq = ""
+        if not eq or not key.strip():
+            raise SpecError(f"controller option {item!r} is not KEY=NUMBER, e.g. jump_z=3")
+    return out
+
+
+def table_policy(table: PolicyTable, fallbacks: dict[str, tuple[str, ...]],
+                 options: Mapping[str, float] | None = None
                  ) -> ExpectedTablePolicy | TablePolicy:
-    """The `table` controller: on the planner's grid (`ExpectedTablePolicy`); for a table
-    without one (written by hand), the paper's range lookup with these fallbacks."""
+    """The rate-driven part of `table` and `queue-aware`: on the planner's grid
+    (`ExpectedTablePolicy`, with `options`); for a table without one (written by hand), the
+    paper's range lookup with these fallbacks."""
     if table.grid:
-        return ExpectedTablePolicy.from_table(table, fallbacks)
+        return replace(ExpectedTablePolicy.from_table(table, fallbacks), **(options or {}))
     return TablePolicy(table, fallbacks=fallbacks)
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from gearshift.control.base import Observation
 from gearshift.planning.table import GridPoint, PolicyTable
+from gearshift.policy import Observation
 from gearshift.profiling.profile import Profile
 from gearshift.types import Allocation, Decision
 
@@ -92,19 +92,6 @@ def range_with_hysteresis(
     return table.lookup(rate_rps) if above or below else current
 
 
-def fallback_ladders(profile: Profile) -> dict[str, tuple[str, ...]]:
-    """Per variant, the variants both faster (lower mean service time over the profiled
-    allocations) and less accurate, most accurate first: those that may answer, at dispatch, a
-    request the variant itself would answer too late."""
-    variants = profile.variants()
-    cost = {v: float(np.mean([np.mean(e.service_ms) for e in profile.entries
-                              if e.variant == v])) for v in variants}
-    acc = profile.accuracy
-    return {v: tuple(sorted((u for u in variants if cost[u] < cost[v] and acc[u] < acc[v]),
-                            key=lambda u: -acc[u]))
-            for v in variants}
-
-
 @dataclass(frozen=True)
 class TablePolicy:
     """The paper's controller: smoothed arrival rate -> policy-table range -> decision.
@@ -121,10 +108,11 @@ class TablePolicy:
     switches in ~10-25 % of periods, between two choices equally good there
     (tests/test_policies.py measures both).
 
-    `fallbacks` (variant -> lighter variants, `fallback_ladders`) go with each decision: a
-    request the chosen variant would answer too late is answered, at dispatch, by the most
-    accurate fallback that still makes its deadline instead of being dropped. This acts within
-    the period, on the spike the rate estimate has not seen yet. Empty: the paper's controller.
+    `fallbacks` (variant -> lighter variants, `planning.ladders.fallback_ladders`) go with each
+    decision: a request the chosen variant would answer too late is answered, at dispatch, by
+    the most accurate fallback that still makes its deadline instead of being dropped. This
+    acts within the period, on the spike the rate estimate has not seen yet. Empty: the paper's
+    controller.
     """
 
     table: PolicyTable
@@ -159,9 +147,11 @@ def window_rate(counts: Sequence[int], period_s: float, z: float) -> tuple[float
     """(rate_rps, window_s): arrivals per second over the longest recent window of `WINDOWS`
     periods (counts newest last) in which the load has not changed: the last one and the last
     two periods each within `z` Poisson standard deviations of what the window's older
-    periods predict. A steady load is estimated over up to 16 periods (at 7 requests/s and
-    0.5 s periods: sd 0.9 requests/s instead of 3.7 from one period); a step shows as a count
-    far off the older periods' rate and shortens the window to the periods after it at once."""
+    periods predict, and its two halves within `z` of each other (a change inside the window,
+    not only at its end). A steady load is estimated over up to 16 periods (at 7 requests/s
+    and 0.5 s periods: sd 0.9 requests/s instead of 3.7 from one period); a step shows as a
+    count far off the older periods' rate and shortens the window to the periods after it at
+    once."""
     if not counts:
         return math.nan, 0.0
     best = (counts[-1] / period_s, period_s)
@@ -174,6 +164,9 @@ def window_rate(counts: Sequence[int], period_s: float, z: float) -> tuple[float
             expected = older / (w - j) * j
             if abs(sum(window[-j:]) - expected) > z * math.sqrt(max(expected, 1.0)):
                 return best
+        first, second = sum(window[:w // 2]), sum(window[w // 2:])
+        if abs(second - first) > z * math.sqrt(max(first + second, 1)):
+            return best
         best = (sum(window) / (w * period_s), w * period_s)
     return best
 
@@ -183,13 +176,18 @@ class WindowState:
     """`counts`: arrivals of the last periods (newest last, at most max(WINDOWS)).
     `rate_rps`, `window_s`: the rate estimate and the window it spans. `choice`: index of the
     candidate in force (-1 before the first period). `expected`: its expected effective
-    accuracy at the estimate."""
+    accuracy at the estimate. `resolved`, `missed`, `planned`: per candidate, the requests
+    answered or dropped while it was in force, those late or dropped, and the misses its plan
+    expected of them (decaying sums, `ExpectedTablePolicy.memory`)."""
 
     counts: tuple[int, ...] = ()
     rate_rps: float = math.nan
     window_s: float = 0.0
     choice: int = -1
     expected: float = math.nan
+    resolved: tuple[float, ...] = ()
+    missed: tuple[float, ...] = ()
+    planned: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -203,20 +201,23 @@ class GridScores:
     rates_rps: np.ndarray
     score: np.ndarray
     ok: np.ndarray
+    on_time: np.ndarray  # [c, i]: the fraction of requests on time the plan expects
 
     @classmethod
     def from_grid(cls, grid: Sequence[GridPoint], max_fallback_share: float) -> GridScores:
         keys = tuple(dict.fromkeys((p.variant, p.replicas, p.threads) for p in grid))
         rates = np.array(sorted({p.rate_rps for p in grid}))
         score = np.zeros((len(keys), len(rates)))
+        on_time = np.ones((len(keys), len(rates)))
         ok = np.zeros((len(keys), len(rates)), dtype=bool)
         col = {r: i for i, r in enumerate(rates.tolist())}
         row = {k: i for i, k in enumerate(keys)}
         for p in grid:
             at = row[(p.variant, p.replicas, p.threads)], col[p.rate_rps]
             score[at] = p.effective_accuracy
+            on_time[at] = p.p_on_time
             ok[at] = p.fallback_share <= max_fallback_share
-        return cls(keys, rates, score, ok)
+        return cls(keys, rates, score, ok, on_time)
 
     def expected(self, rate_rps: float, sd_rps: float) -> np.ndarray:
         """Each candidate's effective accuracy averaged over loads ~ N(rate_rps, sd_rps) on
@@ -225,6 +226,11 @@ class GridScores:
         if w.sum() < 1e-12:
             w[self._nearest(rate_rps)] = 1.0
         return np.asarray(self.score @ w / w.sum())
+
+    def planned_on_time(self, rate_rps: float) -> np.ndarray:
+        """Each candidate's planned fraction of requests on time at the grid load nearest
+        `rate_rps`."""
+        return np.asarray(self.on_time[:, self._nearest(rate_rps)])
 
     def allowed(self, rate_rps: float) -> np.ndarray:
         """Which candidates may be chosen at the grid load nearest `rate_rps`."""
@@ -261,6 +267,8 @@ class ExpectedTablePolicy:
     keep_margin: float = 0.003
     realloc_margin: float = 0.01
     tie_tol: float = 0.002
+    memory: float = 0.98  # per period: ~50 periods (25 s at 0.5 s) of live evidence
+    miss_z: float = 2.0
     name: str = "table"
 
     @classmethod
@@ -285,7 +293,8 @@ class ExpectedTablePolicy:
         allowed = self.scores.allowed(rate)
         if state.choice >= 0:
             allowed[state.choice] = self.scores.allowed(rate - sd)[state.choice]
-        expected = self.scores.expected(rate, sd) * allowed
+        tally = self._tally(obs, state)
+        expected = self.scores.expected(rate, sd) * allowed * self._reliability(*tally)
         pick = self._pick(expected, state.choice)
         if pick < 0:
             r = self.table.ranges[self.table.lookup(rate)]
@@ -295,7 +304,35 @@ class ExpectedTablePolicy:
         decision = Decision(variant, Allocation(replicas, threads),
                             f"table: {rate:.1f} rps over {window_s:g} s -> expected "
                             f"{expected[pick]:.3f}", self.fallbacks.get(variant, ()))
-        return decision, WindowState(counts, rate, window_s, pick, float(expected[pick]))
+        return decision, WindowState(counts, rate, window_s, pick, float(expected[pick]),
+                                     *(tuple(float(x) for x in t) for t in tally))
+
+    def _tally(self, obs: Observation, state: WindowState) -> tuple[np.ndarray, ...]:
+        """(resolved, missed, planned) per candidate, with the last period credited to the
+        candidate in force (`obs.current`); the planned misses at the higher of the last two
+        rate estimates (late answers of a burst arrive a period after it)."""
+        n = len(self.scores.keys)
+        resolved, missed, planned = (np.asarray(t, dtype=float) * self.memory if len(t) == n
+                                     else np.zeros(n)
+                                     for t in (state.resolved, state.missed, state.planned))
+        current = obs.current
+        key = (current.variant, current.allocation.replicas, current.allocation.threads)
+        if key in self.scores.keys and not math.isnan(state.rate_rps):
+            c = self.scores.keys.index(key)
+            count = obs.completed + obs.missed  # late answers counted twice: errs towards trust
+            rate = max(state.rate_rps, obs.rate_rps)
+            resolved[c] += count
+            missed[c] += obs.missed
+            planned[c] += count * (1.0 - self.scores.planned_on_time(rate)[c])
+        return resolved, missed, planned
+
+    def _reliability(self, resolved: np.ndarray, missed: np.ndarray,
+                     planned: np.ndarray) -> np.ndarray:
+        """Per candidate, the fraction of its planned on-time requests it has been answering
+        live: 1, unless it missed more than its plan expected by over `miss_z` Poisson
+        standard deviations (a profile that flatters it: tails, co-running, a noisy machine)."""
+        excess = np.maximum(0.0, missed - planned - self.miss_z * np.sqrt(planned + 1.0))
+        return 1.0 - excess / np.maximum(resolved, 1.0)
 
     def _pick(self, expected: np.ndarray, current: int) -> int:
         """The candidate to serve, or -1 if none scores above 0."""

@@ -25,6 +25,7 @@ from gearshift.experiment.live import (
     set_controller,
 )
 from gearshift.loadgen.payloads import Payload
+from gearshift.policy import static_name
 from gearshift.profiling.profile import AllocationProfile, Profile
 from gearshift.progress import StepCallback as Progress
 
@@ -80,7 +81,7 @@ def calibrate(url: str, profile: Profile, probe: list[Payload], settings: Calibr
         rate = settings.load * e.throughput_rps
         count = int(np.clip(rate * settings.seconds, settings.min_count, settings.max_count))
         samples[(e.variant, e.replicas, e.threads)] = measure_service_ms(
-            url, f"static:{e.variant}@{e.allocation}", e.variant, rate, count, probe,
+            url, static_name(e.variant, str(e.allocation)), e.variant, rate, count, probe,
             settings.seed + i)
     calibrated = with_service(profile, samples, f"live through {url}: overhead and service "
                               f"times at {settings.load:g} x profiled throughput")
@@ -89,7 +90,7 @@ def calibrate(url: str, profile: Profile, probe: list[Payload], settings: Calibr
             update={"overhead_ms": [round(x, 4) for x in overhead]})
     progress(n + 1, n + 2, "HTTP capacity")
     top = max(calibrated.entries, key=lambda e: e.throughput_rps)
-    set_controller(url, f"static:{top.variant}@{top.allocation}")
+    set_controller(url, static_name(top.variant, str(top.allocation)))
     capacity = measure_capacity_rps(url, top.variant, probe, 1.5 * top.throughput_rps)
     progress(n + 2, n + 2, "calibrated")
     return Calibration(calibrated, capacity)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gearshift.control.base import Controller
 from gearshift.control.factory import make_policy
-from gearshift.control.policies import SchedulePolicy, fallback_ladders
-from gearshift.planning.planner import default_rates, plan
+from gearshift.control.policies import SchedulePolicy
+from gearshift.planning.planner import PlanSettings, plan_table
 from gearshift.planning.table import PolicyTable
+from gearshift.policy import ORACLE, PAPER, SWITCHING, Controller, static_name
 from gearshift.profiling.profile import Profile, load_profile, save_profile
 from gearshift.profiling.profiler import ProfileSettings, machine_info, measure
 from gearshift.progress import StepCallback as Progress
@@ -28,36 +28,10 @@ from gearshift.sim.simulator import SimSettings, simulate
 from gearshift.types import Decision
 from gearshift.zoo.spec import PoolSpec
 
-ORACLE = "oracle"
-PAPER = "table:paper"  # the table without fallbacks: simulated, as an ablation
-PLAN_SECONDS = 240.0  # simulated seconds per (load, candidate): 60 left +-0.005 of noise
-PLAN_MAX_REQUESTS = 100_000  # ... but at most this many requests at the highest load
-# Tables are planned for this fraction of the deadline: live service times move by 10-30 %
-# between runs on a shared machine, and a table planned on the nose then keeps a variant past
-# its capacity (simulated with service times 1.2x the profile's: -0.11 of effective accuracy
-# against the best static variant over 12 load paths at 300 ms, against +0.04 with 0.85; with
-# the profile exact, 0.85 costs 0.002).
-PLAN_HEADROOM = 0.85
-
-
-def plan_table(profile: Profile, deadline_ms: float, seed: int, fallbacks: bool = True,
-               points: int = 100, seconds: float = PLAN_SECONDS,
-               progress: Progress | None = None,
-               headroom: float = PLAN_HEADROOM) -> PolicyTable:
-    """The policy table for `deadline_ms`, planned for `headroom` x it, with the profile's
-    fallback ladders (the `table` policy) or without (`table:paper`). A fast pool (thousands
-    of requests/s) gets fewer simulated seconds: at most `PLAN_MAX_REQUESTS` at the highest
-    load."""
-    ladders = fallback_ladders(profile) if fallbacks else None
-    rates = default_rates(profile, points)
-    seconds = min(seconds, PLAN_MAX_REQUESTS / max(rates))
-    return plan(profile, deadline_ms, rates, seconds, seed, progress, fallbacks=ladders,
-                headroom=headroom)
-
 
 def policy_names(variants: list[str]) -> list[str]:
     """The policies an experiment compares: both switching policies and every static variant."""
-    return ["table", "queue-aware", *(f"static:{v}" for v in variants)]
+    return [*SWITCHING, *(static_name(v) for v in variants)]
 
 
 def _cache_path(spec: PoolSpec, settings: ProfileSettings, cache_dir: Path) -> Path:
@@ -112,8 +86,7 @@ class SweepJob:
     seeds: tuple[int, ...]
     period_s: float
     duration_s: float
-    points: int
-    plan_seconds: float
+    plan: PlanSettings
 
     @property
     def requests(self) -> int:
@@ -123,8 +96,8 @@ class SweepJob:
 def sweep_deadline(job: SweepJob, deadline_ms: float) -> dict[str, float]:
     """Effective accuracy (declared basis) of every policy, `table:paper` and the oracle at
     one deadline, with tables planned for it, over the requests of all the job's paths."""
-    tables = {fb: plan_table(job.profile, deadline_ms, job.seeds[0], fb, job.points,
-                             job.plan_seconds) for fb in (True, False)}
+    tables = {fb: plan_table(job.profile, deadline_ms, job.plan, fb, job.seeds[0])
+              for fb in (True, False)}
     out = {}
     for name in [*policy_names(job.variants), PAPER, ORACLE]:
         credit = sum(

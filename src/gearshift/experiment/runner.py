@@ -12,7 +12,7 @@ import asyncio
 import json
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ from gearshift.experiment.calibrate import CalibrationSettings, calibrate
 from gearshift.experiment.live import LiveRun, ServerArgs, live_server, run_policy
 from gearshift.loadgen.payloads import Payload, labelled_payloads, random_payloads
 from gearshift.loadgen.workload import parse_workload
+from gearshift.planning.planner import DEFAULT_PLAN, PlanSettings, plan_table
 from gearshift.planning.table import PolicyTable, save_policy
+from gearshift.policy import ORACLE, PAPER, SWITCHING
 from gearshift.profiling.profile import Profile, save_profile
 from gearshift.profiling.profiler import ProfileSettings
 from gearshift.progress import StepCallback as Progress
@@ -63,9 +65,8 @@ class ExperimentSettings:
     data: str | None = None  # a labelled data set ("fashion-test"): correctness per request
     policies: tuple[str, ...] = ()  # () = table, queue-aware and every static variant
     sweep: tuple[float, ...] = SWEEP
-    plan_points: int = 100  # loads on the planner's grid
-    plan_seconds: float = offline.PLAN_SECONDS  # simulated seconds per grid point
-    sweep_plan_seconds: float = 120.0  # the same, for the tables of the deadline sweep
+    plan: PlanSettings = DEFAULT_PLAN  # for the run's tables, at the run's period_s
+    sweep_plan_seconds: float = 120.0  # simulated seconds per grid point, for the sweep's tables
     # The deadline sweep simulates this many seconds of the workload, as paths as long as the
     # live run (the live one and others drawn with the next seeds): one path visits a handful of
     # load levels, and which static variant it favours is luck (BENCHMARKS.md); one long path
@@ -112,9 +113,14 @@ def _offline(s: ExperimentSettings, run: _Run, stage: Stage) -> None:
 
 def _plan(s: ExperimentSettings, run: _Run, progress: Progress) -> None:
     assert run.profile is not None
-    run.table = offline.plan_table(run.profile, run.deadline_ms, s.seed, True, s.plan_points,
-                                   s.plan_seconds, progress)
+    run.table = plan_table(run.profile, run.deadline_ms, _plan_settings(s), True, s.seed,
+                           progress)
     save_policy(run.table, s.out / "policy.json")
+
+
+def _plan_settings(s: ExperimentSettings) -> PlanSettings:
+    """The run's planning settings, for the control period the server runs."""
+    return replace(s.plan, period_s=s.period_s)
 
 
 def _arrivals(s: ExperimentSettings, run: _Run, seed: int) -> np.ndarray:
@@ -179,11 +185,10 @@ def _calibrate(s: ExperimentSettings, run: _Run, url: str, stage: Stage) -> None
 def _simulate(s: ExperimentSettings, run: _Run, names: list[str], progress: Progress) -> None:
     assert run.profile is not None and run.table is not None
     variants = run.spec.variant_names()
-    paper = offline.plan_table(run.profile, run.deadline_ms, s.seed, False, s.plan_points,
-                               s.plan_seconds)
-    for i, name in enumerate([*names, offline.PAPER, offline.ORACLE]):
+    paper = plan_table(run.profile, run.deadline_ms, _plan_settings(s), False, s.seed)
+    for i, name in enumerate([*names, PAPER, ORACLE]):
         progress(i, len(names) + 2, name)
-        sim = offline.simulate_policy(name, run.profile, paper if name == offline.PAPER
+        sim = offline.simulate_policy(name, run.profile, paper if name == PAPER
                                       else run.table, variants, run.arrivals_s,
                                       run.deadline_ms, s.seed, s.period_s, s.duration_s)
         sim.columns.write_csv(s.out / "records" / f"sim-{_file(name)}.csv")
@@ -221,9 +226,9 @@ def _write_results(s: ExperimentSettings, run: _Run, names: list[str], basis: st
     measured = {n: summarize(frames[n], acc, basis, traces.get(n)) for n in names}
     sim_frames = {n: RecordFrame.from_columns(r.columns) for n, r in run.sim.items()}
     simulated = {n: summarize(f, acc, "declared") for n, f in sim_frames.items()}
-    measured[offline.ORACLE] = simulated[offline.ORACLE]
+    measured[ORACLE] = simulated[ORACLE]
     summary = build_summary(run.deadline_ms, basis, measured, sweep,
-                            {n: v for n, v in simulated.items() if n != offline.ORACLE},
+                            {n: v for n, v in simulated.items() if n != ORACLE},
                             _notes(s, run, basis))
     (s.out / "summary.json").write_text(json.dumps(summary, indent=1))
     progress(1, 2, "figures and report")
@@ -241,9 +246,10 @@ def _sweep(s: ExperimentSettings, run: _Run, progress: Progress) -> dict[str, An
     n = max(1, round(s.sweep_seconds / s.duration_s))
     seeds = tuple(s.seed + i for i in range(n))
     paths = (run.arrivals_s, *(_arrivals(s, run, seed) for seed in seeds[1:]))
+    plan = _plan_settings(s)
     job = offline.SweepJob(run.profile, run.spec.variant_names(), paths, seeds, s.period_s,
-                           s.duration_s, s.plan_points,
-                           min(s.plan_seconds, s.sweep_plan_seconds))
+                           s.duration_s, replace(plan, duration_s=min(plan.duration_s,
+                                                                      s.sweep_plan_seconds)))
     deadlines = [round(run.deadline_ms * k, 3) for k in s.sweep]
     return {"deadline_ms": deadlines, "source": "simulated",
             "policies": offline.deadline_sweep(job, deadlines, progress),
@@ -257,7 +263,7 @@ def _figures(s: ExperimentSettings, run: _Run, frames: dict[str, RecordFrame],
              acc: dict[str, float]) -> list[Path]:
     d = s.out / "figures"
     d.mkdir(parents=True, exist_ok=True)
-    adaptive = [n for n in ("table", "queue-aware") if n in traces]
+    adaptive = [n for n in SWITCHING if n in traces]
     segments: dict[str, list[Segment]] = {n: segments_from_control(traces[n]) for n in adaptive}
     load = offered_load(next(iter(frames.values())))
     paths = [

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gearshift.serving.protocol import datatype_of
+from gearshift.protocol import datatype_of
 from gearshift.zoo.spec import DTYPES, InputSpec, PoolSpec
 
 _NUMPY = {datatype_of(np.dtype(d)): np.dtype(d) for d in

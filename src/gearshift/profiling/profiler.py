@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 import numpy as np
 import onnxruntime
 
+from gearshift.engine.pool import PoolSettings, ReplicaPool
 from gearshift.profiling.profile import AllocationProfile, MachineInfo, Profile
 from gearshift.progress import StepCallback as Progress
-from gearshift.serving.pool import PoolSettings, ReplicaPool
 from gearshift.types import Allocation, allocations_for
 from gearshift.zoo.spec import PoolSpec
 

@@ -10,7 +10,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gearshift.reports.summary import ORACLE, PolicySummary, policy_order
+from gearshift.policy import ORACLE
+from gearshift.reports.summary import PolicySummary, policy_order
 
 ON_TIME_TOL = 0.03
 P99_REL_TOL = 0.15

@@ -70,7 +70,7 @@ class ControlTrace:
 
     @classmethod
     def from_steps(cls, observations: Sequence[Any], decisions: Sequence[Any]) -> ControlTrace:
-        """From `control.base.Observation`s and `types.Decision`s (a simulator result's
+        """From `policy.Observation`s and `types.Decision`s (a simulator result's
         `observations` and `decisions`), paired in order; observations past the last decision
         (the simulator's final one) are left out."""
         if len(observations) < len(decisions):

@@ -14,8 +14,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from gearshift.policy import ORACLE
 from gearshift.reports.compare import ON_TIME_TOL, P99_REL_TOL, SimCheck, compare_json
-from gearshift.reports.summary import ORACLE
 
 BASIS_SENTENCES = {
     "declared": "Accuracy basis: declared — effective accuracy is on-time x the variant's "

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
-from gearshift.reports.summary import ORACLE, static_variant
+from gearshift.policy import ORACLE, QUEUE_AWARE, TABLE, static_variant
 
-SWITCHING_COLORS = {"table": "#000000", "queue-aware": "#d62728"}
+SWITCHING_COLORS = {TABLE: "#000000", QUEUE_AWARE: "#d62728"}
 ORACLE_COLOR = "#7f7f7f"
 OTHER_COLORS = ("#1f77b4", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 UNKNOWN_VARIANT_COLOR = "#bbbbbb"

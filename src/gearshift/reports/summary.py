@@ -20,13 +20,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from gearshift.policy import ORACLE, SWITCHING, static_variant
 from gearshift.reports.control_log import ControlTrace, count_switches
 from gearshift.reports.frame import RecordFrame
 
@@ -34,8 +34,6 @@ Basis = Literal["declared", "labels"]
 BASES: tuple[str, ...] = ("declared", "labels")
 SOURCES = ("simulated", "measured")
 SWEEP_EXTRAS = ("duration_s", "requests", "paths", "seeds")  # optional: what a sweep ran on
-SWITCHING = ("table", "queue-aware")
-ORACLE = "oracle"
 _FRACTION_DIGITS = 6
 _MS_DIGITS = 3
 _EPS_MS = 1e-6
@@ -209,17 +207,11 @@ def policy_order(names: Mapping[str, Any] | Sequence[str]) -> list[str]:
     def rank(name: str) -> int:
         if name in SWITCHING:
             return SWITCHING.index(name)
-        if name.startswith("static:"):
+        if static_variant(name) is not None:
             return 2
         return 3 if name == ORACLE else 4
 
     return sorted(names, key=lambda n: (rank(n), names.index(n)))
-
-
-def static_variant(name: str) -> str | None:
-    """`static:<variant>` -> the variant; None for any other policy name."""
-    m = re.fullmatch(r"static:(.+)", name)
-    return m.group(1) if m else None
 
 
 def _check_sweep(sweep: Mapping[str, Any]) -> None:
@@ -247,5 +239,4 @@ def _round(x: float | None, digits: int) -> float | None:
 
 
 __all__ = ["PolicySummary", "build_summary", "credit", "deadline_sweep",
-           "effective_accuracy_at", "on_time_mask", "policy_order", "static_variant",
-           "summarize"]
+           "effective_accuracy_at", "on_time_mask", "policy_order", "summarize"]

@@ -24,14 +24,14 @@ from gearshift.errors import (
     PayloadTooLarge,
     ShuttingDown,
 )
-from gearshift.serving.dataplane import DataPlane
-from gearshift.serving.protocol import (
+from gearshift.protocol import (
     HEADER_LENGTH,
     datatype_of,
     decode_request,
     decompress,
     encode_response,
 )
+from gearshift.serving.dataplane import DataPlane
 
 EXTENSIONS = ["binary_tensor_data", "gearshift_model_switching"]
 

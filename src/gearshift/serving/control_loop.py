@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from gearshift.control.base import Controller, ControlStep, Observation
+from gearshift.policy import Controller, ControlStep, Observation
 from gearshift.serving.dataplane import DataPlane
 from gearshift.types import Decision
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from gearshift.engine.pool import ReplicaPool
 from gearshift.errors import BadRequest, GearshiftError, ModelNotFound
+from gearshift.protocol import DecodedRequest
 from gearshift.serving.metrics import Metrics
-from gearshift.serving.pool import ReplicaPool
-from gearshift.serving.protocol import DecodedRequest
 
 
 @dataclass

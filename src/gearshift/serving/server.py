@@ -20,12 +20,12 @@ from typing import Any
 
 import uvicorn
 
-from gearshift.control.base import Controller, Policy
+from gearshift.engine.pool import PoolSettings, ReplicaPool
+from gearshift.policy import Controller, Policy
 from gearshift.serving.app import create_app
 from gearshift.serving.control_loop import ControlLoop
 from gearshift.serving.dataplane import DataPlane
 from gearshift.serving.metrics import Metrics
-from gearshift.serving.pool import PoolSettings, ReplicaPool
 from gearshift.types import Allocation, Decision
 from gearshift.zoo.spec import PoolSpec
 

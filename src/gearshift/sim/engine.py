@@ -13,11 +13,12 @@ draw from the profile's `overhead_ms` samples added *after* service. It models t
 path (HTTP, IPC, event loop) and does not occupy a replica; the deadline check at dispatch does
 not see it. That check follows the live pool's `DropRule`: "expired" drops a request whose
 deadline has passed when a replica would start it; "hopeless" also one whose start plus the
-mean service time of the variant and allocation in force would overrun it. A decision's
+median service time of the variant and allocation in force would overrun it. A decision's
 fallbacks (lighter variants, in order) change whom it is served by: the first of the variant
 in force and its fallbacks whose service time at its `types.safe_quantiles` entry (at least
 p90; higher when the next is nearly as accurate) plus the mean overhead fits what is left,
-else the first whose mean service time does, else it is dropped (`sim.kernel`).
+else the first whose median service time does, else it is dropped: the live pool's rule,
+`gearshift.dispatch`.
 
 Reallocation: a decision with a new R x T at time t makes the new replicas available at
 t + realloc_delay_s, each once the old replicas on its cores have finished what they hold; until then the old replicas keep serving the queue (the live
@@ -34,6 +35,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from gearshift.cores import assign_slots
+from gearshift.dispatch import rung_times_s
 from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.sampling import RequestDraws, ServiceSampler
 from gearshift.types import Allocation, Decision, DropRule, safe_quantiles
@@ -208,11 +210,11 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
     deadlines = None if inputs.deadline_s is None else inputs.deadline_s[lo:hi]
     slack = safe = None
     if inputs.hopeless:
-        slack = np.array([inputs.sampler.mean_service_s(v, alloc) for v in ladder])
-        overhead = float(np.mean(inputs.sampler.overhead_s))
+        overhead_ms = float(np.mean(inputs.sampler.overhead_s)) * 1000.0
         quantiles = safe_quantiles([inputs.sampler.accuracy[v] for v in ladder])
-        safe = np.array([inputs.sampler.quantile_service_s(v, alloc, q) + overhead
-                         for v, q in zip(ladder, quantiles, strict=True)])
+        times = [rung_times_s(inputs.sampler.samples_s(v, alloc) * 1000.0, q, overhead_ms)
+                 for v, q in zip(ladder, quantiles, strict=True)]
+        safe, slack = (np.array(t) for t in zip(*times, strict=True))
     res = run_fcfs(inputs.arrival_s[lo:hi], service, state.servers.free_s, deadlines, horizon_s,
                    slack, safe)
     n = res.n_done

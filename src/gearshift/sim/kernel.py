@@ -3,16 +3,12 @@
 One queue, `c` identical servers, requests served in arrival order by whichever server frees up
 first. Service times are drawn by the caller beforehand, so the kernel is deterministic.
 
-Drop or fall back at dispatch (as the live replica pool does): each request has a ladder of
-service times, column 0 the variant in force and the rest its fallbacks, most accurate first,
-each with a `safe_s` and a `slack_s` (under the "hopeless" rule: its tail service time plus the
-path's overhead, and its mean service time; 0 under "expired"). A server about to start
-request i at `start_s` serves it with the first column l where `start_s + safe_s[l] <=
-deadline_s[i]` (likely on time), else the first where `start_s + slack_s[l] <= deadline_s[i]`
-(on time on average); if there is none, the request is dropped, not served, and the server
-stays free and takes the next request at the same instant. With one column this is the drop
-rule alone. A request that finds a server free (waits under 1 ms) is always served with
-column 0.
+Drop or fall back at dispatch by the live replica pool's own rule (`gearshift.dispatch`):
+each request has a ladder of service times, column 0 the variant in force and the rest its
+fallbacks, most accurate first, each with a `safe_s` and a `slack_s` (under the "hopeless"
+rule: its tail service time plus the path's overhead, and its median service time; 0 under
+"expired"). A dropped request is not served, and the server stays free and takes the next
+request at the same instant. With one column this is the drop rule alone.
 
 A `horizon_s` lets the caller run one period at a time: the kernel stops at the first request
 whose dispatch (or drop) would happen at or after the horizon, without touching it or the
@@ -27,6 +23,8 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+
+from gearshift.dispatch import choose_rung
 
 
 @dataclass(frozen=True)
@@ -65,7 +63,6 @@ def _fcfs(
     """Fill start_s/end_s/choice in place and update free_s; return how many requests were
     resolved."""
     c = free_s.shape[0]
-    ladder = service_s.shape[1]
     for i in range(arrivals_s.shape[0]):
         k = 0
         earliest = free_s[0]
@@ -78,18 +75,7 @@ def _fcfs(
         if s >= horizon_s:
             return i
         start_s[i] = s
-        pick = 0
-        if use_deadlines and s - a >= 0.001:
-            pick = -1
-            for m in range(ladder):
-                if s + safe_s[m] <= deadlines_s[i]:
-                    pick = m
-                    break
-            if pick < 0:
-                for m in range(ladder):
-                    if s + slack_s[m] <= deadlines_s[i]:
-                        pick = m
-                        break
+        pick = choose_rung(s - a, deadlines_s[i] - s, safe_s, slack_s) if use_deadlines else 0
         choice[i] = pick
         if pick < 0:
             end_s[i] = math.nan

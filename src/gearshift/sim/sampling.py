@@ -62,13 +62,6 @@ class ServiceSampler:
         """Serving-path overhead times (seconds) for uniforms `u`."""
         return _pick(self.overhead_s, u)
 
-    def mean_service_s(self, variant: str, allocation: Allocation) -> float:
-        return float(np.mean(self.samples_s(variant, allocation)))
-
-    def quantile_service_s(self, variant: str, allocation: Allocation, q: float) -> float:
-        """The q-quantile (0..1) of service time, seconds."""
-        return float(np.quantile(self.samples_s(variant, allocation), q))
-
 
 def _pick(samples: np.ndarray, u: np.ndarray) -> np.ndarray:
     """samples[floor(u * n)]: a draw with replacement from the empirical distribution."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gearshift.control.base import Controller, Observation
+from gearshift.policy import Controller, Observation
 from gearshift.profiling.profile import Profile
 from gearshift.sim.engine import (
     Answering,

@@ -85,3 +85,27 @@ def _plain(v: Any) -> Any:
     if isinstance(v, float) and math.isnan(v):
         return None
     return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+
+
+# --- policy names: the one list that the CLI, the server, the experiment and the reports read --
+
+TABLE = "table"
+QUEUE_AWARE = "queue-aware"
+PAPER = "table:paper"  # the paper's controller: the table without fallbacks
+ORACLE = "oracle"  # a hindsight schedule: simulated only
+STATIC = "static"  # static:VARIANT or static:VARIANT@RxT
+SWITCHING = (TABLE, QUEUE_AWARE)
+"""The switching policies an experiment runs live beside every static variant."""
+
+
+def static_name(variant: str, allocation: str = "") -> str:
+    """`static:VARIANT`, or `static:VARIANT@RxT` with an allocation."""
+    return f"{STATIC}:{variant}@{allocation}" if allocation else f"{STATIC}:{variant}"
+
+
+def static_variant(name: str) -> str | None:
+    """The variant of `static:VARIANT[@RxT]`; None for any other policy name."""
+    kind, colon, rest = name.partition(":")
+    if kind != STATIC or not colon:
+        return None
+    return rest.partition("@")[0] or None

@@ -26,6 +26,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from gearshift.cores import Slot, assign_slots
+from gearshift.dispatch import choose_rung, rung_times_s
+from gearshift.engine.messages import (
+    InferReply,
+    InputShape,
+    Message,
+    WorkerConfig,
+    WorkerReady,
+    WorkerStartFailed,
+)
+from gearshift.engine.pool_types import InferResult, PoolCounters, PoolSettings, validate_inputs
+from gearshift.engine.workers import WorkerHandle, WorkerState
 from gearshift.errors import (
     BadRequest,
     DeadlineExceeded,
@@ -36,16 +47,6 @@ from gearshift.errors import (
     WorkerFailed,
 )
 from gearshift.runtime.base import RuntimeSettings
-from gearshift.serving.messages import (
-    InferReply,
-    InputShape,
-    Message,
-    WorkerConfig,
-    WorkerReady,
-    WorkerStartFailed,
-)
-from gearshift.serving.pool_types import InferResult, PoolCounters, PoolSettings, validate_inputs
-from gearshift.serving.workers import WorkerHandle, WorkerState
 from gearshift.types import Allocation, PoolStatus, safe_quantiles
 from gearshift.zoo.spec import PoolSpec
 
@@ -238,63 +239,43 @@ class ReplicaPool:
         self._check_drained()
 
     def _choose(self, job: _Job, threads: int, now: float) -> tuple[str, str]:
-        """(variant to serve `job` with, why it cannot be served in time: '' if it can). A
-        request named to a variant gets that one, and so does every request without fallbacks
-        or under a drop rule other than "hopeless" (as in the simulator); else the first of the
-        variant in force and its fallbacks likely to make the deadline (`_safe`), else the
-        first not hopeless, else the variant in force (dropped)."""
-        if job.variant or not self._fallbacks or self.settings.drop != "hopeless":
-            variant = job.variant or self._variant
-            return variant, self._hopeless(job, variant, threads, now)
-        ladder = (self._variant, *self._fallbacks)
-        pick = next((v for v, q in zip(ladder, self._quantiles, strict=True)
-                     if self._safe(job, v, threads, now, q)), None)
-        if pick is None:
-            pick = next((v for v in ladder if not self._hopeless(job, v, threads, now)), None)
-        if pick is None:
-            return self._variant, self._hopeless(job, self._variant, threads, now)
-        if pick != self._variant:
+        """(variant to serve `job` with, why it cannot be served in time: '' if it can), by
+        `gearshift.dispatch` as the simulator decides. The ladder: the variant a request names,
+        else the variant in force and, under the "hopeless" rule, its fallbacks."""
+        ladder = ((job.variant,) if job.variant else
+                  (self._variant, *self._fallbacks) if self.settings.drop == "hopeless"
+                  else (self._variant,))
+        if job.expires_s is None or self.settings.drop == "never":
+            return ladder[0], ""
+        quantiles = (self._quantiles if len(ladder) == len(self._quantiles)
+                     else safe_quantiles([self._accuracy[v] for v in ladder]))
+        times = [self._rung_times_s(v, threads, q) for v, q in zip(ladder, quantiles,
+                                                                     strict=True)]
+        safe, slack = (np.array(t) for t in zip(*times, strict=True))
+        waited_s, left_s = now - job.enqueued_s, job.expires_s - now
+        rung = choose_rung.py_func(waited_s, left_s, safe, slack)
+        if rung < 0:
+            if left_s < 0:
+                return ladder[0], (f"deadline passed after {waited_s * 1000:.0f} ms queued; "
+                                   "not served")
+            return ladder[0], (f"deadline cannot be met: {waited_s * 1000:.0f} ms queued, "
+                               f"{left_s * 1000:.0f} ms left, {ladder[-1]} takes "
+                               f"~{slack[-1] * 1000:.0f} ms; not served")
+        if rung > 0:
             self.counters.fallbacks += 1
-        return pick, ""
+        return ladder[rung], ""
 
-    def _safe(self, job: _Job, variant: str, threads: int, now: float, quantile: float) -> bool:
-        """Whether `variant` would answer `job` in time with probability `quantile`: its
-        service time at that quantile (of the last 16 measured, else the settings' samples)
-        plus the mean overhead fits what is left (a request that found a replica free, or has
-        no deadline, always is)."""
-        if job.expires_s is None or (now - job.enqueued_s) * 1000.0 < 1.0:
-            return True
+    def _rung_times_s(self, variant: str, threads: int, quantile: float) -> tuple[float, float]:
+        """`dispatch.rung_times_s` of `variant` from its last 16 measured service times, else
+        the settings' samples (a profile's), else its expected time; under "expired", 0."""
+        if self.settings.drop != "hopeless":
+            return 0.0, 0.0
         samples = (self._service_ms.get((variant, threads))
                    or self.settings.service_samples_ms.get((variant, threads)))
-        tail_ms = (float(np.quantile(samples, quantile)) if samples
-                   else self._expected_service_ms(variant, threads))
-        return now + (tail_ms + self.settings.overhead_ms) / 1000.0 <= job.expires_s
-
-    def _expected_service_ms(self, variant: str, threads: int) -> float:
-        """Median of the last 16 service times (robust to one slow reply), else the settings'
-        seed (from a profile), else 0."""
-        recent = self._service_ms.get((variant, threads))
-        if recent:
-            return float(np.median(recent))
-        return self.settings.expected_service_ms.get((variant, threads), 0.0)
-
-    def _hopeless(self, job: _Job, variant: str, threads: int, now: float) -> str:
-        """Why `job` cannot meet its deadline if dispatched now ('' if it still can): the
-        deadline has passed, or (drop="hopeless") the expected service time would overrun it."""
-        if job.expires_s is None or self.settings.drop == "never":
-            return ""
-        wait_ms = (now - job.enqueued_s) * 1000.0
-        if now > job.expires_s:
-            return f"deadline passed after {wait_ms:.0f} ms queued; not served"
-        expected_ms = self._expected_service_ms(variant, threads)
-        # A request that found a replica free is always served: it keeps the estimate honest
-        # (one slow reply must not lock a variant out) and could not have been helped anyway.
-        if (self.settings.drop == "hopeless" and wait_ms >= 1.0
-                and now + expected_ms / 1000.0 > job.expires_s):
-            left_ms = (job.expires_s - now) * 1000.0
-            return (f"deadline cannot be met: {wait_ms:.0f} ms queued, {left_ms:.0f} ms left, "
-                    f"{variant} takes ~{expected_ms:.0f} ms; not served")
-        return ""
+        if samples:
+            return rung_times_s(samples, quantile, self.settings.overhead_ms)
+        expected_s = self.settings.expected_service_ms.get((variant, threads), 0.0) / 1000.0
+        return expected_s + self.settings.overhead_ms / 1000.0, expected_s
 
     def _check_drained(self) -> None:
         if not self._queue and not self._inflight:

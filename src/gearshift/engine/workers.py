@@ -19,8 +19,8 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from gearshift.cores import Slot
-from gearshift.serving.messages import InferCall, Message, Stop, WorkerConfig, recv, send
-from gearshift.serving.shm import SlotWriter
+from gearshift.engine.messages import InferCall, Message, Stop, WorkerConfig, recv, send
+from gearshift.engine.shm import SlotWriter
 
 
 class WorkerState(enum.Enum):
@@ -60,7 +60,7 @@ class WorkerHandle:
         parent, child = socket.socketpair()
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "gearshift.serving.worker", str(child.fileno())],
+                [sys.executable, "-m", "gearshift.engine.worker", str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
             )

@@ -15,8 +15,8 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from gearshift.engine.shm import ShmTensor
 from gearshift.runtime.base import RuntimeSettings
-from gearshift.serving.shm import ShmTensor
 
 _COUNT = struct.Struct("<I")
 

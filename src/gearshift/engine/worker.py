@@ -1,6 +1,6 @@
 """The replica worker process: pin to its cores, load every variant, then serve calls one at a time.
 
-This module is the child side only; `gearshift.serving.workers` starts and talks to it.
+This module is the child side only; `gearshift.engine.workers` starts and talks to it.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import sys
 import time
 from multiprocessing.connection import Connection
 
-from gearshift.errors import GearshiftError
-from gearshift.serving.messages import (
+from gearshift.engine.messages import (
     InferCall,
     InferReply,
     Stop,
@@ -22,7 +21,9 @@ from gearshift.serving.messages import (
     recv,
     send,
 )
-from gearshift.serving.shm import SlotReader
+from gearshift.engine.shm import SlotReader
+from gearshift.errors import GearshiftError
+from gearshift.runtime.base import Runtime, load_runtime
 
 
 def _rss_bytes() -> int:
@@ -30,16 +31,14 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _load(config: WorkerConfig):  # -> OnnxRuntime (imported after pinning)
-    # Pin before ONNX Runtime creates its thread pools: the threads inherit this affinity.
+def _load(config: WorkerConfig) -> Runtime:
+    # Pin before the engine creates its thread pools: the threads inherit this affinity.
     os.sched_setaffinity(0, config.cores)
     from pathlib import Path
 
     import numpy as np
 
-    from gearshift.runtime.onnx import OnnxRuntime
-
-    runtime = OnnxRuntime({n: Path(p) for n, p in config.models.items()}, config.settings)
+    runtime = load_runtime({n: Path(p) for n, p in config.models.items()}, config.settings)
     if config.warmup is not None:
         w = config.warmup
         x = np.zeros((1, *w.shape), dtype=w.dtype)
@@ -48,7 +47,7 @@ def _load(config: WorkerConfig):  # -> OnnxRuntime (imported after pinning)
     return runtime
 
 
-def _serve_one(runtime, call: InferCall, slot: SlotReader | None) -> InferReply:
+def _serve_one(runtime: Runtime, call: InferCall, slot: SlotReader | None) -> InferReply:
     t0 = time.perf_counter()
     try:
         inputs = {**call.inputs, **slot.read(call.in_slot)} if call.in_slot and slot else call.inputs

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gearshift.serving.pool import PoolSettings, ReplicaPool
+from gearshift.engine.pool import PoolSettings, ReplicaPool
 from gearshift.types import Allocation
 from gearshift.zoo.spec import PoolSpec
 
