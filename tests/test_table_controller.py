@@ -10,14 +10,9 @@ import itertools
 import numpy as np
 import pytest
 
+from gearshift.control.expected import ExpectedTablePolicy, WindowState, window_rate
 from gearshift.control.factory import make_policy, parse_options
-from gearshift.control.policies import (
-    ExpectedTablePolicy,
-    QueueAwarePolicy,
-    TablePolicy,
-    WindowState,
-    window_rate,
-)
+from gearshift.control.policies import QueueAwarePolicy, TablePolicy
 from gearshift.errors import SpecError
 from gearshift.planning.ladders import fallback_ladders
 from gearshift.planning.planner import PlanSettings, plan
@@ -150,3 +145,37 @@ def test_controller_options_reach_the_policy_and_bad_ones_are_named(
         parse_options(["jump_z"])
     with pytest.raises(SpecError, match="unknown controller 'tabel'; use table, queue-aware"):
         make_policy("tabel", table, profile, 300.0, profile.variants())
+
+
+def test_a_candidate_missing_more_than_planned_is_discounted(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """At 2 requests/s the plan expects heavy@1x2 on time; when the host reports it missing
+    half of its requests, its score falls below light's and the table moves; when it makes
+    them, it stays."""
+    _, table = planned
+    policy = ExpectedTablePolicy.from_table(table, {})
+
+    def run(heavy_misses: bool) -> list[str]:
+        state = policy.initial_state()
+        picks = []
+        for k in range(40):
+            current = Decision(*_in_force(policy, state))
+            late = heavy_misses and current.variant == "heavy" and k % 2 == 0
+            observed = Observation(t_s=(k + 1) * PERIOD_S, period_s=PERIOD_S, arrivals=1,
+                                   queue_length=0, in_flight=0, completed=1, missed=int(late),
+                                   latency_p99_ms=50.0, current=current)
+            decision, state = policy.decide(observed, state)
+            picks.append(decision.variant)
+        return picks
+
+    assert set(run(heavy_misses=False)) == {"heavy"}
+    missing = run(heavy_misses=True)
+    # off heavy within a few periods; its evidence fades (`memory`), so it is tried again later
+    assert missing[0] == "heavy" and "light" in missing[:10]
+    assert missing.count("heavy") <= 20
+
+
+def _in_force(policy: ExpectedTablePolicy, state: WindowState) -> tuple[str, Allocation]:
+    """The decision the host would report in force: the policy's last choice."""
+    variant, replicas, threads = policy.scores.keys[max(state.choice, 0)]
+    return variant, Allocation(replicas, threads)

@@ -9,12 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from gearshift.control.policies import (
-    ExpectedTablePolicy,
-    QueueAwarePolicy,
-    StaticPolicy,
-    TablePolicy,
-)
+from gearshift.control.expected import ExpectedTablePolicy
+from gearshift.control.policies import QueueAwarePolicy, StaticPolicy, TablePolicy
 from gearshift.errors import SpecError
 from gearshift.planning.ladders import fallback_ladders
 from gearshift.planning.table import PolicyTable

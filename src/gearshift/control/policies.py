@@ -1,6 +1,5 @@
-"""Policies: static, the paper's table lookup (smoothed, with hysteresis), gearshift's table
-controller (a change-aware rate estimate, the choice by expected effective accuracy over the
-estimate's uncertainty, the choice in force kept within noise), a queue-aware table controller,
+"""Policies: static, the paper's table lookup (smoothed, with hysteresis), the backlog-aware
+wrapper that `table` and `queue-aware` share (around `control.expected.ExpectedTablePolicy`),
 and a schedule replay (for hindsight oracles).
 
 Each is pure: `decide(observation, state) -> (decision, state)` with a frozen state; the same
@@ -10,13 +9,13 @@ objects run in the simulator and in the live server.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from gearshift.planning.table import GridPoint, PolicyTable
+from gearshift.control.expected import ExpectedTablePolicy, WindowState
+from gearshift.planning.table import PolicyTable
 from gearshift.policy import Observation
 from gearshift.profiling.profile import Profile
 from gearshift.types import Allocation, Decision
@@ -137,218 +136,6 @@ class TablePolicy:
                             f"table: {rps:.1f} rps -> range {idx}",
                             self.fallbacks.get(r.variant, ()))
         return decision, RateState(rps, idx)
-
-
-WINDOWS = (1, 2, 4, 8, 16)
-"""Windows (periods) the rate estimate may span: up to 8 s at the default 0.5 s period."""
-
-
-def window_rate(counts: Sequence[int], period_s: float, z: float) -> tuple[float, float]:
-    """(rate_rps, window_s): arrivals per second over the longest recent window of `WINDOWS`
-    periods (counts newest last) in which the load has not changed: the last one and the last
-    two periods each within `z` Poisson standard deviations of what the window's older
-    periods predict, and its two halves within `z` of each other (a change inside the window,
-    not only at its end). A steady load is estimated over up to 16 periods (at 7 requests/s
-    and 0.5 s periods: sd 0.9 requests/s instead of 3.7 from one period); a step shows as a
-    count far off the older periods' rate and shortens the window to the periods after it at
-    once."""
-    if not counts:
-        return math.nan, 0.0
-    best = (counts[-1] / period_s, period_s)
-    for w in WINDOWS[1:]:
-        if w > len(counts):
-            break
-        window = counts[-w:]
-        for j in ((1, 2) if w > 2 else (1,)):
-            older = sum(window[:-j])
-            expected = older / (w - j) * j
-            if abs(sum(window[-j:]) - expected) > z * math.sqrt(max(expected, 1.0)):
-                return best
-        first, second = sum(window[:w // 2]), sum(window[w // 2:])
-        if abs(second - first) > z * math.sqrt(max(first + second, 1)):
-            return best
-        best = (sum(window) / (w * period_s), w * period_s)
-    return best
-
-
-@dataclass(frozen=True)
-class WindowState:
-    """`counts`: arrivals of the last periods (newest last, at most max(WINDOWS)).
-    `rate_rps`, `window_s`: the rate estimate and the window it spans. `choice`: index of the
-    candidate in force (-1 before the first period). `expected`: its expected effective
-    accuracy at the estimate. `resolved`, `missed`, `planned`: per candidate, the requests
-    answered or dropped while it was in force, those late or dropped, and the misses its plan
-    expected of them (decaying sums, `ExpectedTablePolicy.memory`)."""
-
-    counts: tuple[int, ...] = ()
-    rate_rps: float = math.nan
-    window_s: float = 0.0
-    choice: int = -1
-    expected: float = math.nan
-    resolved: tuple[float, ...] = ()
-    missed: tuple[float, ...] = ()
-    planned: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class GridScores:
-    """The planner's grid as arrays: `keys[c]` = (variant, R, T) of candidate c, `rates_rps`
-    the grid's loads, `score[c, i]` candidate c's effective accuracy at load i, `ok[c, i]`
-    whether it may be chosen there (its fallbacks answer at most the table's
-    `max_fallback_share` of its requests, as the planner's `bursts_only`)."""
-
-    keys: tuple[tuple[str, int, int], ...]
-    rates_rps: np.ndarray
-    score: np.ndarray
-    ok: np.ndarray
-    on_time: np.ndarray  # [c, i]: the fraction of requests on time the plan expects
-
-    @classmethod
-    def from_grid(cls, grid: Sequence[GridPoint], max_fallback_share: float) -> GridScores:
-        keys = tuple(dict.fromkeys((p.variant, p.replicas, p.threads) for p in grid))
-        rates = np.array(sorted({p.rate_rps for p in grid}))
-        score = np.zeros((len(keys), len(rates)))
-        on_time = np.ones((len(keys), len(rates)))
-        ok = np.zeros((len(keys), len(rates)), dtype=bool)
-        col = {r: i for i, r in enumerate(rates.tolist())}
-        row = {k: i for i, k in enumerate(keys)}
-        for p in grid:
-            at = row[(p.variant, p.replicas, p.threads)], col[p.rate_rps]
-            score[at] = p.effective_accuracy
-            on_time[at] = p.p_on_time
-            ok[at] = p.fallback_share <= max_fallback_share
-        return cls(keys, rates, score, ok, on_time)
-
-    def expected(self, rate_rps: float, sd_rps: float) -> np.ndarray:
-        """Each candidate's effective accuracy averaged over loads ~ N(rate_rps, sd_rps) on
-        the grid (the nearest grid load if the normal puts no weight on it)."""
-        w = np.exp(-0.5 * ((self.rates_rps - rate_rps) / max(sd_rps, 1e-9)) ** 2)
-        if w.sum() < 1e-12:
-            w[self._nearest(rate_rps)] = 1.0
-        return np.asarray(self.score @ w / w.sum())
-
-    def planned_on_time(self, rate_rps: float) -> np.ndarray:
-        """Each candidate's planned fraction of requests on time at the grid load nearest
-        `rate_rps`."""
-        return np.asarray(self.on_time[:, self._nearest(rate_rps)])
-
-    def allowed(self, rate_rps: float) -> np.ndarray:
-        """Which candidates may be chosen at the grid load nearest `rate_rps`."""
-        return np.asarray(self.ok[:, self._nearest(rate_rps)])
-
-    def _nearest(self, rate_rps: float) -> int:
-        return int(np.argmin(np.abs(self.rates_rps - rate_rps)))
-
-
-@dataclass(frozen=True)
-class ExpectedTablePolicy:
-    """gearshift's table controller. Every period: the arrival rate over the longest recent
-    window in which it has not changed (`window_rate`), each candidate of the planner's grid
-    scored by its effective accuracy averaged over what the load may be (normal, sd the larger
-    of the window's Poisson noise and `rel_uncertainty` x the rate, as the planner's robust
-    scores), and the
-    best taken unless the choice in force is within `keep_margin` of it (`realloc_margin`
-    more when the best needs another R x T: a handover in which the new replicas wait for the
-    old ones' cores). Candidates within `tie_tol` of the best are ties, broken as the planner
-    does (fewer cores, more replicas).
-
-    Against `TablePolicy` (the paper's: smoothed one-period counts, ranges, hysteresis): on a
-    steady light load a 0.5 s count of 1-2 arrivals no longer sends the server to a heavy
-    variant at another R x T for a period, nor a count of 10 to a light one, and a step is
-    still followed within a period. `fallbacks` go with each decision as with `TablePolicy`.
-    If nothing scores above 0 (far beyond every capacity) the table's range for the rate is
-    taken."""
-
-    table: PolicyTable
-    scores: GridScores
-    fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    jump_z: float = 3.0
-    rel_uncertainty: float = 0.15
-    keep_margin: float = 0.003
-    realloc_margin: float = 0.01
-    tie_tol: float = 0.002
-    memory: float = 0.98  # per period: ~50 periods (25 s at 0.5 s) of live evidence
-    miss_z: float = 2.0
-    name: str = "table"
-
-    @classmethod
-    def from_table(cls, table: PolicyTable, fallbacks: dict[str, tuple[str, ...]]
-                   ) -> ExpectedTablePolicy:
-        """Needs the table's grid (every table `gearshift plan` writes has one); candidates
-        are ruled out where the planner ruled them out (`PolicyTable.max_fallback_share`)."""
-        if not table.grid:
-            raise ValueError("the table has no planner grid to score candidates on")
-        return cls(table, GridScores.from_grid(table.grid, table.max_fallback_share), fallbacks)
-
-    def initial_state(self) -> WindowState:
-        return WindowState()
-
-    def decide(self, obs: Observation, state: WindowState) -> tuple[Decision, WindowState]:
-        counts = (*state.counts, obs.arrivals)[-WINDOWS[-1]:]
-        rate, window_s = window_rate(counts, obs.period_s, self.jump_z)
-        noise = math.sqrt(max(rate * window_s, 1.0)) / window_s
-        sd = max(noise, self.rel_uncertainty * rate)
-        # averaged, then ruled out, as the planner scores; the choice in force is ruled out
-        # only once the load is beyond its limit by one sd (no flapping at the limit)
-        allowed = self.scores.allowed(rate)
-        if state.choice >= 0:
-            allowed[state.choice] = self.scores.allowed(rate - sd)[state.choice]
-        tally = self._tally(obs, state)
-        expected = self.scores.expected(rate, sd) * allowed * self._reliability(*tally)
-        pick = self._pick(expected, state.choice)
-        if pick < 0:
-            r = self.table.ranges[self.table.lookup(rate)]
-            key = (r.variant, r.replicas, r.threads)
-            pick = self.scores.keys.index(key) if key in self.scores.keys else 0
-        variant, replicas, threads = self.scores.keys[pick]
-        decision = Decision(variant, Allocation(replicas, threads),
-                            f"table: {rate:.1f} rps over {window_s:g} s -> expected "
-                            f"{expected[pick]:.3f}", self.fallbacks.get(variant, ()))
-        return decision, WindowState(counts, rate, window_s, pick, float(expected[pick]),
-                                     *(tuple(float(x) for x in t) for t in tally))
-
-    def _tally(self, obs: Observation, state: WindowState) -> tuple[np.ndarray, ...]:
-        """(resolved, missed, planned) per candidate, with the last period credited to the
-        candidate in force (`obs.current`); the planned misses at the higher of the last two
-        rate estimates (late answers of a burst arrive a period after it)."""
-        n = len(self.scores.keys)
-        resolved, missed, planned = (np.asarray(t, dtype=float) * self.memory if len(t) == n
-                                     else np.zeros(n)
-                                     for t in (state.resolved, state.missed, state.planned))
-        current = obs.current
-        key = (current.variant, current.allocation.replicas, current.allocation.threads)
-        if key in self.scores.keys and not math.isnan(state.rate_rps):
-            c = self.scores.keys.index(key)
-            count = obs.completed + obs.missed  # late answers counted twice: errs towards trust
-            rate = max(state.rate_rps, obs.rate_rps)
-            resolved[c] += count
-            missed[c] += obs.missed
-            planned[c] += count * (1.0 - self.scores.planned_on_time(rate)[c])
-        return resolved, missed, planned
-
-    def _reliability(self, resolved: np.ndarray, missed: np.ndarray,
-                     planned: np.ndarray) -> np.ndarray:
-        """Per candidate, the fraction of its planned on-time requests it has been answering
-        live: 1, unless it missed more than its plan expected by over `miss_z` Poisson
-        standard deviations (a profile that flatters it: tails, co-running, a noisy machine)."""
-        excess = np.maximum(0.0, missed - planned - self.miss_z * np.sqrt(planned + 1.0))
-        return 1.0 - excess / np.maximum(resolved, 1.0)
-
-    def _pick(self, expected: np.ndarray, current: int) -> int:
-        """The candidate to serve, or -1 if none scores above 0."""
-        best = float(np.max(expected))
-        if best <= 0.0:
-            return -1
-        if current >= 0:
-            margin = self.keep_margin
-            top = int(np.argmax(expected))
-            if self.scores.keys[top][1:] != self.scores.keys[current][1:]:
-                margin += self.realloc_margin
-            if expected[current] >= best - margin:
-                return current
-        tied = [c for c in range(len(expected)) if expected[c] >= best - self.tie_tol]
-        return min(tied, key=lambda c: (self.scores.keys[c][1] * self.scores.keys[c][2],
-                                        -self.scores.keys[c][1], -expected[c]))
 
 
 @dataclass(frozen=True)
