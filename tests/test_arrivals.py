@@ -398,3 +398,18 @@ def test_default_mmpp_dwell_can_be_set() -> None:
     assert "2.5 s dwell" in w.describe()
     with pytest.raises(SpecError, match="dwell"):
         parse_workload("mmpp:dwell=0")
+
+
+def test_benchmark_shapes_are_workloads_scaled_to_capacity() -> None:
+    """Every load shape of the switching benchmarks parses, draws different paths per seed,
+    and scales with capacity (rates per capacity)."""
+    from gearshift.experiment.shapes import shapes
+
+    family = shapes(TRACES, 40.0)
+    assert {"mmpp-5", "mmpp-20", "steps", "flash"} <= set(family)
+    for name, spec_of in family.items():
+        w = parse_workload(spec_of(3))
+        low, high = w.arrivals(40.0, 3, capacity_rps=10.0), w.arrivals(40.0, 3, 40.0)
+        assert len(high) > 2 * len(low) > 0, name
+        assert_valid(high, 40.0)
+    assert family["flash"](1) != family["flash"](2)
