@@ -8,12 +8,14 @@ import asyncio
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gearshift.dispatch import FREE_WAIT_S, choose_rung
 from gearshift.engine.pool import ReplicaPool, _Job
 from gearshift.engine.pool_types import PoolSettings
+from gearshift.engine.service_stats import RECENT, ServiceStats
 from gearshift.sim.engine import initial_state, make_inputs, serve
 from gearshift.sim.sampling import RequestDraws, ServiceSampler
 from gearshift.types import Allocation, Decision
@@ -77,3 +79,18 @@ def test_the_rule_itself() -> None:
     assert choose_rung(0.1, 0.06, safe, slack) == 1  # ... or in time at its median
     assert choose_rung(0.1, 0.04, safe, slack) == -1
     assert choose_rung.py_func(FREE_WAIT_S, 0.10, safe, slack) == 1  # the pool's copy
+
+
+def test_service_stats_follow_the_replies_and_start_from_the_profile() -> None:
+    seeded = ServiceStats(PoolSettings(service_samples_ms={("a", 1): (100.0,) * 5},
+                                       overhead_ms=2.0))
+    assert seeded.rung_times_s("a", 1, 0.9) == pytest.approx((0.102, 0.100))
+    for _ in range(3):
+        seeded.record("a", 1, 50.0)
+    assert seeded.rung_times_s("a", 1, 0.9) == pytest.approx((0.052, 0.050))
+    for _ in range(RECENT):
+        seeded.record("a", 1, 80.0)
+    assert seeded.rung_times_s("a", 1, 0.9) == pytest.approx((0.082, 0.080))  # last 16 only
+    expected = ServiceStats(PoolSettings(expected_service_ms={("a", 1): 40.0}))
+    assert expected.rung_times_s("a", 1, 0.9) == pytest.approx((0.040, 0.040))
+    assert ServiceStats(PoolSettings(drop="expired")).rung_times_s("a", 1, 0.9) == (0.0, 0.0)

@@ -225,3 +225,18 @@ def test_queue_aware_leaves_the_table_variants_r_x_t_to_the_table() -> None:
     d, _ = policy.decide(obs(1.0, 5, backlog=2, current=Decision("light", A1)),
                          policy.initial_state())
     assert d.variant == "light" and d.allocation == A1 and d.reason.startswith("table")
+
+
+def test_queue_aware_leaves_a_backlog_the_fallbacks_can_drain_to_them() -> None:
+    """heavy's fallback (mid, 20 ms) takes the queue's head at dispatch: a backlog of 10 that
+    heavy alone would not clear in 300 ms is left to it; one of 20, which mid would not clear
+    either, is rescued with another variant."""
+    profile = three_variant_profile()
+    table = two_range_table(60.0)
+    policy = QueueAwarePolicy(table, profile, 300.0,
+                              TablePolicy(table, fallbacks={"heavy": ("mid",)}))
+    state = policy.initial_state()
+    d, state = policy.decide(obs(1.0, 5, backlog=10), state)
+    assert d.variant == "heavy" and d.fallbacks == ("mid",)
+    d, state = policy.decide(obs(2.0, 5, backlog=20), state)
+    assert d.variant == "light" and d.reason.startswith("queue")

@@ -174,16 +174,18 @@ def candidates_from(profile: Profile) -> tuple[Candidate, ...]:
 
 
 class QueueAwarePolicy:
-    """The table policy, overridden when the backlog says its choice would miss the deadline.
+    """A rate-driven table policy, corrected by the backlog: `table` (`rescues=False`) and
+    `queue-aware` are both this, around `ExpectedTablePolicy`.
 
-    Every period: take the table's decision (smoothed rate, hysteresis, as `TablePolicy`);
-    predict the latency of a request arriving now from the backlog (queue + in flight), the
-    mean and p95 service time and the mean overhead; if it exceeds the deadline, choose instead
-    the most accurate candidate that fits it and can sustain the smoothed rate (ties: higher
-    capacity); if none does, keep the table's choice (its fallbacks and the drop rule clear
-    what cannot be saved: a lowest-latency pick traded capacity away). Once the backlog
-    drains the table's choice fits again and is used. So it shifts to a faster variant when a
-    spike fills the queue, before the smoothed rate catches up.
+    Every period: take the rate policy's decision; if it would leave a more accurate variant in
+    force, keep that one while the backlog allows (`absorb`). With `rescues`, also predict the
+    latency of a request arriving now from the backlog (queue + in flight), drained at the
+    pace of the decision's lightest fallback (the fallbacks take the queue's head at
+    dispatch), plus its own p95 service time and the mean overhead; if even that exceeds the
+    deadline, choose the most accurate candidate of another variant that fits it and can
+    sustain the rate (ties: higher capacity); if none does, keep the decision (its fallbacks
+    and the drop rule clear what cannot be saved: a lowest-latency pick traded capacity away).
+    Once the backlog drains the decision fits again and is used.
     """
 
     def __init__(self, table: PolicyTable, profile: Profile, deadline_ms: float,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gearshift.cores import Slot, assign_slots
-from gearshift.dispatch import choose_rung, rung_times_s
+from gearshift.dispatch import choose_rung
 from gearshift.engine.messages import (
     InferReply,
     InputShape,
@@ -36,6 +36,7 @@ from gearshift.engine.messages import (
     WorkerStartFailed,
 )
 from gearshift.engine.pool_types import InferResult, PoolCounters, PoolSettings, validate_inputs
+from gearshift.engine.service_stats import ServiceStats
 from gearshift.engine.workers import WorkerHandle, WorkerState
 from gearshift.errors import (
     BadRequest,
@@ -94,8 +95,7 @@ class ReplicaPool:
         self._drained = asyncio.Event()
         self._closing = False
         self._restarts_in_a_row = 0
-        # (variant, threads) -> the last service times, ms (their median is the expectation)
-        self._service_ms: dict[tuple[str, int], deque[float]] = {}
+        self._stats = ServiceStats(settings)
         self.counters = PoolCounters()
 
     # ----- public API -------------------------------------------------------------------------
@@ -249,8 +249,8 @@ class ReplicaPool:
             return ladder[0], ""
         quantiles = (self._quantiles if len(ladder) == len(self._quantiles)
                      else safe_quantiles([self._accuracy[v] for v in ladder]))
-        times = [self._rung_times_s(v, threads, q) for v, q in zip(ladder, quantiles,
-                                                                     strict=True)]
+        times = [self._stats.rung_times_s(v, threads, q)
+                 for v, q in zip(ladder, quantiles, strict=True)]
         safe, slack = (np.array(t) for t in zip(*times, strict=True))
         waited_s, left_s = now - job.enqueued_s, job.expires_s - now
         rung = choose_rung.py_func(waited_s, left_s, safe, slack)
@@ -264,18 +264,6 @@ class ReplicaPool:
         if rung > 0:
             self.counters.fallbacks += 1
         return ladder[rung], ""
-
-    def _rung_times_s(self, variant: str, threads: int, quantile: float) -> tuple[float, float]:
-        """`dispatch.rung_times_s` of `variant` from its last 16 measured service times, else
-        the settings' samples (a profile's), else its expected time; under "expired", 0."""
-        if self.settings.drop != "hopeless":
-            return 0.0, 0.0
-        samples = (self._service_ms.get((variant, threads))
-                   or self.settings.service_samples_ms.get((variant, threads)))
-        if samples:
-            return rung_times_s(samples, quantile, self.settings.overhead_ms)
-        expected_s = self.settings.expected_service_ms.get((variant, threads), 0.0) / 1000.0
-        return expected_s + self.settings.overhead_ms / 1000.0, expected_s
 
     def _check_drained(self) -> None:
         if not self._queue and not self._inflight:
@@ -307,7 +295,7 @@ class ReplicaPool:
                 0.9 * c.service_ms_ewma + 0.1 * reply.service_ms
             )
             key = (job.served_by, w.slot.threads)
-            self._service_ms.setdefault(key, deque(maxlen=16)).append(reply.service_ms)
+            self._stats.record(*key, reply.service_ms)
             queue_ms = (job.dispatched_s - job.enqueued_s) * 1000.0
             job.future.set_result(
                 InferResult(reply.outputs, job.served_by, queue_ms, reply.service_ms, w.worker_id)

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
@@ -25,23 +26,29 @@ log = logging.getLogger("gearshift.control")
 
 class ControlLoop:
     def __init__(self, plane: DataPlane, controller: Controller[Any], period_s: float,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None,
+                 clock: Callable[[], float] = time.perf_counter,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        """`clock`: monotonic seconds for the schedule and the observations' `t_s`;
+        `wall_clock`: Unix seconds for the control log (tests pass fakes)."""
         self.plane = plane
+        self._clock = clock
+        self._wall_clock = wall_clock
         self.pool = plane.pool
         self.controller = controller
         self.period_s = period_s
         self._log: IO[str] | None = log_path.open("a") if log_path else None
         self._realloc: asyncio.Task[None] | None = None
-        self._t0 = time.perf_counter()
+        self._t0 = clock()
         self.last_rate_rps = 0.0
         self.last_error = ""
 
     async def run(self) -> None:
         """Tick every `period_s` until cancelled, on a fixed schedule (no drift)."""
-        next_t = time.perf_counter() + self.period_s
+        next_t = self._clock() + self.period_s
         try:
             while True:
-                await asyncio.sleep(max(0.0, next_t - time.perf_counter()))
+                await asyncio.sleep(max(0.0, next_t - self._clock()))
                 next_t += self.period_s
                 try:
                     self.tick()
@@ -56,7 +63,7 @@ class ControlLoop:
         w = self.plane.take_window()
         st = self.pool.status()
         obs = Observation(
-            t_s=time.perf_counter() - self._t0, period_s=self.period_s, arrivals=w.arrivals,
+            t_s=self._clock() - self._t0, period_s=self.period_s, arrivals=w.arrivals,
             queue_length=st.queue_length, in_flight=st.in_flight, completed=w.completed,
             missed=w.missed, latency_p99_ms=w.p99_ms(),
             current=Decision(st.variant, st.allocation),
@@ -67,7 +74,7 @@ class ControlLoop:
         self.plane.metrics.observe_pool(self.pool.status(), self.plane.spec.variant_names(),
                                         obs.rate_rps)
         if self._log and self.controller.last is not None:
-            line = {"policy": self.controller.policy.name, "unix_s": round(time.time(), 3),
+            line = {"policy": self.controller.policy.name, "unix_s": round(self._wall_clock(), 3),
                     **step_json(self.controller.last)}
             self._log.write(json.dumps(line) + "\n")
             self._log.flush()
