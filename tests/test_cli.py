@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gearshift.cli import app
+from gearshift.types import Allocation
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -37,3 +38,30 @@ def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "choose resnet, fashion or tiny" in r.output
     r = runner.invoke(app, ["pool", "check", str(tmp_path / "nope.yaml"), "--allocation", "2by1"])
     assert r.exit_code == 2
+
+
+def test_prewarm_table_loads_what_the_controller_may_choose() -> None:
+    """The table and queue-aware controllers choose among every candidate of the planner's
+    grid, so `--prewarm table` loads its allocations too; table:paper and statics keep to
+    the ranges'."""
+    from gearshift.cli import prewarm_allocations
+    from gearshift.errors import GearshiftError
+    from gearshift.planning.table import GridPoint, PolicyRange, PolicyTable
+
+    def point(r: int, t: int) -> GridPoint:
+        return GridPoint(rate_rps=1.0, variant="a", replicas=r, threads=t, p_on_time=1.0,
+                         effective_accuracy=0.5, p50_ms=1.0, p99_ms=2.0)
+
+    table = PolicyTable(application="x", pool_digest="x", deadline_ms=100.0, cores=2,
+                        ranges=[PolicyRange(min_rps=0.0, max_rps=float("inf"), variant="a",
+                                            replicas=2, threads=1, p_on_time=1.0,
+                                            effective_accuracy=0.5)],
+                        grid=[point(2, 1), point(1, 2)])
+    both = (Allocation(2, 1), Allocation(1, 2))
+    assert prewarm_allocations(table, "table", "table") == both
+    assert prewarm_allocations(table, "queue-aware", "table") == both
+    assert prewarm_allocations(table, "table:paper", "table") == (Allocation(2, 1),)
+    assert prewarm_allocations(table, "static:a", "none") == ()
+    assert set(prewarm_allocations(table, "static:a", "all")) == set(both)
+    with pytest.raises(GearshiftError, match="use table, all or none"):
+        prewarm_allocations(table, "table", "some")

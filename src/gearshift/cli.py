@@ -17,6 +17,7 @@ from gearshift.progress import StepCallback
 from gearshift.types import Allocation, Decision, allocations_for
 
 if TYPE_CHECKING:
+    from gearshift.planning.table import PolicyTable
     from gearshift.zoo.spec import PoolSpec
 
 HELP = (
@@ -261,8 +262,10 @@ def serve(
     control_log: Annotated[Path | None, typer.Option(help="JSONL file of every period")] = None,
     max_queue: Annotated[int, typer.Option(help="requests waiting before 503")] = 1024,
     prewarm: Annotated[str, typer.Option(
-        help="RxT to load at start: table (those the policy uses), all (every RxT of the "
-             "cores: switching never loads; one replica's memory per extra slot), none")
+        help="RxT to load at start: table (those the controller may choose: the table's ranges "
+             "for table:paper, every RxT of the planner's grid for table and queue-aware), all "
+             "(every RxT of the cores: switching never loads; one replica's memory per extra "
+             "slot), none")
     ] = "table",
 ) -> None:
     """Serve the pool over KServe V2 REST, switching variant and RxT every period."""
@@ -291,10 +294,10 @@ def serve(
         raise _fail(exc) from None
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/] binding {host}: reachable beyond this machine")
-    warm = {"table": [r.decision.allocation for r in table.ranges],
-            "all": allocations_for(table.cores), "none": []}
-    if prewarm not in warm:
-        raise _fail(GearshiftError(f"--prewarm {prewarm!r}: use table, all or none"))
+    try:
+        warm = prewarm_allocations(table, controller, prewarm)
+    except GearshiftError as exc:
+        raise _fail(exc) from None
     entries = prof.entries if prof else []
     pool = PoolSettings(
         max_queue=max_queue,
@@ -304,7 +307,7 @@ def serve(
         overhead_ms=float(np.mean(prof.overhead_ms)) if prof else 0.0)
     settings = ServerSettings(host=host, port=port, period_s=period_s, control_log=control_log,
                               pool=pool,
-                              prewarm=tuple(dict.fromkeys(warm[prewarm])))
+                              prewarm=warm)
     server = Server(spec, Controller(pol, keep_log=False), initial, settings,
                     _policies_from_files(spec, policy, profile_path, options))
     console.print(f"serving {spec.application} ({', '.join(spec.variant_names())}) on "
@@ -313,6 +316,21 @@ def serve(
     asyncio.run(server.serve())
     if server.start_error:
         raise _fail(GearshiftError(server.start_error))
+
+
+def prewarm_allocations(table: PolicyTable, controller: str, mode: str
+                        ) -> tuple[Allocation, ...]:
+    """The R x T `gearshift serve --prewarm MODE` loads at start: "table", those the controller
+    may choose (the ranges' for table:paper and statics; for table and queue-aware, which
+    choose among every candidate of the planner's grid, those too); "all"; "none"."""
+    ranged = [r.decision.allocation for r in table.ranges]
+    grid = sorted({Allocation(p.replicas, p.threads) for p in table.grid}, reverse=True)
+    on_grid = controller in ("table", "queue-aware")
+    warm = {"table": [*ranged, *grid] if on_grid else ranged,
+            "all": allocations_for(table.cores), "none": []}
+    if mode not in warm:
+        raise GearshiftError(f"--prewarm {mode!r}: use table, all or none")
+    return tuple(dict.fromkeys(warm[mode]))
 
 
 def _policies_from_files(spec: PoolSpec, policy: Path, profile: Path,
