@@ -45,7 +45,7 @@ from gearshift.types import Allocation, Decision, DropRule, safe_quantiles
 class RunInputs:
     """Everything fixed for a run. `arrival_s` sorted (s); `deadline_s` absolute (s) per request,
     or None to serve every request however late; `deadline_ms` the latency deadline;
-    `hopeless`: drop at dispatch when the mean service time would overrun the deadline."""
+    `hopeless`: drop at dispatch when the median service time would overrun the deadline."""
 
     arrival_s: np.ndarray
     deadline_s: np.ndarray | None
