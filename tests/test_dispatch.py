@@ -94,3 +94,19 @@ def test_service_stats_follow_the_replies_and_start_from_the_profile() -> None:
     expected = ServiceStats(PoolSettings(expected_service_ms={("a", 1): 40.0}))
     assert expected.rung_times_s("a", 1, 0.9) == pytest.approx((0.040, 0.040))
     assert ServiceStats(PoolSettings(drop="expired")).rung_times_s("a", 1, 0.9) == (0.0, 0.0)
+
+
+def test_apply_keeps_the_decisions_fallbacks(tiny_spec: PoolSpec) -> None:
+    """`apply(variant=..., fallbacks=...)` serves a late request with the fallback, as
+    `switch_variant` does (it used to drop the fallbacks)."""
+    heavy, light = (v.name for v in sorted(tiny_spec.variants, key=lambda v: -v.accuracy.value)
+                    [:2])
+    samples = {heavy: [100.0] * 5, light: [1.0] * 5}
+    pool = ReplicaPool(tiny_spec, PoolSettings(
+        service_samples_ms={(v, 1): tuple(s) for v, s in samples.items()}))
+    asyncio.run(pool.apply(variant=heavy, fallbacks=(light,)))
+    job = _Job(0, None, {}, asyncio.get_event_loop_policy().new_event_loop().create_future(),
+               enqueued_s=0.0, expires_s=0.060)
+    assert pool._choose(job, 1, now=0.010) == (light, "")
+    asyncio.run(pool.apply(variant=heavy))
+    assert pool._choose(job, 1, now=0.010)[1].startswith("deadline cannot be met")

@@ -111,10 +111,12 @@ class ReplicaPool:
     async def start(self, allocation: Allocation, variant: str | None = None) -> None:
         await self.apply(allocation, variant)
 
-    async def apply(self, allocation: Allocation | None = None, variant: str | None = None) -> None:
-        """Switch variant at once; change R x T once the new replicas are loaded."""
+    async def apply(self, allocation: Allocation | None = None, variant: str | None = None,
+                    fallbacks: tuple[str, ...] = ()) -> None:
+        """Switch variant (with its `fallbacks`, as `switch_variant`) at once; change R x T once
+        the new replicas are loaded."""
         if variant is not None:
-            self.switch_variant(variant)
+            self.switch_variant(variant, fallbacks)
         if allocation is not None and allocation != self._allocation:
             async with self._alloc_lock:
                 if allocation != self._allocation:
