@@ -28,7 +28,7 @@ import numpy as np
 from gearshift.experiment import offline
 from gearshift.experiment.shapes import shapes
 from gearshift.loadgen.workload import parse_workload
-from gearshift.planning.planner import PlanSettings, plan_table
+from gearshift.planning.planner import PlanSettings
 from gearshift.policy import ORACLE, PAPER, QUEUE_AWARE, SWITCHING, TABLE, static_name
 from gearshift.profiling.profile import Profile, load_profile
 
@@ -49,25 +49,22 @@ class Job:
 
 
 def run_deadline(job: Job, deadline_ms: float) -> dict[str, dict[str, list[float]]]:
-    """{shape: {policy: [effective accuracy per seed]}} at one deadline."""
+    """{shape: {policy: [effective accuracy per seed]}} at one deadline, every shape served
+    with the same tables (planned once, seed 0)."""
     plan = PlanSettings(period_s=job.period_s)
-    tables = {fb: plan_table(job.profile, deadline_ms, plan, fb) for fb in (True, False)}
+    tables = offline.sweep_tables(job.profile, deadline_ms, plan, 0)
     variants = job.profile.variants()
     names = [*(static_name(v) for v in variants), *POLICIES,
              *([ORACLE] if job.oracle else [])]
     family = shapes(job.trace_dir, job.duration_s)
     out: dict[str, dict[str, list[float]]] = {}
     for shape in job.shapes:
-        ea: dict[str, list[float]] = {n: [] for n in names}
-        for seed in job.seeds:
-            arrivals = parse_workload(family[shape](seed)).arrivals(job.duration_s, seed,
-                                                                    job.capacity_rps)
-            for name in names:
-                run = offline.simulate_policy(name, job.profile, tables[name != PAPER],
-                                              variants, arrivals, deadline_ms, seed,
-                                              job.period_s, job.duration_s)
-                ea[name].append(run.columns.effective_accuracy(job.profile.accuracy))
-        out[shape] = ea
+        paths = tuple(parse_workload(family[shape](seed)).arrivals(job.duration_s, seed,
+                                                                   job.capacity_rps)
+                      for seed in job.seeds)
+        sweep = offline.SweepJob(job.profile, variants, paths, job.seeds, job.period_s,
+                                 job.duration_s, plan)
+        out[shape] = offline.path_accuracies(sweep, deadline_ms, tables, names)
     return out
 
 

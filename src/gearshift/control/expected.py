@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gearshift.planning.planner import PlanSettings, tie_order
 from gearshift.planning.table import GridPoint, PolicyTable
 from gearshift.policy import Observation
 from gearshift.types import Allocation, Decision
@@ -141,10 +142,10 @@ class ExpectedTablePolicy:
     scores: GridScores
     fallbacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     jump_z: float = 3.0
-    rel_uncertainty: float = 0.15
+    rel_uncertainty: float = PlanSettings.rel_uncertainty
     keep_margin: float = 0.003
     realloc_margin: float = 0.01
-    tie_tol: float = 0.002
+    tie_tol: float = PlanSettings.tie_tol
     memory: float = 0.98  # per period: ~50 periods (25 s at 0.5 s) of live evidence
     miss_z: float = 2.0
     name: str = "table"
@@ -225,5 +226,4 @@ class ExpectedTablePolicy:
             if expected[current] >= best - margin:
                 return current
         tied = [c for c in range(len(expected)) if expected[c] >= best - self.tie_tol]
-        return min(tied, key=lambda c: (self.scores.keys[c][1] * self.scores.keys[c][2],
-                                        -self.scores.keys[c][1], -expected[c]))
+        return min(tied, key=lambda c: tie_order(*self.scores.keys[c][1:], expected[c]))

@@ -249,7 +249,7 @@ class ReplicaPool:
                   else (self._variant,))
         if job.expires_s is None or self.settings.drop == "never":
             return ladder[0], ""
-        quantiles = (self._quantiles if len(ladder) == len(self._quantiles)
+        quantiles = (self._quantiles if ladder == (self._variant, *self._fallbacks)
                      else safe_quantiles([self._accuracy[v] for v in ladder]))
         times = [self._stats.rung_times_s(v, threads, q)
                  for v, q in zip(ladder, quantiles, strict=True)]

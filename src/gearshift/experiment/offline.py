@@ -93,20 +93,34 @@ class SweepJob:
         return sum(len(p) for p in self.paths)
 
 
+def sweep_tables(profile: Profile, deadline_ms: float, plan: PlanSettings, seed: int
+                 ) -> dict[bool, PolicyTable]:
+    """The tables a deadline of a sweep is served with: with fallbacks (True: every policy
+    but `table:paper`) and without (False)."""
+    return {fb: plan_table(profile, deadline_ms, plan, fb, seed) for fb in (True, False)}
+
+
+def path_accuracies(job: SweepJob, deadline_ms: float, tables: dict[bool, PolicyTable],
+                    names: list[str]) -> dict[str, list[float]]:
+    """Effective accuracy (declared basis) of each named policy on each of the job's paths
+    (NaN for a path without requests)."""
+    return {name: [simulate_policy(name, job.profile, tables[name != PAPER], job.variants,
+                                   path, deadline_ms, seed, job.period_s, job.duration_s
+                                   ).columns.effective_accuracy(job.profile.accuracy)
+                   if len(path) else float("nan")
+                   for path, seed in zip(job.paths, job.seeds, strict=True)]
+            for name in names}
+
+
 def sweep_deadline(job: SweepJob, deadline_ms: float) -> dict[str, float]:
     """Effective accuracy (declared basis) of every policy, `table:paper` and the oracle at
     one deadline, with tables planned for it, over the requests of all the job's paths."""
-    tables = {fb: plan_table(job.profile, deadline_ms, job.plan, fb, job.seeds[0])
-              for fb in (True, False)}
-    out = {}
-    for name in [*policy_names(job.variants), PAPER, ORACLE]:
-        credit = sum(
-            len(path) * simulate_policy(name, job.profile, tables[name != PAPER], job.variants,
-                                        path, deadline_ms, seed, job.period_s, job.duration_s
-                                        ).columns.effective_accuracy(job.profile.accuracy)
-            for path, seed in zip(job.paths, job.seeds, strict=True) if len(path))
-        out[name] = credit / max(job.requests, 1)
-    return out
+    names = [*policy_names(job.variants), PAPER, ORACLE]
+    tables = sweep_tables(job.profile, deadline_ms, job.plan, job.seeds[0])
+    per_path = path_accuracies(job, deadline_ms, tables, names)
+    sizes = [len(p) for p in job.paths]
+    return {name: sum(n * ea for n, ea in zip(sizes, values, strict=True) if n)
+            / max(job.requests, 1) for name, values in per_path.items()}
 
 
 def deadline_sweep(job: SweepJob, deadlines_ms: list[float],

@@ -256,8 +256,14 @@ def choose(points: list[GridPoint], profile: Profile, tie_tol: float,
     if best <= 0.0:
         return max(points, key=lambda p: profile.entry(p.variant, _alloc(p)).throughput_rps)
     tied = [(p, s) for p, s in zip(points, score, strict=True) if s >= best - tie_tol]
-    return min(tied, key=lambda ps: (ps[0].replicas * ps[0].threads, -ps[0].replicas,
-                                     -ps[1]))[0]
+    return min(tied, key=lambda ps: tie_order(ps[0].replicas, ps[0].threads, ps[1]))[0]
+
+
+def tie_order(replicas: int, threads: int, score: float) -> tuple[int, int, float]:
+    """Sort key among tied candidates, smallest first: fewer cores, then more replicas (more
+    headroom for a rise in load), then the higher score. The planner and the table
+    controller break ties alike."""
+    return replicas * threads, -replicas, -score
 
 
 def _alloc(p: GridPoint | PolicyRange) -> Allocation:
