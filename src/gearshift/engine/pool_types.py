@@ -19,6 +19,12 @@ class PoolSettings:
     keep_warm: bool = True
     start_timeout_s: float = 300.0
     max_restarts: int = 20
+    # A replica that has not answered a call within this long is taken to be wedged: it is
+    # killed (its request answered with an error) and replaced.
+    call_timeout_s: float = 30.0
+    # How often queued requests are checked for a deadline that has passed (they are answered
+    # at once, not when a replica frees up) and busy replicas for a call past `call_timeout_s`.
+    sweep_period_s: float = 0.05
     transport: Literal["shm", "pipe"] = "shm"  # inputs via a shared-memory slot, or inline
     # A request with a deadline is not served when it is found, at dispatch, to be past it
     # ("expired"), or also when its variant's recent median service time would overrun it
@@ -55,6 +61,7 @@ class PoolCounters:
     expired: int = 0
     fallbacks: int = 0  # requests answered by a fallback variant, not the one in force
     rejected: int = 0
+    hung: int = 0  # replicas killed for not answering within `call_timeout_s`
     last_error: str = ""
     service_ms_ewma: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)

@@ -2,13 +2,12 @@
 
 A `WorkerHandle` spawns the child, watches its pipe from the event loop (`add_reader`), and hands
 every message, and the child's exit, to callbacks owned by the pool. It holds no scheduling
-logic.
+logic: the replica's scheduling state lives in `gearshift.engine.roster`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import socket
 import subprocess
 import sys
@@ -21,17 +20,6 @@ import numpy as np
 from gearshift.cores import Slot
 from gearshift.engine.messages import InferCall, Message, Stop, WorkerConfig, recv, send
 from gearshift.engine.shm import SlotWriter
-
-
-class WorkerState(enum.Enum):
-    STARTING = "starting"
-    IDLE = "idle"
-    BUSY = "busy"
-    RETIRING = "retiring"  # finishes its current call, then parks or stops
-    WAITING = "waiting"  # in the allocation, its cores still busy with a retiring replica
-    PARKED = "parked"  # loaded and idle but outside the current allocation
-    STOPPING = "stopping"  # told to exit
-    DEAD = "dead"
 
 
 class WorkerHandle:
@@ -48,10 +36,8 @@ class WorkerHandle:
             config = replace(config, slot_name=self._slot.name, slot_size=self._slot.size)
         self.config = config
         self.slot = Slot(config.settings.threads, config.cores)
-        self.state = WorkerState.STARTING
         self.pid: int | None = None
-        self.rss_bytes = 0
-        self.load_ms = 0.0
+        self._gone_already = False
         self._on_message = on_message
         self._on_exit = on_exit
         self._loop = asyncio.get_running_loop()
@@ -80,7 +66,7 @@ class WorkerHandle:
 
     def send(self, msg: Message) -> bool:
         """Send a message; False (and the exit callback) if the worker is gone."""
-        if self.state is WorkerState.DEAD:
+        if self._gone_already:
             return False
         try:
             send(self._conn, msg)
@@ -103,7 +89,6 @@ class WorkerHandle:
 
     def stop(self) -> None:
         """Ask an idle worker to exit; its exit then arrives through the exit callback."""
-        self.state = WorkerState.STOPPING
         self.send(Stop())
 
     def kill(self) -> None:
@@ -131,9 +116,9 @@ class WorkerHandle:
         self._on_message(self, msg)
 
     def _gone(self) -> None:
-        if self.state is WorkerState.DEAD:
+        if self._gone_already:
             return
-        self.state = WorkerState.DEAD
+        self._gone_already = True
         self._loop.remove_reader(self._conn.fileno())
         self._conn.close()
         if self._slot is not None:
