@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gearshift"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("types", "errors", "progress", "files", "cores", "records", "policy", "protocol",
-     "dispatch"),
+     "dispatch", "host_loop"),
     ("data", "runtime"),
     ("zoo",),
     ("engine",),

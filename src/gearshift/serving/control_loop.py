@@ -1,4 +1,5 @@
-"""The live actuator: every period, observe the server, ask the controller, apply its decision.
+"""The live actuator: every period, observe the server, ask the controller, apply its decision
+(the order and schedule of `gearshift.host_loop`, which the simulator runs too).
 
 A variant switch is applied at once. An allocation change runs in the background (new replicas
 may need loading) and a newer decision waits until it is done; the controller sees the
@@ -12,11 +13,12 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
+from gearshift.host_loop import HostLoop
 from gearshift.policy import Controller, ControlStep, Observation
 from gearshift.serving.dataplane import DataPlane
 from gearshift.types import Decision
@@ -25,31 +27,45 @@ log = logging.getLogger("gearshift.control")
 
 
 class ControlLoop:
+    """The server as a `Host` of `gearshift.host_loop.HostLoop`, driven on the event loop."""
+
     def __init__(self, plane: DataPlane, controller: Controller[Any], period_s: float,
                  log_path: Path | None = None,
                  clock: Callable[[], float] = time.perf_counter,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         """`clock`: monotonic seconds for the schedule and the observations' `t_s`;
-        `wall_clock`: Unix seconds for the control log (tests pass fakes)."""
+        `wall_clock`: Unix seconds for the control log; `sleep`: waits that many seconds
+        (tests pass fakes)."""
         self.plane = plane
         self._clock = clock
         self._wall_clock = wall_clock
+        self._sleep = sleep
         self.pool = plane.pool
-        self.controller = controller
-        self.period_s = period_s
         self._log: IO[str] | None = log_path.open("a") if log_path else None
         self._realloc: asyncio.Task[None] | None = None
         self._t0 = clock()
+        self.host_loop = HostLoop(controller, period_s, self._t0, self._on_step)
         self.last_rate_rps = 0.0
         self.last_error = ""
 
+    @property
+    def controller(self) -> Controller[Any]:
+        return self.host_loop.controller
+
+    @controller.setter
+    def controller(self, controller: Controller[Any]) -> None:
+        self.host_loop.controller = controller
+
+    @property
+    def period_s(self) -> float:
+        return self.host_loop.period_s
+
     async def run(self) -> None:
-        """Tick every `period_s` until cancelled, on a fixed schedule (no drift)."""
-        next_t = self._clock() + self.period_s
+        """Tick every period until cancelled, on the host loop's fixed schedule."""
         try:
-            while True:
-                await asyncio.sleep(max(0.0, next_t - self._clock()))
-                next_t += self.period_s
+            for due in self.host_loop.times():
+                await self._sleep(max(0.0, due - self._clock()))
                 try:
                     self.tick()
                 except Exception as exc:  # a bad period must not end control for good
@@ -60,32 +76,45 @@ class ControlLoop:
                 self._log.close()
 
     def tick(self) -> Decision:
+        """One period, now."""
+        decision = self.host_loop.tick(self, self._clock())
+        assert decision is not None  # a server is never finished
+        return decision
+
+    # ----- Host -------------------------------------------------------------------------------
+
+    def observe(self, t_s: float) -> Observation:
         w = self.plane.take_window()
         st = self.pool.status()
         obs = Observation(
-            t_s=self._clock() - self._t0, period_s=self.period_s, arrivals=w.arrivals,
+            t_s=t_s - self._t0, period_s=self.period_s, arrivals=w.arrivals,
             queue_length=st.queue_length, in_flight=st.in_flight, completed=w.completed,
             missed=w.missed, latency_p99_ms=w.p99_ms(),
             current=Decision(st.variant, st.allocation),
         )
-        decision = self.controller.step(obs)
-        self.apply(decision)
         self.last_rate_rps = obs.rate_rps
-        self.plane.metrics.observe_pool(self.pool.status(), self.plane.spec.variant_names(),
-                                        obs.rate_rps)
-        if self._log and self.controller.last is not None:
-            line = {"policy": self.controller.policy.name, "unix_s": round(self._wall_clock(), 3),
-                    **step_json(self.controller.last)}
-            self._log.write(json.dumps(line) + "\n")
-            self._log.flush()
-        return decision
+        return obs
 
-    def apply(self, decision: Decision) -> None:
+    def finished(self, obs: Observation) -> bool:
+        return False
+
+    def apply(self, decision: Decision, t_s: float | None = None) -> None:
+        """Switch the variant at once; start an allocation change in the background unless one
+        is running (the next decision retries it)."""
         self.pool.switch_variant(decision.variant, decision.fallbacks)
         busy = self._realloc is not None and not self._realloc.done()
         if decision.allocation != self.pool.allocation and not busy:
             self._realloc = asyncio.get_running_loop().create_task(
                 self._reallocate(decision))
+
+    def _on_step(self, step: ControlStep) -> None:
+        self.plane.metrics.observe_pool(self.pool.status(), self.plane.spec.variant_names(),
+                                        step.observation.rate_rps)
+        if self._log:
+            line = {"policy": self.controller.policy.name, "unix_s": round(self._wall_clock(), 3),
+                    **step_json(step)}
+            self._log.write(json.dumps(line) + "\n")
+            self._log.flush()
 
     async def _reallocate(self, decision: Decision) -> None:
         try:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from gearshift.host_loop import HostLoop
 from gearshift.policy import Controller, Observation
 from gearshift.profiling.profile import Profile
 from gearshift.sim.engine import (
@@ -77,28 +78,48 @@ def simulate(
     sampler = ServiceSampler.from_profile(profile)
     draws = RequestDraws.draw(len(arrival_s), seed)
     inputs = make_inputs(sampler, arrival_s, deadline_ms, draws, settings.drop)
-    cols = empty_columns(inputs.arrival_s, deadline_ms, inputs.variants)
-    end_s = max(settings.duration_s, float(inputs.arrival_s[-1]) if len(arrival_s) else 0.0)
-    state = initial_state(initial)
-    observations: list[Observation] = []
-    decisions: list[Decision] = []
-    k = 0
-    while True:  # ends: with finite service times every request is answered or dropped
-        t0, t1 = k * settings.period_s, (k + 1) * settings.period_s
-        k += 1
-        lo, hi = np.searchsorted(inputs.arrival_s, [t0, t1])
-        before = state
-        state, blocks = serve(inputs, state, int(hi), t1)
-        write_blocks(cols, blocks, inputs.variants)
-        obs, answering = observe(inputs, before, state, blocks, t1, settings.period_s, int(lo))
-        state = replace(state, answering=answering)
-        observations.append(obs)
-        if t1 >= end_s and state.head == len(arrival_s) and len(answering.end_s) == 0:
+    host = _SimHost(inputs, initial, settings)
+    loop = HostLoop(controller, settings.period_s)
+    for t1 in loop.times():  # ends: with finite service times every request is answered
+        if loop.tick(host, t1) is None:
             break
-        decision = controller.step(obs)
-        decisions.append(decision)
-        state = apply_decision(state, decision, t1, settings.realloc_delay_s)
-    return SimResult(cols, tuple(observations), tuple(decisions))
+    return SimResult(host.cols, tuple(host.observations), tuple(host.decisions))
+
+
+class _SimHost:
+    """The simulated server as a `Host`: serving up to a tick is part of observing it."""
+
+    def __init__(self, inputs: RunInputs, initial: Decision, settings: SimSettings) -> None:
+        self.inputs = inputs
+        self.settings = settings
+        self.cols = empty_columns(inputs.arrival_s, inputs.deadline_ms, inputs.variants)
+        self.end_s = max(settings.duration_s,
+                         float(inputs.arrival_s[-1]) if len(inputs.arrival_s) else 0.0)
+        self.state = initial_state(initial)
+        self.observations: list[Observation] = []
+        self.decisions: list[Decision] = []
+        self._last_tick_s = 0.0
+
+    def observe(self, t_s: float) -> Observation:
+        inputs, period_s = self.inputs, self.settings.period_s
+        lo, hi = np.searchsorted(inputs.arrival_s, [self._last_tick_s, t_s])
+        self._last_tick_s = t_s
+        before = self.state
+        state, blocks = serve(inputs, before, int(hi), t_s)
+        write_blocks(self.cols, blocks, inputs.variants)
+        obs, answering = observe(inputs, before, state, blocks, t_s, period_s, int(lo))
+        self.state = replace(state, answering=answering)
+        self.observations.append(obs)
+        return obs
+
+    def finished(self, obs: Observation) -> bool:
+        s = self.state
+        return (obs.t_s >= self.end_s and s.head == len(self.inputs.arrival_s)
+                and len(s.answering.end_s) == 0)
+
+    def apply(self, decision: Decision, t_s: float) -> None:
+        self.decisions.append(decision)
+        self.state = apply_decision(self.state, decision, t_s, self.settings.realloc_delay_s)
 
 
 def simulate_fixed(

@@ -1,0 +1,153 @@
+"""The one host loop: its order within a period and its schedule, as the simulator and the server
+run it. The policies are fakes; the server side runs the real `ControlLoop` on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from gearshift.host_loop import HostLoop
+from gearshift.policy import Controller, Observation
+from gearshift.serving.control_loop import ControlLoop
+from gearshift.serving.dataplane import Window
+from gearshift.sim.simulator import SimSettings, simulate
+from gearshift.types import Allocation, Decision, PoolStatus
+from tests.synthetic import constant_ms, make_profile
+
+A = Allocation(1, 1)
+
+
+class Alternate:
+    """Flips between two variants every period and remembers what it saw."""
+
+    name = "alternate"
+
+    def __init__(self) -> None:
+        self.seen: list[Observation] = []
+
+    def initial_state(self) -> int:
+        return 0
+
+    def decide(self, obs: Observation, state: int) -> tuple[Decision, int]:
+        self.seen.append(obs)
+        return Decision("a" if state % 2 else "b", A), state + 1
+
+
+@dataclass
+class RecordingHost:
+    calls: list[str] = field(default_factory=list)
+    ends_after: int = 3
+
+    def observe(self, t_s: float) -> Observation:
+        self.calls.append(f"observe {t_s:g}")
+        return Observation(t_s, 0.5, 1, 0, 0, 1, 0, math.nan, Decision("a", A))
+
+    def finished(self, obs: Observation) -> bool:
+        return sum(c.startswith("observe") for c in self.calls) > self.ends_after
+
+    def apply(self, decision: Decision, t_s: float) -> None:
+        self.calls.append(f"apply {decision.variant} {t_s:g}")
+
+
+def test_a_period_observes_then_decides_then_applies_and_a_finished_host_gets_no_decision(
+        ) -> None:
+    steps: list[str] = []
+    loop = HostLoop(Controller(Alternate()), 0.5, start_s=10.0,
+                    on_step=lambda s: steps.append(s.decision.variant))
+    host = RecordingHost()
+    decisions = []
+    for t in loop.times():
+        d = loop.tick(host, t)
+        if d is None:
+            break
+        decisions.append(d.variant)
+    assert host.calls == ["observe 10.5", "apply b 10.5", "observe 11", "apply a 11",
+                          "observe 11.5", "apply b 11.5", "observe 12"]
+    assert decisions == steps == ["b", "a", "b"]
+    with pytest.raises(ValueError, match="positive"):
+        HostLoop(Controller(Alternate()), 0.0)
+
+
+def test_the_simulator_runs_the_host_loop_one_decision_per_period_but_the_last() -> None:
+    profile = make_profile({("a", A): constant_ms(5.0), ("b", A): constant_ms(5.0)},
+                           {"a": 0.5, "b": 0.6}, cores=1)
+    policy = Alternate()
+    arrivals = np.arange(0.05, 2.0, 0.1)
+    result = simulate(profile, Controller(policy), arrivals, 100.0, Decision("a", A), seed=1,
+                      settings=SimSettings(period_s=0.5))
+    assert [o.t_s for o in result.observations] == [0.5, 1.0, 1.5, 2.0]
+    assert [d.variant for d in result.decisions] == ["b", "a", "b"]
+    assert [o.arrivals for o in result.observations] == [5, 5, 5, 5]
+    assert policy.seen == list(result.observations[:3])
+
+
+class FakeClock:
+    """A monotonic clock that advances only when the loop sleeps, each wake-up 30 ms late."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, dt: float) -> None:
+        self.now += dt + 0.030
+        await asyncio.sleep(0)
+
+
+class FakePool:
+    allocation = A
+
+    def __init__(self) -> None:
+        self.switched: list[str] = []
+
+    def status(self) -> PoolStatus:
+        return PoolStatus("a", A, 1, 0, 0, 0, 0, 0)
+
+    def switch_variant(self, variant: str, fallbacks: tuple[str, ...] = ()) -> None:
+        self.switched.append(variant)
+
+
+class FakeMetrics:
+    def observe_pool(self, *_: object) -> None:
+        pass
+
+
+class FakeSpec:
+    def variant_names(self) -> list[str]:
+        return ["a", "b"]
+
+
+class FakePlane:
+    def __init__(self) -> None:
+        self.pool = FakePool()
+        self.metrics = FakeMetrics()
+        self.spec = FakeSpec()
+
+    def take_window(self) -> Window:
+        return Window(arrivals=2)
+
+
+def test_the_server_ticks_on_a_fixed_schedule_with_an_injected_clock() -> None:
+    clock = FakeClock()
+    policy = Alternate()
+    plane = FakePlane()
+    loop = ControlLoop(plane, Controller(policy, keep_log=False), 0.5,  # type: ignore[arg-type]
+                       clock=clock, sleep=clock.sleep)
+
+    async def main() -> None:
+        task = asyncio.create_task(loop.run())
+        while len(policy.seen) < 6:
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    # each tick is 30 ms late, but lateness does not add up: tick k is due at k x 0.5 s
+    assert [round(o.t_s, 3) for o in policy.seen] == [0.53, 1.03, 1.53, 2.03, 2.53, 3.03]
+    assert all(o.rate_rps == 4.0 for o in policy.seen)
+    assert plane.pool.switched == ["b", "a", "b", "a", "b", "a"]
