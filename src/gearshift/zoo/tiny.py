@@ -21,10 +21,14 @@ from gearshift.zoo.spec import Accuracy, InputSpec, PoolSpec, VariantSpec, dump_
 
 @dataclass(frozen=True)
 class TinySpec:
+    """`conv`: a stack of `depth` 3x3 convolutions of `width` channels (input [1, H, W]) instead
+    of an MLP: compute-bound, so its service time is milliseconds with a file of kilobytes."""
+
     name: str
     depth: int
     width: int
     accuracy: float
+    conv: bool = False
 
 
 DEFAULT_FAMILY = (
@@ -77,6 +81,49 @@ def build_mlp(
     return path
 
 
+def build_convnet(
+    path: Path,
+    input_shape: tuple[int, int, int],
+    depth: int,
+    channels: int,
+    classes: int = 10,
+    seed: int = 0,
+    input_name: str = "input",
+    output_name: str = "logits",
+) -> Path:
+    """Write a CNN ONNX model (`depth` 3x3 same-padded convolutions of `channels` channels with
+    ReLU, global average pooling, a linear layer) with a dynamic batch dimension."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    cur, fan_in = input_name, input_shape[0]
+    for layer in range(depth):
+        w = (rng.standard_normal((channels, fan_in, 3, 3)) / np.sqrt(9 * fan_in))
+        inits += [numpy_helper.from_array(w.astype(np.float32), f"k{layer}"),
+                  numpy_helper.from_array(np.zeros(channels, np.float32), f"c{layer}")]
+        nodes += [helper.make_node("Conv", [cur, f"k{layer}", f"c{layer}"], [f"v{layer}"],
+                                   pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"v{layer}"], [f"r{layer}"])]
+        cur, fan_in = f"r{layer}", channels
+    w = (rng.standard_normal((fan_in, classes)) / np.sqrt(fan_in)).astype(np.float32)
+    inits += [numpy_helper.from_array(w, "wf"),
+              numpy_helper.from_array(np.zeros(classes, np.float32), "bf")]
+    nodes += [helper.make_node("GlobalAveragePool", [cur], ["pooled"]),
+              helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+              helper.make_node("Gemm", ["flat", "wf", "bf"], [output_name])]
+    graph = helper.make_graph(
+        nodes, f"cnn_d{depth}_c{channels}",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", *input_shape])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", classes])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
 def build_tiny_pool(
     out: Path,
     family: tuple[TinySpec, ...] = DEFAULT_FAMILY,
@@ -88,7 +135,14 @@ def build_tiny_pool(
     out.mkdir(parents=True, exist_ok=True)
     variants = []
     for i, t in enumerate(family):
-        build_mlp(out / f"{t.name}.onnx", input_shape, t.depth, t.width, seed=i)
+        if t.conv:
+            if len(input_shape) != 3:
+                raise ValueError(f"a convolutional variant needs an input [1, H, W], "
+                                 f"got {list(input_shape)}")
+            c, h, w = input_shape
+            build_convnet(out / f"{t.name}.onnx", (c, h, w), t.depth, t.width, seed=i)
+        else:
+            build_mlp(out / f"{t.name}.onnx", input_shape, t.depth, t.width, seed=i)
         variants.append(
             VariantSpec(
                 name=t.name,
@@ -99,7 +153,8 @@ def build_tiny_pool(
                     metric="top1",
                     source="synthetic: tiny random-weight MLP, figure chosen for testing",
                 ),
-                description=f"MLP depth {t.depth} width {t.width}, random weights",
+                description=(f"CNN depth {t.depth} channels {t.width}" if t.conv else
+                         f"MLP depth {t.depth} width {t.width}") + ", random weights",
             )
         )
     spec = PoolSpec(

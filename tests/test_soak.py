@@ -1,0 +1,30 @@
+"""Overload and shutdown of a real `gearshift serve` process (the short versions of
+`benchmarks/soak.py`; RELIABILITY.md has the long runs' figures)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.soak import run_sigterm_under_load, run_soak
+
+pytestmark = pytest.mark.slow
+
+
+def test_five_times_capacity_gets_one_answer_each_and_recovers(tmp_path: Path) -> None:
+    res = run_soak(tmp_path, seconds=4.0, factor=5.0)
+    assert res.problems() == []
+    assert res.requests > 500 and res.statuses.get(200, 0) > 0
+    assert res.statuses.get(503, 0) > 0 and res.statuses.get(504, 0) > 0  # both limits held
+    assert res.probes > 50  # readiness answered all along
+    assert res.rss_second_half_mb - res.rss_first_half_mb < 50.0  # nothing grows per request
+    assert res.recovery_s < 3.0  # latency back near the baseline a few periods after
+    assert res.tail_p50_ms < 3 * res.baseline_p50_ms
+
+
+def test_sigterm_under_load_answers_what_was_sent_and_leaves_nothing(tmp_path: Path) -> None:
+    res = run_sigterm_under_load(tmp_path, seconds=4.0)
+    assert res.problems() == []
+    assert res.sent_before_signal > 20
+    assert res.statuses_before.get(200, 0) > 0
