@@ -13,7 +13,7 @@ its replicas every 0.5 s. It reports and checks:
 
 The capacity is measured first: the served rate of a short saturating burst.
 
-    .venv/bin/python benchmarks/soak.py --seconds 60 --factor 5
+    .venv/bin/python -m benchmarks.soak --seconds 60 --factor 5
 
 `tests/test_soak.py` runs a short version of the same function.
 """

@@ -84,6 +84,7 @@ class Server:
             "ready": self.ready, "uptime_s": round(time.perf_counter() - self.started_s, 3),
             "application": self.pool.spec.application, "variant": st.variant,
             "replicas": st.allocation.replicas, "threads": st.allocation.threads,
+            "workers_ready": st.workers_ready,
             "queue_length": st.queue_length, "in_flight": st.in_flight,
             "rate_rps": self.loop.last_rate_rps, "switches": st.switches,
             "allocation_changes": st.allocation_changes, "worker_restarts": st.worker_restarts,
