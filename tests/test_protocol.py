@@ -90,3 +90,146 @@ def test_decompression_is_bounded() -> None:
     assert decompress(b"raw", None, 100) == b"raw"
     with pytest.raises(BadRequest, match="not valid gzip"):
         decompress(b"not gzip", "gzip", 100)
+
+
+# ----- bad input: every one is a BadRequest that says what was wrong, never another exception --
+
+
+def _one(**fields: object) -> bytes:
+    tensor = {"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [0.0, 1.0], **fields}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+def _rejected(body: bytes, n: str | None = None, **kw: object) -> str:
+    with pytest.raises(BadRequest) as info:
+        decode_request(body, n, **kw)  # type: ignore[arg-type]
+    return info.value.message
+
+
+def test_a_million_entry_shape_is_refused_before_any_work() -> None:
+    body = b'{"inputs":[{"name":"input","datatype":"FP32","data":[],"shape":[' + (
+        b"2," * 1_000_000) + b"2]}]}"
+    assert "dimensions" in _rejected(body)
+
+
+@pytest.mark.parametrize("dims", [9, 65, 100])
+def test_too_many_dimensions(dims: int) -> None:
+    assert "dimensions" in _rejected(_one(shape=[1] * dims, data=[0.0]))
+
+
+@pytest.mark.parametrize(("datatype", "value"), [
+    ("UINT8", 256), ("UINT8", -1), ("INT8", 128), ("INT16", 1 << 15), ("INT32", 1 << 31),
+    ("INT64", 1 << 63), ("INT64", -(1 << 63) - 1), ("UINT64", 1 << 64), ("UINT64", -1),
+])
+def test_integers_out_of_range(datatype: str, value: int) -> None:
+    msg = _rejected(_one(shape=[1], datatype=datatype, data=[value]))
+    assert "out of range" in msg and datatype in msg
+
+
+def test_integer_of_more_than_4300_digits() -> None:
+    body = _one(shape=[1]).replace(b"[0.0, 1.0]", b"[" + b"9" * 5000 + b"]")
+    assert "digits" in _rejected(body)
+
+
+def test_json_nested_100k_deep() -> None:
+    assert "nested too deeply" in _rejected(b"[" * 100_000 + b"]" * 100_000)
+    deep_data = _one(shape=[1]).replace(b"[0.0, 1.0]", b"[" * 100_000 + b"]" * 100_000)
+    assert "nested too deeply" in _rejected(deep_data)
+
+
+@pytest.mark.parametrize("size", [8.0, -8, "8", True, None, [8], 1 << 70])
+def test_binary_data_size_must_be_a_byte_count(size: object) -> None:
+    header = json.dumps({"inputs": [{"name": "input", "shape": [2], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": size}}]}).encode()
+    msg = _rejected(header + b"\0" * 8, str(len(header)))
+    assert "binary_data_size" in msg
+
+
+@pytest.mark.parametrize("n", ["-5", "0", "abc", "1e3", " 12", "1_0", "٣", "99999", ""])
+def test_header_length_must_be_a_byte_count_within_the_body(n: str) -> None:
+    msg = _rejected(_one(), n)
+    assert "Inference-Header-Content-Length" in msg
+
+
+@pytest.mark.parametrize("datatype", ["BYTES", "FP8", "fp32", "", "STRING"])
+def test_unknown_datatypes(datatype: str) -> None:
+    assert "datatype" in _rejected(_one(datatype=datatype))
+
+
+@pytest.mark.parametrize("shape", [[1000000000000], [-1, 2], [1 << 40, 1 << 40], [1, -2]])
+def test_negative_or_huge_dimensions(shape: list[int]) -> None:
+    msg = _rejected(_one(shape=shape))
+    assert "dimension" in msg or "elements" in msg
+
+
+@pytest.mark.parametrize("shape", [[1.0, 2], ["1", 2], [True, 2], [None, 2]])
+def test_dimensions_must_be_integers(shape: list[object]) -> None:
+    assert "shape" in _rejected(_one(shape=shape))
+
+
+@pytest.mark.parametrize("data", [[None, 1.0], [0.0, None], ["a", 1.0], [[0.0], 1.0],
+                                  [{"x": 1}, 1.0], "0.0 1.0", 3.0])
+def test_data_must_be_numbers(data: object) -> None:
+    assert "input 'input'" in _rejected(_one(data=data))
+
+
+def test_nan_and_infinity_are_refused() -> None:
+    for literal in (b"NaN", b"Infinity", b"-Infinity"):
+        body = _one().replace(b"0.0, 1.0", b"0.0, " + literal)
+        assert "not valid JSON" in _rejected(body)
+    assert "finite" in _rejected(_one().replace(b"0.0, 1.0", b"0.0, 1e999"))
+    assert "finite" in _rejected(_one(datatype="FP16", data=[0.0, 1e6]))
+    x = np.array([0.0, np.nan], np.float32)
+    body, n = _binary_body(x)
+    assert "finite" in _rejected(body, n)
+
+
+def test_integers_must_not_have_fractions() -> None:
+    assert "integers" in _rejected(_one(datatype="INT64", data=[1.5, 2]))
+
+
+def test_duplicate_input_names_are_refused() -> None:
+    t = {"name": "input", "shape": [1], "datatype": "FP32", "data": [0.0]}
+    body = json.dumps({"inputs": [t, {**t, "data": [1.0]}]}).encode()
+    assert "more than once" in _rejected(body)
+
+
+def test_inputs_are_checked_against_the_declared_signature() -> None:
+    from gearshift.protocol import InputSignature
+
+    sig = InputSignature("input", "FP32", (2,))
+    t = {"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [0.0, 1.0]}
+    assert decode_request(json.dumps({"inputs": [t]}).encode(), None, sig).inputs["input"].shape \
+        == (1, 2)
+    extra = {**t, "name": "other"}
+    cases = [
+        ({"inputs": [extra]}, "missing input 'input'"),
+        ({"inputs": [t, extra]}, "unknown input"),
+        ({"inputs": [{**t, "datatype": "FP64"}]}, "must be FP32"),
+        ({"inputs": [{**t, "shape": [2, 1], "data": [0.0, 1.0]}]}, "must have shape [batch, 2]"),
+        ({"inputs": [{**t, "shape": [0, 2], "data": []}]}, "must have shape [batch, 2]"),
+        ({"inputs": [{**t, "shape": [1, 2, 1]}]}, "must have shape [batch, 2]"),
+    ]
+    for doc, match in cases:
+        assert match in _rejected(json.dumps(doc).encode(), None, signature=sig), doc
+
+
+def test_shape_and_data_length_must_agree() -> None:
+    assert "values given for shape" in _rejected(_one(shape=[3]))
+    assert "values given for shape" in _rejected(_one(shape=[1, 2], data=[[0.0, 1.0, 2.0]]))
+
+
+@pytest.mark.parametrize("outputs", [[{"name": 5}], [{"name": "a"}, {"name": "a"}],
+                                     [{"name": "a", "parameters": {"binary_data": "yes"}}]])
+def test_requested_outputs_are_checked(outputs: list[object]) -> None:
+    doc = json.loads(_one())
+    doc["outputs"] = outputs
+    assert "output" in _rejected(json.dumps(doc).encode())
+
+
+def test_non_finite_outputs_are_written_as_strings() -> None:
+    out = {"y": np.array([1.0, np.nan, np.inf, -np.inf], np.float32)}
+    body, n = encode_response("m", None, out, set(), {})
+    assert n is None
+    assert b"NaN" not in body.replace(b'"NaN"', b"")
+    assert json.loads(body)["outputs"][0]["data"] == [1.0, "NaN", "Infinity", "-Infinity"]

@@ -159,3 +159,40 @@ def test_controller_can_be_swapped_without_a_restart(tiny_spec, tiny_pool_path, 
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_serve_with_a_token_file_and_management_closed(tiny_spec, tiny_pool_path, tmp_path):
+    port = free_port()
+    token = tmp_path / "token"
+    token.write_text("t0ken-for-the-test-0123\n")
+    token.chmod(0o600)
+    policy = _policy(tiny_spec, tmp_path / "policy.json", 40)
+    auth = {"Authorization": "Bearer t0ken-for-the-test-0123"}
+    cmd = [sys.executable, "-m", "gearshift.cli", "serve", str(tiny_pool_path), "--policy",
+           str(policy), "--port", str(port), "--auth-token-file", str(token),
+           "--management", "closed", "--prewarm", "none"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/v2/health/ready", headers=auth, timeout=1).status_code \
+                        == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            time.sleep(0.1)
+        assert httpx.get(f"{base}/v2/health/live", timeout=5).status_code == 200
+        r = httpx.get(f"{base}/v2/health/ready", timeout=5)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+        r = httpx.put(f"{base}/gearshift/controller", json={"controller": "table"},
+                      headers=auth, timeout=10)
+        assert r.status_code == 403 and "closed" in r.json()["error"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    token.chmod(0o644)  # a token others can read is refused at start
+    bad = subprocess.run(cmd, check=False, capture_output=True, timeout=60)
+    assert bad.returncode == 2 and b"chmod 600" in bad.stdout + bad.stderr

@@ -149,3 +149,169 @@ def test_metrics_and_status_follow_the_controller(tiny_spec) -> None:
         assert "gearshift_latency_seconds_bucket" in text
         policy = server.loop.controller.policy
         assert any(o.arrivals > 0 for o in policy.seen)  # the controller saw the load
+
+
+# ----- bad input is a 4xx that says why; the controller sees valid requests only ---------------
+
+_OK = {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}
+
+
+def _doc(**tensor: object) -> dict:
+    return {"inputs": [{**_OK, **tensor}]}
+
+
+def test_bad_input_is_4xx_with_the_reason_and_never_queued(tiny_spec) -> None:
+    settings = ServerSettings(port=free_port(), period_s=3600.0)  # no tick empties the window
+    with running_server(tiny_spec, settings=settings) as (url, server):
+        base = f"http://{url}/v2/models"
+        big = b'{"inputs":[{"name":"input","shape":[1,1,8,8],"datatype":"FP32","data":[' + (
+            b"9" * 5000) + b"]}]}"
+        float_size = json.dumps({"inputs": [{**_OK, "data": None, "parameters": {
+            "binary_data_size": 256.0}}]}).encode()
+        cases = [
+            ("tiny/infer", json.dumps(_doc(datatype="UINT8", data=[300] * 64)).encode(), {},
+             "must be FP32"),
+            ("tiny/infer", big, {}, "4300 digits"),
+            ("tiny/infer", b"[" * 100_000, {}, "nested too deeply"),
+            ("tiny/infer", json.dumps(_doc(shape=[1] * 70)).encode(), {}, "dimensions"),
+            ("tiny/infer", json.dumps(_doc(shape=[1000000000000])).encode(), {}, "elements"),
+            ("tiny/infer", json.dumps(_doc(data=[None] * 64)).encode(), {}, "null"),
+            ("tiny/infer", json.dumps({"inputs": [_OK, _OK]}).encode(), {}, "more than once"),
+            ("tiny/infer", json.dumps({"inputs": [_OK, {**_OK, "name": "x"}]}).encode(), {},
+             "unknown input"),
+            ("tiny/infer", json.dumps({"inputs": [{**_OK, "name": "x"}]}).encode(), {},
+             "missing input"),
+            ("tiny/infer", json.dumps({**_doc(), "parameters": {"deadline_ms": 2 ** 1024}}).encode(),
+             {}, "deadline_ms"),
+            ("tiny/infer", json.dumps({**_doc(), "parameters": {"deadline_ms": "5"}}).encode(),
+             {}, "deadline_ms"),
+            ("tiny/infer", json.dumps({**_doc(), "parameters": {"deadline_ms": 1e12}}).encode(),
+             {}, "deadline_ms"),
+            ("tiny/infer", json.dumps({**_doc(), "parameters": {"deadline_ms": 0}}).encode(),
+             {}, "deadline_ms"),
+            ("tiny/infer", float_size + b"\0" * 256,
+             {"Inference-Header-Content-Length": str(len(float_size))}, "binary_data_size"),
+            ("tiny/infer", json.dumps(_doc()).encode(), {"Inference-Header-Content-Length": "-5"},
+             "Inference-Header-Content-Length"),
+            ("tiny/versions/2/infer", json.dumps(_doc()).encode(), {}, "no version '2'"),
+            ("ti%20ny/infer", json.dumps(_doc()).encode(), {}, "model names are"),
+            ("..%2F..%2Fetc%2Fpasswd/infer", json.dumps(_doc()).encode(), {}, ""),
+            ("tiny/infer", gzip.compress(b"\0" * (70 << 20)), {"Content-Encoding": "gzip"},
+             "exceeds the limit"),
+            ("tiny/infer", gzip.compress(json.dumps(_doc()).encode())[:-10],
+             {"Content-Encoding": "gzip"}, "not valid gzip"),
+        ]
+        for path, body, headers, text in cases:
+            r = httpx.post(f"{base}/{path}", content=body, headers=headers, timeout=30)
+            assert 400 <= r.status_code < 500, (path, text, r.status_code, r.text)
+            assert text in r.json()["error"], (text, r.text)
+        assert server.plane.window.arrivals == 0  # none of them was an arrival
+        assert server.pool.counters.served == 0
+        r = httpx.post(f"{base}/tiny/infer", json=_doc(), timeout=10)
+        assert r.status_code == 200
+        assert server.plane.window.arrivals == 1
+
+
+def test_a_500_echoes_no_exception_text(tiny_spec, monkeypatch) -> None:
+    with running_server(tiny_spec) as (url, server):
+        async def broken(*_: object) -> None:
+            raise RuntimeError("secret detail /etc/hidden")
+
+        monkeypatch.setattr(server.plane, "infer", broken)
+        r = httpx.post(f"http://{url}/v2/models/tiny/infer", json=_doc(), timeout=10)
+        assert r.status_code == 500
+        assert "secret" not in r.text and "RuntimeError" not in r.text
+        assert r.json()["error"].startswith("internal error")
+
+
+def test_a_client_that_leaves_has_its_queued_request_cancelled(tiny_spec, monkeypatch) -> None:
+    import asyncio
+    import socket
+
+    with running_server(tiny_spec) as (url, server):
+        waiting: list[asyncio.Future] = []
+
+        async def queued(*_: object) -> None:  # stands in for a request waiting in the queue
+            fut = asyncio.get_running_loop().create_future()
+            waiting.append(fut)
+            await fut
+
+        monkeypatch.setattr(server.pool, "infer", queued)
+        body = json.dumps(_doc()).encode()
+        host, port = url.split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: "
+                      + str(len(body)).encode() + b"\r\n\r\n" + body)
+            deadline = time.monotonic() + 10
+            while not waiting and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert waiting, "the request never reached the pool"
+        deadline = time.monotonic() + 10
+        while not waiting[0].cancelled() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert waiting[0].cancelled()  # the pool skips a job whose future is done
+        assert status(url)["disconnects"] == 1
+
+
+def test_large_bodies_are_decoded_off_the_event_loop(tiny_spec, monkeypatch) -> None:
+    import threading
+
+    import gearshift.serving.app as app_module
+
+    threads: list[str] = []
+    real = app_module.decode_request
+
+    def spy(*args: object) -> object:
+        threads.append(threading.current_thread().name)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(app_module, "decode_request", spy)
+    with running_server(tiny_spec) as (url, _):
+        small = httpx.post(f"http://{url}/v2/models/tiny/infer", json=_doc(), timeout=10)
+        x = np.zeros((2000, 1, 8, 8), np.float32)
+        big = {"inputs": [{**_OK, "shape": list(x.shape), "data": x.ravel().tolist()}]}
+        large = httpx.post(f"http://{url}/v2/models/tiny/infer", json=big, timeout=30)
+        assert small.status_code == large.status_code == 200
+        assert large.json()["outputs"][0]["shape"] == [2000, 10]
+    loop_thread, worker_thread = threads
+    assert loop_thread != worker_thread and worker_thread.startswith("asyncio")
+
+
+def test_requests_cut_off_at_the_shutdown_timeout_get_a_json_503(tiny_spec, monkeypatch) -> None:
+    import asyncio
+    import threading
+
+    from gearshift.policy import Controller
+    from gearshift.serving.server import Server
+    from tests.servers import ScriptedPolicy, _wait_ready
+
+    first = Decision("tiny-s", Allocation(1, 1))
+    settings = ServerSettings(port=free_port(), graceful_timeout_s=0.5)
+    server = Server(tiny_spec, Controller(ScriptedPolicy([first])), first, settings)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    url = f"127.0.0.1:{settings.port}"
+    try:
+        _wait_ready(url, 60)
+
+        async def forever(*_: object) -> None:
+            await asyncio.get_running_loop().create_future()
+
+        monkeypatch.setattr(server.pool, "infer", forever)
+        with ThreadPoolExecutor(1) as ex:
+            pending = ex.submit(httpx.post, f"http://{url}/v2/models/tiny/infer", json=_doc(),
+                                timeout=30)
+            deadline = time.monotonic() + 10
+            while server.plane.window.arrivals < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert server._uvicorn is not None
+            server._uvicorn.should_exit = True
+            r = pending.result(timeout=30)
+        assert r.status_code == 503, r.text
+        assert "shut down" in r.json()["error"]
+    finally:
+        if server._uvicorn is not None:
+            server._uvicorn.should_exit = True
+        thread.join(60)
+        assert not thread.is_alive()

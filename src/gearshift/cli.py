@@ -267,6 +267,25 @@ def serve(
              "(every RxT of the cores: switching never loads; one replica's memory per extra "
              "slot), none")
     ] = "table",
+    auth_token_file: Annotated[Path | None, typer.Option(
+        help="file holding a bearer token (>= 16 characters, mode 600): every endpoint but "
+             "/v2/health/live then needs Authorization: Bearer <token>")] = None,
+    management: Annotated[str, typer.Option(
+        help="PUT /gearshift/controller: open, token (needs --auth-token-file), closed, or "
+             "auto (closed unless --host is loopback)")] = "auto",
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        help="Host header value to answer (repeatable; * for any); default: loopback names "
+             "when bound to loopback, else any")] = None,
+    max_body_bytes: Annotated[int, typer.Option(
+        help="largest request body, before and after decompression")] = 64 << 20,
+    body_timeout_s: Annotated[float, typer.Option(
+        help="seconds to receive a whole request body (408 after)")] = 30.0,
+    max_header_bytes: Annotated[int, typer.Option(
+        help="largest request line plus headers (431 beyond)")] = 32 << 10,
+    header_timeout_s: Annotated[float, typer.Option(
+        help="seconds to receive a request's line and headers")] = 10.0,
+    max_connections: Annotated[int, typer.Option(
+        help="open connections and requests at once (503 beyond)")] = 2048,
 ) -> None:
     """Serve the pool over KServe V2 REST, switching variant and RxT every period."""
     import asyncio
@@ -277,6 +296,7 @@ def serve(
     from gearshift.planning.table import load_policy
     from gearshift.policy import Controller
     from gearshift.profiling.profile import load_profile
+    from gearshift.serving.access import read_token_file, resolve_access
     from gearshift.serving.server import Server, ServerSettings
     from gearshift.zoo.spec import load_pool_spec
 
@@ -290,10 +310,17 @@ def serve(
         options = parse_options(controller_option or [])
         pol, initial = make_policy(controller, table, prof, spec.deadline_ms,
                                    spec.variant_names(), options)
+        token = read_token_file(auth_token_file) if auth_token_file else None
+        if management not in ("auto", "open", "token", "closed"):
+            raise GearshiftError(f"--management {management!r}: use auto, open, token or closed")
+        access = resolve_access(host, token, management,  # type: ignore[arg-type]
+                                tuple(allowed_host) if allowed_host else None)
     except GearshiftError as exc:
         raise _fail(exc) from None
     if host not in ("127.0.0.1", "localhost", "::1"):
-        console.print(f"[yellow]warning:[/] binding {host}: reachable beyond this machine")
+        console.print(f"[yellow]warning:[/] binding {host}: reachable beyond this machine"
+                      f"{'' if token else '; no --auth-token-file: anyone can call it'}; "
+                      f"management endpoints {access.management}")
     try:
         warm = prewarm_allocations(table, controller, prewarm)
     except GearshiftError as exc:
@@ -305,11 +332,17 @@ def serve(
                              for e in entries},
         service_samples_ms={(e.variant, e.threads): tuple(e.service_ms) for e in entries},
         overhead_ms=float(np.mean(prof.overhead_ms)) if prof else 0.0)
-    settings = ServerSettings(host=host, port=port, period_s=period_s, control_log=control_log,
-                              pool=pool,
-                              prewarm=warm)
+    try:
+        settings = ServerSettings(
+            host=host, port=port, period_s=period_s, control_log=control_log,
+            pool=pool, prewarm=warm, auth_token=token, management=access.management,
+            allowed_hosts=access.allowed_hosts or ("*",), max_body_bytes=max_body_bytes,
+            body_timeout_s=body_timeout_s, max_header_bytes=max_header_bytes,
+            header_timeout_s=header_timeout_s, max_connections=max_connections)
+    except ValueError as exc:
+        raise _fail(SpecError(str(exc))) from None
     server = Server(spec, Controller(pol, keep_log=False), initial, settings,
-                    _policies_from_files(spec, policy, profile_path, options))
+                    _policies_from_files(spec, policy, profile_path, options, digest))
     console.print(f"serving {spec.application} ({', '.join(spec.variant_names())}) on "
                   f"http://{host}:{port} with the {pol.name} controller; starting at "
                   f"{initial.variant} {initial.allocation}")
@@ -334,17 +367,19 @@ def prewarm_allocations(table: PolicyTable, controller: str, mode: str
 
 
 def _policies_from_files(spec: PoolSpec, policy: Path, profile: Path,
-                         options: dict[str, float]) -> Callable[[str], tuple[Any, Decision]]:
+                         options: dict[str, float], digest: str
+                         ) -> Callable[[str], tuple[Any, Decision]]:
     """Builds a policy by name for `PUT /gearshift/controller`, reading the policy table and
-    profile again each time: a table re-planned on disk is taken up without a restart. The
-    command line's controller options go to a policy of the same kind (the table's to
-    queue-aware, and back); another kind starts from its defaults."""
+    profile again each time: a table re-planned on disk is taken up without a restart. Both
+    must match `digest`, the pool's as loaded at start (the replicas serve those files; hashing
+    every model file again per call read hundreds of MB for a ResNet pool). The command line's
+    controller options go to a policy of the same kind (the table's to queue-aware, and back);
+    another kind starts from its defaults."""
     from gearshift.control.factory import REGISTRY, make_policy
     from gearshift.planning.table import load_policy
     from gearshift.profiling.profile import load_profile
 
     def build(name: str) -> tuple[Any, Decision]:
-        digest = spec.digest()
         prof = load_profile(profile, digest) if profile.is_file() else None
         kind = REGISTRY.get(name)
         mine = options if kind is not None and set(options) <= set(kind.options) else {}

@@ -33,6 +33,18 @@ class BadRequest(GearshiftError):
     status = 400
 
 
+class Unauthorized(GearshiftError):
+    """The request carries no valid bearer token (`Authorization: Bearer <token>`)."""
+
+    status = 401
+
+
+class Forbidden(GearshiftError):
+    """The endpoint is closed on this server (management endpoints beyond loopback)."""
+
+    status = 403
+
+
 class ModelNotFound(GearshiftError):
     """The request names neither the application nor one of its variants."""
 
@@ -43,6 +55,18 @@ class PayloadTooLarge(GearshiftError):
     """The request body exceeds the server's limit."""
 
     status = 413
+
+
+class RequestTimeout(GearshiftError):
+    """The request body did not arrive within the server's body-read timeout."""
+
+    status = 408
+
+
+class ClientClosed(GearshiftError):
+    """The client disconnected before its answer was ready; nothing is sent (499 in the logs)."""
+
+    status = 499
 
 
 class Overloaded(GearshiftError):

@@ -3,11 +3,16 @@
 Resolves the model name (the application: whichever variant is active; a variant's name: pinned
 to it), applies the request's deadline (`parameters.deadline_ms`, else the pool spec's), queues
 it on the replica pool and builds the response parameters (answering variant, queue and service
-time). It also keeps the per-period window the controller observes. No web framework here.
+time). It also keeps the per-period window the controller observes: an arrival is a request that
+passed validation and was offered to the pool (answered, shed by a full queue or expired), so
+a flood of malformed or unknown-model requests cannot move the controller. A request whose
+client left while it waited is cancelled (its queued job is skipped at dispatch) and counted in
+`disconnects`. No web framework here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -18,7 +23,7 @@ import numpy as np
 
 from gearshift.engine.pool import ReplicaPool
 from gearshift.errors import BadRequest, GearshiftError, ModelNotFound
-from gearshift.protocol import DecodedRequest
+from gearshift.protocol import DecodedRequest, InputSignature, datatype_of
 from gearshift.serving.metrics import Metrics
 
 
@@ -41,6 +46,9 @@ class Answer:
     parameters: dict[str, Any]
 
 
+MAX_DEADLINE_MS = 3_600_000  # one hour: beyond it a deadline means nothing to the drop rule
+
+
 class DataPlane:
     def __init__(self, pool: ReplicaPool, metrics: Metrics,
                  clock: Callable[[], float] = time.perf_counter) -> None:
@@ -50,6 +58,9 @@ class DataPlane:
         self._clock = clock
         self._variants = set(self.spec.variant_names())
         self.window = Window()
+        self.disconnects = 0
+        self.signature = InputSignature(self.spec.input.name, datatype_of(self.spec.input.dtype),
+                                        tuple(self.spec.input.shape))
 
     def take_window(self) -> Window:
         w, self.window = self.window, Window()
@@ -62,24 +73,38 @@ class DataPlane:
         if model in self._variants:
             return model
         names = ", ".join([self.spec.application, *self.spec.variant_names()])
-        raise ModelNotFound(f"unknown model {model!r}; this server has: {names}")
+        shown = model if len(model) <= 64 else model[:64] + "..."
+        raise ModelNotFound(f"unknown model {shown!r}; this server has: {names}")
 
     def deadline_ms(self, params: dict[str, Any]) -> float:
+        """`parameters.deadline_ms`: a number of milliseconds in (0, 1 hour], else the spec's."""
         value = params.get("deadline_ms", self.spec.deadline_ms)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise BadRequest(f"parameters.deadline_ms must be a positive number, got {value!r}")
+        ok = (not isinstance(value, bool) and isinstance(value, (int, float))
+              and 0 < value <= MAX_DEADLINE_MS)  # NaN fails both; big ints compare exactly
+        if not ok:
+            shown = repr(value)[:40] if not isinstance(value, int) or abs(value) < 10**30 \
+                else "a number too large"
+            raise BadRequest(f"parameters.deadline_ms must be a positive number of milliseconds "
+                             f"up to {MAX_DEADLINE_MS} (one hour), got {shown}")
         return float(value)
 
     async def infer(self, model: str, req: DecodedRequest) -> Answer:
         t0 = self._clock()
-        self.window.arrivals += 1
         try:
             pinned = self.resolve(model)
-            self.metrics.requests.labels(model).inc()  # known names only: bounded labels
             deadline_ms = self.deadline_ms(req.parameters)
+        except GearshiftError as exc:
+            self._account_error(exc)
+            raise
+        self.metrics.requests.labels(model).inc()  # known names only: bounded labels
+        self.window.arrivals += 1  # valid: offered to the pool
+        try:
             result = await self.pool.infer(req.inputs, pinned, t0 + deadline_ms / 1000.0)
         except GearshiftError as exc:
             self._account_error(exc)
+            raise
+        except asyncio.CancelledError:  # the client left (or the server is stopping)
+            self.disconnects += 1
             raise
         latency_ms = (self._clock() - t0) * 1000.0
         on_time = latency_ms <= deadline_ms

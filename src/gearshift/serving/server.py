@@ -3,6 +3,11 @@
 The port opens at once (live); the server reports ready once every replica has loaded and
 warmed every variant. On SIGINT/SIGTERM it stops accepting connections, answers what it holds
 (uvicorn waits for open requests, then the pool drains its queue), and stops the workers.
+
+Access and limits (`ServerSettings`): bearer-token auth, the management switch and the Host
+check are `serving.access`; body size and body-read time are the app's; request-head size,
+header count and head-read time are `serving.http_limits`; open connections are capped by
+uvicorn's `limit_concurrency` (503 beyond it).
 """
 
 from __future__ import annotations
@@ -13,18 +18,21 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
 from gearshift.engine.pool import PoolSettings, ReplicaPool
+from gearshift.errors import GearshiftError, SpecError
 from gearshift.policy import Controller, Policy
-from gearshift.serving.app import create_app
+from gearshift.serving.access import AccessMiddleware, resolve_access
+from gearshift.serving.app import AppLimits, answer_on_cancel, create_app
 from gearshift.serving.control_loop import ControlLoop
 from gearshift.serving.dataplane import DataPlane
+from gearshift.serving.http_limits import limited_protocol
 from gearshift.serving.metrics import Metrics
 from gearshift.types import Allocation, Decision
 from gearshift.zoo.spec import PoolSpec
@@ -49,9 +57,30 @@ class ServerSettings:
     period_s: float = 0.5
     control_log: Path | None = None
     max_body_bytes: int = 64 << 20
-    pool: PoolSettings = PoolSettings()
+    pool: PoolSettings = field(default_factory=PoolSettings)
     graceful_timeout_s: float = 30.0
     prewarm: tuple[Allocation, ...] = ()  # load these R x T up front so switching loads nothing
+    # access (see serving.access): no token = no auth; management "auto": closed beyond
+    # loopback; allowed_hosts None: loopback names when bound to loopback, else any
+    auth_token: str | None = field(default=None, repr=False)
+    management: Literal["auto", "open", "token", "closed"] = "auto"
+    allowed_hosts: tuple[str, ...] | None = None
+    # limits on what one client can hold
+    body_timeout_s: float = 30.0  # to receive a whole request body
+    max_header_bytes: int = 32 << 10  # request line + headers
+    max_headers: int = 100
+    header_timeout_s: float = 10.0  # to receive a request line and headers
+    max_connections: int = 2048  # open connections (and requests); 503 beyond
+    max_elements: int = 1 << 24  # per input tensor
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_header_bytes", "max_headers", "max_connections",
+                     "max_elements"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ServerSettings.{name} must be at least 1")
+        for name in ("body_timeout_s", "header_timeout_s", "graceful_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ServerSettings.{name} must be positive")
 
 
 PolicyFactory = Callable[[str], tuple[Policy[Any], Decision]]
@@ -72,9 +101,15 @@ class Server:
         self.started_s = time.perf_counter()
         self._uvicorn: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.app = create_app(self.plane, lambda: self.ready, self.status,
-                              settings.max_body_bytes, self._lifespan,
-                              self.set_controller if policies else None)
+        self._controller_lock = asyncio.Lock()
+        self.access = resolve_access(settings.host, settings.auth_token, settings.management,
+                                     settings.allowed_hosts)
+        limits = AppLimits(settings.max_body_bytes, settings.body_timeout_s,
+                           settings.max_elements)
+        self.app = answer_on_cancel(AccessMiddleware(
+            create_app(self.plane, lambda: self.ready, self.status, settings.max_body_bytes,
+                       self._lifespan, self.set_controller if policies else None, limits),
+            self.access))
 
     def status(self) -> dict[str, Any]:
         st = self.pool.status()
@@ -89,7 +124,7 @@ class Server:
             "rate_rps": self.loop.last_rate_rps, "switches": st.switches,
             "allocation_changes": st.allocation_changes, "worker_restarts": st.worker_restarts,
             "served": c.served, "failed": c.failed, "expired": c.expired, "rejected": c.rejected,
-            "fallbacks": c.fallbacks,
+            "fallbacks": c.fallbacks, "disconnects": self.plane.disconnects,
             "policy": self.loop.controller.policy.name,
             "last_decision": asdict(last.decision) if last else None,
             "last_error": self.loop.last_error or c.last_error,
@@ -101,7 +136,7 @@ class Server:
             await self.pool.prewarm(list(self.settings.prewarm))
         except Exception as exc:  # no replicas: nothing to serve, so stop the server
             self.start_error = f"replicas failed to start: {exc}"
-            log.error(self.start_error)
+            log.exception(self.start_error)
             if self._uvicorn is not None:
                 self._uvicorn.should_exit = True
             return
@@ -111,15 +146,29 @@ class Server:
 
     async def set_controller(self, name: str) -> dict[str, Any]:
         """Replace the running policy by `name` and apply its starting decision (waiting for
-        any allocation change to finish); returns the status afterwards."""
-        assert self._policies is not None
-        policy, initial = self._policies(name)
-        self.loop.controller = Controller(policy, keep_log=False)
-        self.plane.take_window()  # the new policy's first observation starts now
-        await self.loop.stop()
-        self.loop.apply(initial)
-        await self.loop.stop()
-        return self.status()
+        any allocation change to finish); returns the status afterwards.
+
+        One change at a time (a lock). The policy is built in a worker thread (it reads the
+        policy table and profile from disk). If it cannot be built or its starting decision
+        names no variant of the pool, nothing changes and the error (4xx) says why. The
+        observation window is kept: the next tick sees every arrival of its whole period, so
+        the new policy starts from the true rate rather than from a part-period count."""
+        factory = self._policies
+        assert factory is not None
+        async with self._controller_lock:
+            try:
+                policy, initial = await asyncio.to_thread(factory, name)
+            except GearshiftError:
+                raise
+            except Exception as exc:
+                log.exception("controller %r could not be built", name)
+                raise SpecError(f"controller {name!r} could not be built from the policy files "
+                                f"({type(exc).__name__}); the server keeps its policy") from None
+            await self.loop.stop()
+            self.loop.apply(initial)  # raises (and changes nothing) for an unknown variant
+            self.loop.controller = Controller(policy, keep_log=False)
+            await self.loop.stop()
+            return self.status()
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Any) -> AsyncIterator[None]:
@@ -133,10 +182,12 @@ class Server:
         await self.pool.close(drain=True)
 
     async def serve(self) -> None:
+        st = self.settings
         config = uvicorn.Config(
-            self.app, host=self.settings.host, port=self.settings.port, log_level="warning",
-            lifespan="on", timeout_graceful_shutdown=int(self.settings.graceful_timeout_s),
-            access_log=False,
+            self.app, host=st.host, port=st.port, log_level="warning",
+            lifespan="on", timeout_graceful_shutdown=st.graceful_timeout_s,  # type: ignore[arg-type]
+            access_log=False, limit_concurrency=st.max_connections,
+            http=limited_protocol(st.max_header_bytes, st.max_headers, st.header_timeout_s),
         )
         self._uvicorn = _Uvicorn(config)
         await self._uvicorn.serve()

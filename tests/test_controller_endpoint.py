@@ -1,0 +1,76 @@
+"""`PUT /gearshift/controller` on a real server: bounded, serialised, and harmless when wrong."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from gearshift.serving.server import ServerSettings
+from gearshift.types import Allocation, Decision
+from tests.live import serving
+from tests.servers import ScriptedPolicy, free_port
+
+pytestmark = pytest.mark.slow
+
+DECISIONS = {"a": Decision("tiny-s", Allocation(1, 1)), "b": Decision("tiny-l", Allocation(2, 1))}
+
+
+def _factory(calls: list[str], overlap: list[int] | None = None):
+    busy = [0]
+    guard = threading.Lock()
+
+    def build(name: str):
+        calls.append(threading.current_thread().name)
+        if overlap is not None:  # how many builds run at once
+            with guard:
+                busy[0] += 1
+                overlap.append(busy[0])
+            time.sleep(0.05)
+            with guard:
+                busy[0] -= 1
+        if name == "broken":
+            raise ValueError("the policy file does not parse")
+        if name not in DECISIONS:
+            from gearshift.errors import SpecError
+            raise SpecError(f"no policy {name!r}")
+        return ScriptedPolicy([DECISIONS[name]], name=name), DECISIONS[name]
+
+    return build
+
+
+def test_controller_put_is_bounded_serialised_and_keeps_the_window(tiny_spec) -> None:
+    calls: list[str] = []
+    overlap: list[int] = []
+    settings = ServerSettings(port=free_port(), period_s=3600.0)
+    with serving(tiny_spec, DECISIONS["a"], settings, _factory(calls, overlap)) as (url, server):
+        put = f"http://{url}/gearshift/controller"
+        r = httpx.put(put, content=b'{"controller":' * 100_000, timeout=30)
+        assert r.status_code in (400, 413), r.text
+        r = httpx.put(put, content=b"[" * 3000, timeout=30)
+        assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
+        r = httpx.put(put, content=json.dumps({"controller": "a" * 10_000}).encode(), timeout=30)
+        assert r.status_code == 413, r.text
+        r = httpx.put(put, json={"controller": "broken"}, timeout=30)
+        assert r.status_code == 400 and "could not be built" in r.json()["error"], r.text
+        assert "does not parse" not in r.text  # the exception's text stays in the log
+        assert server.loop.controller.policy.name == "scripted"  # kept what it had
+        server.plane.window.arrivals = 7  # as if seven requests came this period
+        r = httpx.put(put, json={"controller": "b"}, timeout=60)
+        assert r.status_code == 200 and r.json()["policy"] == "b", r.text
+        assert server.plane.window.arrivals == 7  # the next tick still sees them
+        assert calls and all(c.startswith("asyncio") for c in calls)  # built off the loop
+        with ThreadPoolExecutor(8) as ex:
+            names = ["a", "b"] * 4
+            answers = list(ex.map(lambda n: httpx.put(put, json={"controller": n}, timeout=120),
+                                  names))
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        assert max(overlap) == 1  # one change at a time
+        st = httpx.get(f"http://{url}/gearshift/status", timeout=10).json()
+        final = DECISIONS[st["policy"]]
+        assert (st["variant"], st["replicas"], st["threads"]) == (
+            final.variant, final.allocation.replicas, final.allocation.threads)
