@@ -86,3 +86,31 @@ def test_a_bad_model_file_at_start_names_the_file_exits_and_leaves_no_worker(
     assert str(victim) in said.replace(" ", "") or str(victim) in said, said
     assert "Traceback" not in said
     assert _marked(mark) == []
+
+
+def test_readiness_turns_503_when_every_replica_is_gone(tiny_spec) -> None:
+    import os
+    import signal
+    import time
+
+    import httpx
+
+    from gearshift.engine.pool import PoolSettings
+    from gearshift.serving.server import ServerSettings
+    from tests.servers import free_port, running_server
+
+    settings = ServerSettings(port=free_port(), period_s=0.2, pool=PoolSettings(max_restarts=0))
+    with running_server(tiny_spec, settings=settings) as (url, server):
+        assert httpx.get(f"http://{url}/v2/health/ready").status_code == 200
+        for pid in server.pool.worker_pids().values():
+            os.kill(pid, signal.SIGKILL)
+        end = time.monotonic() + 20
+        while httpx.get(f"http://{url}/v2/health/ready").status_code == 200:
+            assert time.monotonic() < end, "still ready with no replica"
+            time.sleep(0.05)
+        assert httpx.get(f"http://{url}/v2/health/live").status_code == 200
+        r = httpx.post(f"http://{url}/v2/models/tiny/infer", json={"inputs": [
+            {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]})
+        assert r.status_code == 503 and "not ready" in r.json()["error"]
+        said = httpx.get(f"http://{url}/gearshift/status").json()
+        assert said["workers_ready"] == 0 and "not replacing" in said["last_error"]

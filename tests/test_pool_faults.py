@@ -4,6 +4,7 @@ while every replica is busy. Real worker processes serving tiny ONNX models."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -34,7 +35,8 @@ def test_a_wedged_replica_is_killed_its_request_answered_and_it_is_replaced(tiny
             calls = [asyncio.create_task(pool.infer({"input": _x(i)})) for i in range(6)]
             outcomes = await asyncio.gather(*calls, return_exceptions=True)
         finally:
-            os.kill(wedged, signal.SIGCONT)  # harmless if it was killed
+            with contextlib.suppress(ProcessLookupError):  # gone if it was killed already
+                os.kill(wedged, signal.SIGCONT)
         failed = [o for o in outcomes if isinstance(o, WorkerFailed)]
         assert len(failed) == 1 and "did not answer within 0.5 s" in failed[0].message
         assert all(isinstance(o, InferResult) for o in outcomes if o not in failed)
@@ -63,7 +65,8 @@ def test_queued_requests_past_their_deadline_are_answered_while_every_replica_is
             answered_after_s = time.perf_counter() - t0
             assert not blocker.done()  # answered while the replica was still busy
         finally:
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         assert answered_after_s < 2.0  # the sweep, not the replica freeing up, answered it
         assert isinstance(await blocker, InferResult)
         assert pool.counters.expired == 1 and pool.status().queue_length == 0

@@ -138,7 +138,8 @@ def create_app(
     async def infer(request: Request) -> Response:
         name = check_name(request)
         if not is_ready():
-            raise ShuttingDown("the server is not ready: replicas are loading or stopping")
+            raise ShuttingDown("the server is not ready: its replicas are loading, stopping or "
+                               "gone (/gearshift/status says which)")
         req = await decode(request)
         answer = await _unless_disconnected(plane.infer(name, req), request.receive)
         args = (name, req.id, answer.outputs, req.binary_outputs, answer.parameters)

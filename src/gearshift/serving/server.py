@@ -107,9 +107,13 @@ class Server:
         limits = AppLimits(settings.max_body_bytes, settings.body_timeout_s,
                            settings.max_elements)
         self.app = answer_on_cancel(AccessMiddleware(
-            create_app(self.plane, lambda: self.ready, self.status, settings.max_body_bytes,
+            create_app(self.plane, self.is_ready, self.status, settings.max_body_bytes,
                        self._lifespan, self.set_controller if policies else None, limits),
             self.access))
+
+    def is_ready(self) -> bool:
+        """Started, and a replica serves (or is being brought up): not while every one is gone."""
+        return self.ready and self.pool.can_serve()
 
     def status(self) -> dict[str, Any]:
         st = self.pool.status()
@@ -136,7 +140,10 @@ class Server:
             await self.pool.prewarm(list(self.settings.prewarm))
         except Exception as exc:  # no replicas: nothing to serve, so stop the server
             self.start_error = f"replicas failed to start: {exc}"
-            log.exception(self.start_error)
+            if isinstance(exc, GearshiftError):  # says what was wrong: no traceback needed
+                log.error(self.start_error)
+            else:
+                log.exception(self.start_error)
             if self._uvicorn is not None:
                 self._uvicorn.should_exit = True
             return
