@@ -29,6 +29,7 @@ data:
 		"the fashion pool's tests and demo will say so"; fi
 
 test: install
+	$(BIN)/mypy --strict src/gearshift
 	$(BIN)/python -m pytest -q
 
 demo: install

@@ -32,6 +32,8 @@ from gearshift.reports.frame import RecordFrame, read_records
 from gearshift.reports.html import write_report
 from gearshift.reports.summary import (
     PolicySummary,
+    SweepCoverage,
+    SweepResult,
     build_summary,
     deadline_sweep,
     effective_accuracy_at,
@@ -115,8 +117,8 @@ def test_effective_accuracy_at_other_deadlines(frame: RecordFrame) -> None:
     # default: the records' own deadline, same as the summary
     assert effective_accuracy_at(frame, ACC, "declared") == pytest.approx(3.6 / 8)
     sweep = deadline_sweep({"table": frame}, ACC, "declared", [60, 200])
-    assert sweep == {"deadline_ms": [60.0, 200.0], "source": "measured",
-                     "policies": {"table": [0.1, 0.55]}}
+    assert sweep.to_json() == {"deadline_ms": [60.0, 200.0], "source": "measured",
+                               "policies": {"table": [0.1, 0.55]}}
 
 
 def test_summary_errors() -> None:
@@ -270,10 +272,26 @@ def test_build_summary_shape(frame: RecordFrame) -> None:
     empty = build_summary(D, "labels", pols, None, None, None)
     assert empty["deadlines"] == {"deadline_ms": [], "source": "measured", "policies": {}}
     assert empty["simulated"] == {}
-    with pytest.raises(ValueError, match="lengths"):
-        build_summary(D, "declared", pols, {**sweep, "deadline_ms": [1.0]}, None, {})
     with pytest.raises(ValueError, match="notes"):
-        build_summary(D, "declared", pols, None, None, {"x": object()})
+        build_summary(D, "declared", pols, None, None, {"x": object()})  # type: ignore[dict-item]
+
+
+def test_sweep_result_validates_and_keeps_the_json_layout() -> None:
+    coverage = SweepCoverage(12.0, 480, 4, (0, 3))
+    sweep = SweepResult((50.0, 25.0), "simulated",
+                        {"static:a": (0.5, math.nan), "table": (0.61234567, None)}, coverage)
+    assert json.dumps(sweep.to_json()) == (
+        '{"deadline_ms": [50.0, 25.0], "source": "simulated", "policies": {"table": '
+        '[0.612346, null], "static:a": [0.5, null]}, "duration_s": 12.0, "requests": 480, '
+        '"paths": 4, "seeds": [0, 3]}')
+    with pytest.raises(ValueError, match=r"2 deadlines .* lengths: \{'table': 1\}"):
+        SweepResult((50.0, 25.0), "simulated", {"static:a": (0.5, 0.4), "table": (0.6,)})
+    with pytest.raises(ValueError, match="source"):
+        SweepResult((), "guessed", {})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="paths"):
+        SweepCoverage(12.0, 480, 0, (0, 3))
+    with pytest.raises(ValueError, match="seeds"):
+        SweepCoverage(12.0, 480, 4, (3, 0))
 
 
 def test_compare_tolerances() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,6 +17,7 @@ from gearshift.progress import StepCallback
 from gearshift.types import Allocation, Decision, allocations_for
 
 if TYPE_CHECKING:
+    from gearshift.engine.check import CheckRow
     from gearshift.planning.table import PolicyTable
     from gearshift.zoo.spec import PoolSpec
 
@@ -91,7 +92,7 @@ def _build(family: str, out_dir: Path, weights: Path | None, image_size: int, me
     raise GearshiftError(f"unknown family {family!r}; choose resnet, fashion or tiny")
 
 
-def _print_check(title: str, rows: list) -> None:
+def _print_check(title: str, rows: Sequence[CheckRow]) -> None:
     table = Table(title=title)
     for col in ("allocation", "variant", "service ms", "top class", "load s", "replica RSS MB"):
         table.add_column(col, justify="right" if col != "variant" else "left")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from gearshift.errors import GearshiftError
 from gearshift.policy import ORACLE
+
+if TYPE_CHECKING:
+    from gearshift.reports.summary import SummaryDoc
 
 console = Console(stderr=True)
 out = Console()
@@ -23,7 +26,7 @@ def _fail(exc: GearshiftError) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def print_summary(summary: dict[str, Any], report: Path | None) -> None:
+def print_summary(summary: SummaryDoc, report: Path | None) -> None:
     t = Table(title=f"deadline {summary['deadline_ms']:g} ms; effective accuracy basis: "
                     f"{summary['accuracy_basis']}")
     t.add_column("policy", no_wrap=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from gearshift.types import Decision
+from gearshift.types import JSON, Decision
 
 S = TypeVar("S")
 
@@ -42,7 +42,8 @@ class Observation:
 
 
 class Policy(Protocol[S]):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def initial_state(self) -> S: ...
 
@@ -51,11 +52,12 @@ class Policy(Protocol[S]):
 
 @dataclass(frozen=True)
 class ControlStep:
-    """One line of the control log."""
+    """One line of the control log; `state` is the policy's state after the step, its fields as
+    plain values (NaN as None, anything else not a number, string or bool as its str)."""
 
     observation: Observation
     decision: Decision
-    state: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, JSON] = field(default_factory=dict)
 
 
 class Controller(Generic[S]):
@@ -81,7 +83,7 @@ class Controller(Generic[S]):
         return decision
 
 
-def _plain(v: Any) -> Any:
+def _plain(v: object) -> int | float | str | bool | None:
     if isinstance(v, float) and math.isnan(v):
         return None
     return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)

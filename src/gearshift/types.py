@@ -6,11 +6,16 @@ Times crossing module boundaries carry their unit in the name (`latency_ms`, `ra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from itertools import pairwise
-from typing import Literal
+from typing import Literal, TypeAlias
+
+JSON: TypeAlias = Mapping[str, "JSON"] | Sequence["JSON"] | str | int | float | bool | None
+"""A value `json.dumps` writes as is: objects (str keys), arrays, strings, numbers, booleans,
+null. Read-only views (Mapping, Sequence), so a `dict[str, float]` is one too."""
+JSONObject: TypeAlias = Mapping[str, JSON]
 
 
 @dataclass(frozen=True, order=True)

@@ -211,7 +211,7 @@ class ExpectedTablePolicy:
         live: 1, unless it missed more than its plan expected by over `miss_z` Poisson
         standard deviations (a profile that flatters it: tails, co-running, a noisy machine)."""
         excess = np.maximum(0.0, missed - planned - self.miss_z * np.sqrt(planned + 1.0))
-        return 1.0 - excess / np.maximum(resolved, 1.0)
+        return np.asarray(1.0 - excess / np.maximum(resolved, 1.0), dtype=np.float64)
 
     def _pick(self, expected: np.ndarray, current: int) -> int:
         """The candidate to serve, or -1 if none scores above 0."""
@@ -226,4 +226,4 @@ class ExpectedTablePolicy:
             if expected[current] >= best - margin:
                 return current
         tied = [c for c in range(len(expected)) if expected[c] >= best - self.tie_tol]
-        return min(tied, key=lambda c: tie_order(*self.scores.keys[c][1:], expected[c]))
+        return min(tied, key=lambda c: tie_order(*self.scores.keys[c][1:], float(expected[c])))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -17,6 +17,11 @@ from gearshift.planning.table import PolicyTable
 from gearshift.policy import PAPER, QUEUE_AWARE, STATIC, TABLE, Policy, static_variant
 from gearshift.profiling.profile import Profile
 from gearshift.types import Allocation, Decision, allocations_for
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+D = TypeVar("D", bound="DataclassInstance")
 
 
 def best_allocation(table: PolicyTable, profile: Profile | None, variant: str) -> Allocation:
@@ -63,9 +68,22 @@ class PolicyKind:
     build: Callable[[PolicyRequest], tuple[Policy[Any], Decision]]
 
 
-def _float_fields(cls: type, names: tuple[str, ...]) -> dict[str, float]:
+def _float_fields(cls: type[DataclassInstance], names: tuple[str, ...]) -> dict[str, float]:
+    """The defaults of the dataclass fields `names` (numbers), in that order."""
     defaults = {f.name: f.default for f in fields(cls)}
-    return {n: float(defaults[n]) for n in names}
+    out: dict[str, float] = {}
+    for n in names:
+        value = defaults[n]
+        if not isinstance(value, int | float):
+            raise TypeError(f"{cls.__name__}.{n} has no numeric default")
+        out[n] = float(value)
+    return out
+
+
+def _with_options(policy: D, options: Mapping[str, float]) -> D:
+    """`policy` with the numeric fields named in `options` set (`make_policy` checked the
+    names against the kind's options)."""
+    return replace(policy, **options)
 
 
 TABLE_OPTIONS = _float_fields(ExpectedTablePolicy, (
@@ -85,7 +103,7 @@ def _table(r: PolicyRequest, rescues: bool, name: str) -> tuple[Policy[Any], Dec
 
 
 def _paper(r: PolicyRequest) -> tuple[Policy[Any], Decision]:
-    return (TablePolicy(r.table, name=PAPER, **r.options),
+    return (_with_options(TablePolicy(r.table, name=PAPER), r.options),
             replace(r.first, fallbacks=()))
 
 
@@ -163,7 +181,7 @@ def table_policy(table: PolicyTable, fallbacks: dict[str, tuple[str, ...]],
     (`ExpectedTablePolicy`, with `options`); for a table without one (written by hand), the
     paper's range lookup with these fallbacks."""
     if table.grid:
-        return replace(ExpectedTablePolicy.from_table(table, fallbacks), **(options or {}))
+        return _with_options(ExpectedTablePolicy.from_table(table, fallbacks), options or {})
     return TablePolicy(table, fallbacks=fallbacks)
 
 

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from gearshift.errors import GearshiftError
 from gearshift.loadgen.client import run_open_loop
 from gearshift.loadgen.payloads import Payload
+from gearshift.progress import StepCallback as Progress
 from gearshift.types import RequestRecord
 
 
@@ -87,11 +87,11 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: f
     raise GearshiftError(f"the server at {url} was not ready after {timeout_s:.0f} s (see {log})")
 
 
-def set_controller(url: str, name: str) -> dict[str, Any]:
+def set_controller(url: str, name: str) -> None:
+    """Switch the server at `url` to the controller `name`; raises GearshiftError if it says no."""
     r = httpx.put(f"{url}/gearshift/controller", json={"controller": name}, timeout=300.0)
     if r.status_code != 200:
         raise GearshiftError(f"switching the server to {name} failed: {r.text}")
-    return dict(r.json())
 
 
 def wait_idle(url: str, timeout_s: float = 120.0) -> None:
@@ -156,7 +156,7 @@ def measure_service_ms(url: str, controller: str, variant: str, rate_rps: float,
 
 def run_policy(url: str, model: str, name: str, arrivals_s: np.ndarray,
                payloads: list[Payload], deadline_ms: float, settle_s: float,
-               progress: Any = None) -> LiveRun:
+               progress: Progress | None = None) -> LiveRun:
     """Switch the server to policy `name`, let it settle, replay `arrivals_s` open-loop."""
     wait_idle(url)
     set_controller(url, name)

@@ -11,6 +11,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from gearshift.control.factory import make_policy
 from gearshift.control.policies import SchedulePolicy
 from gearshift.planning.planner import PlanSettings, plan_table
 from gearshift.planning.table import PolicyTable
-from gearshift.policy import ORACLE, PAPER, SWITCHING, Controller, static_name
+from gearshift.policy import ORACLE, PAPER, SWITCHING, Controller, Policy, static_name
 from gearshift.profiling.profile import Profile, load_profile, save_profile
 from gearshift.profiling.profiler import ProfileSettings, machine_info, measure
 from gearshift.progress import StepCallback as Progress
@@ -65,6 +66,7 @@ def simulate_policy(name: str, profile: Profile, table: PolicyTable, variants: l
                     period_s: float, duration_s: float) -> SimRun:
     """One policy on `arrivals_s` in the simulator; `oracle` is the hindsight schedule."""
     settings = SimSettings(period_s=period_s, duration_s=duration_s)
+    policy: Policy[Any]
     if name == ORACLE:
         sched = oracle_schedule(profile, arrivals_s, deadline_ms, seed, period_s)
         policy, initial = SchedulePolicy(sched.decisions, period_s), sched.decisions[0]

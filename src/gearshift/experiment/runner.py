@@ -12,10 +12,9 @@ import asyncio
 import json
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -35,6 +34,7 @@ from gearshift.records import write_records
 from gearshift.reports import figures
 from gearshift.reports.compare import compare
 from gearshift.reports.control_log import (
+    ControlLine,
     ControlTrace,
     Segment,
     offered_load,
@@ -42,7 +42,16 @@ from gearshift.reports.control_log import (
 )
 from gearshift.reports.frame import RecordFrame
 from gearshift.reports.html import CAPTIONS, write_report
-from gearshift.reports.summary import PolicySummary, build_summary, summarize
+from gearshift.reports.summary import (
+    Basis,
+    PolicySummary,
+    SummaryDoc,
+    SweepCoverage,
+    SweepResult,
+    build_summary,
+    summarize,
+)
+from gearshift.types import JSON
 from gearshift.zoo.spec import PoolSpec, load_pool_spec
 
 Stage = Callable[[str], Progress]  # stage title -> progress callback for that stage
@@ -74,48 +83,61 @@ class ExperimentSettings:
     sweep_seconds: float = 600.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Run:
-    """What the experiment has gathered so far (filled stage by stage)."""
+    """What the live stage gathered: the profile as calibrated through the server, the table
+    planned from it, the one arrival schedule every policy got and each policy's live run."""
 
     spec: PoolSpec
     deadline_ms: float
-    profile: Profile | None = None
-    table: PolicyTable | None = None
-    arrivals_s: np.ndarray = field(default_factory=lambda: np.empty(0))
-    live: dict[str, LiveRun] = field(default_factory=dict)
-    capacity_rps: float = 0.0  # what the default mmpp is scaled to
-    http_capacity_rps: float = 0.0
-    sim: dict[str, offline.SimRun] = field(default_factory=dict)
+    profile: Profile
+    table: PolicyTable
+    arrivals_s: np.ndarray
+    live: dict[str, LiveRun]
+    capacity_rps: float  # what the default mmpp is scaled to
+    http_capacity_rps: float
 
 
-def run_experiment(s: ExperimentSettings, stage: Stage) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Calibrated:
+    """The profile re-measured through the live server, its table and the capacities."""
+
+    profile: Profile
+    table: PolicyTable
+    capacity_rps: float  # what both the pool and the HTTP front end answer
+    http_capacity_rps: float
+
+
+def run_experiment(s: ExperimentSettings, stage: Stage) -> SummaryDoc:
     """Run everything; returns the summary document (also written to `out/summary.json`)."""
     spec = load_pool_spec(s.pool)
     parse_workload(s.workload)  # a bad spec fails now, not after profiling
-    run = _Run(spec, s.deadline_ms or spec.deadline_ms)
+    deadline_ms = s.deadline_ms or spec.deadline_ms
     s.out.mkdir(parents=True, exist_ok=True)
-    _offline(s, run, stage)
+    profile = _offline(s, spec, deadline_ms, stage)
     names = list(s.policies) or offline.policy_names(spec.variant_names())
-    payloads, basis = _payloads(s, spec, run.deadline_ms)
-    _live(s, run, names, payloads, stage)
-    _simulate(s, run, names, stage("simulating"))
-    return _write_results(s, run, names, basis, stage)
+    payloads, basis = _payloads(s, spec, deadline_ms)
+    run = _live(s, spec, deadline_ms, profile, names, payloads, stage)
+    sims = _simulate(s, run, names, stage("simulating"))
+    return _write_results(s, run, sims, names, basis, stage)
 
 
-def _offline(s: ExperimentSettings, run: _Run, stage: Stage) -> None:
+def _offline(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float,
+             stage: Stage) -> Profile:
+    """Profile the pool (or take it from the cache) and write the table the server starts with."""
     settings = ProfileSettings(cores=s.cores, samples=s.samples, overhead_samples=50)
-    run.profile, _ = asyncio.run(offline.profile_pool(run.spec, settings, s.cache_dir,
-                                                      stage("profiling")))
-    save_profile(run.profile, s.out / "profile.json")
-    _plan(s, run, stage("planning"))
+    profile, _ = asyncio.run(offline.profile_pool(spec, settings, s.cache_dir,
+                                                  stage("profiling")))
+    save_profile(profile, s.out / "profile.json")
+    _plan(s, profile, deadline_ms, stage("planning"))
+    return profile
 
 
-def _plan(s: ExperimentSettings, run: _Run, progress: Progress) -> None:
-    assert run.profile is not None
-    run.table = plan_table(run.profile, run.deadline_ms, _plan_settings(s), True, s.seed,
-                           progress)
-    save_policy(run.table, s.out / "policy.json")
+def _plan(s: ExperimentSettings, profile: Profile, deadline_ms: float,
+          progress: Progress) -> PolicyTable:
+    table = plan_table(profile, deadline_ms, _plan_settings(s), True, s.seed, progress)
+    save_policy(table, s.out / "policy.json")
+    return table
 
 
 def _plan_settings(s: ExperimentSettings) -> PlanSettings:
@@ -123,21 +145,22 @@ def _plan_settings(s: ExperimentSettings) -> PlanSettings:
     return replace(s.plan, period_s=s.period_s)
 
 
-def _arrivals(s: ExperimentSettings, run: _Run, seed: int) -> np.ndarray:
+def _arrivals(s: ExperimentSettings, capacity_rps: float, seed: int) -> np.ndarray:
     """`s.duration_s` of the workload at `seed`, rates given per capacity (the default mmpp,
-    `0.5x`) scaled to `run.capacity_rps`."""
-    return parse_workload(s.workload).arrivals(s.duration_s, seed, run.capacity_rps)
+    `0.5x`) scaled to `capacity_rps`."""
+    return parse_workload(s.workload).arrivals(s.duration_s, seed, capacity_rps)
 
 
-def _draw_arrivals(s: ExperimentSettings, run: _Run) -> None:
-    """The one arrival schedule every policy gets, scaled (default mmpp) to `run.capacity_rps`."""
-    run.arrivals_s = _arrivals(s, run, s.seed)
-    if len(run.arrivals_s) == 0:
+def _draw_arrivals(s: ExperimentSettings, capacity_rps: float) -> np.ndarray:
+    """The one arrival schedule every policy gets, scaled (default mmpp) to `capacity_rps`."""
+    arrivals_s = _arrivals(s, capacity_rps, s.seed)
+    if len(arrivals_s) == 0:
         raise SpecError(f"workload {s.workload!r} gives no arrivals in {s.duration_s:g} s")
+    return arrivals_s
 
 
 def _payloads(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float) -> tuple[
-        list[Payload], str]:
+        list[Payload], Basis]:
     if s.data is None:
         return random_payloads(spec, 32, s.seed, deadline_ms), "declared"
     if s.data != "fashion-test":
@@ -150,50 +173,55 @@ def _payloads(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float) -> tupl
                              deadline_ms), "labels"
 
 
-def _live(s: ExperimentSettings, run: _Run, names: list[str], payloads: list[Payload],
-          stage: Stage) -> None:
+def _live(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float, profile: Profile,
+          names: list[str], payloads: list[Payload], stage: Stage) -> _Run:
     args = ServerArgs(s.pool, s.out / "policy.json", s.out / "server.log",
                       s.out / "profile.json", s.out / "control.jsonl", s.period_s)
     (s.out / "control.jsonl").unlink(missing_ok=True)
+    live: dict[str, LiveRun] = {}
     with live_server(args) as url:
-        _calibrate(s, run, url, stage)
-        _draw_arrivals(s, run)
+        cal = _calibrate(s, spec, deadline_ms, profile, url, stage)
+        arrivals_s = _draw_arrivals(s, cal.capacity_rps)
         progress = stage("live runs")
         for i, name in enumerate(names):
-            progress(i, len(names), f"{name}: {len(run.arrivals_s)} requests")
-            live = run_policy(url, run.spec.application, name, run.arrivals_s, payloads,
-                              run.deadline_ms, s.settle_s)
-            write_records(s.out / "records" / f"{_file(name)}.csv", live.records)
-            run.live[name] = live
+            progress(i, len(names), f"{name}: {len(arrivals_s)} requests")
+            one = run_policy(url, spec.application, name, arrivals_s, payloads, deadline_ms,
+                             s.settle_s)
+            write_records(s.out / "records" / f"{_file(name)}.csv", one.records)
+            live[name] = one
         progress(len(names), len(names), "live runs done")
+    return _Run(spec, deadline_ms, cal.profile, cal.table, arrivals_s, live, cal.capacity_rps,
+                cal.http_capacity_rps)
 
 
-def _calibrate(s: ExperimentSettings, run: _Run, url: str, stage: Stage) -> None:
+def _calibrate(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float, profile: Profile,
+               url: str, stage: Stage) -> _Calibrated:
     """Re-measure the profile through the live server (`experiment.calibrate`) and plan again
     from it; the server takes up the new table at the next controller switch. The default
     mmpp is scaled to what both the pool and the HTTP front end answer."""
-    assert run.profile is not None
-    probe = random_payloads(run.spec, 8, s.seed, 60_000.0)  # no deadline cuts a probe short
-    cal = calibrate(url, run.profile, probe, CalibrationSettings(seed=s.seed),
+    probe = random_payloads(spec, 8, s.seed, 60_000.0)  # no deadline cuts a probe short
+    cal = calibrate(url, profile, probe, CalibrationSettings(seed=s.seed),
                     stage("calibrating through HTTP"))
-    run.profile, run.http_capacity_rps = cal.profile, cal.http_capacity_rps
-    run.capacity_rps = min(run.profile.capacity_rps(), run.http_capacity_rps)
-    save_profile(run.profile, s.out / "profile.json")
-    _plan(s, run, stage("planning (calibrated)"))
+    capacity_rps = min(cal.profile.capacity_rps(), cal.http_capacity_rps)
+    save_profile(cal.profile, s.out / "profile.json")
+    table = _plan(s, cal.profile, deadline_ms, stage("planning (calibrated)"))
+    return _Calibrated(cal.profile, table, capacity_rps, cal.http_capacity_rps)
 
 
-def _simulate(s: ExperimentSettings, run: _Run, names: list[str], progress: Progress) -> None:
-    assert run.profile is not None and run.table is not None
+def _simulate(s: ExperimentSettings, run: _Run, names: list[str],
+              progress: Progress) -> dict[str, offline.SimRun]:
     variants = run.spec.variant_names()
     paper = plan_table(run.profile, run.deadline_ms, _plan_settings(s), False, s.seed)
+    sims: dict[str, offline.SimRun] = {}
     for i, name in enumerate([*names, PAPER, ORACLE]):
         progress(i, len(names) + 2, name)
         sim = offline.simulate_policy(name, run.profile, paper if name == PAPER
                                       else run.table, variants, run.arrivals_s,
                                       run.deadline_ms, s.seed, s.period_s, s.duration_s)
         sim.columns.write_csv(s.out / "records" / f"sim-{_file(name)}.csv")
-        run.sim[name] = sim
+        sims[name] = sim
     progress(len(names) + 2, len(names) + 2, "simulations done")
+    return sims
 
 
 def _file(name: str) -> str:
@@ -203,20 +231,20 @@ def _file(name: str) -> str:
 def _traces(s: ExperimentSettings, run: _Run) -> dict[str, ControlTrace]:
     """Each live run's control-log steps, on the run's clock (t = 0 at its first send)."""
     path = s.out / "control.jsonl"
-    lines = [json.loads(ln) for ln in path.read_text().splitlines()] if path.is_file() else []
+    lines: list[ControlLine] = ([json.loads(ln) for ln in path.read_text().splitlines()]
+                                if path.is_file() else [])
     out = {}
     for name, live in run.live.items():
-        mine = [dict(ln, t_s=ln["unix_s"] - live.started_unix_s) for ln in lines
-                if ln.get("policy") == name]
+        mine: list[ControlLine] = [{**ln, "t_s": ln["unix_s"] - live.started_unix_s}
+                                   for ln in lines if ln.get("policy") == name]
         mine = [ln for ln in mine if 0.0 < ln["t_s"] <= s.duration_s + s.period_s]
         if mine:
             out[name] = ControlTrace.from_lines(mine)
     return out
 
 
-def _write_results(s: ExperimentSettings, run: _Run, names: list[str], basis: str,
-                   stage: Stage) -> dict[str, Any]:
-    assert run.profile is not None
+def _write_results(s: ExperimentSettings, run: _Run, sims: dict[str, offline.SimRun],
+                   names: list[str], basis: Basis, stage: Stage) -> SummaryDoc:
     sweep = _sweep(s, run, stage("deadline sweep (simulated)"))
     progress = stage("report")
     progress(0, 2, "summary")
@@ -224,12 +252,12 @@ def _write_results(s: ExperimentSettings, run: _Run, names: list[str], basis: st
     traces = _traces(s, run)
     frames = {n: RecordFrame.from_records(run.live[n].records) for n in names}
     measured = {n: summarize(frames[n], acc, basis, traces.get(n)) for n in names}
-    sim_frames = {n: RecordFrame.from_columns(r.columns) for n, r in run.sim.items()}
+    sim_frames = {n: RecordFrame.from_columns(r.columns) for n, r in sims.items()}
     simulated = {n: summarize(f, acc, "declared") for n, f in sim_frames.items()}
     measured[ORACLE] = simulated[ORACLE]
     summary = build_summary(run.deadline_ms, basis, measured, sweep,
                             {n: v for n, v in simulated.items() if n != ORACLE},
-                            _notes(s, run, basis))
+                            _notes(run, basis))
     (s.out / "summary.json").write_text(json.dumps(summary, indent=1))
     progress(1, 2, "figures and report")
     figs = _figures(s, run, frames, traces, measured, simulated, sweep, acc)
@@ -238,28 +266,26 @@ def _write_results(s: ExperimentSettings, run: _Run, names: list[str], basis: st
     return summary
 
 
-def _sweep(s: ExperimentSettings, run: _Run, progress: Progress) -> dict[str, Any]:
+def _sweep(s: ExperimentSettings, run: _Run, progress: Progress) -> SweepResult:
     """The summary's `deadlines` entry: every policy simulated at each deadline of the sweep
     over `sweep_seconds` of the workload, in paths of the live duration: the live schedule and
     paths drawn with the seeds after the run's."""
-    assert run.profile is not None
     n = max(1, round(s.sweep_seconds / s.duration_s))
     seeds = tuple(s.seed + i for i in range(n))
-    paths = (run.arrivals_s, *(_arrivals(s, run, seed) for seed in seeds[1:]))
+    paths = (run.arrivals_s, *(_arrivals(s, run.capacity_rps, seed) for seed in seeds[1:]))
     plan = _plan_settings(s)
     job = offline.SweepJob(run.profile, run.spec.variant_names(), paths, seeds, s.period_s,
                            s.duration_s, replace(plan, duration_s=min(plan.duration_s,
                                                                       s.sweep_plan_seconds)))
     deadlines = [round(run.deadline_ms * k, 3) for k in s.sweep]
-    return {"deadline_ms": deadlines, "source": "simulated",
-            "policies": offline.deadline_sweep(job, deadlines, progress),
-            "duration_s": n * s.duration_s, "requests": job.requests, "paths": n,
-            "seeds": [seeds[0], seeds[-1]]}
+    return SweepResult(tuple(deadlines), "simulated",
+                       offline.deadline_sweep(job, deadlines, progress),
+                       SweepCoverage(n * s.duration_s, job.requests, n, (seeds[0], seeds[-1])))
 
 
 def _figures(s: ExperimentSettings, run: _Run, frames: dict[str, RecordFrame],
              traces: dict[str, ControlTrace], measured: dict[str, PolicySummary],
-             simulated: dict[str, PolicySummary], sweep: dict[str, Any],
+             simulated: dict[str, PolicySummary], sweep: SweepResult,
              acc: dict[str, float]) -> list[Path]:
     d = s.out / "figures"
     d.mkdir(parents=True, exist_ok=True)
@@ -280,8 +306,7 @@ def _figures(s: ExperimentSettings, run: _Run, frames: dict[str, RecordFrame],
     return paths
 
 
-def _notes(s: ExperimentSettings, run: _Run, basis: str) -> dict[str, Any]:
-    assert run.profile is not None
+def _notes(run: _Run, basis: Basis) -> dict[str, JSON]:
     return {
         "oracle": "simulated hindsight upper bound (per period, best variant and RxT knowing "
                   "the actual arrivals)",
@@ -298,13 +323,14 @@ def _notes(s: ExperimentSettings, run: _Run, basis: str) -> dict[str, Any]:
     }
 
 
-def _context(s: ExperimentSettings, run: _Run, sweep: dict[str, Any]) -> dict[str, Any]:
-    assert run.profile is not None
-    sweep_caption = (f"{CAPTIONS['accuracy_vs_deadline']} Each deadline has its own table; "
-                     f"simulated on {sweep['paths']} paths of {s.duration_s:g} s of the "
-                     f"workload (seeds {sweep['seeds'][0]}-{sweep['seeds'][1]}, the live path "
-                     f"first; {sweep['requests']} requests), so that which static variant one "
-                     "path favours weighs less.")
+def _context(s: ExperimentSettings, run: _Run, sweep: SweepResult) -> dict[str, JSON]:
+    sweep_caption = f"{CAPTIONS['accuracy_vs_deadline']} Each deadline has its own table"
+    c = sweep.coverage
+    sweep_caption += (
+        "." if c is None else
+        f"; simulated on {c.paths} paths of {s.duration_s:g} s of the workload (seeds "
+        f"{c.seeds[0]}-{c.seeds[1]}, the live path first; {c.requests} requests), so that "
+        "which static variant one path favours weighs less.")
     return {
         "captions": {"accuracy_vs_deadline": sweep_caption},
         "title": f"gearshift experiment: {run.spec.application}",

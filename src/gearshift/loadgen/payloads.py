@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from gearshift.protocol import datatype_of
+from gearshift.types import JSONObject
 from gearshift.zoo.spec import DTYPES, InputSpec, PoolSpec
 
 _NUMPY = {datatype_of(np.dtype(d)): np.dtype(d) for d in
@@ -119,13 +121,31 @@ class ModelInfo:
     deadline_ms: float | None  # gearshift's default deadline; None from other servers
 
 
-def model_info(meta: dict[str, Any]) -> ModelInfo:
+class _TensorMeta(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class _MetaParameters(BaseModel):
+    deadline_ms: float | None = None
+
+
+class _ModelMeta(BaseModel):
+    """The part of KServe V2 model metadata a load client reads: exactly one input."""
+
+    inputs: tuple[_TensorMeta]
+    parameters: _MetaParameters | None = None
+
+
+def model_info(meta: JSONObject) -> ModelInfo:
     """Read KServe V2 model metadata with one input (its batch dimension dropped)."""
     try:
-        (tensor,) = meta["inputs"]
-        dtype = {datatype_of(np.dtype(d)): d for d in DTYPES}[tensor["datatype"]]
-        inp = InputSpec(name=tensor["name"], shape=list(tensor["shape"][1:]), dtype=dtype)
-        deadline = (meta.get("parameters") or {}).get("deadline_ms")
+        m = _ModelMeta.model_validate(meta)
+        (tensor,) = m.inputs
+        dtype = {datatype_of(np.dtype(d)): d for d in DTYPES}[tensor.datatype]
+        inp = InputSpec(name=tensor.name, shape=tensor.shape[1:], dtype=dtype)
+        deadline = m.parameters.deadline_ms if m.parameters else None
         return ModelInfo(inp, float(deadline) if deadline else None)
     except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         raise ValueError(

@@ -13,14 +13,47 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import NotRequired, TypedDict
 
 import numpy as np
 
+from gearshift.policy import Observation
 from gearshift.reports.frame import RecordFrame
+from gearshift.types import JSON, Decision
+
+
+class DecisionJSON(TypedDict):
+    """A decision in a control-log line."""
+
+    variant: str
+    replicas: int
+    threads: int
+    reason: str
+
+
+class ObservationJSON(TypedDict):
+    """What a control-log line's period saw (the fields read here; a server writes more)."""
+
+    period_s: float
+    arrivals: int
+    rate_rps: float
+    queue_length: int
+    current: DecisionJSON
+
+
+class ControlLine(TypedDict):
+    """One control-log line (the `step_json` shape); a live server also writes which policy ran
+    (`policy`) and when, on the wall clock (`unix_s`)."""
+
+    t_s: float
+    observation: ObservationJSON
+    decision: DecisionJSON
+    state: NotRequired[dict[str, JSON]]
+    policy: NotRequired[str]
+    unix_s: NotRequired[float]
 
 
 @dataclass(frozen=True, eq=False)  # numpy columns
@@ -49,7 +82,7 @@ class ControlTrace:
         return len(self.t_s)
 
     @classmethod
-    def from_lines(cls, lines: Sequence[Mapping[str, Any]]) -> ControlTrace:
+    def from_lines(cls, lines: Sequence[ControlLine]) -> ControlTrace:
         """From parsed control-log lines (the `step_json` shape)."""
         obs = [ln["observation"] for ln in lines]
         dec = [ln["decision"] for ln in lines]
@@ -69,7 +102,8 @@ class ControlTrace:
         )
 
     @classmethod
-    def from_steps(cls, observations: Sequence[Any], decisions: Sequence[Any]) -> ControlTrace:
+    def from_steps(cls, observations: Sequence[Observation],
+                   decisions: Sequence[Decision]) -> ControlTrace:
         """From `policy.Observation`s and `types.Decision`s (a simulator result's
         `observations` and `decisions`), paired in order; observations past the last decision
         (the simulator's final one) are left out."""
@@ -79,8 +113,8 @@ class ControlTrace:
             {"t_s": o.t_s,
              "observation": {"period_s": o.period_s, "arrivals": o.arrivals,
                              "rate_rps": o.arrivals / o.period_s, "queue_length": o.queue_length,
-                             "current": _decision_dict(o.current)},
-             "decision": _decision_dict(d)}
+                             "current": _decision_json(o.current)},
+             "decision": _decision_json(d)}
             for o, d in zip(observations, decisions)
         ])
 
@@ -115,7 +149,7 @@ def read_control_log(path: str | Path, run: int = -1) -> ControlTrace:
     """Read a control log (JSON lines); `run` picks one server run when the file holds several
     (split where `t_s` goes backwards; -1 = the last). Raises ValueError naming the bad line."""
     path = Path(path)
-    runs: list[list[dict[str, Any]]] = [[]]
+    runs: list[list[ControlLine]] = [[]]
     for line_no, text in enumerate(path.read_text().splitlines(), start=1):
         if not text.strip():
             continue
@@ -232,6 +266,6 @@ def offered_load(frame: RecordFrame, bin_s: float = 1.0) -> tuple[np.ndarray, np
     return edges[:-1], counts / bin_s
 
 
-def _decision_dict(d: Any) -> dict[str, Any]:
+def _decision_json(d: Decision) -> DecisionJSON:
     return {"variant": d.variant, "replicas": d.allocation.replicas,
-            "threads": d.allocation.threads, "reason": getattr(d, "reason", "")}
+            "threads": d.allocation.threads, "reason": d.reason}

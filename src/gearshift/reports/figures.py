@@ -33,7 +33,7 @@ from gearshift.reports.style import (
     variant_colors,
     variant_order,
 )
-from gearshift.reports.summary import on_time_mask
+from gearshift.reports.summary import SweepResult, on_time_mask
 
 DPI = 130
 Series = tuple[np.ndarray, np.ndarray]  # (time s, rate requests/s), steps starting at each time
@@ -135,13 +135,13 @@ def _draw_allocations(ax: Axes, segs: list[Segment]) -> None:
 # --- 2. effective accuracy vs deadline ----------------------------------------------------------
 
 
-def plot_accuracy_vs_deadline(sweep: Mapping[str, object], accuracy: Mapping[str, float],
+def plot_accuracy_vs_deadline(sweep: SweepResult, accuracy: Mapping[str, float],
                               path: str | Path, deadline_ms: float | None = None) -> Path:
-    """`sweep` is the summary's `deadlines` entry ({"deadline_ms": [...], "source", "policies":
-    {name: [effective accuracy per deadline]}}). Switching policies solid, static dashed, oracle
-    dotted; the run's deadline marked. Log x axis when the deadlines span more than 10x."""
-    xs = np.asarray(sweep["deadline_ms"], dtype=float)
-    curves: Mapping[str, Sequence[float | None]] = sweep["policies"]  # type: ignore[assignment]
+    """`sweep`: each policy's effective accuracy per deadline (the summary's `deadlines`
+    entry). Switching policies solid, static dashed, oracle dotted; the run's deadline marked.
+    Log x axis when the deadlines span more than 10x."""
+    xs = np.asarray(sweep.deadline_ms, dtype=float)
+    curves = sweep.policies
     styles = policy_styles(curves, accuracy)
     fig, ax = plt.subplots(figsize=(11, 5.5))
     for name in static_first_by_accuracy(curves, accuracy):
@@ -159,7 +159,7 @@ def plot_accuracy_vs_deadline(sweep: Mapping[str, object], accuracy: Mapping[str
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    how = ("each policy simulated at each deadline" if sweep["source"] == "simulated"
+    how = ("each policy simulated at each deadline" if sweep.source == "simulated"
            else "measured runs re-scored at each deadline")
     ax.set_title(f"Effective accuracy vs deadline ({how})", fontsize=11)
     fig.tight_layout()

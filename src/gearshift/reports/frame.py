@@ -13,16 +13,21 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from gearshift.records import CSV_COLUMNS
 from gearshift.types import RequestRecord
 
+if TYPE_CHECKING:
+    from gearshift.sim.records import RequestColumns
+
 STATUS_OK = 200
 STATUS_DROPPED = 504  # the server dropped the request: its deadline passed while queued
 
+_Row = dict[str, float | int | str | bool]  # one request, column name -> cell
 _FLOAT_COLUMNS = ("scheduled_s", "sent_s", "completed_s", "queue_ms", "service_ms", "deadline_ms")
 
 
@@ -58,12 +63,12 @@ class RecordFrame:
         """Latency as the user sees it, from when the request was due to when it was answered:
         `(completed_s - scheduled_s) * 1000` (ms), so time a request spent waiting for the
         client (a connection, the sender) counts too; defined for failures too."""
-        return (self.completed_s - self.scheduled_s) * 1000.0
+        return np.asarray((self.completed_s - self.scheduled_s) * 1000.0, dtype=np.float64)
 
     @property
     def answered(self) -> np.ndarray:
         """status == 200."""
-        return self.status == STATUS_OK
+        return np.asarray(self.status == STATUS_OK, dtype=np.bool_)
 
     @property
     def duration_s(self) -> float:
@@ -85,10 +90,8 @@ class RecordFrame:
         return _from_rows([_record_row(r) for r in records])
 
     @classmethod
-    def from_columns(cls, columns: Any) -> RecordFrame:
-        """From a simulated run's `gearshift.sim.records.RequestColumns` (duck-typed: arrival_s,
-        completed_s, status, variant_names(), queue_ms, service_ms, deadline_ms, on_time);
-        arrival = scheduled = sent; no labels."""
+    def from_columns(cls, columns: RequestColumns) -> RecordFrame:
+        """From a simulated run's columns; arrival = scheduled = sent; no labels."""
         n = len(columns.arrival_s)
         status = np.asarray(columns.status, dtype=np.int64)
         return cls(
@@ -127,8 +130,8 @@ def read_records(path: str | Path) -> RecordFrame:
     return _from_rows(rows)
 
 
-def _parse_row(row: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {c: float(row[c]) if row[c] != "" else math.nan for c in _FLOAT_COLUMNS}
+def _parse_row(row: Mapping[str, str]) -> _Row:
+    out: _Row = {c: float(row[c]) if row[c] != "" else math.nan for c in _FLOAT_COLUMNS}
     out["request_id"] = int(row["request_id"])
     out["status"] = int(row["status"])
     out["variant"] = row["variant"]
@@ -148,16 +151,16 @@ def _parse_flag(text: str, column: str) -> bool:
     raise ValueError(f"column {column!r} must be 0 or 1, got {text!r}")
 
 
-def _record_row(r: RequestRecord) -> dict[str, Any]:
-    row = {f.name: getattr(r, f.name) for f in fields(r)}
+def _record_row(r: RequestRecord) -> _Row:
+    row: _Row = {f.name: getattr(r, f.name) for f in fields(r)}
     row["correct"] = math.nan if r.correct is None else float(bool(r.correct))
     return row
 
 
-def _from_rows(rows: Iterable[Mapping[str, Any]]) -> RecordFrame:
+def _from_rows(rows: Iterable[_Row]) -> RecordFrame:
     rows = list(rows)
 
-    def col(name: str, dtype: Any) -> np.ndarray:
+    def col(name: str, dtype: npt.DTypeLike) -> np.ndarray:
         return np.array([r[name] for r in rows], dtype=dtype)
 
     return RecordFrame(

@@ -12,10 +12,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from pathlib import Path
-from typing import Any
 
 from gearshift.policy import ORACLE
 from gearshift.reports.compare import ON_TIME_TOL, P99_REL_TOL, SimCheck, compare_json
+from gearshift.reports.summary import PolicyJSON, SummaryDoc
+from gearshift.types import JSON, JSONObject
 
 BASIS_SENTENCES = {
     "declared": "Accuracy basis: declared — effective accuracy is on-time x the variant's "
@@ -39,8 +40,9 @@ CONTEXT_ORDER = ("pool", "workload", "duration_s", "deadline_ms", "period_s", "m
                  "seed", "date")
 _CONTEXT_LABELS = {"duration_s": "duration (s)", "deadline_ms": "deadline (ms)",
                    "period_s": "switching period (s)"}
+Cell = float | int | None  # a summary table cell: a PolicyJSON value
 # column key, header, formatter, best ("max", "min" or None)
-Column = tuple[str, str, Callable[[Any], str], str | None]
+Column = tuple[str, str, Callable[[Cell], str], str | None]
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;
 max-width:1100px;padding:0 1em;color:#222;line-height:1.45}
@@ -57,8 +59,8 @@ grid-template-columns:max-content auto;gap:.2em 1.2em}dl.ctx dt{font-weight:600}
 """
 
 
-def write_report(out_dir: str | Path, summary: Mapping[str, Any], figures: Sequence[Path],
-                 context: Mapping[str, Any]) -> Path:
+def write_report(out_dir: str | Path, summary: SummaryDoc, figures: Sequence[Path],
+                 context: JSONObject) -> Path:
     """Write `<out_dir>/report.html` and return its path. Raises FileNotFoundError for a missing
     figure and ValueError for a figure that is not a PNG."""
     out = Path(out_dir)
@@ -70,7 +72,7 @@ def write_report(out_dir: str | Path, summary: Mapping[str, Any], figures: Seque
         "<h2>Summary</h2>", _basis_html(summary), _summary_table(summary),
         "<h2>Figures</h2>", *[_figure_html(Path(p), context) for p in figures],
         "<h2>Simulated vs measured</h2>", _sim_table(compare_json(summary)),
-        _notes_html(summary.get("notes") or {}),
+        _notes_html(summary["notes"]),
     ]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{escape(title)}</title><style>{CSS}</style></head><body>\n"
@@ -80,16 +82,16 @@ def write_report(out_dir: str | Path, summary: Mapping[str, Any], figures: Seque
     return path
 
 
-def _context_html(context: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
-    items = {k: v for k, v in context.items() if k not in ("title", "captions")}
-    items.setdefault("deadline_ms", summary.get("deadline_ms"))
+def _context_html(context: JSONObject, summary: SummaryDoc) -> str:
+    items: dict[str, JSON] = {k: v for k, v in context.items() if k not in ("title", "captions")}
+    items.setdefault("deadline_ms", summary["deadline_ms"])
     keys = [k for k in CONTEXT_ORDER if k in items] + [k for k in items if k not in CONTEXT_ORDER]
     rows = [f"<dt>{escape(_CONTEXT_LABELS.get(k, k.replace('_', ' ')))}</dt>"
             f"<dd>{escape(_plain(items[k]))}</dd>" for k in keys]
     return '<dl class="ctx">' + "".join(rows) + "</dl>"
 
 
-def _plain(value: Any) -> str:
+def _plain(value: JSON) -> str:
     if isinstance(value, Mapping):
         return ", ".join(f"{k}: {_plain(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
@@ -99,15 +101,15 @@ def _plain(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
-def _basis_html(summary: Mapping[str, Any]) -> str:
-    basis = summary.get("accuracy_basis", "")
+def _basis_html(summary: SummaryDoc) -> str:
+    basis = summary["accuracy_basis"]
     sentence = BASIS_SENTENCES.get(basis, f"Accuracy basis: {basis}.")
     return (f'<p class="basis">{escape(sentence)} On time means answered (HTTP 200) within '
-            f'{_plain(summary.get("deadline_ms"))} ms at the client.</p>')
+            f'{_plain(summary["deadline_ms"])} ms at the client.</p>')
 
 
-def _num(digits: int, pct: bool = False) -> Callable[[Any], str]:
-    def fmt(v: Any) -> str:
+def _num(digits: int, pct: bool = False) -> Callable[[Cell], str]:
+    def fmt(v: Cell) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return "—"
         return f"{100 * v:.{digits}f}%" if pct else f"{v:,.{digits}f}"
@@ -125,18 +127,25 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
-def _best(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def _cells(p: PolicyJSON) -> dict[str, Cell]:
+    """A policy's summary by column key."""
+    return {"effective_accuracy": p["effective_accuracy"], "on_time": p["on_time"],
+            "p50_ms": p["p50_ms"], "p99_ms": p["p99_ms"], "requests": p["requests"],
+            "errors": p["errors"], "switches": p["switches"]}
+
+
+def _best(rows: Mapping[str, Mapping[str, Cell]]) -> dict[str, float]:
     """Best value per column over the real policies (the oracle is a bound, not a contender)."""
     best = {}
     for key, _, _, how in COLUMNS:
-        values = [r[key] for n, r in rows.items() if n != ORACLE and r.get(key) is not None]
+        values = [v for n, r in rows.items() if n != ORACLE and (v := r.get(key)) is not None]
         if how and values:
             best[key] = max(values) if how == "max" else min(values)
     return best
 
 
-def _summary_table(summary: Mapping[str, Any]) -> str:
-    rows: Mapping[str, Mapping[str, Any]] = summary.get("policies") or {}
+def _summary_table(summary: SummaryDoc) -> str:
+    rows = {name: _cells(p) for name, p in summary["policies"].items()}
     best = _best(rows)
     head = "<tr><th>policy</th>" + "".join(f"<th>{escape(h)}</th>" for _, h, _, _ in COLUMNS)
     lines = [head + "</tr>"]
@@ -154,11 +163,13 @@ def _summary_table(summary: Mapping[str, Any]) -> str:
     return "<table>" + "\n".join(lines) + "</table>" + note
 
 
-def _figure_html(path: Path, context: Mapping[str, Any]) -> str:
+def _figure_html(path: Path, context: JSONObject) -> str:
     data = path.read_bytes()
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):
         raise ValueError(f"{path}: not a PNG file; the report embeds PNG figures only")
-    captions = {**CAPTIONS, **dict(context.get("captions") or {})}
+    given = context.get("captions")
+    captions = {**CAPTIONS, **({str(k): str(v) for k, v in given.items()}
+                               if isinstance(given, Mapping) else {})}
     caption = captions.get(path.name) or captions.get(path.stem) or next(
         (c for k, c in CAPTIONS.items() if path.stem.startswith(k)),
         path.stem.replace("_", " "))
@@ -192,7 +203,7 @@ def _verdict(ok: bool) -> str:
     return '<td class="pass">pass</td>' if ok else '<td class="fail">fail</td>'
 
 
-def _notes_html(notes: Mapping[str, Any]) -> str:
+def _notes_html(notes: JSONObject) -> str:
     if not notes:
         return ""
     items = "".join(f"<li><b>{escape(str(k))}</b>: {escape(_plain(v))}</li>"

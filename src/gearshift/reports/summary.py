@@ -20,23 +20,59 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal, NotRequired, TypedDict
 
 import numpy as np
 
 from gearshift.policy import ORACLE, SWITCHING, static_variant
 from gearshift.reports.control_log import ControlTrace, count_switches
 from gearshift.reports.frame import RecordFrame
+from gearshift.types import JSON, JSONObject
 
 Basis = Literal["declared", "labels"]
+Source = Literal["simulated", "measured"]
 BASES: tuple[str, ...] = ("declared", "labels")
-SOURCES = ("simulated", "measured")
-SWEEP_EXTRAS = ("duration_s", "requests", "paths", "seeds")  # optional: what a sweep ran on
+SOURCES: tuple[str, ...] = ("simulated", "measured")
 _FRACTION_DIGITS = 6
 _MS_DIGITS = 3
 _EPS_MS = 1e-6
+
+
+class PolicyJSON(TypedDict):
+    """`PolicySummary.to_json()`: null for NaN."""
+
+    effective_accuracy: float | None
+    on_time: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    requests: int
+    errors: int
+    switches: int
+
+
+class SweepJSON(TypedDict):
+    """`SweepResult.to_json()`: the summary's `deadlines` entry."""
+
+    deadline_ms: list[float]
+    source: Source
+    policies: dict[str, list[float | None]]
+    duration_s: NotRequired[float]
+    requests: NotRequired[int]
+    paths: NotRequired[int]
+    seeds: NotRequired[list[int]]
+
+
+class SummaryDoc(TypedDict):
+    """The summary.json document (`build_summary`)."""
+
+    deadline_ms: float
+    accuracy_basis: Basis
+    policies: dict[str, PolicyJSON]
+    deadlines: SweepJSON
+    simulated: dict[str, PolicyJSON]
+    notes: dict[str, JSON]
 
 
 @dataclass(frozen=True)
@@ -52,7 +88,7 @@ class PolicySummary:
     errors: int
     switches: int
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> PolicyJSON:
         """Plain JSON values: fractions rounded to 6 digits, ms to 3, NaN as null."""
         return {
             "effective_accuracy": _round(self.effective_accuracy, _FRACTION_DIGITS),
@@ -65,12 +101,12 @@ class PolicySummary:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> PolicySummary:
+    def from_json(cls, d: PolicyJSON) -> PolicySummary:
         """Inverse of `to_json` (null becomes NaN)."""
-        def f(key: str) -> float:
-            return math.nan if d[key] is None else float(d[key])
+        def f(x: float | None) -> float:
+            return math.nan if x is None else float(x)
 
-        return cls(f("effective_accuracy"), f("on_time"), f("p50_ms"), f("p99_ms"),
+        return cls(f(d["effective_accuracy"]), f(d["on_time"]), f(d["p50_ms"]), f(d["p99_ms"]),
                    int(d["requests"]), int(d["errors"]), int(d["switches"]))
 
 
@@ -148,49 +184,105 @@ def _switches(frame: RecordFrame, decisions: ControlTrace | Sequence[str] | None
     return sum(a != b for a, b in itertools.pairwise(seq))
 
 
+@dataclass(frozen=True)
+class SweepCoverage:
+    """What a simulated sweep ran on: `duration_s` simulated seconds of the workload in `paths`
+    load paths, `requests` requests in all, the paths drawn with seeds `seeds[0]`..`seeds[1]`."""
+
+    duration_s: float
+    requests: int
+    paths: int
+    seeds: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        if self.paths < 1 or self.requests < 0 or self.duration_s < 0:
+            raise ValueError(f"deadline sweep coverage needs paths >= 1 and no negative "
+                             f"duration or request count, got {self}")
+        if self.seeds[1] < self.seeds[0]:
+            raise ValueError(f"deadline sweep seeds must be [first, last], got {self.seeds}")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """The summary's `deadlines` entry: each policy's effective accuracy at each deadline (ms),
+    `None` where it is undefined (no request); `source` says whether each policy was simulated
+    at each deadline or its measured records re-scored. `coverage`: what a simulated sweep ran
+    on, if known. Raises ValueError for an unknown source or a policy whose curve does not have
+    one value per deadline."""
+
+    deadline_ms: tuple[float, ...]
+    source: Source
+    policies: Mapping[str, Sequence[float | None]]
+    coverage: SweepCoverage | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"deadline sweep source must be one of {SOURCES}, "
+                             f"got {self.source!r}")
+        n = len(self.deadline_ms)
+        bad = {k: len(v) for k, v in self.policies.items() if len(v) != n}
+        if bad:
+            raise ValueError(f"deadline sweep has {n} deadlines but these policies have other "
+                             f"lengths: {bad}")
+
+    def to_json(self) -> SweepJSON:
+        """Plain JSON: accuracies rounded to 6 digits (null for NaN or None), policies in
+        `policy_order`, then the coverage fields when known."""
+        doc: SweepJSON = {
+            "deadline_ms": [float(d) for d in self.deadline_ms],
+            "source": self.source,
+            "policies": {k: [_round(v, _FRACTION_DIGITS) for v in self.policies[k]]
+                         for k in policy_order(self.policies)},
+        }
+        if self.coverage is not None:
+            doc["duration_s"] = self.coverage.duration_s
+            doc["requests"] = self.coverage.requests
+            doc["paths"] = self.coverage.paths
+            doc["seeds"] = list(self.coverage.seeds)
+        return doc
+
+
+NO_SWEEP = SweepResult((), "measured", {})
+
+
 def deadline_sweep(frames: Mapping[str, RecordFrame], accuracy: Mapping[str, float],
                    basis: Basis, deadlines_ms: Sequence[float],
-                   source: Literal["simulated", "measured"] = "measured") -> dict[str, Any]:
+                   source: Source = "measured") -> SweepResult:
     """The summary's `deadlines` entry: effective accuracy of each policy's records re-scored at
     each deadline (ms). Re-scoring assumes the same requests would have been answered at the
     same times under another deadline, which holds for what was answered but not for what the
     server dropped (a 504 is never on time) nor for a policy that would have chosen otherwise;
     re-running the simulator per deadline (source "simulated") avoids both."""
-    return {
-        "deadline_ms": [float(d) for d in deadlines_ms],
-        "source": source,
-        "policies": {name: [_round(effective_accuracy_at(f, accuracy, basis, d), _FRACTION_DIGITS)
-                            for d in deadlines_ms] for name, f in frames.items()},
-    }
+    return SweepResult(
+        deadline_ms=tuple(float(d) for d in deadlines_ms),
+        source=source,
+        policies={name: tuple(_round(effective_accuracy_at(f, accuracy, basis, d),
+                                     _FRACTION_DIGITS) for d in deadlines_ms)
+                  for name, f in frames.items()},
+    )
 
 
 def build_summary(deadline_ms: float, basis: Basis, policies: Mapping[str, PolicySummary],
-                  deadlines: Mapping[str, Any] | None = None,
+                  deadlines: SweepResult | None = None,
                   simulated: Mapping[str, PolicySummary] | None = None,
-                  notes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  notes: JSONObject | None = None) -> SummaryDoc:
     """The summary.json document:
     `{"deadline_ms", "accuracy_basis", "policies": {name: PolicySummary.to_json()},
-    "deadlines": {"deadline_ms": [...], "source": "simulated"|"measured", "policies": {name:
-    [effective accuracy at each deadline]}[, "duration_s": simulated seconds, "requests": n,
-    "paths": load paths, "seeds": [first, last]]},
+    "deadlines": SweepResult.to_json() ({"deadline_ms": [...], "source": "simulated"|"measured",
+    "policies": {name: [effective accuracy at each deadline]}[, "duration_s": simulated seconds,
+    "requests": n, "paths": load paths, "seeds": [first, last]]}),
     "simulated": {name: {...}}, "notes": {...}}`.
     Policy names: `table`, `queue-aware`, `static:<variant>`, `oracle` (listed in that order).
     Without a sweep, `deadlines` has empty lists (source "measured"); without simulated runs,
-    `simulated` is {}. Raises ValueError on a malformed sweep or notes that are not JSON."""
+    `simulated` is {}. Raises ValueError on notes that are not JSON."""
     _check_basis(basis)
-    sweep = dict(deadlines) if deadlines is not None else {
-        "deadline_ms": [], "source": "measured", "policies": {}}
-    _check_sweep(sweep)
-    doc = {
+    sims = simulated or {}
+    doc: SummaryDoc = {
         "deadline_ms": float(deadline_ms),
         "accuracy_basis": basis,
         "policies": {k: policies[k].to_json() for k in policy_order(policies)},
-        "deadlines": {"deadline_ms": [float(d) for d in sweep["deadline_ms"]],
-                      "source": sweep["source"],
-                      "policies": {k: [_round(v, _FRACTION_DIGITS) for v in sweep["policies"][k]]
-                                   for k in policy_order(sweep["policies"])},
-                      **{k: sweep[k] for k in SWEEP_EXTRAS if k in sweep}},
-        "simulated": {k: simulated[k].to_json() for k in policy_order(simulated or {})},
+        "deadlines": (deadlines or NO_SWEEP).to_json(),
+        "simulated": {k: sims[k].to_json() for k in policy_order(sims)},
         "notes": dict(notes or {}),
     }
     try:
@@ -200,7 +292,7 @@ def build_summary(deadline_ms: float, basis: Basis, policies: Mapping[str, Polic
     return doc
 
 
-def policy_order(names: Mapping[str, Any] | Sequence[str]) -> list[str]:
+def policy_order(names: Iterable[str]) -> list[str]:
     """Switching policies first, then static ones (in the given order), the oracle, the rest."""
     names = list(names)
 
@@ -214,19 +306,6 @@ def policy_order(names: Mapping[str, Any] | Sequence[str]) -> list[str]:
     return sorted(names, key=lambda n: (rank(n), names.index(n)))
 
 
-def _check_sweep(sweep: Mapping[str, Any]) -> None:
-    missing = {"deadline_ms", "source", "policies"} - set(sweep)
-    if missing:
-        raise ValueError(f"deadline sweep lacks {sorted(missing)}")
-    if sweep["source"] not in SOURCES:
-        raise ValueError(f"deadline sweep source must be one of {SOURCES}, got {sweep['source']!r}")
-    n = len(sweep["deadline_ms"])
-    bad = {k: len(v) for k, v in sweep["policies"].items() if len(v) != n}
-    if bad:
-        raise ValueError(f"deadline sweep has {n} deadlines but these policies have other "
-                         f"lengths: {bad}")
-
-
 def _check_basis(basis: str) -> None:
     if basis not in BASES:
         raise ValueError(f"accuracy basis must be one of {BASES}, got {basis!r}")
@@ -238,5 +317,6 @@ def _round(x: float | None, digits: int) -> float | None:
     return round(float(x), digits)
 
 
-__all__ = ["PolicySummary", "build_summary", "credit", "deadline_sweep",
+__all__ = ["PolicyJSON", "PolicySummary", "SummaryDoc", "SweepCoverage", "SweepJSON",
+           "SweepResult", "build_summary", "credit", "deadline_sweep",
            "effective_accuracy_at", "on_time_mask", "policy_order", "summarize"]

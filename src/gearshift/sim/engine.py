@@ -135,7 +135,7 @@ class Block:
 
     @property
     def served(self) -> np.ndarray:
-        return ~np.isnan(self.end_s)
+        return np.asarray(~np.isnan(self.end_s), dtype=np.bool_)
 
     def served_by(self) -> list[str]:
         """The variant that served each request ('' where dropped)."""

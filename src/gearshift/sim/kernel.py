@@ -83,7 +83,7 @@ def _fcfs(
         e = s + service_s[i, pick]
         end_s[i] = e
         free_s[k] = e
-    return arrivals_s.shape[0]
+    return len(arrivals_s)
 
 
 def run_fcfs(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gearshift.records import CSV_COLUMNS, write_records
+from gearshift.records import CSV_COLUMNS, RecordRow, write_records
 from gearshift.types import RequestRecord
 
 STATUS_OK = 200
@@ -47,11 +47,11 @@ class RequestColumns:
 
     @property
     def latency_ms(self) -> np.ndarray:
-        return (self.completed_s - self.arrival_s) * 1000.0
+        return np.asarray((self.completed_s - self.arrival_s) * 1000.0, dtype=np.float64)
 
     @property
     def answered(self) -> np.ndarray:
-        return self.status == STATUS_OK
+        return np.asarray(self.status == STATUS_OK, dtype=np.bool_)
 
     @property
     def on_time(self) -> np.ndarray:
@@ -61,7 +61,7 @@ class RequestColumns:
     def variant_names(self) -> np.ndarray:
         """The serving variant's name per request ('' if dropped), as an object array."""
         names = np.array([*self.variants, ""], dtype=object)
-        return names[self.variant_code]  # code -1 picks the trailing ''
+        return np.asarray(names[self.variant_code], dtype=object)  # code -1 picks the trailing ''
 
     def effective_accuracy(self, accuracy: dict[str, float]) -> float:
         """Mean over requests of accuracy(variant) if on time else 0."""
@@ -77,7 +77,7 @@ class RequestColumns:
         """Write one row per request in the shared record format (`gearshift.records`)."""
         return write_records(path, self._rows())
 
-    def _rows(self) -> list[dict[str, object]]:
+    def _rows(self) -> list[RecordRow]:
         names = self.variant_names()
         on_time = self.on_time
         return [

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from gearshift.data.fashion import (
 )
 from gearshift.errors import GearshiftError, SpecError
 from gearshift.progress import StepCallback as ProgressHook
-from gearshift.types import AccuracyKind
+from gearshift.types import JSON, AccuracyKind
 from gearshift.zoo.spec import (
     Accuracy,
     InputSpec,
@@ -100,8 +100,49 @@ FAMILY: tuple[FashionNetConfig, ...] = (
 # --- architecture (torch, built lazily) ------------------------------------------------------
 
 
+class VariantRecord(TypedDict):
+    """One variant's entry in recipe.json: its architecture, training and export check;
+    `test_accuracy` (top-1 on the test set, ONNX Runtime) once measured."""
+
+    name: str
+    file: str
+    description: str
+    stem_width: int
+    stem_stride: int
+    stages: list[list[int]]
+    epochs: int
+    augment: bool
+    params: int
+    train_seconds: float
+    val_accuracy: float | None
+    epoch_log: list[dict[str, float]]
+    onnx_max_abs_diff: float
+    onnx_bytes: int
+    sha256: str
+    test_accuracy: NotRequired[float]
+
+
+class RecipeHeader(TypedDict):
+    """What recipe.json says of the whole family: how, where and from what it was built."""
+
+    family: str
+    built_at: str
+    machine: dict[str, str]
+    data: dict[str, JSON]
+    tuning: str
+    recipe: dict[str, JSON]
+    export: dict[str, JSON]
+
+
+class Recipe(RecipeHeader):
+    """recipe.json: the header, the total training time (s) and one entry per variant."""
+
+    total_train_seconds: float
+    variants: list[VariantRecord]
+
+
 @functools.cache
-def _classes() -> tuple[type, type]:
+def _classes() -> tuple[type[nn.Module], type[nn.Module]]:
     """(BasicBlock, FashionNet) nn.Module classes, defined on first use (torch is optional)."""
     import torch
     from torch import Tensor, nn
@@ -139,7 +180,8 @@ def _classes() -> tuple[type, type]:
             self.fc = nn.Linear(cin, classes)
 
         def forward(self, x: Tensor) -> Tensor:
-            return self.fc(self.body(self.stem(x)).mean(dim=(2, 3)))
+            logits: Tensor = self.fc(self.body(self.stem(x)).mean(dim=(2, 3)))
+            return logits
 
     return BasicBlock, FashionNet
 
@@ -163,7 +205,8 @@ def export_onnx(model: nn.Module, path: Path) -> None:
     """
     import torch
 
-    model = model.eval().to(memory_format=torch.contiguous_format)
+    # torch's stubs leave out Module.to(memory_format=...), which it takes
+    model = model.eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         torch.onnx.export(
@@ -211,7 +254,7 @@ def preprocessing() -> Preprocessing:
     )
 
 
-def fashion_pool_spec(records: list[dict[str, Any]], source: str) -> PoolSpec:
+def fashion_pool_spec(records: list[VariantRecord], source: str) -> PoolSpec:
     """The spec for variant `records` (recipe.json entries: name, file, test_accuracy,
     description); accuracy is measured on the test set, `source` says when and how."""
     variants = [
@@ -230,21 +273,22 @@ def fashion_pool_spec(records: list[dict[str, Any]], source: str) -> PoolSpec:
     )
 
 
-def _write_spec(out: Path, recipe: dict[str, Any], source: str) -> Path:
+def _write_spec(out: Path, recipe: Recipe, source: str) -> Path:
     (out / LABELS_FILE).write_text("\n".join(CLASSES) + "\n")
     dump_pool_spec(fashion_pool_spec(recipe["variants"], source), out / "pool.yaml")
     return out / "pool.yaml"
 
 
-def read_recipe(folder: Path = SHIPPED_DIR) -> dict[str, Any]:
+def read_recipe(folder: Path = SHIPPED_DIR) -> Recipe:
     """The recipe.json in `folder` (the shipped one by default)."""
     path = folder / RECIPE_FILE
     if not path.is_file():
         raise SpecError(f"{path} is missing; reinstall gearshift or build with --retrain")
-    return json.loads(path.read_text())
+    recipe: Recipe = json.loads(path.read_text())
+    return recipe
 
 
-def _copy_shipped(out: Path, report: ProgressHook) -> dict[str, Any]:
+def _copy_shipped(out: Path, report: ProgressHook) -> Recipe:
     """Copy the shipped ONNX files into `out`, checking each against its recorded sha256."""
     recipe = read_recipe()
     total = len(recipe["variants"])
@@ -263,7 +307,7 @@ def _copy_shipped(out: Path, report: ProgressHook) -> dict[str, Any]:
 
 def _train_variant(cfg: FashionNetConfig, out: Path, recipe: TrainRecipe,
                    data: dict[str, LabelledImages],
-                   step: Callable[[int, str], None]) -> dict[str, Any]:
+                   step: Callable[[int, str], None]) -> VariantRecord:
     """Train, export and check one variant; returns its recipe.json entry (no accuracy yet)."""
     import torch
 
@@ -289,7 +333,7 @@ def _train_variant(cfg: FashionNetConfig, out: Path, recipe: TrainRecipe,
     }
 
 
-def _recipe_header(recipe: TrainRecipe) -> dict[str, Any]:
+def _recipe_header(recipe: TrainRecipe) -> RecipeHeader:
     import onnxruntime
     import torch
 
@@ -312,18 +356,19 @@ def _recipe_header(recipe: TrainRecipe) -> dict[str, Any]:
 
 
 def train_family(out: Path, recipe: TrainRecipe, data_dir: Path,
-                 family: tuple[FashionNetConfig, ...], report: ProgressHook) -> dict[str, Any]:
+                 family: tuple[FashionNetConfig, ...], report: ProgressHook) -> Recipe:
     """Train every variant of `family` into `out`, measure test accuracy with ONNX Runtime,
     write `out/recipe.json`; returns its content."""
     from gearshift.zoo.evaluate import top1_accuracy
 
     data = {"train": load_fashion("train", data_dir), "test": load_fashion("test", data_dir)}
     total = sum(c.epochs for c in family) + len(family)
-    header, records, done, start = _recipe_header(recipe), [], 0, time.perf_counter()
+    header, done, start = _recipe_header(recipe), 0, time.perf_counter()
+    records: list[VariantRecord] = []
     for cfg in family:
         base = done
-        record = _train_variant(cfg, out, recipe, data,
-                                lambda n, msg, b=base: report(b + n, total, msg))
+        record = _train_variant(cfg, out, recipe, data, functools.partial(_offset, report, base,
+                                                                          total))
         done = base + cfg.epochs
         report(done, total, f"{cfg.name}: measuring test accuracy")
         test = ((data["test"].images - MEAN) / STD).astype(np.float32)
@@ -332,10 +377,15 @@ def train_family(out: Path, recipe: TrainRecipe, data_dir: Path,
         records.append(record)
         done += 1
         report(done, total, f"{cfg.name}: test accuracy {record['test_accuracy']:.4f}")
-    content = {**header, "total_train_seconds": round(time.perf_counter() - start, 1),
+    content: Recipe = {**header, "total_train_seconds": round(time.perf_counter() - start, 1),
                "variants": records}
     (out / RECIPE_FILE).write_text(json.dumps(content, indent=2) + "\n")
     return content
+
+
+def _offset(report: ProgressHook, base: int, total: int, done: int, message: str) -> None:
+    """`report` for one variant's epochs, counted from `base` of `total` steps."""
+    report(base + done, total, message)
 
 
 def _no_progress(done: int, total: int, message: str) -> None:

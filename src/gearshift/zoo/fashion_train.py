@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gearshift.data.fashion import MEAN, STD, LabelledImages
+from gearshift.types import JSON
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -45,7 +46,7 @@ class TrainRecipe:
     val_size: int = 0
     threads: int = 2
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSON]:
         return {**asdict(self), "optimizer": "SGD nesterov", "schedule": "OneCycleLR (cos)"}
 
 
@@ -105,7 +106,7 @@ def _run_epoch(model: nn.Module, opt: Any, sched: Any, data: LabelledImages,
         loss = torch.nn.functional.cross_entropy(
             logits, y_all[idx], label_smoothing=recipe.label_smoothing)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        torch.autograd.backward(loss)
         opt.step()
         sched.step()
         total, seen = total + loss.item() * len(idx), seen + len(idx)
@@ -137,7 +138,8 @@ def train(model: nn.Module, data: LabelledImages, epochs: int, augment: bool,
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
     train_set, val_set = split_train(data, recipe.val_size, recipe.seed)
-    model.to(memory_format=torch.channels_last)
+    # torch's stubs leave out Module.to(memory_format=...), which it takes
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           nesterov=True, weight_decay=recipe.weight_decay)
     steps = epochs * -(-len(train_set) // recipe.batch_size)

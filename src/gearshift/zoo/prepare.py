@@ -117,7 +117,7 @@ def _calibration_batches(inputs: np.ndarray, input_name: str, batch: int = 32) -
     """An onnxruntime CalibrationDataReader over `inputs` (already preprocessed)."""
     from onnxruntime.quantization import CalibrationDataReader
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no stubs
         def __init__(self) -> None:
             self._it: Iterator[dict[str, np.ndarray]] = iter(
                 [{input_name: inputs[s:s + batch]} for s in range(0, len(inputs), batch)])

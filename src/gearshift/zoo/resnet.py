@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import numpy as np
 
@@ -116,7 +116,8 @@ def _basic_block() -> type[nn.Module]:
             out = self.relu(self.bn1(self.conv1(x)))
             out = self.bn2(self.conv2(out))
             identity = x if self.downsample is None else self.downsample(x)
-            return self.relu(out + identity)
+            y: Tensor = self.relu(out + identity)
+            return y
 
     return BasicBlock
 
@@ -145,7 +146,8 @@ def _bottleneck() -> type[nn.Module]:
             out = self.relu(self.bn2(self.conv2(out)))
             out = self.bn3(self.conv3(out))
             identity = x if self.downsample is None else self.downsample(x)
-            return self.relu(out + identity)
+            y: Tensor = self.relu(out + identity)
+            return y
 
     return Bottleneck
 
@@ -173,8 +175,10 @@ def _resnet_class() -> type[nn.Module]:
 
         def forward(self, x: Tensor) -> Tensor:
             x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(torch.flatten(self.avgpool(x), 1))
+            for i in range(1, 5):
+                x = self.get_submodule(f"layer{i}")(x)
+            logits: Tensor = self.fc(torch.flatten(self.avgpool(x), 1))
+            return logits
 
     return ResNet
 
@@ -240,10 +244,13 @@ def _calibrate_batchnorm(model: nn.Module, image_size: int, batch: int = 4) -> N
     import torch
     from torch import nn
 
-    def set_stats(bn: nn.Module, args: tuple[Any, ...]) -> None:
+    def set_stats(bn: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         x = args[0]
-        bn.running_mean.zero_()
-        bn.running_var.copy_((x * x).mean(dim=(0, 2, 3)))
+        mean, var = bn.running_mean, bn.running_var
+        if not (isinstance(mean, torch.Tensor) and isinstance(var, torch.Tensor)):
+            raise TypeError(f"{bn} keeps no running statistics")
+        mean.zero_()
+        var.copy_((x * x).mean(dim=(0, 2, 3)))
 
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     hooks = [bn.register_forward_pre_hook(set_stats) for bn in bns]
@@ -382,7 +389,19 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _build_record(depth: int, image_size: int, weights: Path | None, seed: int) -> dict[str, Any]:
+class BuildRecord(TypedDict):
+    """What determines a variant's file (the `args` of its sidecar JSON)."""
+
+    builder: int
+    depth: int
+    image_size: int
+    weights: str  # "random" or "sha256:<hex>" of the weights file
+    seed: int
+    opset: int
+    torch: str
+
+
+def _build_record(depth: int, image_size: int, weights: Path | None, seed: int) -> BuildRecord:
     """What determines a variant's file: compared with the sidecar to decide on reuse."""
     import torch
 
@@ -401,7 +420,7 @@ def _sidecar(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.name + ".json")
 
 
-def _is_fresh(onnx_path: Path, record: dict[str, Any]) -> bool:
+def _is_fresh(onnx_path: Path, record: BuildRecord) -> bool:
     """True if `onnx_path` and its sidecar exist, the sidecar's arguments equal `record`, and
     the file's hash equals the one recorded after its successful check."""
     sidecar = _sidecar(onnx_path)

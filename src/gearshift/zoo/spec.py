@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gearshift.errors import SpecError
 from gearshift.types import AccuracyKind
 
-DTYPES = ("float32", "float16", "int64", "int32", "uint8")
+Dtype = Literal["float32", "float16", "int64", "int32", "uint8"]
+DTYPES: tuple[Dtype, ...] = ("float32", "float16", "int64", "int32", "uint8")
 
 
 class _Strict(BaseModel):
@@ -42,7 +43,7 @@ class Preprocessing(_Strict):
 class InputSpec(_Strict):
     name: str
     shape: list[int] = Field(description="per-item shape, without the batch dimension")
-    dtype: Literal["float32", "float16", "int64", "int32", "uint8"] = "float32"
+    dtype: Dtype = "float32"
     preprocessing: Preprocessing = Preprocessing()
 
     @field_validator("shape")
