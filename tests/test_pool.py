@@ -238,9 +238,10 @@ def test_prewarm_parks_replicas_so_a_later_change_loads_nothing(tiny_spec) -> No
 
 
 async def _computing_on_1x2(pool: ReplicaPool) -> tuple[asyncio.Task, float]:
-    """2x1 replicas parked (a change to them loads nothing), and a ~0.2 s tiny-l request in
-    service on the pool's 1x2 replica; returns it and when it was sent (perf_counter)."""
-    big = _x(0, batch=20000)
+    """2x1 replicas parked (a change to them loads nothing), and a ~0.5 s tiny-l request in
+    service on the pool's 1x2 replica (long enough to outlast the change on a busy machine);
+    returns it and when it was sent (perf_counter)."""
+    big = _x(0, batch=50000)
     await pool.prewarm([Allocation(2, 1)])
     for _ in range(2):
         await pool.infer({"input": big}, "tiny-l")  # warm

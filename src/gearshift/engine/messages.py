@@ -82,6 +82,7 @@ class Stop:
 
 
 Message = WorkerConfig | InferCall | InferReply | WorkerReady | WorkerStartFailed | Stop
+_MESSAGE_TYPES = (WorkerConfig, InferCall, InferReply, WorkerReady, WorkerStartFailed, Stop)
 
 
 def send(conn: Connection, msg: Message) -> None:
@@ -97,4 +98,7 @@ def recv(conn: Connection) -> Message:
     first = conn.recv_bytes()
     (count,) = _COUNT.unpack_from(first)
     buffers = [conn.recv_bytes() for _ in range(count)]  # arrays are rebuilt read-only over these
-    return pickle.loads(memoryview(first)[_COUNT.size :], buffers=buffers)
+    msg = pickle.loads(memoryview(first)[_COUNT.size :], buffers=buffers)
+    if not isinstance(msg, _MESSAGE_TYPES):
+        raise EOFError(f"not a gearshift message: {type(msg).__name__}")  # the peer is broken
+    return msg
