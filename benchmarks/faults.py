@@ -30,7 +30,15 @@ from typing import Literal
 import httpx
 import numpy as np
 
-from benchmarks.soak import _capacity, _children, _count, _load, _poisson, _serve
+from benchmarks.soak import (
+    _capacity,
+    _children,
+    _count,
+    _load,
+    _poisson,
+    _serve,
+    exit_problems,
+)
 
 When = Literal["steady", "rxt", "switch"]
 TARGET = {"steady": None, "rxt": "static:soak-s@1x2", "switch": "static:soak-l@2x1"}
@@ -61,10 +69,7 @@ class FaultResult:
             out.append(f"replica not replaced within 2 s ({self.replaced_s:.2f} s)")
         if self.when != "steady" and self.controller_put != 200:
             out.append(f"the controller change answered {self.controller_put}")
-        if self.exit_code != 0 or self.children_left or self.shm_left:
-            out.append(f"exit {self.exit_code}, left {self.children_left} processes, "
-                       f"{self.shm_left} /dev/shm")
-        return out
+        return out + exit_problems(self.exit_code, self.children_left, self.shm_left)
 
 
 def _status(url: str) -> dict[str, object]:

@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from gearshift.experiment.live import free_port, wait_ready
 from gearshift.loadgen.client import run_open_loop
 from gearshift.loadgen.payloads import random_payloads
 from gearshift.planning.table import PolicyRange, PolicyTable, save_policy
@@ -85,11 +86,17 @@ class SoakResult:
             out.append("503s without Retry-After")
         if self.probe_failures:
             out.append(f"{self.probe_failures} readiness probes failed or were not 200")
-        if self.exit_code != 0:
-            out.append(f"server exited with {self.exit_code}")
-        if self.children_left or self.shm_left:
-            out.append(f"left behind: {self.children_left} processes, {self.shm_left} /dev/shm")
-        return out
+        return out + exit_problems(self.exit_code, self.children_left, self.shm_left)
+
+
+def exit_problems(exit_code: int, children_left: int, shm_left: int) -> list[str]:
+    """What a server's stop left wrong: a non-zero exit, processes or /dev/shm entries."""
+    out = []
+    if exit_code != 0:
+        out.append(f"server exited with {exit_code}")
+    if children_left or shm_left:
+        out.append(f"left behind: {children_left} processes, {shm_left} /dev/shm")
+    return out
 
 
 def soak_pool(out: Path) -> Path:
@@ -208,7 +215,7 @@ def _serve(work: Path, max_queue: int) -> _Served:
     spec_path = soak_pool(work / "pool")
     spec = load_pool_spec(spec_path)
     policy = _policy(spec, work / "policy.json")
-    port = _free_port()
+    port = free_port()
     url = f"127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "gearshift.cli", "serve", str(spec_path), "--policy",
            str(policy), "--port", str(port), "--controller",
@@ -218,7 +225,7 @@ def _serve(work: Path, max_queue: int) -> _Served:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     served = _Served(spec, url, proc)
     try:
-        _wait_ready(url, proc)
+        wait_ready(f"http://{url}", proc, work / "server.log", 60.0)
     except BaseException:
         served.terminate()
         raise
@@ -309,11 +316,7 @@ class DrainResult:
             out.append(f"requests sent before SIGTERM answered otherwise: {lost}")
         if any(s not in (0, 200, 503, 504) for s in self.statuses_after):
             out.append(f"after SIGTERM: {self.statuses_after}")
-        if self.exit_code != 0:
-            out.append(f"server exited with {self.exit_code}")
-        if self.children_left or self.shm_left:
-            out.append(f"left behind: {self.children_left} processes, {self.shm_left} /dev/shm")
-        return out
+        return out + exit_problems(self.exit_code, self.children_left, self.shm_left)
 
 
 def run_sigterm_under_load(work: Path, seconds: float = 6.0, factor: float = 0.8,
@@ -359,28 +362,6 @@ def _one_request(spec: PoolSpec) -> tuple[bytes, dict[str, str]]:
     headers = {"Content-Type": "application/octet-stream",
                "Inference-Header-Content-Length": str(p.header_length)}
     return p.body, headers
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
-        try:
-            if httpx.get(f"http://{url}/v2/health/ready", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"server at {url} not ready after {timeout_s:g} s")
 
 
 def main() -> None:

@@ -49,12 +49,20 @@ def running_server(spec: PoolSpec, script: list[Decision] | None = None,
     policy = ScriptedPolicy(script or [first])
     settings = settings or ServerSettings(port=free_port(), period_s=0.2)
     server = Server(spec, Controller(policy), policy.script[0], settings)
+    with run_in_thread(server) as url:
+        yield url, server
+
+
+@contextmanager
+def run_in_thread(server: Server, headers: dict[str, str] | None = None) -> Iterator[str]:
+    """Serve `server` in a background thread; yield its host:port once ready (asked with
+    `headers`); stop it and its workers afterwards."""
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
-    url = f"127.0.0.1:{settings.port}"
+    url = f"127.0.0.1:{server.settings.port}"
     try:
-        _wait_ready(url, 60.0)
-        yield url, server
+        _wait_ready(url, 60.0, headers or {})
+        yield url
     finally:
         if server._uvicorn is not None:
             server._uvicorn.should_exit = True
@@ -62,11 +70,12 @@ def running_server(spec: PoolSpec, script: list[Decision] | None = None,
         assert not thread.is_alive(), "server did not stop"
 
 
-def _wait_ready(url: str, timeout_s: float) -> None:
+def _wait_ready(url: str, timeout_s: float, headers: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://{url}/v2/health/ready", timeout=1.0).status_code == 200:
+            r = httpx.get(f"http://{url}/v2/health/ready", headers=headers or {}, timeout=1.0)
+            if r.status_code == 200:
                 return
         except httpx.HTTPError:
             pass

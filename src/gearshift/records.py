@@ -10,39 +10,21 @@ import csv
 from collections.abc import Iterable
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import TypedDict
 
 from gearshift.types import RequestRecord
 
 CSV_COLUMNS = tuple(f.name for f in fields(RequestRecord))
 
 
-class RecordRow(TypedDict):
-    """A `RequestRecord` as a mapping (its fields, in order): a row before it is written."""
-
-    request_id: int
-    scheduled_s: float
-    sent_s: float
-    completed_s: float
-    status: int
-    variant: str
-    queue_ms: float
-    service_ms: float
-    deadline_ms: float
-    on_time: bool
-    correct: bool | None
-    error: str
-
-
-def write_records(path: str | Path, rows: Iterable[RequestRecord | RecordRow]) -> Path:
-    """Write records (or mappings with exactly the record's fields) as CSV; returns `path`."""
+def write_records(path: str | Path, rows: Iterable[RequestRecord]) -> Path:
+    """Write records as CSV; returns `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for row in rows:
-            d: dict[str, object] = asdict(row) if isinstance(row, RequestRecord) else dict(row)
+            d: dict[str, object] = asdict(row)
             d["correct"] = "" if d.get("correct") is None else int(bool(d["correct"]))
             d["on_time"] = int(bool(d["on_time"]))
             writer.writerow(d)

@@ -60,7 +60,7 @@ def live_server(args: ServerArgs, ready_timeout_s: float = 600.0) -> Iterator[st
                                 stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc, args.log, ready_timeout_s)
+        wait_ready(url, proc, args.log, ready_timeout_s)
         yield url
     finally:
         if proc.poll() is None:
@@ -72,7 +72,8 @@ def live_server(args: ServerArgs, ready_timeout_s: float = 600.0) -> Iterator[st
                 proc.wait(timeout=10)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    """Until `url` answers ready; a clear error (with the log's tail) if `proc` exits first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gearshift.records import CSV_COLUMNS, RecordRow, write_records
+from gearshift.records import CSV_COLUMNS, write_records
 from gearshift.types import RequestRecord
 
 STATUS_OK = 200
@@ -71,32 +71,29 @@ class RequestColumns:
         return float(np.mean(np.where(self.on_time, acc[self.variant_code], 0.0)))
 
     def to_records(self) -> list[RequestRecord]:
-        return [RequestRecord(**row) for row in self._rows()]
-
-    def write_csv(self, path: str | Path) -> Path:
-        """Write one row per request in the shared record format (`gearshift.records`)."""
-        return write_records(path, self._rows())
-
-    def _rows(self) -> list[RecordRow]:
         names = self.variant_names()
         on_time = self.on_time
         return [
-            {
-                "request_id": i,
-                "scheduled_s": float(self.arrival_s[i]),
-                "sent_s": float(self.arrival_s[i]),
-                "completed_s": float(self.completed_s[i]),
-                "status": int(self.status[i]),
-                "variant": str(names[i]),
-                "queue_ms": float(self.queue_ms[i]),
-                "service_ms": float(self.service_ms[i]),
-                "deadline_ms": float(self.deadline_ms[i]),
-                "on_time": bool(on_time[i]),
-                "correct": None,
-                "error": "" if self.status[i] == STATUS_OK else DROPPED_ERROR,
-            }
+            RequestRecord(
+                request_id=i,
+                scheduled_s=float(self.arrival_s[i]),
+                sent_s=float(self.arrival_s[i]),
+                completed_s=float(self.completed_s[i]),
+                status=int(self.status[i]),
+                variant=str(names[i]),
+                queue_ms=float(self.queue_ms[i]),
+                service_ms=float(self.service_ms[i]),
+                deadline_ms=float(self.deadline_ms[i]),
+                on_time=bool(on_time[i]),
+                correct=None,
+                error="" if self.status[i] == STATUS_OK else DROPPED_ERROR,
+            )
             for i in range(len(self))
         ]
+
+    def write_csv(self, path: str | Path) -> Path:
+        """Write one row per request in the shared record format (`gearshift.records`)."""
+        return write_records(path, self.to_records())
 
 
 def empty_columns(arrival_s: np.ndarray, deadline_ms: float, variants: tuple[str, ...]) -> (

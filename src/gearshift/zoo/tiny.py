@@ -66,19 +66,8 @@ def build_mlp(
             nodes.append(helper.make_node("Relu", [add], [f"h{layer + 1}"]))
             cur = f"h{layer + 1}"
         fan_in = out_dim
-    graph = helper.make_graph(
-        nodes,
-        f"mlp_d{depth}_w{width}",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", *input_shape])],
-        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", classes])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return _save(path, f"mlp_d{depth}_w{width}", nodes, inits, (input_name, input_shape),
+                 (output_name, classes))
 
 
 def build_convnet(
@@ -110,10 +99,17 @@ def build_convnet(
     nodes += [helper.make_node("GlobalAveragePool", [cur], ["pooled"]),
               helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
               helper.make_node("Gemm", ["flat", "wf", "bf"], [output_name])]
+    return _save(path, f"cnn_d{depth}_c{channels}", nodes, inits, (input_name, input_shape),
+                 (output_name, classes))
+
+
+def _save(path: Path, name: str, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto],
+          inp: tuple[str, tuple[int, ...]], out: tuple[str, int]) -> Path:
+    """Check and write a float32 graph with a dynamic batch dimension; returns `path`."""
     graph = helper.make_graph(
-        nodes, f"cnn_d{depth}_c{channels}",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", *input_shape])],
-        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", classes])],
+        nodes, name,
+        [helper.make_tensor_value_info(inp[0], TensorProto.FLOAT, ["batch", *inp[1]])],
+        [helper.make_tensor_value_info(out[0], TensorProto.FLOAT, ["batch", out[1]])],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
