@@ -1,7 +1,7 @@
 """gearshift's table controller: the rate over the longest recent window without a change, every
 candidate of the planner's grid scored by its expected effective accuracy over the estimate's
-uncertainty and by how its live misses compare with its plan, the choice in force kept within
-noise. Pure: `decide(observation, state) -> (decision, state)`, as every policy."""
+uncertainty, at the load the host's live misses say it acts as if it had, the choice in force
+kept within noise. Pure: `decide(observation, state) -> (decision, state)`, as every policy."""
 
 from __future__ import annotations
 
@@ -48,23 +48,35 @@ def window_rate(counts: Sequence[int], period_s: float, z: float) -> tuple[float
     return best
 
 
+LOAD_FACTORS = (1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0)
+"""How much heavier than its rate the load may act on the host (`ExpectedTablePolicy`): a
+profile that flatters every candidate by 20 % makes a load act as 1.2 x itself."""
+
+
 @dataclass(frozen=True)
 class WindowState:
     """`counts`: arrivals of the last periods (newest last, at most max(WINDOWS)).
     `rate_rps`, `window_s`: the rate estimate and the window it spans. `choice`: index of the
     candidate in force (-1 before the first period). `expected`: its expected effective
-    accuracy at the estimate. `resolved`, `missed`, `planned`: per candidate, the requests
-    answered or dropped while it was in force, those late or dropped, and the misses its plan
-    expected of them (decaying sums, `ExpectedTablePolicy.memory`)."""
+    accuracy at the estimate. `resolved`, `missed`: the requests answered or dropped while a
+    candidate had been in force for a deadline and a period, and those of them late or
+    dropped; `planned[k]`: the misses the plans of the candidates in force expected of them
+    were the load `LOAD_FACTORS[k]` x the rate (decaying sums, `ExpectedTablePolicy.memory`).
+    `load_factor`: the one of `LOAD_FACTORS` the scores were read at. `in_force`: the
+    (variant, R, T) the host last reported in force, and `since_s` the host time it first
+    did."""
 
     counts: tuple[int, ...] = ()
     rate_rps: float = math.nan
     window_s: float = 0.0
     choice: int = -1
     expected: float = math.nan
-    resolved: tuple[float, ...] = ()
-    missed: tuple[float, ...] = ()
+    resolved: float = 0.0
+    missed: float = 0.0
     planned: tuple[float, ...] = ()
+    load_factor: float = 1.0
+    in_force: tuple[str, int, int] = ("", 0, 0)
+    since_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -104,10 +116,10 @@ class GridScores:
             w[self._nearest(rate_rps)] = 1.0
         return np.asarray(self.score @ w / w.sum())
 
-    def planned_on_time(self, rate_rps: float) -> np.ndarray:
-        """Each candidate's planned fraction of requests on time at the grid load nearest
+    def planned_on_time(self, c: int, rate_rps: float) -> np.ndarray:
+        """Candidate c's planned fraction on time were the load each of `LOAD_FACTORS` x
         `rate_rps`."""
-        return np.asarray(self.on_time[:, self._nearest(rate_rps)])
+        return np.asarray([self.on_time[c, self._nearest(f * rate_rps)] for f in LOAD_FACTORS])
 
     def allowed(self, rate_rps: float) -> np.ndarray:
         """Which candidates may be chosen at the grid load nearest `rate_rps`."""
@@ -123,10 +135,12 @@ class ExpectedTablePolicy:
     window in which it has not changed (`window_rate`), each candidate of the planner's grid
     scored by its effective accuracy averaged over what the load may be (normal, sd the larger
     of the window's Poisson noise and `rel_uncertainty` x the rate, as the planner's robust
-    scores) and by the share of its planned on-time requests it has been answering live (a
-    candidate that missed more than its plan expected, by over `miss_z` Poisson sd over about
-    1 / (1 - `memory`) periods, is discounted: a profile that flatters it is corrected by what
-    the host sees), and the best taken unless the choice in force is within `keep_margin` of
+    scores) at the load the host acts as if it had: the rate times the smallest of
+    `LOAD_FACTORS` at which the candidates in force have missed no more deadlines than their
+    plans expected (within `miss_z` Poisson sd, over about 1 / (1 - `memory`) periods): a
+    host slower than its profile, as a busy machine or a calibration that saw no tails makes
+    it, moves every candidate's score alike, towards those with room to spare, rather than
+    the one in force's alone. The best is taken unless the choice in force is within `keep_margin` of
     it (`realloc_margin` more when the best needs another R x T: a handover in which the new
     replicas wait for the old ones' cores). Candidates within `tie_tol` of the best are ties,
     broken as the planner does (fewer cores, more replicas).
@@ -169,11 +183,16 @@ class ExpectedTablePolicy:
         sd = max(noise, self.rel_uncertainty * rate)
         # averaged, then ruled out, as the planner scores; the choice in force is ruled out
         # only once the load is beyond its limit by one sd (no flapping at the limit)
-        allowed = self.scores.allowed(rate)
+        current = obs.current
+        key = (current.variant, current.allocation.replicas, current.allocation.threads)
+        since_s = state.since_s if key == state.in_force else obs.t_s - obs.period_s
+        resolved, missed, planned = self._tally(obs, state, key, since_s)
+        k = self._load_level(resolved, missed, planned)
+        load = LOAD_FACTORS[k] * rate
+        allowed = self.scores.allowed(load)
         if state.choice >= 0:
-            allowed[state.choice] = self.scores.allowed(rate - sd)[state.choice]
-        tally = self._tally(obs, state)
-        expected = self.scores.expected(rate, sd) * allowed * self._reliability(*tally)
+            allowed[state.choice] = self.scores.allowed(load - sd)[state.choice]
+        expected = self.scores.expected(load, LOAD_FACTORS[k] * sd) * allowed
         pick = self._pick(expected, state.choice)
         if pick < 0:
             r = self.table.ranges[self.table.lookup(rate)]
@@ -184,34 +203,37 @@ class ExpectedTablePolicy:
                             f"table: {rate:.1f} rps over {window_s:g} s -> expected "
                             f"{expected[pick]:.3f}", self.fallbacks.get(variant, ()))
         return decision, WindowState(counts, rate, window_s, pick, float(expected[pick]),
-                                     *(tuple(float(x) for x in t) for t in tally))
+                                     resolved, missed, tuple(planned.tolist()), LOAD_FACTORS[k],
+                                     key, since_s)
 
-    def _tally(self, obs: Observation, state: WindowState) -> tuple[np.ndarray, ...]:
-        """(resolved, missed, planned) per candidate, with the last period credited to the
-        candidate in force (`obs.current`); the planned misses at the higher of the last two
-        rate estimates (late answers of a burst arrive a period after it)."""
-        n = len(self.scores.keys)
-        resolved, missed, planned = (np.asarray(t, dtype=float) * self.memory if len(t) == n
-                                     else np.zeros(n)
-                                     for t in (state.resolved, state.missed, state.planned))
-        current = obs.current
-        key = (current.variant, current.allocation.replicas, current.allocation.threads)
-        if key in self.scores.keys and not math.isnan(state.rate_rps):
-            c = self.scores.keys.index(key)
+    def _tally(self, obs: Observation, state: WindowState, key: tuple[str, int, int],
+               since_s: float) -> tuple[float, float, np.ndarray]:
+        """(resolved, missed, planned) with the last period counted once `key`, the candidate
+        in force, has been in force for a deadline and a period: until then the requests
+        resolved arrived under the choice before it (a heavy variant's backlog met by a light
+        one, say), and their misses say nothing of it. The planned misses at the higher of the
+        last two rate estimates (late answers of a burst arrive a period after it)."""
+        planned = (np.asarray(state.planned, dtype=float) * self.memory
+                   if len(state.planned) == len(LOAD_FACTORS) else np.zeros(len(LOAD_FACTORS)))
+        resolved, missed = state.resolved * self.memory, state.missed * self.memory
+        settled = obs.t_s - since_s >= self.table.deadline_ms / 1000.0 + obs.period_s
+        if key in self.scores.keys and settled and not math.isnan(state.rate_rps):
             count = obs.completed + obs.missed  # late answers counted twice: errs towards trust
             rate = max(state.rate_rps, obs.rate_rps)
-            resolved[c] += count
-            missed[c] += obs.missed
-            planned[c] += count * (1.0 - self.scores.planned_on_time(rate)[c])
+            on_time = self.scores.planned_on_time(self.scores.keys.index(key), rate)
+            resolved += count
+            missed += obs.missed
+            planned += count * (1.0 - on_time)
         return resolved, missed, planned
 
-    def _reliability(self, resolved: np.ndarray, missed: np.ndarray,
-                     planned: np.ndarray) -> np.ndarray:
-        """Per candidate, the fraction of its planned on-time requests it has been answering
-        live: 1, unless it missed more than its plan expected by over `miss_z` Poisson
-        standard deviations (a profile that flatters it: tails, co-running, a noisy machine)."""
-        excess = np.maximum(0.0, missed - planned - self.miss_z * np.sqrt(planned + 1.0))
-        return np.asarray(1.0 - excess / np.maximum(resolved, 1.0), dtype=np.float64)
+    def _load_level(self, resolved: float, missed: float, planned: np.ndarray) -> int:
+        """Index of the smallest of `LOAD_FACTORS` at which the misses of the candidates in
+        force are within `miss_z` Poisson sd of what their plans expected (the largest if none
+        is)."""
+        if resolved < 1.0:
+            return 0
+        fits = missed <= planned + self.miss_z * np.sqrt(planned + 1.0)
+        return int(np.argmax(fits)) if fits.any() else len(LOAD_FACTORS) - 1
 
     def _pick(self, expected: np.ndarray, current: int) -> int:
         """The candidate to serve, or -1 if none scores above 0."""

@@ -63,8 +63,11 @@ class SimRun:
 
 def simulate_policy(name: str, profile: Profile, table: PolicyTable, variants: list[str],
                     arrivals_s: np.ndarray, deadline_ms: float, seed: int,
-                    period_s: float, duration_s: float) -> SimRun:
-    """One policy on `arrivals_s` in the simulator; `oracle` is the hindsight schedule."""
+                    period_s: float, duration_s: float, served_by: Profile | None = None
+                    ) -> SimRun:
+    """One policy on `arrivals_s` in the simulator; `oracle` is the hindsight schedule.
+    `served_by`: the profile the simulated server's service times come from, if not the one
+    the policy and the oracle know (a profile that flatters the server, say)."""
     settings = SimSettings(period_s=period_s, duration_s=duration_s)
     policy: Policy[Any]
     if name == ORACLE:
@@ -72,8 +75,8 @@ def simulate_policy(name: str, profile: Profile, table: PolicyTable, variants: l
         policy, initial = SchedulePolicy(sched.decisions, period_s), sched.decisions[0]
     else:
         policy, initial = make_policy(name, table, profile, deadline_ms, variants)
-    result = simulate(profile, Controller(policy), arrivals_s, deadline_ms, initial, seed,
-                      settings)
+    result = simulate(served_by or profile, Controller(policy), arrivals_s, deadline_ms, initial,
+                      seed, settings)
     return SimRun(result.columns, (initial, *result.decisions))
 
 
@@ -89,6 +92,7 @@ class SweepJob:
     period_s: float
     duration_s: float
     plan: PlanSettings
+    served_by: Profile | None = None  # the simulated server's service times, if not `profile`'s
 
     @property
     def requests(self) -> int:
@@ -107,8 +111,8 @@ def path_accuracies(job: SweepJob, deadline_ms: float, tables: dict[bool, Policy
     """Effective accuracy (declared basis) of each named policy on each of the job's paths
     (NaN for a path without requests)."""
     return {name: [simulate_policy(name, job.profile, tables[name != PAPER], job.variants,
-                                   path, deadline_ms, seed, job.period_s, job.duration_s
-                                   ).columns.effective_accuracy(job.profile.accuracy)
+                                   path, deadline_ms, seed, job.period_s, job.duration_s,
+                                   job.served_by).columns.effective_accuracy(job.profile.accuracy)
                    if len(path) else float("nan")
                    for path, seed in zip(job.paths, job.seeds, strict=True)]
             for name in names}
