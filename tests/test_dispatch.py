@@ -40,13 +40,23 @@ def sim_choice(spec: PoolSpec, samples: dict[str, list[float]], ladder: tuple[st
     return blocks[0].served_by()[0]
 
 
+def route(pool: ReplicaPool, decision: Decision) -> None:
+    """Apply `decision` as if the pool served its allocation already (so no replica starts)."""
+    pool._life.allocation = decision.allocation
+
+    async def main() -> None:
+        await pool.apply(decision)
+
+    asyncio.run(main())
+
+
 def pool_choice(spec: PoolSpec, samples: dict[str, list[float]], ladder: tuple[str, ...],
                 waited_s: float, deadline_ms: float) -> str:
     """The variant the live pool's dispatch picks for the same request ('' if dropped)."""
     pool = ReplicaPool(spec, PoolSettings(
         service_samples_ms={(v, 1): tuple(s) for v, s in samples.items()},
         overhead_ms=OVERHEAD_MS))
-    pool.switch_variant(ladder[0], ladder[1:])
+    route(pool, Decision(ladder[0], A1, fallbacks=ladder[1:]))
     job = _Job(0, None, {}, asyncio.get_event_loop_policy().new_event_loop().create_future(),
                enqueued_s=0.0, expires_s=deadline_ms / 1000.0)
     variant, why = pool._choose(job, 1, now=waited_s)
@@ -97,16 +107,16 @@ def test_service_stats_follow_the_replies_and_start_from_the_profile() -> None:
 
 
 def test_apply_keeps_the_decisions_fallbacks(tiny_spec: PoolSpec) -> None:
-    """`apply(variant=..., fallbacks=...)` serves a late request with the fallback, as
-    `switch_variant` does (it used to drop the fallbacks)."""
+    """`apply(decision)` serves a late request with the decision's fallback; a decision
+    without fallbacks drops it."""
     heavy, light = (v.name for v in sorted(tiny_spec.variants, key=lambda v: -v.accuracy.value)
                     [:2])
     samples = {heavy: [100.0] * 5, light: [1.0] * 5}
     pool = ReplicaPool(tiny_spec, PoolSettings(
         service_samples_ms={(v, 1): tuple(s) for v, s in samples.items()}))
-    asyncio.run(pool.apply(variant=heavy, fallbacks=(light,)))
+    route(pool, Decision(heavy, A1, fallbacks=(light,)))
     job = _Job(0, None, {}, asyncio.get_event_loop_policy().new_event_loop().create_future(),
                enqueued_s=0.0, expires_s=0.060)
     assert pool._choose(job, 1, now=0.010) == (light, "")
-    asyncio.run(pool.apply(variant=heavy))
+    route(pool, Decision(heavy, A1))
     assert pool._choose(job, 1, now=0.010)[1].startswith("deadline cannot be met")

@@ -48,7 +48,8 @@ class Lifecycle(Generic[J]):
         self.closing = False
         self._cores = cores
         self._events = events
-        self._models = {v.name: str(spec.model_path(v.name)) for v in spec.variants}
+        self.models = {v.name: str(spec.model_path(v.name))  # the variants the pool has
+                       for v in spec.variants}
         self._worker_ids = itertools.count()
         self._lock = asyncio.Lock()
         self._restarts_in_a_row = 0
@@ -115,7 +116,7 @@ class Lifecycle(Generic[J]):
         inp = self.spec.input
         settings = RuntimeSettings(threads=slot.threads, spinning=self.settings.spinning)
         config = WorkerConfig(
-            next(self._worker_ids), slot.cores, self._models, settings,
+            next(self._worker_ids), slot.cores, self.models, settings,
             InputShape(inp.name, tuple(inp.shape), inp.dtype),
         )
         item_bytes = int(np.prod(inp.shape)) * np.dtype(inp.dtype).itemsize

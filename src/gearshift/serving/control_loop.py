@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -99,13 +99,17 @@ class ControlLoop:
         return False
 
     def apply(self, decision: Decision, t_s: float | None = None) -> None:
-        """Switch the variant at once; start an allocation change in the background unless one
-        is running (the next decision retries it)."""
-        self.pool.switch_variant(decision.variant, decision.fallbacks)
+        """Apply `decision` to the pool: the variant at once, an allocation change in the
+        background, unless one is running already (then the allocation in force is kept for
+        now, and the next decision retries it)."""
         busy = self._realloc is not None and not self._realloc.done()
-        if decision.allocation != self.pool.allocation and not busy:
+        current = self.pool.allocation
+        if busy and current is not None:
+            decision = replace(decision, allocation=current)
+        change = self.pool.apply(decision)
+        if not change.done():
             self._realloc = asyncio.get_running_loop().create_task(
-                self._reallocate(decision))
+                self._reallocate(decision, change))
 
     def _on_step(self, step: ControlStep) -> None:
         self.plane.metrics.observe_pool(self.pool.status(), self.plane.spec.variant_names(),
@@ -116,9 +120,9 @@ class ControlLoop:
             self._log.write(json.dumps(line) + "\n")
             self._log.flush()
 
-    async def _reallocate(self, decision: Decision) -> None:
+    async def _reallocate(self, decision: Decision, change: asyncio.Future[None]) -> None:
         try:
-            await self.pool.apply(decision.allocation)
+            await change
         except Exception as exc:  # keep serving on the old allocation
             self.last_error = f"allocation change to {decision.allocation} failed: {exc}"
             log.exception("allocation change failed")

@@ -136,7 +136,7 @@ class Server:
 
     async def _start_pool(self) -> None:
         try:
-            await self.pool.start(self.initial.allocation, self.initial.variant)
+            await self.pool.apply(self.initial)
             await self.pool.prewarm(list(self.settings.prewarm))
         except Exception as exc:  # no replicas: nothing to serve, so stop the server
             self.start_error = f"replicas failed to start: {exc}"
