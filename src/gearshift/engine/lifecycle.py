@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from gearshift.cores import Slot, assign_slots
+from gearshift.cores import Slot, assign_slots, sharing_cores
 from gearshift.engine.messages import InputShape, Message, WorkerConfig
 from gearshift.engine.pool_types import PoolCounters, PoolSettings
 from gearshift.engine.roster import Replica, Roster, WorkerState
@@ -200,9 +200,9 @@ class Lifecycle(Generic[J]):
     def _admit(self, r: Replica[J]) -> None:
         """Make a replica of the allocation idle, or WAITING while a retiring replica (of this
         change or an earlier one) still computes on any of its cores."""
-        cores = set(r.handle.slot.cores)
-        if any(o is not r and cores & set(o.handle.slot.cores)
-               for o in self.roster.in_state(WorkerState.RETIRING)):
+        retiring = [o.handle.slot for o in self.roster.in_state(WorkerState.RETIRING)
+                    if o is not r]
+        if sharing_cores(r.handle.slot, retiring):
             self.roster.wait(r)
         else:
             self.roster.idle(r)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gearshift.dispatch import choose_rung
+from gearshift.dispatch import choose_rung, ladder
 from gearshift.engine.lifecycle import Lifecycle, LifecycleEvents
 from gearshift.engine.messages import (
     InferReply,
@@ -274,27 +274,26 @@ class ReplicaPool:
         """(variant to serve `job` with, why it cannot be served in time: '' if it can), by
         `gearshift.dispatch` as the simulator decides. The ladder: the variant a request names,
         else the variant in force and, under the "hopeless" rule, its fallbacks."""
-        ladder = ((job.variant,) if job.variant else
-                  (self._variant, *self._fallbacks) if self.settings.drop == "hopeless"
-                  else (self._variant,))
+        rungs = ((job.variant,) if job.variant else
+                 ladder(self._variant, self._fallbacks, self.settings.drop == "hopeless"))
         if job.expires_s is None or self.settings.drop == "never":
-            return ladder[0], ""
-        quantiles = (self._quantiles if ladder == (self._variant, *self._fallbacks)
-                     else safe_quantiles([self._accuracy[v] for v in ladder]))
+            return rungs[0], ""
+        quantiles = (self._quantiles if rungs == (self._variant, *self._fallbacks)
+                     else safe_quantiles([self._accuracy[v] for v in rungs]))
         times = [self._stats.rung_times_s(v, threads, q)
-                 for v, q in zip(ladder, quantiles, strict=True)]
+                 for v, q in zip(rungs, quantiles, strict=True)]
         safe, slack = (np.array(t) for t in zip(*times, strict=True))
         waited_s, left_s = now - job.enqueued_s, job.expires_s - now
         rung = choose_rung.py_func(waited_s, left_s, safe, slack)
         if rung < 0:
             if left_s < 0:
-                return ladder[0], _passed(waited_s)
-            return ladder[0], (f"deadline cannot be met: {waited_s * 1000:.0f} ms queued, "
-                               f"{left_s * 1000:.0f} ms left, {ladder[-1]} takes "
-                               f"~{slack[-1] * 1000:.0f} ms; not served")
+                return rungs[0], _passed(waited_s)
+            return rungs[0], (f"deadline cannot be met: {waited_s * 1000:.0f} ms queued, "
+                              f"{left_s * 1000:.0f} ms left, {rungs[-1]} takes "
+                              f"~{slack[-1] * 1000:.0f} ms; not served")
         if rung > 0:
             self.counters.fallbacks += 1
-        return ladder[rung], ""
+        return rungs[rung], ""
 
     def _check_drained(self) -> None:
         if not self._queue and not self._roster.jobs():
