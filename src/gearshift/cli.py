@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gearshift.errors import GearshiftError, SpecError
+from gearshift.planning.settings import DEFAULT_PLAN
 from gearshift.progress import StepCallback
 from gearshift.types import Allocation, Decision, allocations_for
 
@@ -199,27 +201,29 @@ def plan(
     out_path: Annotated[Path, typer.Option("--out", help="policy table JSON to write")] = Path(
         "policy.json"),
     plot: Annotated[Path | None, typer.Option(help="folder for the characterisation PNGs")] = None,
-    points: Annotated[int, typer.Option(help="loads on the grid")] = 100,
-    sim_seconds: Annotated[float, typer.Option(help="simulated seconds per grid point")] = 240.0,
+    points: Annotated[int, typer.Option(help="loads on the grid")] = DEFAULT_PLAN.points,
+    sim_seconds: Annotated[float, typer.Option(
+        help="simulated seconds per grid point")] = DEFAULT_PLAN.duration_s,
     seed: Annotated[int, typer.Option(help="seed of the simulated arrivals")] = 0,
     fallbacks: Annotated[bool, typer.Option(
         help="plan with lighter variants answering the requests a choice would answer too late "
              "(as the table policy serves); --no-fallbacks: the paper's plan")] = True,
     headroom: Annotated[float, typer.Option(
         help="plan for this fraction of the deadline: a margin for service times that move "
-             "between runs")] = 0.85,
+             "between runs")] = DEFAULT_PLAN.headroom,
     period_s: Annotated[float, typer.Option(
-        help="the control period the server will run (the rate estimate's noise)")] = 0.5,
+        help="the control period the server will run (the rate estimate's noise)")
+    ] = DEFAULT_PLAN.period_s,
 ) -> None:
     """Choose, for every load, the variant and RxT with the best effective accuracy."""
-    from gearshift.planning.planner import PlanSettings, plan_table
+    from gearshift.planning.planner import plan_table
     from gearshift.planning.table import save_policy
     from gearshift.profiling.profile import load_profile
     from gearshift.progress import step_progress
 
     try:
-        settings = PlanSettings(duration_s=sim_seconds, points=points, headroom=headroom,
-                                period_s=period_s)
+        settings = replace(DEFAULT_PLAN, duration_s=sim_seconds, points=points,
+                           headroom=headroom, period_s=period_s)
     except ValueError as exc:
         raise _fail(SpecError(str(exc))) from None
     try:

@@ -75,7 +75,6 @@ class ExperimentSettings:
     policies: tuple[str, ...] = ()  # () = table, queue-aware and every static variant
     sweep: tuple[float, ...] = SWEEP
     plan: PlanSettings = DEFAULT_PLAN  # for the run's tables, at the run's period_s
-    sweep_plan_seconds: float = 120.0  # simulated seconds per grid point, for the sweep's tables
     # The deadline sweep simulates this many seconds of the workload, as paths as long as the
     # live run (the live one and others drawn with the next seeds): one path visits a handful of
     # load levels, and which static variant it favours is luck (BENCHMARKS.md); one long path
@@ -276,7 +275,7 @@ def _sweep(s: ExperimentSettings, run: _Run, progress: Progress) -> SweepResult:
     plan = _plan_settings(s)
     job = offline.SweepJob(run.profile, run.spec.variant_names(), paths, seeds, s.period_s,
                            s.duration_s, replace(plan, duration_s=min(plan.duration_s,
-                                                                      s.sweep_plan_seconds)))
+                                                                      plan.sweep_duration_s)))
     deadlines = [round(run.deadline_ms * k, 3) for k in s.sweep]
     return SweepResult(tuple(deadlines), "simulated",
                        offline.deadline_sweep(job, deadlines, progress),
