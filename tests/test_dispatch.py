@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from gearshift.cores import Slot
 from gearshift.dispatch import FREE_WAIT_S, choose_rung, rung_times_s
 from gearshift.dispatch import ladder as dispatch_ladder
-from gearshift.engine.pool import ReplicaPool, _Job
 from gearshift.engine.messages import InferReply
+from gearshift.engine.pool import ReplicaPool, _Job
 from gearshift.engine.pool_types import PoolSettings
 from gearshift.engine.roster import Replica, Roster
-from gearshift.errors import DeadlineExceeded
 from gearshift.engine.service_stats import RECENT, ServiceStats
+from gearshift.errors import DeadlineExceeded
 from gearshift.sim.engine import initial_state, make_inputs, serve
 from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.sampling import RequestDraws, ServiceSampler

@@ -13,8 +13,8 @@ import pytest
 from gearshift.host_loop import HostLoop
 from gearshift.policy import Controller, Observation
 from gearshift.serving.control_loop import ControlLoop
-from gearshift.serving.server import Server, ServerSettings
 from gearshift.serving.dataplane import Window
+from gearshift.serving.server import Server, ServerSettings
 from gearshift.sim.simulator import SimSettings, simulate
 from gearshift.types import Allocation, Decision, PoolStatus
 from gearshift.zoo.spec import PoolSpec

@@ -8,18 +8,19 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gearshift.control.factory import make_policy
+from gearshift.control.factory import SWITCHING, make_policy, options_for
 from gearshift.control.policies import SchedulePolicy
 from gearshift.planning.planner import PlanSettings, plan_table
 from gearshift.planning.table import PolicyTable
-from gearshift.policy import ORACLE, PAPER, SWITCHING, Controller, Policy, static_name
+from gearshift.policy import ORACLE, PAPER, Controller, Policy, static_name
 from gearshift.profiling.profile import Profile, load_profile, save_profile
 from gearshift.profiling.profiler import ProfileSettings, machine_info, measure
 from gearshift.progress import StepCallback as Progress
@@ -63,15 +64,17 @@ class SimRun:
 
 def simulate_policy(name: str, profile: Profile, table: PolicyTable, variants: list[str],
                     arrivals_s: np.ndarray, deadline_ms: float, seed: int,
-                    period_s: float, duration_s: float) -> SimRun:
-    """One policy on `arrivals_s` in the simulator; `oracle` is the hindsight schedule."""
+                    period_s: float, duration_s: float,
+                    options: Mapping[str, float] | None = None) -> SimRun:
+    """One policy on `arrivals_s` in the simulator; `oracle` is the hindsight schedule.
+    `options`: the controller's settings by name (`make_policy`)."""
     settings = SimSettings(period_s=period_s, duration_s=duration_s)
     policy: Policy[Any]
     if name == ORACLE:
         sched = oracle_schedule(profile, arrivals_s, deadline_ms, seed, period_s)
         policy, initial = SchedulePolicy(sched.decisions, period_s), sched.decisions[0]
     else:
-        policy, initial = make_policy(name, table, profile, deadline_ms, variants)
+        policy, initial = make_policy(name, table, profile, deadline_ms, variants, options)
     result = simulate(profile, Controller(policy), arrivals_s, deadline_ms, initial, seed,
                       settings)
     return SimRun(result.columns, (initial, *result.decisions))
@@ -89,6 +92,8 @@ class SweepJob:
     period_s: float
     duration_s: float
     plan: PlanSettings
+    options: Mapping[str, float] = field(default_factory=dict)  # controller options (each
+    # policy gets them if its kind takes them all: `options_for`)
 
     @property
     def requests(self) -> int:
@@ -107,8 +112,8 @@ def path_accuracies(job: SweepJob, deadline_ms: float, tables: dict[bool, Policy
     """Effective accuracy (declared basis) of each named policy on each of the job's paths
     (NaN for a path without requests)."""
     return {name: [simulate_policy(name, job.profile, tables[name != PAPER], job.variants,
-                                   path, deadline_ms, seed, job.period_s, job.duration_s
-                                   ).columns.effective_accuracy(job.profile.accuracy)
+                                   path, deadline_ms, seed, job.period_s, job.duration_s,
+                                   options_for(name, job.options)).columns.effective_accuracy(job.profile.accuracy)
                    if len(path) else float("nan")
                    for path, seed in zip(job.paths, job.seeds, strict=True)]
             for name in names}

@@ -38,14 +38,16 @@ first range starts at 0 and the last ends at infinity.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
 
 from gearshift.planning.ladders import fallback_ladders
-from gearshift.planning.settings import DEFAULT_PLAN as DEFAULT_PLAN
-from gearshift.planning.settings import PlanSettings as PlanSettings
+
+# re-exported: the planning constants' callers import them from here too
+from gearshift.planning.settings import DEFAULT_PLAN as DEFAULT_PLAN  # noqa: PLC0414
+from gearshift.planning.settings import PlanSettings as PlanSettings  # noqa: PLC0414
 from gearshift.planning.table import GridPoint, PolicyRange, PolicyTable
 from gearshift.profiling.profile import Profile
 from gearshift.progress import StepCallback as Progress

@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gearshift import __version__
+from gearshift.control.factory import POLICY_NAMES
 from gearshift.errors import (
     BadRequest,
     ClientClosed,
@@ -166,7 +167,7 @@ def create_app(
         doc = parse_json(body, "controller request")
         name = doc.get("controller") if isinstance(doc, dict) else None
         if not isinstance(name, str) or not _CONTROLLER.fullmatch(name):
-            raise BadRequest('body must be {"controller": "table|queue-aware|static:V"}')
+            raise BadRequest(f'body must be {{"controller": NAME}}, NAME one of {POLICY_NAMES}')
         return JSONResponse(await set_controller(name))
 
     routes = [
