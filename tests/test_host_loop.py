@@ -184,3 +184,17 @@ def test_the_server_starts_with_the_whole_initial_decision(tiny_spec: PoolSpec,
             await server.pool.close()
 
     asyncio.run(main())
+
+
+def test_a_control_log_line_has_the_shape_the_reports_read() -> None:
+    """`step_json` writes `types.ControlLine` (which `reports.control_log` reads): every key."""
+    from gearshift.policy import ControlStep
+    from gearshift.serving.control_loop import step_json
+    from gearshift.types import ControlLine, ObservationJSON
+
+    obs = Observation(1.0, 0.5, 3, 1, 0, 2, 0, math.nan, Decision("a", A))
+    line = step_json(ControlStep(obs, Decision("b", A), {"k": 1.0}))
+    assert set(line) == set(ControlLine.__annotations__) - {"policy", "unix_s"}
+    assert set(line["observation"]) == set(ObservationJSON.__annotations__)
+    assert line["observation"]["latency_p99_ms"] is None and line["observation"]["rate_rps"] == 6
+    assert line["decision"] == {"variant": "b", "replicas": 1, "threads": 1, "reason": ""}

@@ -35,7 +35,6 @@ from gearshift.records import write_records
 from gearshift.reports import figures
 from gearshift.reports.compare import compare
 from gearshift.reports.control_log import (
-    ControlLine,
     ControlTrace,
     Segment,
     offered_load,
@@ -52,7 +51,7 @@ from gearshift.reports.summary import (
     build_summary,
     summarize,
 )
-from gearshift.types import JSON
+from gearshift.types import JSON, ControlLine
 from gearshift.zoo.spec import PoolSpec, load_pool_spec
 
 Stage = Callable[[str], Progress]  # stage title -> progress callback for that stage

@@ -54,6 +54,7 @@ from gearshift.protocol import (
 )
 from gearshift.serving.access import ASGIApp, Message, Receive, Scope, Send
 from gearshift.serving.dataplane import Answer, DataPlane
+from gearshift.types import StatusDoc
 
 EXTENSIONS = ["binary_tensor_data", "gearshift_model_switching"]
 OFFLOAD_BYTES = 256 << 10  # bodies and answers above this are coded in a worker thread
@@ -75,10 +76,10 @@ class AppLimits:
 def create_app(
     plane: DataPlane,
     is_ready: Callable[[], bool],
-    status: Callable[[], dict[str, Any]],
+    status: Callable[[], StatusDoc],
     max_body_bytes: int = 64 << 20,
     lifespan: Any = None,
-    set_controller: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
+    set_controller: Callable[[str], Awaitable[StatusDoc]] | None = None,
     limits: AppLimits | None = None,
 ) -> Starlette:
     spec = plane.spec

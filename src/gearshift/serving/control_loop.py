@@ -14,14 +14,14 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
 from gearshift.host_loop import HostLoop
 from gearshift.policy import Controller, ControlStep, Observation
 from gearshift.serving.dataplane import DataPlane
-from gearshift.types import Decision
+from gearshift.types import ControlLine, Decision, DecisionJSON, ObservationJSON
 
 log = logging.getLogger("gearshift.control")
 
@@ -115,8 +115,8 @@ class ControlLoop:
         self.plane.metrics.observe_pool(self.pool.status(), self.plane.spec.variant_names(),
                                         step.observation.rate_rps)
         if self._log:
-            line = {"policy": self.controller.policy.name, "unix_s": round(self._wall_clock(), 3),
-                    **step_json(step)}
+            line: ControlLine = {"policy": self.controller.policy.name,
+                                 "unix_s": round(self._wall_clock(), 3), **step_json(step)}
             self._log.write(json.dumps(line) + "\n")
             self._log.flush()
 
@@ -133,17 +133,20 @@ class ControlLoop:
             await self._realloc
 
 
-def step_json(step: ControlStep) -> dict[str, Any]:
+def step_json(step: ControlStep) -> ControlLine:
     """One control-log line: the observation, the decision and the policy's state."""
-    obs = asdict(step.observation)
-    obs["rate_rps"] = step.observation.rate_rps
-    obs["current"] = _decision_json(step.observation.current)
-    if isinstance(obs["latency_p99_ms"], float) and math.isnan(obs["latency_p99_ms"]):
-        obs["latency_p99_ms"] = None
-    return {"t_s": round(step.observation.t_s, 3), "observation": obs,
+    o = step.observation
+    obs: ObservationJSON = {
+        "t_s": o.t_s, "period_s": o.period_s, "arrivals": o.arrivals,
+        "queue_length": o.queue_length, "in_flight": o.in_flight, "completed": o.completed,
+        "missed": o.missed,
+        "latency_p99_ms": None if math.isnan(o.latency_p99_ms) else o.latency_p99_ms,
+        "current": _decision_json(o.current), "rate_rps": o.rate_rps,
+    }
+    return {"t_s": round(o.t_s, 3), "observation": obs,
             "decision": _decision_json(step.decision), "state": step.state}
 
 
-def _decision_json(d: Decision) -> dict[str, Any]:
+def _decision_json(d: Decision) -> DecisionJSON:
     return {"variant": d.variant, "replicas": d.allocation.replicas,
             "threads": d.allocation.threads, "reason": d.reason}
