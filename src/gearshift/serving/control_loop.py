@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
+from gearshift.engine.pool import ReplicaPool
 from gearshift.host_loop import HostLoop
 from gearshift.policy import Controller, ControlStep, Observation
 from gearshift.serving.dataplane import DataPlane
@@ -41,13 +42,17 @@ class ControlLoop:
         self._clock = clock
         self._wall_clock = wall_clock
         self._sleep = sleep
-        self.pool = plane.pool
         self._log: IO[str] | None = log_path.open("a") if log_path else None
         self._realloc: asyncio.Task[None] | None = None
         self._t0 = clock()
         self.host_loop = HostLoop(controller, period_s, self._t0, self._on_step)
         self.last_rate_rps = 0.0
         self.last_error = ""
+
+    @property
+    def pool(self) -> ReplicaPool:
+        """The data plane's pool (the one reference to it)."""
+        return self.plane.pool
 
     @property
     def controller(self) -> Controller[Any]:
