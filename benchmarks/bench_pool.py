@@ -23,7 +23,7 @@ from gearshift.cores import assign_slots
 from gearshift.engine.pool import PoolSettings, ReplicaPool
 from gearshift.runtime.base import RuntimeSettings
 from gearshift.runtime.onnx import OnnxRuntime
-from gearshift.types import Allocation
+from gearshift.types import Allocation, Decision
 from gearshift.zoo.spec import PoolSpec, load_pool_spec
 
 
@@ -85,7 +85,7 @@ async def pool_throughput(spec: PoolSpec, variant: str, alloc: Allocation, secon
     """Closed loop with 2 requests per replica outstanding; returns (req/s, p50 overhead ms)."""
     x = np.random.default_rng(0).standard_normal((1, *spec.input.shape)).astype(np.float32)
     async with ReplicaPool(spec, PoolSettings(spinning=spinning, keep_warm=False)) as pool:
-        await pool.start(alloc, variant)
+        await pool.apply(Decision(variant, alloc))
         await _closed_loop(pool, x, spec.input.name, 1.0, 2 * alloc.replicas, None)
         t0 = time.perf_counter()
         n, overhead = await _closed_loop(pool, x, spec.input.name, seconds,
@@ -101,24 +101,24 @@ async def switch_and_realloc(spec: PoolSpec) -> dict[str, float]:
     res: dict[str, float] = {}
     async with ReplicaPool(spec, PoolSettings(keep_warm=True)) as pool:
         t0 = time.perf_counter()
-        await pool.start(Allocation(2, 1), names[0])
+        await pool.apply(Decision(names[0], Allocation(2, 1)))
         res["start_2x1_s"] = time.perf_counter() - t0
         res["replica_rss_mb"] = max(pool.worker_memory().values()) / 2**20
         load = asyncio.create_task(_closed_loop(pool, x, spec.input.name, 6.0, 4, None))
         lat = []
         for k in range(2000):
             t = time.perf_counter_ns()
-            pool.switch_variant(names[k % len(names)])
+            pool.apply(Decision(names[k % len(names)], Allocation(2, 1)))
             lat.append((time.perf_counter_ns() - t) / 1e6)
             if k % 20 == 0:
                 await asyncio.sleep(0.002)
         res["switch_p50_ms"] = float(np.percentile(lat, 50))
         res["switch_p99_ms"] = float(np.percentile(lat, 99))
         t0 = time.perf_counter()
-        await pool.apply(Allocation(1, 2))
+        await pool.apply(Decision(pool.variant, Allocation(1, 2)))
         res["realloc_cold_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        await pool.apply(Allocation(2, 1))
+        await pool.apply(Decision(pool.variant, Allocation(2, 1)))
         res["realloc_parked_s"] = time.perf_counter() - t0
         await load
     return res

@@ -66,7 +66,8 @@ def run_deadline(job: Job, deadline_ms: float) -> dict[str, dict[str, list[float
                                                                    job.capacity_rps)
                       for seed in job.seeds)
         sweep = offline.SweepJob(job.profile, variants, paths, job.seeds, job.period_s,
-                                 job.duration_s, plan, slowed(job.profile, job.slowdown))
+                                 job.duration_s, plan,
+                                 served_by=slowed(job.profile, job.slowdown))
         out[shape] = offline.path_accuracies(sweep, deadline_ms, tables, names)
     return out
 

@@ -65,3 +65,16 @@ def test_prewarm_table_loads_what_the_controller_may_choose() -> None:
     assert set(prewarm_allocations(table, "static:a", "all")) == set(both)
     with pytest.raises(GearshiftError, match="use table, all or none"):
         prewarm_allocations(table, "table", "some")
+
+
+def test_plan_options_default_to_the_plan_settings() -> None:
+    """`gearshift plan` has no constants of its own: its defaults are `PlanSettings`'."""
+    import inspect
+
+    from gearshift.cli import plan
+    from gearshift.planning.settings import DEFAULT_PLAN
+
+    d = {k: p.default for k, p in inspect.signature(plan).parameters.items()}
+    assert (d["points"], d["sim_seconds"], d["headroom"], d["period_s"]) == (
+        DEFAULT_PLAN.points, DEFAULT_PLAN.duration_s, DEFAULT_PLAN.headroom,
+        DEFAULT_PLAN.period_s)

@@ -5,6 +5,7 @@ same variant or drop it alike. Either side changed alone fails here."""
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 
 import numpy as np
@@ -12,13 +13,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gearshift.dispatch import FREE_WAIT_S, choose_rung
+from gearshift.cores import Slot
+from gearshift.dispatch import FREE_WAIT_S, choose_rung, rung_times_s
+from gearshift.dispatch import ladder as dispatch_ladder
+from gearshift.engine.messages import InferReply
 from gearshift.engine.pool import ReplicaPool, _Job
 from gearshift.engine.pool_types import PoolSettings
+from gearshift.engine.roster import Replica, Roster
 from gearshift.engine.service_stats import RECENT, ServiceStats
+from gearshift.errors import DeadlineExceeded
 from gearshift.sim.engine import initial_state, make_inputs, serve
+from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.sampling import RequestDraws, ServiceSampler
-from gearshift.types import Allocation, Decision
+from gearshift.types import Allocation, Decision, DropRule, safe_quantiles
 from gearshift.zoo.spec import PoolSpec
 from tests.synthetic import make_profile
 
@@ -40,13 +47,23 @@ def sim_choice(spec: PoolSpec, samples: dict[str, list[float]], ladder: tuple[st
     return blocks[0].served_by()[0]
 
 
+def route(pool: ReplicaPool, decision: Decision) -> None:
+    """Apply `decision` as if the pool served its allocation already (so no replica starts)."""
+    pool._life.allocation = decision.allocation
+
+    async def main() -> None:
+        await pool.apply(decision)
+
+    asyncio.run(main())
+
+
 def pool_choice(spec: PoolSpec, samples: dict[str, list[float]], ladder: tuple[str, ...],
                 waited_s: float, deadline_ms: float) -> str:
     """The variant the live pool's dispatch picks for the same request ('' if dropped)."""
     pool = ReplicaPool(spec, PoolSettings(
         service_samples_ms={(v, 1): tuple(s) for v, s in samples.items()},
         overhead_ms=OVERHEAD_MS))
-    pool.switch_variant(ladder[0], ladder[1:])
+    route(pool, Decision(ladder[0], A1, fallbacks=ladder[1:]))
     job = _Job(0, None, {}, asyncio.get_event_loop_policy().new_event_loop().create_future(),
                enqueued_s=0.0, expires_s=deadline_ms / 1000.0)
     variant, why = pool._choose(job, 1, now=waited_s)
@@ -97,16 +114,143 @@ def test_service_stats_follow_the_replies_and_start_from_the_profile() -> None:
 
 
 def test_apply_keeps_the_decisions_fallbacks(tiny_spec: PoolSpec) -> None:
-    """`apply(variant=..., fallbacks=...)` serves a late request with the fallback, as
-    `switch_variant` does (it used to drop the fallbacks)."""
+    """`apply(decision)` serves a late request with the decision's fallback; a decision
+    without fallbacks drops it."""
     heavy, light = (v.name for v in sorted(tiny_spec.variants, key=lambda v: -v.accuracy.value)
                     [:2])
     samples = {heavy: [100.0] * 5, light: [1.0] * 5}
     pool = ReplicaPool(tiny_spec, PoolSettings(
         service_samples_ms={(v, 1): tuple(s) for v, s in samples.items()}))
-    asyncio.run(pool.apply(variant=heavy, fallbacks=(light,)))
+    route(pool, Decision(heavy, A1, fallbacks=(light,)))
     job = _Job(0, None, {}, asyncio.get_event_loop_policy().new_event_loop().create_future(),
                enqueued_s=0.0, expires_s=0.060)
     assert pool._choose(job, 1, now=0.010) == (light, "")
-    asyncio.run(pool.apply(variant=heavy))
+    route(pool, Decision(heavy, A1))
     assert pool._choose(job, 1, now=0.010)[1].startswith("deadline cannot be met")
+
+
+# --- whole runs: the kernel against the live pool's own dispatch ---------------------------
+
+
+class _FakeHandle:
+    """A replica without a process: `call` hands the request to the test's event driver."""
+
+    def __init__(self, worker_id: int, calls: list[tuple[Replica[_Job], int, str]],
+                 roster: Roster[_Job]) -> None:
+        self.worker_id, self.pid = worker_id, None
+        self.slot = Slot(1, (worker_id,))
+        self._calls, self._roster = calls, roster
+
+    def call(self, request_id: int, variant: str, inputs: object) -> bool:
+        r = self._roster.of(self)  # type: ignore[arg-type]
+        assert r is not None
+        self._calls.append((r, request_id, variant))
+        return True
+
+
+class _Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pool_run(spec: PoolSpec, drop: DropRule, replicas: int, ladder: tuple[str, ...],
+             samples: dict[str, list[float]], arrival_s: np.ndarray, deadline_s: np.ndarray,
+             service_s: np.ndarray) -> list[int]:
+    """Each request's outcome in the real `ReplicaPool` (its queue, `_pump`, `_choose`, reply
+    handling), on a manual clock, with replicas that answer after `service_s[i, rung]`:
+    the rung that served request i, or -1 if it was dropped."""
+    clock = _Clock()
+    pool = ReplicaPool(spec, PoolSettings(
+        drop=drop, service_samples_ms={(v, 1): tuple(s) for v, s in samples.items()},
+        overhead_ms=OVERHEAD_MS, sweep_period_s=1e9, max_queue=10_000), clock)
+    pool._stats.record = lambda *_: None  # type: ignore[method-assign]
+    calls: list[tuple[Replica[_Job], int, str]] = []
+    x = {"input": np.zeros((1, *spec.input.shape), np.float32)}
+
+    async def main() -> list[int]:
+        for k in range(replicas):
+            r = pool._roster.add(_FakeHandle(k, calls, pool._roster),  # type: ignore[arg-type]
+                                 asyncio.get_running_loop().create_future())
+            pool._roster.idle(r)
+        pool._life.allocation = Allocation(replicas, 1)
+        await pool.apply(Decision(ladder[0], pool._life.allocation, fallbacks=ladder[1:]))
+        done: list[tuple[float, int, Replica[_Job], int]] = []  # (end, seq, replica, request)
+
+        def schedule() -> None:
+            while calls:
+                r, rid, variant = calls.pop(0)
+                end = clock.now + float(service_s[rid, ladder.index(variant)])
+                heapq.heappush(done, (end, rid, r, rid))
+
+        def complete_until(t: float) -> None:
+            while done and done[0][0] <= t:
+                end, _, r, rid = heapq.heappop(done)
+                clock.now = end
+                pool._on_reply(r, InferReply(rid, service_ms=1.0))
+                schedule()
+
+        tasks = []
+        for a, d in zip(arrival_s.tolist(), deadline_s.tolist(), strict=True):
+            complete_until(a)
+            clock.now = a
+            tasks.append(asyncio.create_task(pool.infer(x, deadline_s=d)))
+            await asyncio.sleep(0)  # enqueued (and dispatched if a replica is idle) at `a`
+            schedule()
+        complete_until(math.inf)
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        pool._sweeper.cancel()  # type: ignore[union-attr]
+        return [-1 if isinstance(o, DeadlineExceeded) else ladder.index(o.variant)
+                for o in outcomes]  # type: ignore[union-attr]
+
+    return asyncio.run(main())
+
+
+def kernel_run(spec: PoolSpec, drop: DropRule, replicas: int, ladder: tuple[str, ...],
+               samples: dict[str, list[float]], arrival_s: np.ndarray, deadline_s: np.ndarray,
+               service_s: np.ndarray) -> list[int]:
+    """The same run through the simulator's kernel, its rung times built as
+    `sim.engine` builds them."""
+    accuracy = {v.name: v.accuracy.value for v in spec.variants}
+    rungs = dispatch_ladder(ladder[0], ladder[1:], drop == "hopeless")
+    safe = slack = None
+    if drop == "hopeless":
+        quantiles = safe_quantiles([accuracy[v] for v in rungs])
+        times = [rung_times_s(samples[v], q, OVERHEAD_MS)
+                 for v, q in zip(rungs, quantiles, strict=True)]
+        safe, slack = (np.array(t) for t in zip(*times, strict=True))
+    res = run_fcfs(arrival_s, service_s[:, :len(rungs)], replicas,
+                   None if drop == "never" else deadline_s, math.inf, slack, safe)
+    assert res.n_done == len(arrival_s)
+    return res.choice.tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), drop=st.sampled_from(["hopeless", "expired", "never"]),
+       replicas=st.integers(2, 3), rungs=st.integers(1, 3), n=st.integers(1, 40),
+       deadline_ms=st.floats(5.0, 400.0), seed=st.integers(0, 2**32 - 1))
+def test_a_whole_run_gets_the_same_decisions_in_the_pool_and_the_kernel(
+        tiny_spec: PoolSpec, data: st.DataObject, drop: DropRule, replicas: int, rungs: int,
+        n: int, deadline_ms: float, seed: int) -> None:
+    """The same seeded arrivals, service times and deadlines through the simulator's kernel
+    (`run_fcfs`) and through the real `ReplicaPool` (R > 1, each drop rule): every request is
+    served by the same rung or dropped alike.
+
+    Shared by both sides: the ladder (`dispatch.ladder`), the rung times
+    (`dispatch.rung_times_s` over the same samples and `safe_quantiles`), the rule
+    (`dispatch.choose_rung`). The pool's side is its own code: queue, dispatch loop, `_choose`
+    and reply handling. Not shared, and so not tested here: the pool learns service times from
+    its replies (switched off: both sides use the profile's samples), its periodic sweep of
+    expired requests (disabled; it changes when a drop is answered, not whether), worker
+    processes and real time (replaced by replicas that answer after the drawn service time on
+    a manual clock), and the simulator's overhead draws, periods and reallocations."""
+    rng = np.random.default_rng(seed)
+    by_accuracy = sorted(tiny_spec.variants, key=lambda v: -v.accuracy.value)
+    ladder = tuple(v.name for v in by_accuracy[:rungs])
+    samples = {v: data.draw(service, label=v) for v in ladder}
+    arrival_s = np.cumsum(rng.exponential(0.02, n))
+    service_s = np.column_stack([rng.choice(np.array(samples[v]), n) / 1000.0 for v in ladder])
+    deadline_s = arrival_s + deadline_ms / 1000.0
+    args = (tiny_spec, drop, replicas, ladder, samples, arrival_s, deadline_s, service_s)
+    assert pool_run(*args) == kernel_run(*args)

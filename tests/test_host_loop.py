@@ -14,8 +14,11 @@ from gearshift.host_loop import HostLoop
 from gearshift.policy import Controller, Observation
 from gearshift.serving.control_loop import ControlLoop
 from gearshift.serving.dataplane import Window
+from gearshift.serving.server import Server, ServerSettings
 from gearshift.sim.simulator import SimSettings, simulate
 from gearshift.types import Allocation, Decision, PoolStatus
+from gearshift.zoo.spec import PoolSpec
+from tests.servers import ScriptedPolicy
 from tests.synthetic import constant_ms, make_profile
 
 A = Allocation(1, 1)
@@ -108,8 +111,11 @@ class FakePool:
     def status(self) -> PoolStatus:
         return PoolStatus("a", A, 1, 0, 0, 0, 0, 0)
 
-    def switch_variant(self, variant: str, fallbacks: tuple[str, ...] = ()) -> None:
-        self.switched.append(variant)
+    def apply(self, decision: Decision) -> asyncio.Future[None]:
+        self.switched.append(decision.variant)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
 
 class FakeMetrics:
@@ -151,3 +157,44 @@ def test_the_server_ticks_on_a_fixed_schedule_with_an_injected_clock() -> None:
     assert [round(o.t_s, 3) for o in policy.seen] == [0.53, 1.03, 1.53, 2.03, 2.53, 3.03]
     assert all(o.rate_rps == 4.0 for o in policy.seen)
     assert plane.pool.switched == ["b", "a", "b", "a", "b", "a"]
+
+
+def test_the_server_starts_with_the_whole_initial_decision(tiny_spec: PoolSpec,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The initial decision's fallbacks are in force once the server is ready, not only from
+    the first control tick on (the start used to apply the variant and allocation alone)."""
+    initial = Decision("tiny-l", Allocation(1, 1), fallbacks=("tiny-m", "tiny-s"))
+    server = Server(tiny_spec, Controller(ScriptedPolicy([initial])), initial,
+                    ServerSettings(period_s=60.0))
+
+    async def no_replicas(allocation: Allocation) -> None:  # this test starts no processes
+        server.pool._life.allocation = allocation
+
+    monkeypatch.setattr(server.pool._life, "apply", no_replicas)
+
+    async def main() -> None:
+        await server._start_pool()
+        try:
+            assert server.ready and server.pool.allocation == initial.allocation
+            assert (server.pool.variant, server.pool.fallbacks) == ("tiny-l", ("tiny-m", "tiny-s"))
+        finally:
+            for t in server._tasks:
+                t.cancel()
+            await asyncio.gather(*server._tasks, return_exceptions=True)
+            await server.pool.close()
+
+    asyncio.run(main())
+
+
+def test_a_control_log_line_has_the_shape_the_reports_read() -> None:
+    """`step_json` writes `types.ControlLine` (which `reports.control_log` reads): every key."""
+    from gearshift.policy import ControlStep
+    from gearshift.serving.control_loop import step_json
+    from gearshift.types import ControlLine, ObservationJSON
+
+    obs = Observation(1.0, 0.5, 3, 1, 0, 2, 0, math.nan, Decision("a", A))
+    line = step_json(ControlStep(obs, Decision("b", A), {"k": 1.0}))
+    assert set(line) == set(ControlLine.__annotations__) - {"policy", "unix_s"}
+    assert set(line["observation"]) == set(ObservationJSON.__annotations__)
+    assert line["observation"]["latency_p99_ms"] is None and line["observation"]["rate_rps"] == 6
+    assert line["decision"] == {"variant": "b", "replicas": 1, "threads": 1, "reason": ""}

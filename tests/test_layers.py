@@ -14,7 +14,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "gearshift"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("types", "errors", "progress", "files", "cores", "records", "policy", "protocol",
+    ("__init__", "types", "errors", "progress", "files", "cores", "records", "policy", "protocol",
      "dispatch", "host_loop"),
     ("data", "runtime"),
     ("zoo",),
@@ -27,9 +27,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("loadgen",),
     ("reports",),
     ("experiment",),
-    ("cli", "cli_experiment", "cli_fashion", "cli_loadgen", "__init__"),
+    ("cli", "cli_experiment", "cli_fashion", "cli_loadgen"),
 )
-"""Lowest first: a unit (a package, or a top-level module) may import its own layer and below."""
+"""Lowest first: a unit (a package, or a top-level module) may import its own layer and below.
+The package's `__init__` is at the bottom: importing any module of gearshift runs it."""
 
 WEB = ("starlette", "uvicorn", "httpx", "fastapi", "aiohttp", "httptools", "prometheus_client")
 WEB_ALLOWED = {"serving", "loadgen", "experiment", "cli", "cli_loadgen", "cli_experiment"}
@@ -42,15 +43,35 @@ def unit_of(path: Path) -> str:
     return rel.parts[0] if len(rel.parts) > 1 else rel.stem
 
 
-def imports(path: Path) -> list[str]:
-    """Every module a file imports (at any depth, so also inside functions)."""
+def imports(path: Path, text: str | None = None) -> list[str]:
+    """Every module a file (or `text`, as if it were that file) imports, at any depth, so also
+    inside functions. A relative import is resolved against the file's package; `from
+    gearshift import x` counts as importing `gearshift.x` if x is a module or package, else
+    (an attribute such as `__version__`) as importing `gearshift.__init__`."""
     out: list[str] = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    rel = path.relative_to(SRC)
+    package = ["gearshift", *rel.parent.parts]
+    for node in ast.walk(ast.parse(path.read_text() if text is None else text)):
         if isinstance(node, ast.Import):
             out.extend(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out.append(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            if module == "gearshift":
+                out.extend(f"gearshift.{a.name}" if (SRC / a.name).is_dir()
+                           or (SRC / f"{a.name}.py").is_file() else "gearshift.__init__"
+                           for a in node.names)
+            else:
+                out.append(module)
     return out
+
+
+def test_package_and_relative_imports_are_seen() -> None:
+    text = ("from gearshift import cli, __version__\nfrom . import roster\n"
+            "from ..control import factory\nfrom .pool_types import PoolSettings\n")
+    assert imports(SRC / "engine" / "pool.py", text) == [
+        "gearshift.cli", "gearshift.__init__", "gearshift.engine", "gearshift.control",
+        "gearshift.engine.pool_types"]
 
 
 SOURCES = sorted(SRC.rglob("*.py"))

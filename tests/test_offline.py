@@ -39,3 +39,40 @@ def test_sweep_is_the_same_in_one_process_and_in_two() -> None:
                                    PLAN), [400.0], workers=1)
     pooled = (600 * busy["static:slow"][0] + 40 * alone["static:slow"][0]) / 640
     assert serial["static:slow"][1] == pytest.approx(pooled)  # per request over both paths
+
+
+def test_simulate_passes_controller_options_and_lists_the_registrys(tmp_path, monkeypatch) -> None:
+    """`gearshift simulate --controller-option` reaches the policy; a bad one fails with the
+    registry's list of options, which the help texts show as well."""
+    from typer.testing import CliRunner
+
+    from gearshift.cli import app
+    from gearshift.control.factory import OPTION_HELP, POLICY_NAMES, REGISTRY, SWITCHING
+    from gearshift.experiment import offline
+    from gearshift.planning.planner import plan_table
+    from gearshift.planning.table import save_policy
+    from gearshift.profiling.profile import save_profile
+
+    profile = make_profile(
+        {("slow", A2): exponential_ms(80.0), ("fast", A2): exponential_ms(10.0, seed=2)},
+        {"slow": 0.9, "fast": 0.6}, overhead_ms=[1.0], cores=2)
+    save_profile(profile, tmp_path / "profile.json")
+    save_policy(plan_table(profile, 300.0, PLAN, True, 0), tmp_path / "policy.json")
+    seen: list[object] = []
+    real = offline.make_policy
+
+    def spy(*args: object) -> object:
+        seen.append(args[5])
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(offline, "make_policy", spy)
+    base = ["simulate", str(tmp_path / "profile.json"), "--policy", str(tmp_path / "policy.json"),
+            "--workload", "poisson:20", "--duration", "5", "--out", str(tmp_path / "out")]
+    ok = CliRunner().invoke(app, [*base, "--controller-option", "jump_z=7"])
+    assert ok.exit_code == 0, ok.output
+    assert seen == [{"jump_z": 7.0}]
+    bad = CliRunner().invoke(app, [*base, "--controller-option", "bogus=1"])
+    assert bad.exit_code == 2 and "no option bogus" in bad.output
+    assert SWITCHING == tuple(n for n, k in REGISTRY.items() if k.switching) != ()
+    assert all(n in POLICY_NAMES for n in REGISTRY if n != "static")
+    assert all(o in OPTION_HELP for k in REGISTRY.values() for o in k.options)

@@ -15,11 +15,17 @@ import pytest
 
 from gearshift.engine.pool import InferResult, PoolSettings, ReplicaPool
 from gearshift.errors import BadRequest, DeadlineExceeded, ModelNotFound, Overloaded, WorkerFailed
-from gearshift.types import Allocation, DropRule
+from gearshift.types import Allocation, Decision, DropRule
 from gearshift.zoo.spec import PoolSpec
 from tests.reference import mlp_reference
 
 pytestmark = pytest.mark.slow
+
+
+def route(pool: ReplicaPool, variant: str, fallbacks: tuple[str, ...] = ()) -> None:
+    """Switch the variant (and fallbacks) the pool serves, keeping its allocation."""
+    assert pool.allocation is not None
+    pool.apply(Decision(variant, pool.allocation, fallbacks=fallbacks))
 
 
 def run_pool(
@@ -32,7 +38,7 @@ def run_pool(
     async def main() -> None:
         pool = ReplicaPool(spec, settings, clock) if clock else ReplicaPool(spec, settings)
         try:
-            await pool.start(allocation)
+            await pool.apply(Decision(pool.variant, allocation))
             await body(pool)
         finally:
             await pool.close()
@@ -86,7 +92,7 @@ def test_variant_switch_under_concurrent_requests(tiny_spec) -> None:
     async def body(pool: ReplicaPool) -> None:
         async def switcher() -> None:
             for k in range(60):
-                pool.switch_variant(names[k % len(names)])
+                route(pool, names[k % len(names)])
                 await asyncio.sleep(0.002)
 
         inputs = [_x(i) for i in range(600)]
@@ -122,12 +128,12 @@ def test_allocation_change_under_load_answers_every_request_once(tiny_spec) -> N
 
         load_task = asyncio.create_task(load())
         await asyncio.sleep(0.2)
-        await pool.apply(Allocation(1, 2))
+        await pool.apply(Decision(pool.variant, Allocation(1, 2)))
         assert pool.allocation == Allocation(1, 2)
         assert len(pool.worker_pids()) == 1  # the 1x2 replica (waiting for the 2x1 ones' calls)
         await asyncio.sleep(0.3)
         assert pool.status().workers_ready == 1
-        await pool.apply(Allocation(2, 1))
+        await pool.apply(Decision(pool.variant, Allocation(2, 1)))
         await load_task
         assert len(outcomes) == 1500
         errors = [o for o in outcomes if not isinstance(o, InferResult)]
@@ -145,8 +151,8 @@ def test_returning_to_a_parked_allocation_loads_nothing(tiny_spec) -> None:
         first = set(pool.worker_pids().values())
         load = [asyncio.create_task(pool.infer({"input": _x(i)}, "tiny-l")) for i in range(400)]
         await asyncio.sleep(0)
-        await pool.apply(Allocation(1, 2))
-        await pool.apply(Allocation(2, 1))  # old replicas may still be finishing: reused anyway
+        await pool.apply(Decision(pool.variant, Allocation(1, 2)))
+        await pool.apply(Decision(pool.variant, Allocation(2, 1)))  # old replicas may still be finishing: reused anyway
         assert set(pool.worker_pids().values()) == first
         assert all(isinstance(r, InferResult) for r in await asyncio.gather(*load))
         assert pool.status().extra["parked"] == 1  # the 1x2 replica stays loaded
@@ -189,7 +195,7 @@ def test_bad_requests_get_clear_errors(tiny_spec) -> None:
         with pytest.raises(ModelNotFound, match="no variant 'tiny-xl'"):
             await pool.infer({"input": _x(0)}, variant="tiny-xl")
         with pytest.raises(ModelNotFound):
-            await pool.apply(variant="tiny-xl")
+            route(pool, "tiny-xl")
 
     run_pool(tiny_spec, body)
 
@@ -215,7 +221,7 @@ def test_full_queue_and_expired_deadline(tiny_spec) -> None:
 def test_close_drains_queued_requests(tiny_spec) -> None:
     async def main() -> None:
         pool = ReplicaPool(tiny_spec)
-        await pool.start(Allocation(1, 1))
+        await pool.apply(Decision(pool.variant, Allocation(1, 1)))
         tasks = [asyncio.create_task(pool.infer({"input": _x(i)})) for i in range(50)]
         await asyncio.sleep(0)
         await pool.close(drain=True)
@@ -229,7 +235,7 @@ def test_prewarm_parks_replicas_so_a_later_change_loads_nothing(tiny_spec) -> No
         await pool.prewarm([Allocation(2, 1), Allocation(1, 2)])
         assert pool.status().extra["parked"] == 1
         parked_pid = {w.pid for w in pool._parked()}
-        await pool.apply(Allocation(1, 2))
+        await pool.apply(Decision(pool.variant, Allocation(1, 2)))
         assert set(pool.worker_pids().values()) == parked_pid
         r = await pool.infer({"input": _x(0)})
         _check(tiny_spec, _x(0), r)
@@ -257,7 +263,7 @@ def test_new_replicas_wait_for_a_retiring_one_on_their_cores(tiny_spec) -> None:
 
     async def body(pool: ReplicaPool) -> None:
         blocker, t0 = await _computing_on_1x2(pool)
-        await pool.apply(Allocation(2, 1))
+        await pool.apply(Decision(pool.variant, Allocation(2, 1)))
         t1 = time.perf_counter()
         after = [asyncio.create_task(pool.infer({"input": _x(i)})) for i in (1, 2)]
         first = await blocker
@@ -274,13 +280,13 @@ def test_new_replicas_wait_for_a_retiring_one_on_their_cores(tiny_spec) -> None:
 def test_a_change_back_parks_the_replicas_that_were_waiting(tiny_spec) -> None:
     async def body(pool: ReplicaPool) -> None:
         blocker, _ = await _computing_on_1x2(pool)
-        await pool.apply(Allocation(2, 1))  # the 2x1 replicas wait for the 1x2 one...
-        await pool.apply(Allocation(1, 2))  # ... which is back in the allocation before done
+        await pool.apply(Decision(pool.variant, Allocation(2, 1)))  # the 2x1 replicas wait for the 1x2 one...
+        await pool.apply(Decision(pool.variant, Allocation(1, 2)))  # ... which is back in the allocation before done
         assert pool.status().extra["parked"] == 2 and len(pool.worker_pids()) == 1
         first = await blocker
         again = await pool.infer({"input": _x(1)})
         assert again.worker_id == first.worker_id
-        await pool.apply(Allocation(2, 1))  # and the parked ones still serve when asked
+        await pool.apply(Decision(pool.variant, Allocation(2, 1)))  # and the parked ones still serve when asked
         assert {(await pool.infer({"input": _x(2)})).worker_id} != {first.worker_id}
 
     run_pool(tiny_spec, body, Allocation(1, 2))
@@ -323,7 +329,7 @@ def test_a_request_that_cannot_make_its_deadline_is_not_served(tiny_spec, drop) 
     clock = ManualClock()
 
     async def body(pool: ReplicaPool) -> None:
-        pool.switch_variant("tiny-l")
+        route(pool, "tiny-l")
         # 1 ms left, tiny-l takes far longer
         blocker, call = await _queue_behind_blocker(pool, clock, "tiny-l", 0.001)
         if drop == "hopeless":
@@ -341,7 +347,7 @@ def test_a_request_too_late_for_the_variant_in_force_is_answered_by_a_fallback(
     clock = ManualClock()
 
     async def body(pool: ReplicaPool) -> None:
-        pool.switch_variant("tiny-l", ("tiny-m", "tiny-s"))
+        route(pool, "tiny-l", ("tiny-m", "tiny-s"))
         # tiny-l would overrun; tiny-m (no estimate yet, so assumed quick) is the most
         # accurate fallback
         blocker, late = await _queue_behind_blocker(pool, clock, None, 0.001)
@@ -352,7 +358,7 @@ def test_a_request_too_late_for_the_variant_in_force_is_answered_by_a_fallback(
             await named
         await blocker
         with pytest.raises(ModelNotFound):
-            pool.switch_variant("tiny-l", ("tiny-xl",))
+            route(pool, "tiny-l", ("tiny-xl",))
 
     run_pool(tiny_spec, body, Allocation(1, 2), _manual("hopeless"), clock)
 
@@ -392,7 +398,7 @@ def test_with_no_replica_left_queued_requests_are_failed(tiny_spec) -> None:
 def test_a_replica_dying_during_an_allocation_change_is_replaced(tiny_spec) -> None:
     async def body(pool: ReplicaPool) -> None:
         kept = next(iter(pool.worker_pids().values()))
-        change = asyncio.create_task(pool.apply(Allocation(2, 1)))
+        change = pool.apply(Decision(pool.variant, Allocation(2, 1)))
         await asyncio.sleep(0.05)  # the new replica is loading
         os.kill(kept, signal.SIGKILL)
         await change

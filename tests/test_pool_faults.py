@@ -15,7 +15,7 @@ from gearshift.engine import workers as workers_module
 from gearshift.engine.pool import InferResult, PoolSettings, ReplicaPool
 from gearshift.engine.roster import WorkerState
 from gearshift.errors import DeadlineExceeded, WorkerFailed
-from gearshift.types import Allocation
+from gearshift.types import Allocation, Decision
 from tests.test_pool import _check, _x, run_pool
 
 
@@ -89,7 +89,7 @@ def test_a_replica_dying_right_after_it_loaded_during_an_allocation_change(tiny_
             return started
 
         pool._life.bring_up = bring_up_then_one_dies  # type: ignore[method-assign]
-        await pool.apply(Allocation(1, 2))
+        await pool.apply(Decision(pool.variant, Allocation(1, 2)))
         assert pool.allocation == Allocation(1, 2)
         pool.status()  # no stale replica left in the books
         await _until(lambda: pool.status().workers_ready == 1)
@@ -130,7 +130,7 @@ def test_a_replica_that_cannot_be_started_fails_the_change_and_leaves_nothing(
         pool = ReplicaPool(tiny_spec)
         try:
             with pytest.raises(WorkerFailed, match="could not be started: OSError"):
-                await pool.start(Allocation(2, 1))
+                await pool.apply(Decision(pool.variant, Allocation(2, 1)))
             await _until(lambda: len(pool._roster) == 0)  # the first one was killed
             assert not pool.can_serve()
         finally:

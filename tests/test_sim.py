@@ -270,6 +270,29 @@ def test_new_replicas_wait_for_the_old_ones_on_their_cores() -> None:
     assert list(idle.servers.free_s) == [1.0]
 
 
+def test_the_one_rule_for_what_a_new_replica_waits_for() -> None:
+    """`cores.sharing_cores`, which the live pool's admission and the simulator's swap both use:
+    a new replica waits for exactly the old replicas that share a core with it."""
+    from gearshift.cores import Slot, assign_slots, sharing_cores
+
+    two = assign_slots(2, 1, [0, 1])  # cores (0,) and (1,)
+    one = assign_slots(1, 2, [0, 1])  # cores (0, 1)
+    assert sharing_cores(one[0], two) == [0, 1]
+    assert [sharing_cores(s, one) for s in two] == [[0], [0]]
+    assert sharing_cores(two[0], two) == [0] and sharing_cores(two[1], two) == [1]
+    assert sharing_cores(Slot(1, (3,)), two) == [] and sharing_cores(one[0], []) == []
+
+
+def test_the_one_ladder_rule() -> None:
+    """`dispatch.ladder`, which the live pool and the simulator both build their rungs with."""
+    from gearshift.dispatch import ladder
+
+    assert ladder("l", ("m", "s"), hopeless=True) == ("l", "m", "s")
+    assert ladder("l", ("m", "s"), hopeless=False) == ("l",)
+    assert ladder("l", ("m", "s"), True, lambda v: v != "m") == ("l", "s")
+    assert ladder("l", (), True) == ("l",)
+
+
 # --- fallbacks: how sure a dispatch must be -------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,7 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gearshift.control.factory import OPTION_HELP, POLICY_NAMES, SWITCHING
 from gearshift.errors import GearshiftError, SpecError
+from gearshift.planning.settings import DEFAULT_PLAN
+from gearshift.policy import TABLE
 from gearshift.progress import StepCallback
 from gearshift.types import Allocation, Decision, allocations_for
 
@@ -199,27 +203,29 @@ def plan(
     out_path: Annotated[Path, typer.Option("--out", help="policy table JSON to write")] = Path(
         "policy.json"),
     plot: Annotated[Path | None, typer.Option(help="folder for the characterisation PNGs")] = None,
-    points: Annotated[int, typer.Option(help="loads on the grid")] = 100,
-    sim_seconds: Annotated[float, typer.Option(help="simulated seconds per grid point")] = 240.0,
+    points: Annotated[int, typer.Option(help="loads on the grid")] = DEFAULT_PLAN.points,
+    sim_seconds: Annotated[float, typer.Option(
+        help="simulated seconds per grid point")] = DEFAULT_PLAN.duration_s,
     seed: Annotated[int, typer.Option(help="seed of the simulated arrivals")] = 0,
     fallbacks: Annotated[bool, typer.Option(
         help="plan with lighter variants answering the requests a choice would answer too late "
              "(as the table policy serves); --no-fallbacks: the paper's plan")] = True,
     headroom: Annotated[float, typer.Option(
         help="plan for this fraction of the deadline: a margin for service times that move "
-             "between runs")] = 0.85,
+             "between runs")] = DEFAULT_PLAN.headroom,
     period_s: Annotated[float, typer.Option(
-        help="the control period the server will run (the rate estimate's noise)")] = 0.5,
+        help="the control period the server will run (the rate estimate's noise)")
+    ] = DEFAULT_PLAN.period_s,
 ) -> None:
     """Choose, for every load, the variant and RxT with the best effective accuracy."""
-    from gearshift.planning.planner import PlanSettings, plan_table
+    from gearshift.planning.planner import plan_table
     from gearshift.planning.table import save_policy
     from gearshift.profiling.profile import load_profile
     from gearshift.progress import step_progress
 
     try:
-        settings = PlanSettings(duration_s=sim_seconds, points=points, headroom=headroom,
-                                period_s=period_s)
+        settings = replace(DEFAULT_PLAN, duration_s=sim_seconds, points=points,
+                           headroom=headroom, period_s=period_s)
     except ValueError as exc:
         raise _fail(SpecError(str(exc))) from None
     try:
@@ -254,12 +260,9 @@ def serve(
     host: Annotated[str, typer.Option(help="address to bind; loopback unless told")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
     period_s: Annotated[float, typer.Option(help="control period in seconds")] = 0.5,
-    controller: Annotated[str, typer.Option(
-        help="table, queue-aware, table:paper, static:VARIANT or static:VARIANT@RxT")] = "table",
-    controller_option: Annotated[list[str] | None, typer.Option(
-        help="KEY=NUMBER, repeatable: a setting of the controller (table and queue-aware: "
-             "jump_z, rel_uncertainty, keep_margin, realloc_margin, tie_tol; table:paper: "
-             "alpha_up, alpha_down, band, noise_z, jump_z)")] = None,
+    controller: Annotated[str, typer.Option(help=POLICY_NAMES)] = TABLE,
+    controller_option: Annotated[list[str] | None, typer.Option(help=OPTION_HELP)
+    ] = None,
     control_log: Annotated[Path | None, typer.Option(help="JSONL file of every period")] = None,
     max_queue: Annotated[int, typer.Option(help="requests waiting before 503")] = 1024,
     prewarm: Annotated[str, typer.Option(
@@ -359,7 +362,7 @@ def prewarm_allocations(table: PolicyTable, controller: str, mode: str
     choose among every candidate of the planner's grid, those too); "all"; "none"."""
     ranged = [r.decision.allocation for r in table.ranges]
     grid = sorted({Allocation(p.replicas, p.threads) for p in table.grid}, reverse=True)
-    on_grid = controller in ("table", "queue-aware")
+    on_grid = controller in SWITCHING  # they choose among every candidate of the grid
     warm = {"table": [*ranged, *grid] if on_grid else ranged,
             "all": allocations_for(table.cores), "none": []}
     if mode not in warm:
@@ -376,16 +379,14 @@ def _policies_from_files(spec: PoolSpec, policy: Path, profile: Path,
     every model file again per call read hundreds of MB for a ResNet pool). The command line's
     controller options go to a policy of the same kind (the table's to queue-aware, and back);
     another kind starts from its defaults."""
-    from gearshift.control.factory import REGISTRY, make_policy
+    from gearshift.control.factory import make_policy, options_for
     from gearshift.planning.table import load_policy
     from gearshift.profiling.profile import load_profile
 
     def build(name: str) -> tuple[Any, Decision]:
         prof = load_profile(profile, digest) if profile.is_file() else None
-        kind = REGISTRY.get(name)
-        mine = options if kind is not None and set(options) <= set(kind.options) else {}
         return make_policy(name, load_policy(policy, digest), prof, spec.deadline_ms,
-                           spec.variant_names(), mine)
+                           spec.variant_names(), options_for(name, options))
 
     return build
 

@@ -11,8 +11,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gearshift.control.factory import (
+    OPTION_HELP,
+    POLICY_NAMES,
+    check_options,
+    parse_options,
+)
 from gearshift.errors import GearshiftError
-from gearshift.policy import ORACLE
+from gearshift.policy import ORACLE, TABLE
 
 if TYPE_CHECKING:
     from gearshift.reports.summary import SummaryDoc
@@ -63,16 +69,24 @@ def experiment(
         help="simulated seconds of the workload for the deadline sweep, in paths of --duration "
              "(the live one, then the next seeds')",
         min=0)] = 600.0,
+    controller_option: Annotated[list[str] | None, typer.Option(
+        help=OPTION_HELP + "; each policy gets them if it takes them all")] = None,
 ) -> None:
     """Profile, plan, serve and replay one arrival schedule against every policy, live and
     simulated; write records, summary.json and report.html."""
     from gearshift.experiment.runner import ExperimentSettings, run_experiment
     from gearshift.progress import stages
 
+    try:
+        options = parse_options(controller_option or [])
+        check_options(options)
+    except GearshiftError as exc:
+        raise _fail(exc) from None
     settings = ExperimentSettings(
         pool=pool, workload=workload, duration_s=duration, out=out_dir, cache_dir=cache,
         deadline_ms=deadline_ms, seed=seed, cores=cores or len(os.sched_getaffinity(0)),
-        samples=samples, period_s=period_s, data=data, sweep_seconds=sweep_seconds)
+        samples=samples, period_s=period_s, data=data, sweep_seconds=sweep_seconds,
+        controller_options=options)
     try:
         with stages(console) as stage:
             summary = run_experiment(settings, stage)
@@ -87,11 +101,12 @@ def simulate(
     workload: Annotated[str, typer.Option(help="workload spec, as for experiment")],
     duration: Annotated[float, typer.Option(help="seconds")],
     out_dir: Annotated[Path, typer.Option("--out", help="output folder")],
-    controller: Annotated[str, typer.Option(help="table, queue-aware, static:V or oracle")] =
-        "table",
+    controller: Annotated[str, typer.Option(help=f"{POLICY_NAMES} or {ORACLE}")] = TABLE,
     deadline_ms: Annotated[float | None, typer.Option(help="default: the policy's")] = None,
     period_s: Annotated[float, typer.Option(help="control period, s")] = 0.5,
     seed: Annotated[int, typer.Option(help="seed of arrivals and service draws")] = 0,
+    controller_option: Annotated[list[str] | None, typer.Option(
+        help=OPTION_HELP)] = None,
 ) -> None:
     """Replay a workload against one policy in the simulator; write records.csv and
     summary.json."""
@@ -107,8 +122,9 @@ def simulate(
         table = load_policy(policy, prof.pool_digest)
         d = deadline_ms or table.deadline_ms
         arrivals = parse_workload(workload).arrivals(duration, seed, prof.capacity_rps())
+        options = parse_options(controller_option or [])
         run = simulate_policy(controller, prof, table, prof.variants(), arrivals, d, seed,
-                              period_s, duration)
+                              period_s, duration, options)
     except GearshiftError as exc:
         raise _fail(exc) from None
     out_dir.mkdir(parents=True, exist_ok=True)

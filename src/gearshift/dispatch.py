@@ -18,7 +18,7 @@ profile's: the statistic is one, the samples are each side's own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numba
 import numpy as np
@@ -41,6 +41,16 @@ def choose_rung(waited_s: float, left_s: float, safe_s: np.ndarray, slack_s: np.
         if slack_s[m] <= left_s:
             return m
     return -1
+
+
+def ladder(variant: str, fallbacks: Sequence[str], hopeless: bool,
+           available: Callable[[str], bool] = lambda _name: True) -> tuple[str, ...]:
+    """The rungs a request sent to the application may be served by, most accurate first: the
+    variant in force and those of its `fallbacks` that are `available` (the simulator: profiled
+    at the allocation in force) under the "hopeless" drop rule, else the variant alone."""
+    if not hopeless:
+        return (variant,)
+    return (variant, *(f for f in fallbacks if available(f)))
 
 
 def rung_times_s(samples_ms: Sequence[float] | np.ndarray, quantile: float,

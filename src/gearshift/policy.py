@@ -89,15 +89,13 @@ def _plain(v: object) -> int | float | str | bool | None:
     return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
 
 
-# --- policy names: the one list that the CLI, the server, the experiment and the reports read --
+# --- policy names (the registry, `control.factory.REGISTRY`, says what each one is) ----------
 
 TABLE = "table"
 QUEUE_AWARE = "queue-aware"
 PAPER = "table:paper"  # the paper's controller: the table without fallbacks
 ORACLE = "oracle"  # a hindsight schedule: simulated only
 STATIC = "static"  # static:VARIANT or static:VARIANT@RxT
-SWITCHING = (TABLE, QUEUE_AWARE)
-"""The switching policies an experiment runs live beside every static variant."""
 
 
 def static_name(variant: str, allocation: str = "") -> str:

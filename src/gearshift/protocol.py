@@ -30,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from gearshift.errors import BadRequest, PayloadTooLarge
+from gearshift.types import JSONObject
 
 HEADER_LENGTH = "inference-header-content-length"
 MAX_DIMS_ANY = 64  # numpy's own limit; nothing on the wire may have more
@@ -103,7 +104,7 @@ class _OutputFlag(BaseModel):
 class DecodedRequest:
     id: str | None
     inputs: dict[str, np.ndarray[Any, Any]]
-    parameters: dict[str, Any]
+    parameters: JSONObject
     outputs: list[str] | None  # None: every output
     binary_outputs: set[str] | bool  # True: all outputs binary
 
@@ -326,7 +327,7 @@ def _outputs(req: RequestIn) -> tuple[list[str] | None, set[str] | bool]:
     return names, binary
 
 
-def _flag(params: dict[str, Any], key: str, default: bool, where: str) -> bool:
+def _flag(params: JSONObject, key: str, default: bool, where: str) -> bool:
     value = params.get(key, default)
     if not isinstance(value, bool):
         raise BadRequest(f"{where}: {key} must be true or false, got {_show(value)}")
@@ -358,7 +359,7 @@ def encode_response(
     request_id: str | None,
     outputs: dict[str, np.ndarray[Any, Any]],
     binary: set[str] | bool,
-    parameters: dict[str, Any],
+    parameters: JSONObject,
 ) -> tuple[bytes, int | None]:
     """Response body and, when any output is binary, the JSON header's length."""
     entries, chunks = [], []

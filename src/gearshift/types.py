@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from itertools import pairwise
-from typing import Literal, TypeAlias
+from typing import Literal, NotRequired, TypeAlias, TypedDict
 
 JSON: TypeAlias = Mapping[str, "JSON"] | Sequence["JSON"] | str | int | float | bool | None
 """A value `json.dumps` writes as is: objects (str keys), arrays, strings, numbers, booleans,
@@ -133,3 +133,72 @@ class PoolStatus:
     allocation_changes: int
     worker_restarts: int
     extra: dict[str, float] = field(default_factory=dict)
+
+
+# --- the control log's lines (written by the server, read by the reports) -----------------
+
+
+class DecisionJSON(TypedDict):
+    """A decision in a control-log line."""
+
+    variant: str
+    replicas: int
+    threads: int
+    reason: str
+
+
+class ObservationJSON(TypedDict):
+    """What a control-log line's period saw: `policy.Observation`'s fields and its rate
+    (`latency_p99_ms` None when nothing completed). Readers need only the required ones."""
+
+    period_s: float
+    arrivals: int
+    rate_rps: float
+    queue_length: int
+    current: DecisionJSON
+    t_s: NotRequired[float]
+    in_flight: NotRequired[int]
+    completed: NotRequired[int]
+    missed: NotRequired[int]
+    latency_p99_ms: NotRequired[float | None]
+
+
+class ControlLine(TypedDict):
+    """One control-log line (`serving.control_loop.step_json` writes it, `reports.control_log`
+    reads it); a live server also writes which policy ran (`policy`) and when, on the wall
+    clock (`unix_s`)."""
+
+    t_s: float
+    observation: ObservationJSON
+    decision: DecisionJSON
+    state: NotRequired[dict[str, JSON]]
+    policy: NotRequired[str]
+    unix_s: NotRequired[float]
+
+
+class StatusDoc(TypedDict):
+    """A server's `GET /gearshift/status` (and `PUT /gearshift/controller`'s answer): what it
+    serves, its queue and counters, the running policy and its last decision."""
+
+    ready: bool
+    uptime_s: float
+    application: str
+    variant: str
+    replicas: int
+    threads: int
+    workers_ready: int
+    queue_length: int
+    in_flight: int
+    rate_rps: float
+    switches: int
+    allocation_changes: int
+    worker_restarts: int
+    served: int
+    failed: int
+    expired: int
+    rejected: int
+    fallbacks: int
+    disconnects: int
+    policy: str
+    last_decision: JSONObject | None  # the `Decision`'s fields
+    last_error: str

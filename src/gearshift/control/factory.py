@@ -61,11 +61,14 @@ class PolicyRequest:
 @dataclass(frozen=True)
 class PolicyKind:
     """One entry of the registry: what `--help` says of it, the options (`KEY=VALUE`) it takes
-    with their defaults, and its factory."""
+    with their defaults, its factory, whether it is a switching policy (an experiment runs
+    those live beside every static variant) and, if it is named other than by its key, how."""
 
     help: str
     options: Mapping[str, float]
     build: Callable[[PolicyRequest], tuple[Policy[Any], Decision]]
+    switching: bool = False
+    usage: str = ""
 
 
 def _float_fields(cls: type[DataclassInstance], names: tuple[str, ...]) -> dict[str, float]:
@@ -121,20 +124,54 @@ def _static(r: PolicyRequest) -> tuple[Policy[Any], Decision]:
 REGISTRY: dict[str, PolicyKind] = {
     TABLE: PolicyKind("the policy table, rate over a change-aware window, bursts the deadline "
                       "holds absorbed by the queue", TABLE_OPTIONS,
-                      lambda r: _table(r, rescues=False, name=TABLE)),
+                      lambda r: _table(r, rescues=False, name=TABLE), switching=True),
     QUEUE_AWARE: PolicyKind("the table, and a faster variant for a period when the backlog "
                             "says even the fallbacks would miss", TABLE_OPTIONS,
-                            lambda r: _table(r, rescues=True, name=QUEUE_AWARE)),
+                            lambda r: _table(r, rescues=True, name=QUEUE_AWARE),
+                            switching=True),
     PAPER: PolicyKind("the paper's controller: smoothed rate, table ranges, no fallbacks",
                       PAPER_OPTIONS, _paper),
     STATIC: PolicyKind("one variant throughout (static:VARIANT or static:VARIANT@RxT)", {},
-                       _static),
+                       _static, usage=f"{STATIC}:VARIANT or {STATIC}:VARIANT@RxT"),
 }
 """Policy name (for `static`, the part before the colon) -> its kind. The oracle is not here:
 it is a hindsight schedule the simulator computes (`sim.oracle`)."""
 
-POLICY_NAMES = ", ".join(k for k in REGISTRY if k != STATIC) + \
-    ", static:VARIANT or static:VARIANT@RxT"
+SWITCHING: tuple[str, ...] = tuple(n for n, k in REGISTRY.items() if k.switching)
+"""The switching policies, in the registry's order."""
+
+POLICY_NAMES = ", ".join(k.usage or n for n, k in REGISTRY.items())
+"""Every policy name the registry accepts, for help and error texts."""
+
+
+def options_help() -> str:
+    """Each kind's option names, kinds with the same options together, for help texts."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name, kind in REGISTRY.items():
+        if kind.options:
+            groups.setdefault(tuple(kind.options), []).append(name)
+    return "; ".join(f"{' and '.join(names)}: {', '.join(keys)}"
+                     for keys, names in groups.items())
+
+
+OPTION_HELP = f"KEY=NUMBER, repeatable: a setting of the controller ({options_help()})"
+"""What `--controller-option` takes, for the commands' help."""
+
+
+def check_options(options: Mapping[str, float]) -> None:
+    """SpecError unless some kind of policy takes every one of `options` (for runs of several
+    policies, each built with `options_for`)."""
+    if options and not any(set(options) <= set(k.options) for k in REGISTRY.values()):
+        raise SpecError(f"no controller has every option of {', '.join(sorted(options))}; "
+                        f"the options: {options_help()}")
+
+
+def options_for(name: str, options: Mapping[str, float]) -> dict[str, float]:
+    """The `options` the policy `name` is built with when they were given for a kind: all of
+    them if its kind takes every one (the table's go to queue-aware, and back), else none (it
+    starts from its defaults)."""
+    kind = REGISTRY.get(name)
+    return dict(options) if kind is not None and set(options) <= set(kind.options) else {}
 
 
 def make_policy(name: str, table: PolicyTable, profile: Profile | None, deadline_ms: float,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gearshift.engine.pool import PoolSettings, ReplicaPool
-from gearshift.types import Allocation
+from gearshift.types import Allocation, Decision
 from gearshift.zoo.spec import PoolSpec
 
 
@@ -37,7 +37,7 @@ async def check_pool(
         for alloc in allocations:
             progress(f"loading {len(spec.variants)} variants into {alloc} replicas")
             t0 = time.perf_counter()
-            await pool.apply(alloc)
+            await pool.apply(Decision(pool.variant, alloc))
             load_s = time.perf_counter() - t0
             rss_mb = max(pool.worker_memory().values()) / 2**20
             for v in spec.variant_names():

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from gearshift.cores import Slot, assign_slots
+from gearshift.cores import Slot, assign_slots, sharing_cores
 from gearshift.engine.messages import InputShape, Message, WorkerConfig
 from gearshift.engine.pool_types import PoolCounters, PoolSettings
 from gearshift.engine.roster import Replica, Roster, WorkerState
@@ -48,7 +48,8 @@ class Lifecycle(Generic[J]):
         self.closing = False
         self._cores = cores
         self._events = events
-        self._models = {v.name: str(spec.model_path(v.name)) for v in spec.variants}
+        self.models = {v.name: str(spec.model_path(v.name))  # the variants the pool has
+                       for v in spec.variants}
         self._worker_ids = itertools.count()
         self._lock = asyncio.Lock()
         self._restarts_in_a_row = 0
@@ -115,7 +116,7 @@ class Lifecycle(Generic[J]):
         inp = self.spec.input
         settings = RuntimeSettings(threads=slot.threads, spinning=self.settings.spinning)
         config = WorkerConfig(
-            next(self._worker_ids), slot.cores, self._models, settings,
+            next(self._worker_ids), slot.cores, self.models, settings,
             InputShape(inp.name, tuple(inp.shape), inp.dtype),
         )
         item_bytes = int(np.prod(inp.shape)) * np.dtype(inp.dtype).itemsize
@@ -199,9 +200,9 @@ class Lifecycle(Generic[J]):
     def _admit(self, r: Replica[J]) -> None:
         """Make a replica of the allocation idle, or WAITING while a retiring replica (of this
         change or an earlier one) still computes on any of its cores."""
-        cores = set(r.handle.slot.cores)
-        if any(o is not r and cores & set(o.handle.slot.cores)
-               for o in self.roster.in_state(WorkerState.RETIRING)):
+        retiring = [o.handle.slot for o in self.roster.in_state(WorkerState.RETIRING)
+                    if o is not r]
+        if sharing_cores(r.handle.slot, retiring):
             self.roster.wait(r)
         else:
             self.roster.idle(r)

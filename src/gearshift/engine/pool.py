@@ -1,6 +1,7 @@
 """The replica pool: R worker processes x T threads, every variant pre-loaded in each, one FCFS queue.
 
-`apply(allocation, variant, fallbacks)` is the actuator, the one entry point for a `Decision`.
+`apply(decision)` is the actuator, the one entry point for a `Decision` and the only way to
+change the variant, its fallbacks or the allocation.
 A variant switch is a routing change: the next request dispatched runs the new variant. An
 allocation change brings up replicas for the new R x T (reusing any already-loaded replica on
 the same cores), then retires the old ones; queued requests are served by whichever replicas are
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gearshift.dispatch import choose_rung
+from gearshift.dispatch import choose_rung, ladder
 from gearshift.engine.lifecycle import Lifecycle, LifecycleEvents
 from gearshift.engine.messages import (
     InferReply,
@@ -53,7 +54,7 @@ from gearshift.errors import (
     ShuttingDown,
     WorkerFailed,
 )
-from gearshift.types import Allocation, PoolStatus, safe_quantiles
+from gearshift.types import Allocation, Decision, PoolStatus, safe_quantiles
 from gearshift.zoo.spec import PoolSpec
 
 __all__ = ["InferResult", "PoolSettings", "ReplicaPool", "validate_inputs"]
@@ -84,8 +85,6 @@ class ReplicaPool:
         self.spec = spec
         self.settings = settings
         self._clock = clock
-        self._cores = list(settings.cores or sorted(os.sched_getaffinity(0)))
-        self._models = {v.name: str(spec.model_path(v.name)) for v in spec.variants}
         self._variant = spec.variants[0].name
         self._accuracy = {v.name: v.accuracy.value for v in spec.variants}
         self._fallbacks: tuple[str, ...] = ()
@@ -94,7 +93,6 @@ class ReplicaPool:
         self._queue: deque[_Job] = deque()
         self._ids = itertools.count()
         self._drained = asyncio.Event()
-        self._closing = False
         self._pumping = False
         self._sweeper: asyncio.Task[None] | None = None
         self._stats = ServiceStats(settings)
@@ -115,32 +113,40 @@ class ReplicaPool:
     def allocation(self) -> Allocation | None:
         return self._life.allocation
 
-    async def start(self, allocation: Allocation, variant: str | None = None) -> None:
-        await self.apply(allocation, variant)
+    @property
+    def fallbacks(self) -> tuple[str, ...]:
+        return self._fallbacks
 
-    async def apply(self, allocation: Allocation | None = None, variant: str | None = None,
-                    fallbacks: tuple[str, ...] = ()) -> None:
-        """Switch variant (with its `fallbacks`, as `switch_variant`) at once; change R x T once
-        the new replicas are loaded."""
-        if self._sweeper is None and not self._closing:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
-        if variant is not None:
-            self.switch_variant(variant, fallbacks)
-        if allocation is not None:
-            await self._life.apply(allocation)
+    def apply(self, decision: Decision) -> asyncio.Future[None]:
+        """Serve `decision`: its variant, with its fallbacks, from the next request dispatched;
+        its allocation once the replicas for it are loaded (one change at a time). The variant
+        switch happens before this returns; the allocation change runs in the background, and
+        the returned future is done when it is (await it to wait; it raises if the replicas
+        could not be brought up). A decision naming a variant the pool lacks raises
+        `ModelNotFound` and changes nothing. Needs a running event loop."""
+        self._route(decision.variant, decision.fallbacks)
+        loop = asyncio.get_running_loop()
+        if self._sweeper is None and not self._life.closing:
+            self._sweeper = loop.create_task(self._sweep_forever())
+        if decision.allocation == self._life.allocation:
+            done: asyncio.Future[None] = loop.create_future()
+            done.set_result(None)
+            return done
+        return loop.create_task(self._life.apply(decision.allocation))
 
     async def prewarm(self, allocations: list[Allocation]) -> None:
         """Load and park replicas for `allocations` now, so switching to them later loads
         nothing (needs `keep_warm`). Costs one replica's memory per extra slot."""
         await self._life.prewarm(allocations)
 
-    def switch_variant(self, variant: str, fallbacks: tuple[str, ...] = ()) -> None:
+    def _route(self, variant: str, fallbacks: tuple[str, ...]) -> None:
         """Serve `variant` from now on. `fallbacks`: lighter variants, in order, that answer a
         request (sent to the application, not to a variant by name) which `variant` would
         answer too late under the drop rule, instead of dropping it."""
         for name in (variant, *fallbacks):
-            if name not in self._models:
-                raise ModelNotFound(f"no variant {name!r}; the pool has {', '.join(self._models)}")
+            if name not in self._life.models:
+                raise ModelNotFound(f"no variant {name!r}; the pool has "
+                                    f"{', '.join(self._life.models)}")
         self._fallbacks = tuple(fallbacks)
         self._quantiles = safe_quantiles([self._accuracy[v] for v in (variant, *fallbacks)])
         if variant != self._variant:
@@ -156,10 +162,11 @@ class ReplicaPool:
         """Queue one request. `deadline_s` is absolute on this pool's clock: a request that
         cannot meet it (see `PoolSettings.drop`) is answered with `DeadlineExceeded` instead of
         being served late."""
-        if self._closing:
+        if self._life.closing:
             raise ShuttingDown("the server is shutting down and takes no new requests")
-        if variant is not None and variant not in self._models:
-            raise ModelNotFound(f"no variant {variant!r}; the pool has {', '.join(self._models)}")
+        if variant is not None and variant not in self._life.models:
+            raise ModelNotFound(f"no variant {variant!r}; the pool has "
+                                f"{', '.join(self._life.models)}")
         validate_inputs(self.spec, inputs)
         if self._life.allocation is not None and not self.can_serve():
             raise WorkerFailed(f"no replica is running ({self.counters.last_error}); "
@@ -209,7 +216,7 @@ class ReplicaPool:
 
     async def close(self, drain: bool = True, drain_timeout_s: float = 60.0) -> None:
         """Stop taking requests; answer (drain) or fail what is queued; stop every worker."""
-        self._closing = self._life.closing = True
+        self._life.closing = True
         if drain and (self._queue or self._roster.jobs()) and self._roster.allocated():
             with contextlib.suppress(TimeoutError):  # what is left is answered below
                 await asyncio.wait_for(self._drained.wait(), drain_timeout_s)
@@ -267,27 +274,26 @@ class ReplicaPool:
         """(variant to serve `job` with, why it cannot be served in time: '' if it can), by
         `gearshift.dispatch` as the simulator decides. The ladder: the variant a request names,
         else the variant in force and, under the "hopeless" rule, its fallbacks."""
-        ladder = ((job.variant,) if job.variant else
-                  (self._variant, *self._fallbacks) if self.settings.drop == "hopeless"
-                  else (self._variant,))
+        rungs = ((job.variant,) if job.variant else
+                 ladder(self._variant, self._fallbacks, self.settings.drop == "hopeless"))
         if job.expires_s is None or self.settings.drop == "never":
-            return ladder[0], ""
-        quantiles = (self._quantiles if ladder == (self._variant, *self._fallbacks)
-                     else safe_quantiles([self._accuracy[v] for v in ladder]))
+            return rungs[0], ""
+        quantiles = (self._quantiles if rungs == (self._variant, *self._fallbacks)
+                     else safe_quantiles([self._accuracy[v] for v in rungs]))
         times = [self._stats.rung_times_s(v, threads, q)
-                 for v, q in zip(ladder, quantiles, strict=True)]
+                 for v, q in zip(rungs, quantiles, strict=True)]
         safe, slack = (np.array(t) for t in zip(*times, strict=True))
         waited_s, left_s = now - job.enqueued_s, job.expires_s - now
         rung = choose_rung.py_func(waited_s, left_s, safe, slack)
         if rung < 0:
             if left_s < 0:
-                return ladder[0], _passed(waited_s)
-            return ladder[0], (f"deadline cannot be met: {waited_s * 1000:.0f} ms queued, "
-                               f"{left_s * 1000:.0f} ms left, {ladder[-1]} takes "
-                               f"~{slack[-1] * 1000:.0f} ms; not served")
+                return rungs[0], _passed(waited_s)
+            return rungs[0], (f"deadline cannot be met: {waited_s * 1000:.0f} ms queued, "
+                              f"{left_s * 1000:.0f} ms left, {rungs[-1]} takes "
+                              f"~{slack[-1] * 1000:.0f} ms; not served")
         if rung > 0:
             self.counters.fallbacks += 1
-        return ladder[rung], ""
+        return rungs[rung], ""
 
     def _check_drained(self) -> None:
         if not self._queue and not self._roster.jobs():
@@ -325,7 +331,7 @@ class ReplicaPool:
                 self.counters.last_error = msg
                 self._fail(held, WorkerFailed(msg))
                 self._roster.kill(r)
-                if not self._closing:
+                if not self._life.closing:
                     self._life.replace_soon(r.handle.slot)
         self._check_drained()
 
@@ -376,7 +382,7 @@ class ReplicaPool:
                                        "unexpectedly"))
         if job is not None:
             self.counters.failed += 1
-            self._fail(job, ShuttingDown("the server shut down while serving") if self._closing
+            self._fail(job, ShuttingDown("the server shut down while serving") if self._life.closing
                        else WorkerFailed(f"replica {r.worker_id} (pid {r.pid}) died while serving "
                                          "this request; it is being replaced, retry the request"))
         asyncio.get_running_loop().create_task(handle.join())

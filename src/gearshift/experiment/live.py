@@ -40,6 +40,7 @@ class ServerArgs:
     period_s: float = 0.5
     port: int = 0  # 0: a free port
     prewarm: str = "all"
+    controller_options: tuple[tuple[str, float], ...] = ()  # --controller-option KEY=NUMBER
 
 
 @contextmanager
@@ -54,6 +55,8 @@ def live_server(args: ServerArgs, ready_timeout_s: float = 600.0) -> Iterator[st
         cmd += ["--profile", str(args.profile)]
     if args.control_log is not None:
         cmd += ["--control-log", str(args.control_log)]
+    for key, value in args.controller_options:
+        cmd += ["--controller-option", f"{key}={value!r}"]
     args.log.parent.mkdir(parents=True, exist_ok=True)
     with args.log.open("ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,

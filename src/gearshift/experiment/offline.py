@@ -8,18 +8,19 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gearshift.control.factory import make_policy
+from gearshift.control.factory import SWITCHING, make_policy, options_for
 from gearshift.control.policies import SchedulePolicy
 from gearshift.planning.planner import PlanSettings, plan_table
 from gearshift.planning.table import PolicyTable
-from gearshift.policy import ORACLE, PAPER, SWITCHING, Controller, Policy, static_name
+from gearshift.policy import ORACLE, PAPER, Controller, Policy, static_name
 from gearshift.profiling.profile import Profile, load_profile, save_profile
 from gearshift.profiling.profiler import ProfileSettings, machine_info, measure
 from gearshift.progress import StepCallback as Progress
@@ -63,18 +64,20 @@ class SimRun:
 
 def simulate_policy(name: str, profile: Profile, table: PolicyTable, variants: list[str],
                     arrivals_s: np.ndarray, deadline_ms: float, seed: int,
-                    period_s: float, duration_s: float, served_by: Profile | None = None
-                    ) -> SimRun:
+                    period_s: float, duration_s: float,
+                    options: Mapping[str, float] | None = None,
+                    served_by: Profile | None = None) -> SimRun:
     """One policy on `arrivals_s` in the simulator; `oracle` is the hindsight schedule.
-    `served_by`: the profile the simulated server's service times come from, if not the one
-    the policy and the oracle know (a profile that flatters the server, say)."""
+    `options`: the controller's settings by name (`make_policy`). `served_by`: the profile
+    the simulated server's service times come from, if not the one the policy and the oracle
+    know (a profile that flatters the server, say)."""
     settings = SimSettings(period_s=period_s, duration_s=duration_s)
     policy: Policy[Any]
     if name == ORACLE:
         sched = oracle_schedule(profile, arrivals_s, deadline_ms, seed, period_s)
         policy, initial = SchedulePolicy(sched.decisions, period_s), sched.decisions[0]
     else:
-        policy, initial = make_policy(name, table, profile, deadline_ms, variants)
+        policy, initial = make_policy(name, table, profile, deadline_ms, variants, options)
     result = simulate(served_by or profile, Controller(policy), arrivals_s, deadline_ms, initial,
                       seed, settings)
     return SimRun(result.columns, (initial, *result.decisions))
@@ -92,6 +95,8 @@ class SweepJob:
     period_s: float
     duration_s: float
     plan: PlanSettings
+    options: Mapping[str, float] = field(default_factory=dict)  # controller options (each
+    # policy gets them if its kind takes them all: `options_for`)
     served_by: Profile | None = None  # the simulated server's service times, if not `profile`'s
 
     @property
@@ -112,7 +117,8 @@ def path_accuracies(job: SweepJob, deadline_ms: float, tables: dict[bool, Policy
     (NaN for a path without requests)."""
     return {name: [simulate_policy(name, job.profile, tables[name != PAPER], job.variants,
                                    path, deadline_ms, seed, job.period_s, job.duration_s,
-                                   job.served_by).columns.effective_accuracy(job.profile.accuracy)
+                                   options_for(name, job.options), job.served_by
+                                   ).columns.effective_accuracy(job.profile.accuracy)
                    if len(path) else float("nan")
                    for path, seed in zip(job.paths, job.seeds, strict=True)]
             for name in names}

@@ -12,12 +12,13 @@ import asyncio
 import json
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from gearshift.control.factory import SWITCHING, options_for
 from gearshift.errors import SpecError
 from gearshift.experiment import offline
 from gearshift.experiment.calibrate import CalibrationSettings, calibrate
@@ -26,7 +27,7 @@ from gearshift.loadgen.payloads import Payload, labelled_payloads, random_payloa
 from gearshift.loadgen.workload import parse_workload
 from gearshift.planning.planner import DEFAULT_PLAN, PlanSettings, plan_table
 from gearshift.planning.table import PolicyTable, save_policy
-from gearshift.policy import ORACLE, PAPER, SWITCHING
+from gearshift.policy import ORACLE, PAPER, TABLE
 from gearshift.profiling.profile import Profile, save_profile
 from gearshift.profiling.profiler import ProfileSettings
 from gearshift.progress import StepCallback as Progress
@@ -34,7 +35,6 @@ from gearshift.records import write_records
 from gearshift.reports import figures
 from gearshift.reports.compare import compare
 from gearshift.reports.control_log import (
-    ControlLine,
     ControlTrace,
     Segment,
     offered_load,
@@ -51,7 +51,7 @@ from gearshift.reports.summary import (
     build_summary,
     summarize,
 )
-from gearshift.types import JSON
+from gearshift.types import JSON, ControlLine
 from gearshift.zoo.spec import PoolSpec, load_pool_spec
 
 Stage = Callable[[str], Progress]  # stage title -> progress callback for that stage
@@ -75,7 +75,9 @@ class ExperimentSettings:
     policies: tuple[str, ...] = ()  # () = table, queue-aware and every static variant
     sweep: tuple[float, ...] = SWEEP
     plan: PlanSettings = DEFAULT_PLAN  # for the run's tables, at the run's period_s
-    sweep_plan_seconds: float = 120.0  # simulated seconds per grid point, for the sweep's tables
+    # controller settings by name (`--controller-option`): each policy gets them if its kind
+    # takes them all (`control.factory.options_for`); the live server, the table's
+    controller_options: dict[str, float] = field(default_factory=dict)
     # The deadline sweep simulates this many seconds of the workload, as paths as long as the
     # live run (the live one and others drawn with the next seeds): one path visits a handful of
     # load levels, and which static variant it favours is luck (BENCHMARKS.md); one long path
@@ -176,7 +178,9 @@ def _payloads(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float) -> tupl
 def _live(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float, profile: Profile,
           names: list[str], payloads: list[Payload], stage: Stage) -> _Run:
     args = ServerArgs(s.pool, s.out / "policy.json", s.out / "server.log",
-                      s.out / "profile.json", s.out / "control.jsonl", s.period_s)
+                      s.out / "profile.json", s.out / "control.jsonl", s.period_s,
+                      controller_options=tuple(options_for(TABLE, s.controller_options)
+                                               .items()))
     (s.out / "control.jsonl").unlink(missing_ok=True)
     live: dict[str, LiveRun] = {}
     with live_server(args) as url:
@@ -217,7 +221,8 @@ def _simulate(s: ExperimentSettings, run: _Run, names: list[str],
         progress(i, len(names) + 2, name)
         sim = offline.simulate_policy(name, run.profile, paper if name == PAPER
                                       else run.table, variants, run.arrivals_s,
-                                      run.deadline_ms, s.seed, s.period_s, s.duration_s)
+                                      run.deadline_ms, s.seed, s.period_s, s.duration_s,
+                                      options_for(name, s.controller_options))
         sim.columns.write_csv(s.out / "records" / f"sim-{_file(name)}.csv")
         sims[name] = sim
     progress(len(names) + 2, len(names) + 2, "simulations done")
@@ -276,7 +281,8 @@ def _sweep(s: ExperimentSettings, run: _Run, progress: Progress) -> SweepResult:
     plan = _plan_settings(s)
     job = offline.SweepJob(run.profile, run.spec.variant_names(), paths, seeds, s.period_s,
                            s.duration_s, replace(plan, duration_s=min(plan.duration_s,
-                                                                      s.sweep_plan_seconds)))
+                                                                      plan.sweep_duration_s)),
+                           s.controller_options)
     deadlines = [round(run.deadline_ms * k, 3) for k in s.sweep]
     return SweepResult(tuple(deadlines), "simulated",
                        offline.deadline_sweep(job, deadlines, progress),

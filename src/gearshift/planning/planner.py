@@ -38,12 +38,16 @@ first range starts at 0 and the last ends at infinity.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
 
 from gearshift.planning.ladders import fallback_ladders
+
+# re-exported: the planning constants' callers import them from here too
+from gearshift.planning.settings import DEFAULT_PLAN as DEFAULT_PLAN  # noqa: PLC0414
+from gearshift.planning.settings import PlanSettings as PlanSettings  # noqa: PLC0414
 from gearshift.planning.table import GridPoint, PolicyRange, PolicyTable
 from gearshift.profiling.profile import Profile
 from gearshift.progress import StepCallback as Progress
@@ -55,42 +59,6 @@ from gearshift.types import Allocation
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class PlanSettings:
-    """Every planning constant; `gearshift plan`, the experiment and the benchmarks plan with
-    one of these through `plan_table`.
-
-    `duration_s`: simulated seconds per (load, candidate), at most `max_requests` requests at
-    the highest load (a pool answering thousands per second gets fewer seconds). `points`:
-    loads on the grid (`default_rates`). `warmup_frac`: leading fraction of each run not
-    counted. `tie_tol`: effective-accuracy difference treated as a tie. `rel_uncertainty`,
-    `period_s`: the robust scores' rate uncertainty (the controller's period: the server's
-    default). `max_fallback_share`: `bursts_only`. `headroom`: candidates are judged against
-    this fraction of the deadline."""
-
-    duration_s: float = 240.0  # 60 left +-0.005 of noise in effective accuracy
-    max_requests: int = 100_000
-    points: int = 100
-    warmup_frac: float = 0.1
-    tie_tol: float = 0.002
-    rel_uncertainty: float = 0.15  # relative error of the controller's rate estimate
-    period_s: float = 0.5  # the controller's period (s): one period's Poisson noise
-    max_fallback_share: float = 0.25
-    # Live service times move by 10-30 % between runs on a shared machine, and a table planned
-    # on the nose then keeps a variant past its capacity (simulated with service times 1.2x the
-    # profile's: -0.11 of effective accuracy against the best static variant over 12 load
-    # paths at 300 ms, against +0.04 with 0.85; with the profile exact, 0.85 costs 0.002).
-    headroom: float = 0.85
-
-    def __post_init__(self) -> None:
-        if not 0 < self.headroom <= 1:
-            raise ValueError(f"headroom must be in (0, 1], got {self.headroom}")
-        if not (self.duration_s > 0 and self.period_s > 0 and self.points >= 1
-                and self.max_requests >= 1):
-            raise ValueError(f"invalid plan settings {self}")
-
-
-DEFAULT_PLAN = PlanSettings()
 
 
 def plan_table(profile: Profile, deadline_ms: float, settings: PlanSettings = DEFAULT_PLAN,

@@ -22,7 +22,7 @@ import onnxruntime
 from gearshift.engine.pool import PoolSettings, ReplicaPool
 from gearshift.profiling.profile import AllocationProfile, MachineInfo, Profile
 from gearshift.progress import StepCallback as Progress
-from gearshift.types import Allocation, allocations_for
+from gearshift.types import Allocation, Decision, allocations_for
 from gearshift.zoo.spec import PoolSpec
 
 
@@ -84,13 +84,13 @@ async def measure(
     async with ReplicaPool(spec, PoolSettings(keep_warm=False)) as pool:
         for alloc in allocs:
             progress(done, total, f"loading {len(names)} variants into {alloc} replicas")
-            await pool.apply(alloc)
+            await pool.apply(Decision(pool.variant, alloc))
             for v in names:
                 progress(done, total, f"{v} at {alloc}")
                 entries.append(await _measure_one(pool, x, v, alloc, settings))
                 done += 1
         progress(done, total, "serving-path overhead")
-        await pool.apply(allocs[0])
+        await pool.apply(Decision(pool.variant, allocs[0]))
         lightest = min(entries, key=lambda e: float(np.median(e.service_ms))).variant
         _, overhead, _ = await _closed_loop(pool, x, lightest, settings.overhead_samples, 1)
         progress(total, total, "done")

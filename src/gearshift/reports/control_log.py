@@ -16,44 +16,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import NotRequired, TypedDict
 
 import numpy as np
 
 from gearshift.policy import Observation
 from gearshift.reports.frame import RecordFrame
-from gearshift.types import JSON, Decision
-
-
-class DecisionJSON(TypedDict):
-    """A decision in a control-log line."""
-
-    variant: str
-    replicas: int
-    threads: int
-    reason: str
-
-
-class ObservationJSON(TypedDict):
-    """What a control-log line's period saw (the fields read here; a server writes more)."""
-
-    period_s: float
-    arrivals: int
-    rate_rps: float
-    queue_length: int
-    current: DecisionJSON
-
-
-class ControlLine(TypedDict):
-    """One control-log line (the `step_json` shape); a live server also writes which policy ran
-    (`policy`) and when, on the wall clock (`unix_s`)."""
-
-    t_s: float
-    observation: ObservationJSON
-    decision: DecisionJSON
-    state: NotRequired[dict[str, JSON]]
-    policy: NotRequired[str]
-    unix_s: NotRequired[float]
+from gearshift.types import ControlLine, Decision, DecisionJSON
 
 
 @dataclass(frozen=True, eq=False)  # numpy columns

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
-from gearshift.policy import ORACLE, QUEUE_AWARE, TABLE, static_variant
+from gearshift.control.factory import SWITCHING
+from gearshift.policy import ORACLE, PAPER, static_variant
 
-SWITCHING_COLORS = {TABLE: "#000000", QUEUE_AWARE: "#d62728"}
+SWITCHING_COLORS = dict(zip(SWITCHING, ("#000000", "#d62728", "#2ca02c", "#9467bd"),
+                            strict=False))
 ORACLE_COLOR = "#7f7f7f"
 OTHER_COLORS = ("#1f77b4", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 UNKNOWN_VARIANT_COLOR = "#bbbbbb"
@@ -50,7 +52,7 @@ def policy_label(name: str) -> str:
         return f"{name} (switching)"
     if name == ORACLE:
         return "oracle (simulated upper bound)"
-    if name == "table:paper":
+    if name == PAPER:
         return "table without fallbacks (the paper's; simulated)"
     return name
 

@@ -26,7 +26,8 @@ from typing import Literal, NotRequired, TypedDict
 
 import numpy as np
 
-from gearshift.policy import ORACLE, SWITCHING, static_variant
+from gearshift.control.factory import SWITCHING
+from gearshift.policy import ORACLE, static_variant
 from gearshift.reports.control_log import ControlTrace, count_switches
 from gearshift.reports.frame import RecordFrame
 from gearshift.types import JSON, JSONObject

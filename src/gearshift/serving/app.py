@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gearshift import __version__
+from gearshift.control.factory import POLICY_NAMES
 from gearshift.errors import (
     BadRequest,
     ClientClosed,
@@ -53,6 +54,7 @@ from gearshift.protocol import (
 )
 from gearshift.serving.access import ASGIApp, Message, Receive, Scope, Send
 from gearshift.serving.dataplane import Answer, DataPlane
+from gearshift.types import StatusDoc
 
 EXTENSIONS = ["binary_tensor_data", "gearshift_model_switching"]
 OFFLOAD_BYTES = 256 << 10  # bodies and answers above this are coded in a worker thread
@@ -74,10 +76,10 @@ class AppLimits:
 def create_app(
     plane: DataPlane,
     is_ready: Callable[[], bool],
-    status: Callable[[], dict[str, Any]],
+    status: Callable[[], StatusDoc],
     max_body_bytes: int = 64 << 20,
     lifespan: Any = None,
-    set_controller: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
+    set_controller: Callable[[str], Awaitable[StatusDoc]] | None = None,
     limits: AppLimits | None = None,
 ) -> Starlette:
     spec = plane.spec
@@ -166,7 +168,7 @@ def create_app(
         doc = parse_json(body, "controller request")
         name = doc.get("controller") if isinstance(doc, dict) else None
         if not isinstance(name, str) or not _CONTROLLER.fullmatch(name):
-            raise BadRequest('body must be {"controller": "table|queue-aware|static:V"}')
+            raise BadRequest(f'body must be {{"controller": NAME}}, NAME one of {POLICY_NAMES}')
         return JSONResponse(await set_controller(name))
 
     routes = [

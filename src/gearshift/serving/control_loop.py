@@ -14,14 +14,15 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
+from gearshift.engine.pool import ReplicaPool
 from gearshift.host_loop import HostLoop
 from gearshift.policy import Controller, ControlStep, Observation
 from gearshift.serving.dataplane import DataPlane
-from gearshift.types import Decision
+from gearshift.types import ControlLine, Decision, DecisionJSON, ObservationJSON
 
 log = logging.getLogger("gearshift.control")
 
@@ -41,13 +42,17 @@ class ControlLoop:
         self._clock = clock
         self._wall_clock = wall_clock
         self._sleep = sleep
-        self.pool = plane.pool
         self._log: IO[str] | None = log_path.open("a") if log_path else None
         self._realloc: asyncio.Task[None] | None = None
         self._t0 = clock()
         self.host_loop = HostLoop(controller, period_s, self._t0, self._on_step)
         self.last_rate_rps = 0.0
         self.last_error = ""
+
+    @property
+    def pool(self) -> ReplicaPool:
+        """The data plane's pool (the one reference to it)."""
+        return self.plane.pool
 
     @property
     def controller(self) -> Controller[Any]:
@@ -99,26 +104,30 @@ class ControlLoop:
         return False
 
     def apply(self, decision: Decision, t_s: float | None = None) -> None:
-        """Switch the variant at once; start an allocation change in the background unless one
-        is running (the next decision retries it)."""
-        self.pool.switch_variant(decision.variant, decision.fallbacks)
+        """Apply `decision` to the pool: the variant at once, an allocation change in the
+        background, unless one is running already (then the allocation in force is kept for
+        now, and the next decision retries it)."""
         busy = self._realloc is not None and not self._realloc.done()
-        if decision.allocation != self.pool.allocation and not busy:
+        current = self.pool.allocation
+        if busy and current is not None:
+            decision = replace(decision, allocation=current)
+        change = self.pool.apply(decision)
+        if not change.done():
             self._realloc = asyncio.get_running_loop().create_task(
-                self._reallocate(decision))
+                self._reallocate(decision, change))
 
     def _on_step(self, step: ControlStep) -> None:
         self.plane.metrics.observe_pool(self.pool.status(), self.plane.spec.variant_names(),
                                         step.observation.rate_rps)
         if self._log:
-            line = {"policy": self.controller.policy.name, "unix_s": round(self._wall_clock(), 3),
-                    **step_json(step)}
+            line: ControlLine = {"policy": self.controller.policy.name,
+                                 "unix_s": round(self._wall_clock(), 3), **step_json(step)}
             self._log.write(json.dumps(line) + "\n")
             self._log.flush()
 
-    async def _reallocate(self, decision: Decision) -> None:
+    async def _reallocate(self, decision: Decision, change: asyncio.Future[None]) -> None:
         try:
-            await self.pool.apply(decision.allocation)
+            await change
         except Exception as exc:  # keep serving on the old allocation
             self.last_error = f"allocation change to {decision.allocation} failed: {exc}"
             log.exception("allocation change failed")
@@ -129,17 +138,20 @@ class ControlLoop:
             await self._realloc
 
 
-def step_json(step: ControlStep) -> dict[str, Any]:
+def step_json(step: ControlStep) -> ControlLine:
     """One control-log line: the observation, the decision and the policy's state."""
-    obs = asdict(step.observation)
-    obs["rate_rps"] = step.observation.rate_rps
-    obs["current"] = _decision_json(step.observation.current)
-    if isinstance(obs["latency_p99_ms"], float) and math.isnan(obs["latency_p99_ms"]):
-        obs["latency_p99_ms"] = None
-    return {"t_s": round(step.observation.t_s, 3), "observation": obs,
+    o = step.observation
+    obs: ObservationJSON = {
+        "t_s": o.t_s, "period_s": o.period_s, "arrivals": o.arrivals,
+        "queue_length": o.queue_length, "in_flight": o.in_flight, "completed": o.completed,
+        "missed": o.missed,
+        "latency_p99_ms": None if math.isnan(o.latency_p99_ms) else o.latency_p99_ms,
+        "current": _decision_json(o.current), "rate_rps": o.rate_rps,
+    }
+    return {"t_s": round(o.t_s, 3), "observation": obs,
             "decision": _decision_json(step.decision), "state": step.state}
 
 
-def _decision_json(d: Decision) -> dict[str, Any]:
+def _decision_json(d: Decision) -> DecisionJSON:
     return {"variant": d.variant, "replicas": d.allocation.replicas,
             "threads": d.allocation.threads, "reason": d.reason}

@@ -17,7 +17,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -25,6 +24,7 @@ from gearshift.engine.pool import ReplicaPool
 from gearshift.errors import BadRequest, GearshiftError, ModelNotFound
 from gearshift.protocol import DecodedRequest, InputSignature, datatype_of
 from gearshift.serving.metrics import Metrics
+from gearshift.types import JSONObject
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Window:
 @dataclass(frozen=True)
 class Answer:
     outputs: dict[str, np.ndarray]
-    parameters: dict[str, Any]
+    parameters: JSONObject
 
 
 MAX_DEADLINE_MS = 3_600_000  # one hour: beyond it a deadline means nothing to the drop rule
@@ -76,12 +76,11 @@ class DataPlane:
         shown = model if len(model) <= 64 else model[:64] + "..."
         raise ModelNotFound(f"unknown model {shown!r}; this server has: {names}")
 
-    def deadline_ms(self, params: dict[str, Any]) -> float:
+    def deadline_ms(self, params: JSONObject) -> float:
         """`parameters.deadline_ms`: a number of milliseconds in (0, 1 hour], else the spec's."""
         value = params.get("deadline_ms", self.spec.deadline_ms)
-        ok = (not isinstance(value, bool) and isinstance(value, (int, float))
-              and 0 < value <= MAX_DEADLINE_MS)  # NaN fails both; big ints compare exactly
-        if not ok:
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0 < value <= MAX_DEADLINE_MS):  # NaN fails; big ints compare exactly
             shown = repr(value)[:40] if not isinstance(value, int) or abs(value) < 10**30 \
                 else "a number too large"
             raise BadRequest(f"parameters.deadline_ms must be a positive number of milliseconds "
@@ -115,9 +114,10 @@ class DataPlane:
             if unknown:
                 raise BadRequest(f"unknown output(s) {unknown}; the model has {sorted(outputs)}")
             outputs = {n: outputs[n] for n in req.outputs}
-        params = {"variant": result.variant, "queue_ms": round(result.queue_ms, 3),
-                  "service_ms": round(result.service_ms, 3), "deadline_ms": deadline_ms,
-                  "on_time": on_time}
+        params: JSONObject = {
+            "variant": result.variant, "queue_ms": round(result.queue_ms, 3),
+            "service_ms": round(result.service_ms, 3), "deadline_ms": deadline_ms,
+            "on_time": on_time}
         return Answer(outputs, params)
 
     def _account(self, variant: str, latency_ms: float, on_time: bool) -> None:

@@ -34,7 +34,7 @@ from gearshift.serving.control_loop import ControlLoop
 from gearshift.serving.dataplane import DataPlane
 from gearshift.serving.http_limits import limited_protocol
 from gearshift.serving.metrics import Metrics
-from gearshift.types import Allocation, Decision
+from gearshift.types import Allocation, Decision, StatusDoc
 from gearshift.zoo.spec import PoolSpec
 
 log = logging.getLogger("gearshift.server")
@@ -115,7 +115,7 @@ class Server:
         """Started, and a replica serves (or is being brought up): not while every one is gone."""
         return self.ready and self.pool.can_serve()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusDoc:
         st = self.pool.status()
         c = self.pool.counters
         last = self.loop.controller.last
@@ -136,7 +136,7 @@ class Server:
 
     async def _start_pool(self) -> None:
         try:
-            await self.pool.start(self.initial.allocation, self.initial.variant)
+            await self.pool.apply(self.initial)
             await self.pool.prewarm(list(self.settings.prewarm))
         except Exception as exc:  # no replicas: nothing to serve, so stop the server
             self.start_error = f"replicas failed to start: {exc}"
@@ -151,7 +151,7 @@ class Server:
         log.info("ready: %s at %s", self.initial.variant, self.initial.allocation)
         self._tasks.append(asyncio.create_task(self.loop.run()))
 
-    async def set_controller(self, name: str) -> dict[str, Any]:
+    async def set_controller(self, name: str) -> StatusDoc:
         """Replace the running policy by `name` and apply its starting decision (waiting for
         any allocation change to finish); returns the status afterwards.
 

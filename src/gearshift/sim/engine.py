@@ -34,8 +34,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gearshift.cores import assign_slots
-from gearshift.dispatch import rung_times_s
+from gearshift.cores import assign_slots, sharing_cores
+from gearshift.dispatch import ladder, rung_times_s
 from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.sampling import RequestDraws, ServiceSampler
 from gearshift.types import Allocation, Decision, DropRule, safe_quantiles
@@ -188,8 +188,7 @@ def _swap(servers: Servers) -> Servers:
     assert new is not None
     cores = list(range(max(new.cores, old.cores)))
     old_slots = assign_slots(old.replicas, old.threads, cores)
-    free = [max([servers.next_at_s, *(f for f, o in zip(servers.free_s, old_slots, strict=True)
-                                      if set(o.cores) & set(slot.cores))])
+    free = [max([servers.next_at_s, *servers.free_s[sharing_cores(slot, old_slots)]])
             for slot in assign_slots(new.replicas, new.threads, cores)]
     return Servers(new, np.asarray(free, dtype=np.float64))
 
@@ -199,25 +198,25 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
 ]:
     lo = state.head
     alloc = state.servers.allocation
-    fallbacks = [f for f in state.fallbacks if (f, alloc) in inputs.sampler.service_s]
-    ladder = (state.variant, *fallbacks) if inputs.hopeless else (state.variant,)
+    rungs = ladder(state.variant, state.fallbacks, inputs.hopeless,
+                   lambda f: (f, alloc) in inputs.sampler.service_s)
     if lo >= hi:  # nothing queued: do not look up (variant, allocation), it may be unprofiled
         empty = np.empty(0)
-        return (Block(lo, ladder, empty, empty, empty, np.empty(0, dtype=np.int64)),
+        return (Block(lo, rungs, empty, empty, empty, np.empty(0, dtype=np.int64)),
                 state.servers.free_s)
     u = inputs.draws.service_u[lo:hi]
-    service = np.column_stack([inputs.sampler.service(v, alloc, u) for v in ladder])
+    service = np.column_stack([inputs.sampler.service(v, alloc, u) for v in rungs])
     deadlines = None if inputs.deadline_s is None else inputs.deadline_s[lo:hi]
     slack = safe = None
     if inputs.hopeless:
         overhead_ms = float(np.mean(inputs.sampler.overhead_s)) * 1000.0
-        quantiles = safe_quantiles([inputs.sampler.accuracy[v] for v in ladder])
+        quantiles = safe_quantiles([inputs.sampler.accuracy[v] for v in rungs])
         times = [rung_times_s(inputs.sampler.samples_s(v, alloc) * 1000.0, q, overhead_ms)
-                 for v, q in zip(ladder, quantiles, strict=True)]
+                 for v, q in zip(rungs, quantiles, strict=True)]
         safe, slack = (np.array(t) for t in zip(*times, strict=True))
     res = run_fcfs(inputs.arrival_s[lo:hi], service, state.servers.free_s, deadlines, horizon_s,
                    slack, safe)
     n = res.n_done
     overhead = inputs.sampler.overhead(inputs.draws.overhead_u[lo:lo + n])
-    block = Block(lo, ladder, res.start_s[:n], res.end_s[:n], overhead, res.choice[:n])
+    block = Block(lo, rungs, res.start_s[:n], res.end_s[:n], overhead, res.choice[:n])
     return block, res.free_s
