@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from gearshift.control.factory import SWITCHING
 from gearshift.experiment import offline
 from gearshift.experiment.shapes import shapes
 from gearshift.loadgen.workload import parse_workload
 from gearshift.planning.planner import PlanSettings
-from gearshift.policy import ORACLE, PAPER, QUEUE_AWARE, SWITCHING, TABLE, static_name
+from gearshift.policy import ORACLE, PAPER, QUEUE_AWARE, TABLE, static_name
 from gearshift.profiling.profile import Profile, load_profile
 
 POLICIES = (TABLE, QUEUE_AWARE, PAPER)
@@ -125,15 +126,16 @@ def main() -> None:
     with ProcessPoolExecutor(a.workers, mp_context=multiprocessing.get_context("spawn")) as ex:
         results = dict(zip(deadlines, ex.map(run_deadline, [job] * len(deadlines), deadlines),
                            strict=True))
+    shown = (*POLICIES, *([ORACLE] if a.oracle else []))
     print("| shape | deadline ms | best static (mean) | " + " | ".join(
-        f"{n}: mean / worst" for n in POLICIES) + " | queue-aware - table: mean / worst |")
-    print("|---" * (4 + len(POLICIES)) + "|")
+        f"{n}: mean / worst" for n in shown) + " | queue-aware - table: mean / worst |")
+    print("|---" * (4 + len(shown)) + "|")
     worst = {n: (np.inf, "") for n in SWITCHING}
     for shape in chosen:
         for d in deadlines:
             ea = results[d][shape]
             cells = []
-            for n in POLICIES:
+            for n in shown:
                 mean, low, best = margins(ea, n)
                 cells.append(f"{mean:+.3f} / {low:+.3f}")
                 if n in worst and low < worst[n][0]:
