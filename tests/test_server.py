@@ -191,6 +191,10 @@ def test_bad_input_is_4xx_with_the_reason_and_never_queued(tiny_spec) -> None:
              {}, "deadline_ms"),
             ("tiny/infer", float_size + b"\0" * 256,
              {"Inference-Header-Content-Length": str(len(float_size))}, "binary_data_size"),
+            ("tiny/infer", json.dumps({**_doc(), "outputs": [{"name": "nope"}]}).encode(), {},
+             "unknown output"),
+            ("tiny/versions/1/infer", json.dumps({**_doc(), "outputs": [
+                {"name": "logits"}, {"name": "x" * 200}]}).encode(), {}, "unknown output"),
             ("tiny/infer", json.dumps(_doc()).encode(), {"Inference-Header-Content-Length": "-5"},
              "Inference-Header-Content-Length"),
             ("tiny/versions/2/infer", json.dumps(_doc()).encode(), {}, "no version '2'"),

@@ -35,7 +35,7 @@ from gearshift.serving.dataplane import DataPlane
 from gearshift.serving.http_limits import limited_protocol
 from gearshift.serving.metrics import Metrics
 from gearshift.types import Allocation, Decision
-from gearshift.zoo.spec import PoolSpec
+from gearshift.zoo.spec import PoolSpec, model_output_names
 
 log = logging.getLogger("gearshift.server")
 
@@ -94,7 +94,7 @@ class Server:
         self.initial = initial
         self._policies = policies
         self.pool = ReplicaPool(spec, settings.pool)
-        self.plane = DataPlane(self.pool, Metrics())
+        self.plane = DataPlane(self.pool, Metrics(), outputs=model_output_names(spec))
         self.loop = ControlLoop(self.plane, controller, settings.period_s, settings.control_log)
         self.ready = False
         self.start_error = ""
