@@ -66,6 +66,7 @@ def test_a_bad_model_file_at_start_names_the_file_exits_and_leaves_no_worker(
 
     from gearshift.zoo.spec import load_pool_spec
     from gearshift.zoo.tiny import build_tiny_pool
+    from tests.servers import free_port
     from tests.test_serve_cli import _policy
 
     spec_path = build_tiny_pool(tmp_path / "pool")
@@ -79,7 +80,7 @@ def test_a_bad_model_file_at_start_names_the_file_exits_and_leaves_no_worker(
     env = dict(os.environ, GEARSHIFT_TEST_MARK=mark.split("=", 1)[1])
     proc = subprocess.run(
         [sys.executable, "-m", "gearshift.cli", "serve", str(spec_path), "--policy",
-         str(tmp_path / "policy.json"), "--port", "1", "--prewarm", "none"],
+         str(tmp_path / "policy.json"), "--port", str(free_port()), "--prewarm", "none"],
         capture_output=True, text=True, timeout=120, env=env)
     said = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode != 0
