@@ -151,3 +151,34 @@ def test_the_server_ticks_on_a_fixed_schedule_with_an_injected_clock() -> None:
     assert [round(o.t_s, 3) for o in policy.seen] == [0.53, 1.03, 1.53, 2.03, 2.53, 3.03]
     assert all(o.rate_rps == 4.0 for o in policy.seen)
     assert plane.pool.switched == ["b", "a", "b", "a", "b", "a"]
+
+
+class FailsOnce(Alternate):
+    """Raises on its second decision, then decides again."""
+
+    def decide(self, obs: Observation, state: int) -> tuple[Decision, int]:
+        if len(self.seen) == 1:
+            self.seen.append(obs)
+            raise RuntimeError("decide exploded")
+        return super().decide(obs, state)
+
+
+def test_a_policy_that_raises_costs_one_tick_and_is_reported() -> None:
+    clock = FakeClock()
+    policy = FailsOnce()
+    plane = FakePlane()
+    loop = ControlLoop(plane, Controller(policy, keep_log=False), 0.5,  # type: ignore[arg-type]
+                       clock=clock, sleep=clock.sleep)
+
+    async def main() -> None:
+        task = asyncio.create_task(loop.run())
+        while len(policy.seen) < 4:
+            await asyncio.sleep(0)
+        assert not task.done()  # still running
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    assert "RuntimeError: decide exploded" in loop.last_error
+    assert len(plane.pool.switched) == 3  # ticks 1, 3 and 4 applied a decision; tick 2 none
+    assert [round(o.t_s, 2) for o in policy.seen] == [0.53, 1.03, 1.53, 2.03]
