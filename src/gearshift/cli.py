@@ -261,6 +261,9 @@ def serve(
              "jump_z, rel_uncertainty, keep_margin, realloc_margin, tie_tol; table:paper: "
              "alpha_up, alpha_down, band, noise_z, jump_z)")] = None,
     control_log: Annotated[Path | None, typer.Option(help="JSONL file of every period")] = None,
+    control_log_max_bytes: Annotated[int, typer.Option(
+        help="size at which the control log is renamed to NAME.1 (replacing it) and "
+             "restarted")] = 16 << 20,
     max_queue: Annotated[int, typer.Option(help="requests waiting before 503")] = 1024,
     prewarm: Annotated[str, typer.Option(
         help="RxT to load at start: table (those the controller may choose: the table's ranges "
@@ -336,6 +339,7 @@ def serve(
     try:
         settings = ServerSettings(
             host=host, port=port, period_s=period_s, control_log=control_log,
+            control_log_max_bytes=control_log_max_bytes,
             pool=pool, prewarm=warm, auth_token=token, management=access.management,
             allowed_hosts=access.allowed_hosts or ("*",), max_body_bytes=max_body_bytes,
             body_timeout_s=body_timeout_s, max_header_bytes=max_header_bytes,

@@ -56,6 +56,7 @@ class ServerSettings:
     port: int = 8000
     period_s: float = 0.5
     control_log: Path | None = None
+    control_log_max_bytes: int = 16 << 20  # then rotated to NAME.1 (one old file kept)
     max_body_bytes: int = 64 << 20
     pool: PoolSettings = field(default_factory=PoolSettings)
     graceful_timeout_s: float = 30.0
@@ -74,7 +75,7 @@ class ServerSettings:
     max_elements: int = 1 << 24  # per input tensor
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_header_bytes", "max_headers", "max_connections",
+        for name in ("control_log_max_bytes", "max_body_bytes", "max_header_bytes", "max_headers", "max_connections",
                      "max_elements"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServerSettings.{name} must be at least 1")
@@ -95,7 +96,8 @@ class Server:
         self._policies = policies
         self.pool = ReplicaPool(spec, settings.pool)
         self.plane = DataPlane(self.pool, Metrics(), outputs=model_output_names(spec))
-        self.loop = ControlLoop(self.plane, controller, settings.period_s, settings.control_log)
+        self.loop = ControlLoop(self.plane, controller, settings.period_s, settings.control_log,
+                                log_max_bytes=settings.control_log_max_bytes)
         self.ready = False
         self.start_error = ""
         self.started_s = time.perf_counter()
