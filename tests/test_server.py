@@ -319,3 +319,47 @@ def test_requests_cut_off_at_the_shutdown_timeout_get_a_json_503(tiny_spec, monk
             server._uvicorn.should_exit = True
         thread.join(60)
         assert not thread.is_alive()
+
+
+def test_shutdown_during_a_slow_change_returns_promptly_and_leaves_no_worker(
+        tiny_spec, monkeypatch) -> None:
+    import os
+    import signal
+    from pathlib import Path
+
+    from gearshift.engine.lifecycle import Lifecycle
+    from gearshift.engine.pool import PoolSettings
+
+    hung: list[int] = []
+    real_spawn = Lifecycle._spawn
+
+    def spawn(self, slot):  # a replica of a change (not of the start) hangs while loading
+        r = real_spawn(self, slot)
+        if self.allocation is not None:
+            os.kill(r.handle.pid, signal.SIGSTOP)
+            hung.append(r.handle.pid)
+        return r
+
+    monkeypatch.setattr(Lifecycle, "_spawn", spawn)
+    script = [Decision("tiny-s", Allocation(1, 1)), Decision("tiny-s", Allocation(2, 1))]
+    settings = ServerSettings(port=free_port(), period_s=0.2, graceful_timeout_s=2.0,
+                              pool=PoolSettings(start_timeout_s=30.0))
+    try:
+        with running_server(tiny_spec, script, settings) as (url, server):
+            end = time.monotonic() + 20
+            while not hung:
+                assert time.monotonic() < end, "no allocation change started"
+                time.sleep(0.02)
+            time.sleep(0.3)
+            assert status(url)["replicas"] == 1  # the change is still in progress
+            t0 = time.monotonic()
+        took = time.monotonic() - t0
+        assert took < 6.0, f"shutdown took {took:.1f} s"
+        end = time.monotonic() + 5
+        while any(Path(f"/proc/{p}").exists() for p in hung) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not [p for p in hung if Path(f"/proc/{p}").exists()]
+    finally:
+        for p in hung:  # our own child, if the test failed before the server killed it
+            if Path(f"/proc/{p}").exists():
+                os.kill(p, signal.SIGKILL)

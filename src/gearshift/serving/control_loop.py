@@ -147,6 +147,13 @@ class ControlLoop:
         if self._realloc is not None and not self._realloc.done():
             await self._realloc
 
+    async def cancel(self) -> None:
+        """Cancel an allocation change in progress, if any (the server is stopping): the
+        replicas it was starting are killed; those in service stay for the pool to close."""
+        if self._realloc is not None and not self._realloc.done():
+            self._realloc.cancel()
+            await asyncio.gather(self._realloc, return_exceptions=True)
+
 
 def step_json(step: ControlStep) -> dict[str, Any]:
     """One control-log line: the observation, the decision and the policy's state."""

@@ -2,7 +2,9 @@
 
 The port opens at once (live); the server reports ready once every replica has loaded and
 warmed every variant. On SIGINT/SIGTERM it stops accepting connections, answers what it holds
-(uvicorn waits for open requests, then the pool drains its queue), and stops the workers.
+(uvicorn waits for open requests, then the pool drains its queue, each for up to the graceful
+timeout), cancels an allocation change in progress (killing the replicas it was loading) and
+stops the workers.
 
 Access and limits (`ServerSettings`): bearer-token auth, the management switch and the Host
 check are `serving.access`; body size and body-read time are the app's; request-head size,
@@ -187,8 +189,8 @@ class Server:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.loop.stop()
-        await self.pool.close(drain=True)
+        await self.loop.cancel()  # a change may load for minutes: it is not waited for
+        await self.pool.close(drain=True, drain_timeout_s=self.settings.graceful_timeout_s)
 
     async def serve(self) -> None:
         st = self.settings
