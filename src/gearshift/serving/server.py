@@ -75,12 +75,16 @@ class ServerSettings:
     header_timeout_s: float = 10.0  # to receive a request line and headers
     max_connections: int = 2048  # open connections (and requests); 503 beyond
     max_elements: int = 1 << 24  # per input tensor
+    max_inflight_body_bytes: int = 512 << 20  # inference bodies held at once; 503 beyond
 
     def __post_init__(self) -> None:
         for name in ("control_log_max_bytes", "max_body_bytes", "max_header_bytes", "max_headers", "max_connections",
                      "max_elements"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServerSettings.{name} must be at least 1")
+        if self.max_inflight_body_bytes < self.max_body_bytes:
+            raise ValueError("ServerSettings.max_inflight_body_bytes must be at least "
+                             "max_body_bytes (else a body within the limit is never served)")
         for name in ("body_timeout_s", "header_timeout_s", "graceful_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ServerSettings.{name} must be positive")
@@ -109,7 +113,7 @@ class Server:
         self.access = resolve_access(settings.host, settings.auth_token, settings.management,
                                      settings.allowed_hosts)
         limits = AppLimits(settings.max_body_bytes, settings.body_timeout_s,
-                           settings.max_elements)
+                           settings.max_elements, settings.max_inflight_body_bytes)
         self.app = answer_on_cancel(AccessMiddleware(
             create_app(self.plane, self.is_ready, self.status, settings.max_body_bytes,
                        self._lifespan, self.set_controller if policies else None, limits),
