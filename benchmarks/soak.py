@@ -65,9 +65,11 @@ class SoakResult:
     probe_failures: int
     probe_p99_ms: float
     probe_max_ms: float
+    rss_before_mb: float  # server + replicas, median over the light load before the overload
     rss_first_half_mb: float  # server + replicas, median over the first half of the overload
     rss_second_half_mb: float
     rss_max_mb: float
+    rss_after_mb: float  # median over the light load after the overload
     baseline_p50_ms: float
     recovery_s: float  # from the end of the overload until a request's latency is < 2x baseline
     tail_p50_ms: float
@@ -319,7 +321,10 @@ def run_soak(work: Path, seconds: float = 10.0, factor: float = 5.0, seed: int =
         code = served.terminate()
     children, shm = served.left_behind()
     statuses = _count(records)
-    over = [(t - t_load, mb) for t, mb in sampler.rss if base_s <= t - t_load <= base_s + seconds]
+    rel = [(t - t_load, mb) for t, mb in sampler.rss]
+    over = [(t, mb) for t, mb in rel if base_s <= t <= base_s + seconds]
+    before = [mb for t, mb in rel if t < base_s] or [0.0]
+    after = [mb for t, mb in rel if t > base_s + seconds] or [0.0]
     half = base_s + seconds / 2
     first = [mb for t, mb in over if t < half] or [0.0]
     second = [mb for t, mb in over if t >= half] or [0.0]
@@ -338,9 +343,11 @@ def run_soak(work: Path, seconds: float = 10.0, factor: float = 5.0, seed: int =
         probes=len(sampler.probe_ms), probe_failures=sampler.probe_failures,
         probe_p99_ms=round(float(np.percentile(probes, 99)), 1),
         probe_max_ms=round(float(np.max(probes)), 1),
+        rss_before_mb=round(float(np.median(before)), 1),
         rss_first_half_mb=round(float(np.median(first)), 1),
         rss_second_half_mb=round(float(np.median(second)), 1),
         rss_max_mb=round(max(mb for _, mb in sampler.rss) if sampler.rss else 0.0, 1),
+        rss_after_mb=round(float(np.median(after)), 1),
         baseline_p50_ms=round(base_p50, 2), recovery_s=round(recovered, 2),
         tail_p50_ms=round(float(np.median(tail_ok)), 2) if tail_ok else float("nan"),
         exit_code=code, children_left=children, shm_left=shm)
