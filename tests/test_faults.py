@@ -17,7 +17,9 @@ def test_a_replica_killed_under_load_costs_at_most_its_request(tmp_path: Path, w
     res = run_fault(tmp_path, when, seconds=4.0)
     assert res.problems() == []
     assert res.worker_errors <= 1 and res.other_errors == []
-    assert res.statuses.get(200, 0) > 50
+    # the load is 0.6x the capacity measured at the start, so its size follows the machine's
+    # spare CPU: ask for most of it answered, not a fixed count
+    assert res.requests >= 20 and res.statuses.get(200, 0) >= 0.85 * res.requests, res.statuses
     want = {"steady": ("soak-s", 2, 1), "rxt": ("soak-s", 1, 2), "switch": ("soak-l", 2, 1)}
     assert tuple(res.final[k] for k in ("variant", "replicas", "threads")) == want[when]
 
