@@ -60,7 +60,8 @@ class SoakResult:
     requests: int
     statuses: dict[int, int]
     unanswered: int  # client-side failures: no HTTP answer (must be 0)
-    retry_after_seen: bool  # a 503 sampled beside the load carried Retry-After
+    retry_after_seen: bool | None  # a 503 sampled beside the load carried Retry-After (None:
+    # the sampler met no 503: too few of them, as when a loaded machine's capacity is low)
     probes: int
     probe_failures: int
     probe_p99_ms: float
@@ -86,7 +87,7 @@ class SoakResult:
         bad = {s: n for s, n in self.statuses.items() if s not in ANSWERS}
         if bad:
             out.append(f"statuses other than 200/503/504: {bad}")
-        if self.statuses.get(503) and not self.retry_after_seen:
+        if self.statuses.get(503) and self.retry_after_seen is False:
             out.append("503s without Retry-After")
         if self.probe_failures:
             out.append(f"{self.probe_failures} readiness probes failed or were not 200")
@@ -192,15 +193,16 @@ class _Sampler(threading.Thread):
                 self.stop.wait(max(0.0, 0.1 - (time.monotonic() - t0)))
 
 
-def _retry_after_seen(url: str, body: bytes, headers: dict[str, str], tries: int) -> bool:
-    """Send a few requests beside the load: does a 503 carry Retry-After?"""
+def _retry_after_seen(url: str, body: bytes, headers: dict[str, str], tries: int
+                      ) -> bool | None:
+    """Send a few requests beside the load: does a 503 carry Retry-After? (None: no 503.)"""
     with httpx.Client(timeout=5.0) as client:
         for _ in range(tries):
             r = client.post(f"http://{url}/v2/models/soak/infer", content=body, headers=headers)
             if r.status_code == 503:
                 return "retry-after" in r.headers
             time.sleep(0.05)
-    return False
+    return None
 
 
 def _poisson(rate: float, seconds: float, rng: np.random.Generator, start: float = 0.0
@@ -309,8 +311,9 @@ def run_soak(work: Path, seconds: float = 10.0, factor: float = 5.0, seed: int =
             _poisson(light, tail_s, rng, base_s + seconds)])
         body, headers = _one_request(spec)
         probe_503: list[bool] = []
+        tries = max(20, int(seconds / 2 / 0.05))  # through the second half of the overload
         side = threading.Thread(target=lambda: (time.sleep(base_s + seconds / 2), probe_503.append(
-            _retry_after_seen(url, body, headers, 20))), daemon=True)
+            _retry_after_seen(url, body, headers, tries))), daemon=True)
         t_load = time.monotonic()
         side.start()
         records = _load(url, arrivals, spec)
@@ -339,7 +342,7 @@ def run_soak(work: Path, seconds: float = 10.0, factor: float = 5.0, seed: int =
     return SoakResult(
         capacity_rps=round(capacity, 1), offered_rps=round(factor * capacity, 1),
         seconds=seconds, requests=len(records), statuses=dict(sorted(statuses.items())),
-        unanswered=statuses.get(0, 0), retry_after_seen=bool(probe_503 and probe_503[0]),
+        unanswered=statuses.get(0, 0), retry_after_seen=probe_503[0] if probe_503 else None,
         probes=len(sampler.probe_ms), probe_failures=sampler.probe_failures,
         probe_p99_ms=round(float(np.percentile(probes, 99)), 1),
         probe_max_ms=round(float(np.max(probes)), 1),
