@@ -8,7 +8,7 @@ its replicas every 0.5 s. It reports and checks:
 
 - every request got exactly one answer, and only 200, 503 (with `Retry-After`) or 504;
 - memory in the second half of the overload against the first (nothing grows with requests);
-- readiness latency (target: every probe within 100 ms);
+- readiness latency (target: every probe within 100 ms; p99 or max beyond it is a problem);
 - recovery: how long after the overload ends until latency is back near the baseline.
 
 The capacity is measured first: the served rate of a short saturating burst.
@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,7 @@ SOAK_FAMILY = (  # heavy enough (~19 ms on 1 thread here) that the replicas, not
     TinySpec("soak-l", depth=10, width=96, accuracy=0.7, conv=True),
 )
 ANSWERS = {200, 503, 504}
+READY_MS = 100.0  # target: /v2/health/ready answers within this, under any load
 
 
 @dataclass
@@ -58,14 +60,17 @@ class SoakResult:
     requests: int
     statuses: dict[int, int]
     unanswered: int  # client-side failures: no HTTP answer (must be 0)
-    retry_after_seen: bool  # a 503 sampled beside the load carried Retry-After
+    retry_after_seen: bool | None  # a 503 sampled beside the load carried Retry-After (None:
+    # the sampler met no 503: too few of them, as when a loaded machine's capacity is low)
     probes: int
     probe_failures: int
     probe_p99_ms: float
     probe_max_ms: float
+    rss_before_mb: float  # server + replicas, median over the light load before the overload
     rss_first_half_mb: float  # server + replicas, median over the first half of the overload
     rss_second_half_mb: float
     rss_max_mb: float
+    rss_after_mb: float  # median over the light load after the overload
     baseline_p50_ms: float
     recovery_s: float  # from the end of the overload until a request's latency is < 2x baseline
     tail_p50_ms: float
@@ -82,10 +87,14 @@ class SoakResult:
         bad = {s: n for s, n in self.statuses.items() if s not in ANSWERS}
         if bad:
             out.append(f"statuses other than 200/503/504: {bad}")
-        if self.statuses.get(503) and not self.retry_after_seen:
+        if self.statuses.get(503) and self.retry_after_seen is False:
             out.append("503s without Retry-After")
         if self.probe_failures:
             out.append(f"{self.probe_failures} readiness probes failed or were not 200")
+        if not self.probe_p99_ms <= READY_MS:
+            out.append(f"readiness p99 {self.probe_p99_ms} ms exceeds {READY_MS:g} ms")
+        if not self.probe_max_ms <= READY_MS:
+            out.append(f"readiness max {self.probe_max_ms} ms exceeds {READY_MS:g} ms")
         return out + exit_problems(self.exit_code, self.children_left, self.shm_left)
 
 
@@ -130,6 +139,26 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], _children(pid)
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(_children(p))
+    return out
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot), None if it is gone or a zombie: with
+    the pid, it names one process even if the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is field 3
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
 def _shm_entries(pid: int) -> int:
     return len(list(Path("/dev/shm").glob(f"gearshift-{pid}-*")))
 
@@ -137,9 +166,10 @@ def _shm_entries(pid: int) -> int:
 class _Sampler(threading.Thread):
     """Readiness probes every 100 ms and memory every 0.5 s, until stopped."""
 
-    def __init__(self, url: str, pid: int) -> None:
+    def __init__(self, url: str, pid: int, seen: Callable[[], list[int]] | None = None) -> None:
+        """`seen()`: record the server's processes now, and return them."""
         super().__init__(daemon=True)
-        self.url, self.pid = url, pid
+        self.url, self.pid, self.seen = url, pid, seen or (lambda: _children(pid))
         self.stop = threading.Event()
         self.probe_ms: list[float] = []
         self.probe_failures = 0
@@ -157,21 +187,22 @@ class _Sampler(threading.Thread):
                 self.probe_ms.append((time.monotonic() - t0) * 1000.0)
                 self.probe_failures += not ok
                 if t0 >= next_rss:
-                    kb = _rss_kb(self.pid) + sum(_rss_kb(c) for c in _children(self.pid))
+                    kb = _rss_kb(self.pid) + sum(_rss_kb(c) for c in self.seen())
                     self.rss.append((t0, kb / 1024.0))
                     next_rss = t0 + 0.5
                 self.stop.wait(max(0.0, 0.1 - (time.monotonic() - t0)))
 
 
-def _retry_after_seen(url: str, body: bytes, headers: dict[str, str], tries: int) -> bool:
-    """Send a few requests beside the load: does a 503 carry Retry-After?"""
+def _retry_after_seen(url: str, body: bytes, headers: dict[str, str], tries: int
+                      ) -> bool | None:
+    """Send a few requests beside the load: does a 503 carry Retry-After? (None: no 503.)"""
     with httpx.Client(timeout=5.0) as client:
         for _ in range(tries):
             r = client.post(f"http://{url}/v2/models/soak/infer", content=body, headers=headers)
             if r.status_code == 503:
                 return "retry-after" in r.headers
             time.sleep(0.05)
-    return False
+    return None
 
 
 def _poisson(rate: float, seconds: float, rng: np.random.Generator, start: float = 0.0
@@ -195,20 +226,39 @@ class _Served:
     url: str
     proc: subprocess.Popen[bytes]
     exit_code: int | None = None
+    started: dict[int, str] = field(default_factory=dict)  # every process it ran: start time
+
+    def record(self) -> list[int]:
+        """Note the server's processes (replicas and helpers) now; returns them."""
+        pids = _descendants(self.proc.pid)
+        for pid in pids:
+            st = _start_time(pid)
+            if st is not None:
+                self.started.setdefault(pid, st)
+        return pids
 
     def terminate(self) -> int:
+        self.record()
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.exit_code = self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.exit_code = self.proc.wait()
-        time.sleep(0.5)  # the replicas' exits
+        end = time.monotonic() + 5.0  # the replicas' exits
+        while self._alive() and time.monotonic() < end:
+            time.sleep(0.05)
         return self.exit_code
 
+    def _alive(self) -> list[int]:
+        return [p for p, st in self.started.items() if _start_time(p) == st]
+
     def left_behind(self) -> tuple[int, int]:
-        """(processes, /dev/shm entries) of the server still there."""
-        return len(_children(self.proc.pid)), _shm_entries(self.proc.pid)
+        """(processes, /dev/shm entries) of the server still there: every process recorded
+        while it ran (at readiness, by the sampler and just before SIGTERM) is checked by pid
+        and start time (after the server is reaped, /proc no longer links it to its children)."""
+        assert self.started, "no process of the server was recorded"
+        return len(self._alive()), _shm_entries(self.proc.pid)
 
 
 def _serve(work: Path, max_queue: int) -> _Served:
@@ -229,6 +279,7 @@ def _serve(work: Path, max_queue: int) -> _Served:
     except BaseException:
         served.terminate()
         raise
+    served.record()
     return served
 
 
@@ -250,7 +301,7 @@ def run_soak(work: Path, seconds: float = 10.0, factor: float = 5.0, seed: int =
     try:
         rng = np.random.default_rng(seed)
         capacity = _capacity(served, rng)
-        sampler = _Sampler(url, served.proc.pid)
+        sampler = _Sampler(url, served.proc.pid, served.record)
         sampler.start()
         light = 0.3 * capacity
         base_s, tail_s = 3.0, 4.0
@@ -260,8 +311,9 @@ def run_soak(work: Path, seconds: float = 10.0, factor: float = 5.0, seed: int =
             _poisson(light, tail_s, rng, base_s + seconds)])
         body, headers = _one_request(spec)
         probe_503: list[bool] = []
+        tries = max(20, int(seconds / 2 / 0.05))  # through the second half of the overload
         side = threading.Thread(target=lambda: (time.sleep(base_s + seconds / 2), probe_503.append(
-            _retry_after_seen(url, body, headers, 20))), daemon=True)
+            _retry_after_seen(url, body, headers, tries))), daemon=True)
         t_load = time.monotonic()
         side.start()
         records = _load(url, arrivals, spec)
@@ -272,7 +324,10 @@ def run_soak(work: Path, seconds: float = 10.0, factor: float = 5.0, seed: int =
         code = served.terminate()
     children, shm = served.left_behind()
     statuses = _count(records)
-    over = [(t - t_load, mb) for t, mb in sampler.rss if base_s <= t - t_load <= base_s + seconds]
+    rel = [(t - t_load, mb) for t, mb in sampler.rss]
+    over = [(t, mb) for t, mb in rel if base_s <= t <= base_s + seconds]
+    before = [mb for t, mb in rel if t < base_s] or [0.0]
+    after = [mb for t, mb in rel if t > base_s + seconds] or [0.0]
     half = base_s + seconds / 2
     first = [mb for t, mb in over if t < half] or [0.0]
     second = [mb for t, mb in over if t >= half] or [0.0]
@@ -287,13 +342,15 @@ def run_soak(work: Path, seconds: float = 10.0, factor: float = 5.0, seed: int =
     return SoakResult(
         capacity_rps=round(capacity, 1), offered_rps=round(factor * capacity, 1),
         seconds=seconds, requests=len(records), statuses=dict(sorted(statuses.items())),
-        unanswered=statuses.get(0, 0), retry_after_seen=bool(probe_503 and probe_503[0]),
+        unanswered=statuses.get(0, 0), retry_after_seen=probe_503[0] if probe_503 else None,
         probes=len(sampler.probe_ms), probe_failures=sampler.probe_failures,
         probe_p99_ms=round(float(np.percentile(probes, 99)), 1),
         probe_max_ms=round(float(np.max(probes)), 1),
+        rss_before_mb=round(float(np.median(before)), 1),
         rss_first_half_mb=round(float(np.median(first)), 1),
         rss_second_half_mb=round(float(np.median(second)), 1),
         rss_max_mb=round(max(mb for _, mb in sampler.rss) if sampler.rss else 0.0, 1),
+        rss_after_mb=round(float(np.median(after)), 1),
         baseline_p50_ms=round(base_p50, 2), recovery_s=round(recovered, 2),
         tail_p50_ms=round(float(np.median(tail_ok)), 2) if tail_ok else float("nan"),
         exit_code=code, children_left=children, shm_left=shm)

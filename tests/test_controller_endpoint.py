@@ -74,3 +74,32 @@ def test_controller_put_is_bounded_serialised_and_keeps_the_window(tiny_spec) ->
         final = DECISIONS[st["policy"]]
         assert (st["variant"], st["replicas"], st["threads"]) == (
             final.variant, final.allocation.replicas, final.allocation.threads)
+
+
+def test_a_policy_that_raises_is_shown_in_status_and_control_goes_on(tiny_spec) -> None:
+    from gearshift.policy import Controller
+    from gearshift.serving.server import Server
+    from tests.servers import run_in_thread
+
+    class Flaky(ScriptedPolicy):
+        def decide(self, obs, state):
+            if len(self.seen) == 2:
+                self.seen.append(obs)
+                raise ZeroDivisionError("the policy divided by zero")
+            return super().decide(obs, state)
+
+    first = DECISIONS["a"]
+    policy = Flaky([first], name="flaky")
+    server = Server(tiny_spec, Controller(policy), first,
+                    ServerSettings(port=free_port(), period_s=0.1))
+    with run_in_thread(server) as url:
+        end = time.monotonic() + 20
+        while len(policy.seen) < 6:
+            assert time.monotonic() < end, "the control loop stopped"
+            time.sleep(0.05)
+        st = httpx.get(f"http://{url}/gearshift/status", timeout=5).json()
+        assert "ZeroDivisionError: the policy divided by zero" in st["last_error"], st
+        assert st["policy"] == "flaky" and st["last_decision"]["variant"] == "tiny-s"
+        r = httpx.post(f"http://{url}/v2/models/tiny/infer", timeout=10, json={"inputs": [
+            {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]})
+        assert r.status_code == 200

@@ -17,7 +17,9 @@ def test_a_replica_killed_under_load_costs_at_most_its_request(tmp_path: Path, w
     res = run_fault(tmp_path, when, seconds=4.0)
     assert res.problems() == []
     assert res.worker_errors <= 1 and res.other_errors == []
-    assert res.statuses.get(200, 0) > 50
+    # the load is 0.6x the capacity measured at the start, so its size follows the machine's
+    # spare CPU: ask for most of it answered, not a fixed count
+    assert res.requests >= 20 and res.statuses.get(200, 0) >= 0.85 * res.requests, res.statuses
     want = {"steady": ("soak-s", 2, 1), "rxt": ("soak-s", 1, 2), "switch": ("soak-l", 2, 1)}
     assert tuple(res.final[k] for k in ("variant", "replicas", "threads")) == want[when]
 
@@ -66,6 +68,7 @@ def test_a_bad_model_file_at_start_names_the_file_exits_and_leaves_no_worker(
 
     from gearshift.zoo.spec import load_pool_spec
     from gearshift.zoo.tiny import build_tiny_pool
+    from tests.servers import free_port
     from tests.test_serve_cli import _policy
 
     spec_path = build_tiny_pool(tmp_path / "pool")
@@ -79,7 +82,7 @@ def test_a_bad_model_file_at_start_names_the_file_exits_and_leaves_no_worker(
     env = dict(os.environ, GEARSHIFT_TEST_MARK=mark.split("=", 1)[1])
     proc = subprocess.run(
         [sys.executable, "-m", "gearshift.cli", "serve", str(spec_path), "--policy",
-         str(tmp_path / "policy.json"), "--port", "1", "--prewarm", "none"],
+         str(tmp_path / "policy.json"), "--port", str(free_port()), "--prewarm", "none"],
         capture_output=True, text=True, timeout=120, env=env)
     said = " ".join((proc.stdout + proc.stderr).split())
     assert proc.returncode != 0

@@ -10,6 +10,7 @@ Each case is invalid by construction (the tiny pool takes one input "input", FP3
 from __future__ import annotations
 
 import gzip
+import zlib
 import json
 import os
 import socket
@@ -191,8 +192,23 @@ def controller_faults(draw: st.DrawFn) -> Case:
     return ("PUT", "/gearshift/controller", {}, body, "controller")
 
 
+@st.composite
+def nonfinite_faults(draw: st.DrawFn) -> Case:
+    """A binary request right in every way but one: a NaN or infinity among its values (the
+    protocol carries them as IEEE FP32; this server's rule refuses non-finite inputs)."""
+    x = np.full(64 * draw(st.integers(1, 3)), 0.5, np.float32)
+    bad = draw(st.lists(st.integers(0, len(x) - 1), min_size=1, max_size=4))
+    x[bad] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    payload = x.tobytes()
+    head = _json({"inputs": [{"name": "input", "shape": [len(x) // 64, *ITEM],
+                              "datatype": "FP32",
+                              "parameters": {"binary_data_size": len(payload)}}]})
+    return _post(head + payload, "nonfinite", {"Inference-Header-Content-Length": str(len(head)),
+                                               "Content-Type": "application/octet-stream"})
+
+
 malformed = st.one_of(tensor_faults(), binary_faults(), body_faults(), path_faults(),
-                      controller_faults())
+                      controller_faults(), nonfinite_faults())
 
 
 def _raw(port: int, data: bytes, half_close: bool = False) -> bytes:
@@ -219,6 +235,66 @@ RAW = [
     b"GET /v2/health/ready HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
     b"GET /v2/health/ready HTTP/1.1\r\nConnection: close\r\n\r\n",
 ]
+
+
+def _big_cases(limit: int) -> list[tuple[str, dict[str, str], Any, int, str]]:
+    """(kind, headers, body, status, text): bodies at and past `max_body_bytes`, declared or
+    streamed, and compressed bodies that inflate past it (a bomb: 64 MiB of zeros in ~64 KiB)."""
+    over = b" " * (limit + 1)
+
+    def chunks() -> Any:  # no Content-Length: the limit holds while reading
+        for _ in range(5):
+            yield b" " * (limit // 4)
+
+    zeros = b"\0" * (64 << 20)
+    return [
+        ("declared", {"Content-Type": "application/json"}, over, 413, "exceeds the limit"),
+        ("streamed", {"Content-Type": "application/json"}, chunks(), 413, "exceeds the limit"),
+        ("gzip bomb", {"Content-Encoding": "gzip"}, gzip.compress(zeros, 9), 413,
+         "decompressed request body exceeds"),
+        ("deflate bomb", {"Content-Encoding": "deflate"}, zlib.compress(zeros, 9), 413,
+         "decompressed request body exceeds"),
+        ("gzip just over", {"Content-Encoding": "gzip"}, gzip.compress(over), 413,
+         "decompressed request body exceeds"),
+    ]
+
+
+def _valid_raw(port: int, items: int, model: str = "tiny") -> tuple[bytes, bytes]:
+    """(head, body) of a valid binary request for `items` items, as raw HTTP."""
+    payload = np.full((items, *ITEM), 0.25, np.float32).tobytes()
+    header = _json({"inputs": [{"name": "input", "shape": [items, *ITEM], "datatype": "FP32",
+                                "parameters": {"binary_data_size": len(payload)}}],
+                    "parameters": {"deadline_ms": 60000}})
+    body = header + payload
+    head = (f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/octet-stream\r\n"
+            f"Inference-Header-Content-Length: {len(header)}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    return head, body
+
+
+def _leave_while_held(port: int, client: httpx.Client, n: int, items: int) -> int:
+    """Send `n` valid big requests, close every connection once the server holds one (queued or
+    computing); returns how many were held (queued + in flight) when they left. On tiny-l
+    (~0.2 s for 15000 items on one thread) so that they are still held when the reset lands."""
+    head, body = _valid_raw(port, items, "tiny-l")
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+    held = 0
+    try:
+        for s_ in socks:
+            s_.sendall(head + body)
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            st_ = client.get("/gearshift/status").json()
+            held = st_["queue_length"] + st_["in_flight"]
+            if held >= 2:
+                break
+            time.sleep(0.002)
+    finally:
+        for s_ in socks:
+            s_.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            s_.close()  # a reset: the client is gone at once
+    return held
 
 
 def _no_policy(name: str) -> Any:
@@ -255,6 +331,28 @@ def test_malformed_requests_get_one_4xx_each_and_the_server_goes_on(tiny_spec) -
                     b"Content-Length: 1000\r\n\r\n{\"inputs\":"), b"POST /v2/models/tin"]
         for data in cut_off:
             _raw(port, data, half_close=True)  # cut off mid-body or mid-head: the client left
+        for kind, headers, body, status, text in _big_cases(config.max_body_bytes):
+            r = client.post("/v2/models/tiny/infer", headers=headers, content=body)
+            assert r.status_code == status and text in r.json()["error"], (kind, r.text)
+            kinds[kind] += 1
+        before = client.get("/gearshift/status").json()
+        head, body = _valid_raw(port, 4)
+        rng = np.random.default_rng(3)
+        for cut in [0, 1, *rng.integers(2, len(body), 6).tolist()]:  # valid, closed mid-body
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s_:
+                s_.sendall(head + body[:cut])
+            kinds["closed mid-body"] += 1
+        held = [_leave_while_held(port, client, 6, 15000) for _ in range(3)]
+        kinds["left while held"] += 18
+        end = time.monotonic() + 10
+        while time.monotonic() < end:  # what they left is skipped or finished: nothing stuck
+            after = client.get("/gearshift/status").json()
+            if after["queue_length"] == after["in_flight"] == 0:
+                break
+            time.sleep(0.05)
+        assert after["queue_length"] == after["in_flight"] == 0, after
+        assert after["disconnects"] - before["disconnects"] >= 1, (held, after)
+        assert after["failed"] == before["failed"] and after["expired"] == before["expired"]
         x = np.random.default_rng(1).standard_normal((2, *ITEM)).astype(np.float32)
         ok = client.post("/v2/models/tiny/infer", json={"inputs": [
             _tensor(shape=list(x.shape), data=x.ravel().tolist())]})
@@ -267,5 +365,7 @@ def test_malformed_requests_get_one_4xx_each_and_the_server_goes_on(tiny_spec) -
         assert st_["failed"] == 0 and st_["worker_restarts"] == 0
     elapsed = time.monotonic() - started
     total = sum(kinds.values())
-    print(f"\nfuzz: {total} malformed requests in {elapsed:.1f} s: {dict(sorted(kinds.items()))}")
+    print(f"\nfuzz: {total} malformed requests in {elapsed:.1f} s: {dict(sorted(kinds.items()))}"
+          f"; held when their clients left: {held}, disconnects counted: "
+          f"{after['disconnects'] - before['disconnects']}")
     assert total >= min(CASES, 1000)  # hypothesis ran as many as asked (it may stop early)

@@ -198,3 +198,59 @@ def test_a_control_log_line_has_the_shape_the_reports_read() -> None:
     assert set(line["observation"]) == set(ObservationJSON.__annotations__)
     assert line["observation"]["latency_p99_ms"] is None and line["observation"]["rate_rps"] == 6
     assert line["decision"] == {"variant": "b", "replicas": 1, "threads": 1, "reason": ""}
+
+
+class FailsOnce(Alternate):
+    """Raises on its second decision, then decides again."""
+
+    def decide(self, obs: Observation, state: int) -> tuple[Decision, int]:
+        if len(self.seen) == 1:
+            self.seen.append(obs)
+            raise RuntimeError("decide exploded")
+        return super().decide(obs, state)
+
+
+def test_a_policy_that_raises_costs_one_tick_and_is_reported() -> None:
+    clock = FakeClock()
+    policy = FailsOnce()
+    plane = FakePlane()
+    loop = ControlLoop(plane, Controller(policy, keep_log=False), 0.5,  # type: ignore[arg-type]
+                       clock=clock, sleep=clock.sleep)
+
+    async def main() -> None:
+        task = asyncio.create_task(loop.run())
+        while len(policy.seen) < 4:
+            await asyncio.sleep(0)
+        assert not task.done()  # still running
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    assert "RuntimeError: decide exploded" in loop.last_error
+    assert len(plane.pool.switched) == 3  # ticks 1, 3 and 4 applied a decision; tick 2 none
+    assert [round(o.t_s, 2) for o in policy.seen] == [0.53, 1.03, 1.53, 2.03]
+
+
+def test_the_control_log_rotates_at_its_size_keeping_one_old_file(tmp_path) -> None:
+    import json
+
+    clock = FakeClock()
+    log = tmp_path / "control.jsonl"
+    loop = ControlLoop(FakePlane(), Controller(Alternate(), keep_log=False),  # type: ignore[arg-type]
+                       0.5, log_path=log, clock=clock, log_max_bytes=4000)
+
+    async def main() -> None:  # the pool's apply hands back a future: ticks run in a loop
+        for _ in range(60):
+            clock.now += 0.5
+            loop.tick()
+
+    asyncio.run(main())
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["control.jsonl", "control.jsonl.1"]
+    line = len(log.with_name("control.jsonl.1").read_text().splitlines()[0]) + 1
+    assert 4000 - line < (tmp_path / "control.jsonl.1").stat().st_size <= 4000
+    assert log.stat().st_size <= 4000
+    lines = [json.loads(x) for p in ("control.jsonl.1", "control.jsonl")
+             for x in (tmp_path / p).read_text().splitlines()]
+    ts = [x["t_s"] for x in lines]
+    assert ts == sorted(ts) and ts[-1] == round(60 * 0.5, 3)  # the newest lines, in order

@@ -196,3 +196,37 @@ def test_serve_with_a_token_file_and_management_closed(tiny_spec, tiny_pool_path
     token.chmod(0o644)  # a token others can read is refused at start
     bad = subprocess.run(cmd, check=False, capture_output=True, timeout=60)
     assert bad.returncode == 2 and b"chmod 600" in bad.stdout + bad.stderr
+
+
+def test_a_policy_file_deleted_or_corrupted_while_serving_is_a_400_that_says_why(
+        tiny_spec, tiny_pool_path, tmp_path):
+    port = free_port()
+    policy = _policy(tiny_spec, tmp_path / "policy.json", 40)
+    proc = _start(tiny_pool_path, policy, port, "--prewarm", "none")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        before = httpx.get(f"{base}/gearshift/status", timeout=5).json()
+        cases = [
+            (None, "does not exist"),
+            (b'{"application": "tiny", "ranges": [', "line 1 column"),
+            (b"\xff\xfe\x00 not text", "UTF-8"),
+            (b"[1, 2]", "valid gearshift policy table"),
+        ]
+        for content, why in cases:
+            if content is None:
+                policy.unlink()
+            else:
+                policy.write_bytes(content)
+            r = httpx.put(f"{base}/gearshift/controller", json={"controller": "table"},
+                          timeout=30)
+            assert r.status_code == 400, r.text
+            said = r.json()["error"]
+            assert str(policy) in said and why in said, said
+            st = httpx.get(f"{base}/gearshift/status", timeout=5).json()
+            assert (st["policy"], st["variant"], st["replicas"], st["threads"]) == (
+                before["policy"], before["variant"], before["replicas"], before["threads"])
+            x = np.zeros((1, 1, 8, 8), np.float32)
+            assert _send(port, x)["variant"] == before["variant"]  # still serving
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

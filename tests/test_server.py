@@ -191,6 +191,10 @@ def test_bad_input_is_4xx_with_the_reason_and_never_queued(tiny_spec) -> None:
              {}, "deadline_ms"),
             ("tiny/infer", float_size + b"\0" * 256,
              {"Inference-Header-Content-Length": str(len(float_size))}, "binary_data_size"),
+            ("tiny/infer", json.dumps({**_doc(), "outputs": [{"name": "nope"}]}).encode(), {},
+             "unknown output"),
+            ("tiny/versions/1/infer", json.dumps({**_doc(), "outputs": [
+                {"name": "logits"}, {"name": "x" * 200}]}).encode(), {}, "unknown output"),
             ("tiny/infer", json.dumps(_doc()).encode(), {"Inference-Header-Content-Length": "-5"},
              "Inference-Header-Content-Length"),
             ("tiny/versions/2/infer", json.dumps(_doc()).encode(), {}, "no version '2'"),
@@ -315,3 +319,97 @@ def test_requests_cut_off_at_the_shutdown_timeout_get_a_json_503(tiny_spec, monk
             server._uvicorn.should_exit = True
         thread.join(60)
         assert not thread.is_alive()
+
+
+def test_shutdown_during_a_slow_change_returns_promptly_and_leaves_no_worker(
+        tiny_spec, monkeypatch) -> None:
+    import os
+    import signal
+    from pathlib import Path
+
+    from gearshift.engine.lifecycle import Lifecycle
+    from gearshift.engine.pool import PoolSettings
+
+    hung: list[int] = []
+    real_spawn = Lifecycle._spawn
+
+    def spawn(self, slot):  # a replica of a change (not of the start) hangs while loading
+        r = real_spawn(self, slot)
+        if self.allocation is not None:
+            os.kill(r.handle.pid, signal.SIGSTOP)
+            hung.append(r.handle.pid)
+        return r
+
+    monkeypatch.setattr(Lifecycle, "_spawn", spawn)
+    script = [Decision("tiny-s", Allocation(1, 1)), Decision("tiny-s", Allocation(2, 1))]
+    settings = ServerSettings(port=free_port(), period_s=0.2, graceful_timeout_s=2.0,
+                              pool=PoolSettings(start_timeout_s=30.0))
+    try:
+        with running_server(tiny_spec, script, settings) as (url, server):
+            end = time.monotonic() + 20
+            while not hung:
+                assert time.monotonic() < end, "no allocation change started"
+                time.sleep(0.02)
+            time.sleep(0.3)
+            assert status(url)["replicas"] == 1  # the change is still in progress
+            t0 = time.monotonic()
+        took = time.monotonic() - t0
+        assert took < 6.0, f"shutdown took {took:.1f} s"
+        end = time.monotonic() + 5
+        while any(Path(f"/proc/{p}").exists() for p in hung) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not [p for p in hung if Path(f"/proc/{p}").exists()]
+    finally:
+        for p in hung:  # our own child, if the test failed before the server killed it
+            if Path(f"/proc/{p}").exists():
+                os.kill(p, signal.SIGKILL)
+
+
+def test_request_bodies_in_flight_share_a_byte_budget(tiny_spec, monkeypatch) -> None:
+    import asyncio
+    import socket
+
+    settings = ServerSettings(port=free_port(), period_s=3600.0, max_body_bytes=1 << 20,
+                              max_inflight_body_bytes=1 << 20)
+    with running_server(tiny_spec, settings=settings) as (url, server):
+        waiting: list[asyncio.Future] = []
+        real = server.pool.infer
+
+        async def held(*args: object) -> object:  # the first request waits until released
+            if not waiting:
+                fut = asyncio.get_running_loop().create_future()
+                waiting.append(fut)
+                await fut
+            return await real(*args)
+
+        monkeypatch.setattr(server.pool, "infer", held)
+        n = 2200  # items: ~570 kB in JSON-free binary, over half the budget
+        x = np.full((n, 1, 8, 8), 0.5, np.float32)
+        head = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape),
+                                       "datatype": "FP32",
+                                       "parameters": {"binary_data_size": x.nbytes}}],
+                           "parameters": {"deadline_ms": 60000}}).encode()
+        body = head + x.tobytes()
+        headers = {"Inference-Header-Content-Length": str(len(head)),
+                   "Content-Type": "application/octet-stream"}
+        base = f"http://{url}/v2/models/tiny/infer"
+        with ThreadPoolExecutor(1) as ex:
+            first = ex.submit(httpx.post, base, content=body, headers=headers, timeout=30)
+            end = time.monotonic() + 10
+            while not waiting and time.monotonic() < end:
+                time.sleep(0.01)
+            assert waiting, "the first request never reached the pool"
+            r = httpx.post(base, content=body, headers=headers, timeout=30)
+            assert r.status_code == 503 and "retry-after" in r.headers, r.text
+            assert "in flight" in r.json()["error"]
+            host, port = url.split(":")  # declared too large for what is left: refused unread
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          b"Content-Type: application/octet-stream\r\n"
+                          b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+                assert s.recv(4096).startswith(b"HTTP/1.1 503")
+            loop = waiting[0].get_loop()
+            loop.call_soon_threadsafe(waiting[0].set_result, None)
+            assert first.result(timeout=30).status_code == 200
+        r = httpx.post(base, content=body, headers=headers, timeout=30)
+        assert r.status_code == 200, r.text  # the budget was given back

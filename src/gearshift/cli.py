@@ -264,6 +264,9 @@ def serve(
     controller_option: Annotated[list[str] | None, typer.Option(help=OPTION_HELP)
     ] = None,
     control_log: Annotated[Path | None, typer.Option(help="JSONL file of every period")] = None,
+    control_log_max_bytes: Annotated[int, typer.Option(
+        help="size at which the control log is renamed to NAME.1 (replacing it) and "
+             "restarted")] = 16 << 20,
     max_queue: Annotated[int, typer.Option(help="requests waiting before 503")] = 1024,
     prewarm: Annotated[str, typer.Option(
         help="RxT to load at start: table (those the controller may choose: the table's ranges "
@@ -290,6 +293,9 @@ def serve(
         help="seconds to receive a request's line and headers")] = 10.0,
     max_connections: Annotated[int, typer.Option(
         help="open connections and requests at once (503 beyond)")] = 2048,
+    max_inflight_body_bytes: Annotated[int, typer.Option(
+        help="inference request bytes held at once, as received and decompressed, across "
+             "requests (503 with Retry-After beyond, before reading more)")] = 512 << 20,
 ) -> None:
     """Serve the pool over KServe V2 REST, switching variant and RxT every period."""
     import asyncio
@@ -339,10 +345,12 @@ def serve(
     try:
         settings = ServerSettings(
             host=host, port=port, period_s=period_s, control_log=control_log,
+            control_log_max_bytes=control_log_max_bytes,
             pool=pool, prewarm=warm, auth_token=token, management=access.management,
             allowed_hosts=access.allowed_hosts or ("*",), max_body_bytes=max_body_bytes,
             body_timeout_s=body_timeout_s, max_header_bytes=max_header_bytes,
-            header_timeout_s=header_timeout_s, max_connections=max_connections)
+            header_timeout_s=header_timeout_s, max_connections=max_connections,
+            max_inflight_body_bytes=max_inflight_body_bytes)
     except ValueError as exc:
         raise _fail(SpecError(str(exc))) from None
     server = Server(spec, Controller(pol, keep_log=False), initial, settings,

@@ -20,6 +20,13 @@ def read_json_model(path: str | Path, model: type[M], what: str, make_with: str)
     if not path.is_file():
         raise SpecError(f"{what} {path} does not exist; make one with `{make_with}`")
     try:
-        return model.model_validate(json.loads(path.read_text()))
+        text = path.read_bytes().decode()
+    except OSError as exc:  # gone or unreadable since the check
+        raise SpecError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{what} {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                        f"make one with `{make_with}`") from None
+    try:
+        return model.model_validate(json.loads(text))
     except (ValidationError, json.JSONDecodeError) as exc:
         raise SpecError(f"{what} {path} is not a valid gearshift {what}: {exc}") from None

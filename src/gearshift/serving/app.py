@@ -7,6 +7,9 @@ request gets exactly one answer:
 
 - the body is read within `max_body_bytes` and `body_timeout_s` (413, 408), decompressed within
   the same limit, decoded and checked against the pool's declared input before it is queued;
+- the inference bodies held at once (as received and decompressed, until answered) share a
+  budget of `max_inflight_body_bytes`: a body that would pass it is refused (503, Retry-After)
+  before more of it is read, unread if its Content-Length says so;
 - bodies and answers above `OFFLOAD_BYTES` are decoded and encoded in a worker thread, so
   health checks and other replies are not held up behind them;
 - a client that disconnects while its request waits has it cancelled (the pool skips it);
@@ -71,6 +74,37 @@ class AppLimits:
     max_body_bytes: int = 64 << 20
     body_timeout_s: float = 30.0  # to receive a whole request body
     max_elements: int = 1 << 24  # per input tensor
+    max_inflight_body_bytes: int = 512 << 20  # inference bodies held at once, all requests
+
+
+class BodyBudget:
+    """Bytes of request bodies held at once, across requests; `take` beyond the limit is a 503
+    (Overloaded) and takes nothing."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> None:
+        if self.used + n > self.limit:
+            raise Overloaded(f"too many request bytes in flight ({self.used} B held, limit "
+                             f"{self.limit} B); retry later", retry_after_s=1.0)
+        self.used += n
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
+@dataclass
+class _Held:
+    """What one request has taken from a `BodyBudget`."""
+
+    budget: BodyBudget
+    bytes: int = 0
+
+    def take(self, n: int) -> None:
+        self.budget.take(n)
+        self.bytes += n
 
 
 def create_app(
@@ -85,6 +119,7 @@ def create_app(
     spec = plane.spec
     lim = limits or AppLimits(max_body_bytes=max_body_bytes)
     codec_limits = Limits(max_dims=len(spec.input.shape) + 1, max_elements=lim.max_elements)
+    budget = BodyBudget(lim.max_inflight_body_bytes)
 
     def check_name(request: Request) -> str:
         name: str = request.path_params["name"]
@@ -124,13 +159,15 @@ def create_app(
         ok = is_ready()
         return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
-    async def decode(request: Request) -> DecodedRequest:
-        body = await read_body(request, lim.max_body_bytes, lim.body_timeout_s)
+    async def decode(request: Request, held: _Held) -> DecodedRequest:
+        body = await read_body(request, lim.max_body_bytes, lim.body_timeout_s, held)
         encoding = request.headers.get("content-encoding")
         if encoding is not None and len(body) > OFFLOAD_BYTES // 8:
             body = await asyncio.to_thread(decompress, body, encoding, lim.max_body_bytes)
         else:
             body = decompress(body, encoding, lim.max_body_bytes)
+        if encoding is not None:
+            held.take(len(body))  # the inflated copy too
         header = request.headers.get(HEADER_LENGTH)
         if len(body) > OFFLOAD_BYTES:
             return await asyncio.to_thread(decode_request, body, header, plane.signature,
@@ -142,8 +179,12 @@ def create_app(
         if not is_ready():
             raise ShuttingDown("the server is not ready: its replicas are loading, stopping or "
                                "gone (/gearshift/status says which)")
-        req = await decode(request)
-        answer = await _unless_disconnected(plane.infer(name, req), request.receive)
+        held = _Held(budget)
+        try:
+            req = await decode(request, held)
+            answer = await _unless_disconnected(plane.infer(name, req), request.receive)
+        finally:
+            budget.give(held.bytes)
         args = (name, req.id, answer.outputs, req.binary_outputs, answer.parameters)
         if _size(answer) > OFFLOAD_BYTES:
             content, header_len = await asyncio.to_thread(encode_response, *args)
@@ -192,11 +233,15 @@ def _size(answer: Answer) -> int:
     return sum(int(a.nbytes) for a in answer.outputs.values())
 
 
-async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
-    """The whole body, refusing more than `limit` bytes or taking longer than `timeout_s`."""
+async def read_body(request: Request, limit: int, timeout_s: float,
+                    held: _Held | None = None) -> bytes:
+    """The whole body, refusing more than `limit` bytes or taking longer than `timeout_s`;
+    with `held`, each part is taken from its budget first (the declared length at once)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared[:20]} B exceeds the limit of {limit} B")
+    if held is not None and declared is not None and declared.isdigit():
+        held.take(int(declared))
     chunks, size = [], 0
     try:
         async with asyncio.timeout(timeout_s):
@@ -204,6 +249,8 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(f"request body exceeds the limit of {limit} B")
+                if held is not None and size > held.bytes:
+                    held.take(size - held.bytes)
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestTimeout(f"request body not received within {timeout_s:g} s") from None

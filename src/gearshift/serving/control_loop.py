@@ -4,6 +4,9 @@
 A variant switch is applied at once. An allocation change runs in the background (new replicas
 may need loading) and a newer decision waits until it is done; the controller sees the
 allocation actually in force in its next observation.
+
+The control log (one JSON line per period) is rotated before it would pass `log_max_bytes`:
+the full file becomes `NAME.1` (replacing the previous one), so it takes at most twice that.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ class ControlLoop:
                  log_path: Path | None = None,
                  clock: Callable[[], float] = time.perf_counter,
                  wall_clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 log_max_bytes: int = 16 << 20) -> None:
         """`clock`: monotonic seconds for the schedule and the observations' `t_s`;
         `wall_clock`: Unix seconds for the control log; `sleep`: waits that many seconds
         (tests pass fakes)."""
@@ -42,6 +46,8 @@ class ControlLoop:
         self._clock = clock
         self._wall_clock = wall_clock
         self._sleep = sleep
+        self._log_path = log_path
+        self._log_max_bytes = log_max_bytes
         self._log: IO[str] | None = log_path.open("a") if log_path else None
         self._realloc: asyncio.Task[None] | None = None
         self._t0 = clock()
@@ -122,8 +128,21 @@ class ControlLoop:
         if self._log:
             line: ControlLine = {"policy": self.controller.policy.name,
                                  "unix_s": round(self._wall_clock(), 3), **step_json(step)}
-            self._log.write(json.dumps(line) + "\n")
+            text = json.dumps(line) + "\n"
+            if self._log.tell() + len(text) > self._log_max_bytes and self._log.tell() > 0:
+                self._rotate_log()
+            self._log.write(text)
             self._log.flush()
+
+    def _rotate_log(self) -> None:
+        """The full log becomes NAME.1 (replacing the older one); NAME starts empty."""
+        assert self._log is not None and self._log_path is not None
+        self._log.close()
+        try:
+            self._log_path.replace(self._log_path.with_name(self._log_path.name + ".1"))
+        except OSError as exc:  # moved or removed meanwhile: start a new file all the same
+            log.warning("control log %s not rotated: %s", self._log_path, exc)
+        self._log = self._log_path.open("a")
 
     async def _reallocate(self, decision: Decision, change: asyncio.Future[None]) -> None:
         try:
@@ -136,6 +155,13 @@ class ControlLoop:
         """Wait for an allocation change in progress, if any."""
         if self._realloc is not None and not self._realloc.done():
             await self._realloc
+
+    async def cancel(self) -> None:
+        """Cancel an allocation change in progress, if any (the server is stopping): the
+        replicas it was starting are killed; those in service stay for the pool to close."""
+        if self._realloc is not None and not self._realloc.done():
+            self._realloc.cancel()
+            await asyncio.gather(self._realloc, return_exceptions=True)
 
 
 def step_json(step: ControlStep) -> ControlLine:

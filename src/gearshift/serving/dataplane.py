@@ -5,7 +5,7 @@ to it), applies the request's deadline (`parameters.deadline_ms`, else the pool 
 it on the replica pool and builds the response parameters (answering variant, queue and service
 time). It also keeps the per-period window the controller observes: an arrival is a request that
 passed validation and was offered to the pool (answered, shed by a full queue or expired), so
-a flood of malformed or unknown-model requests cannot move the controller. A request whose
+a flood of malformed, unknown-model or unknown-output requests cannot move the controller. A request whose
 client left while it waited is cancelled (its queued job is skipped at dispatch) and counted in
 `disconnects`. No web framework here.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,8 +51,12 @@ MAX_DEADLINE_MS = 3_600_000  # one hour: beyond it a deadline means nothing to t
 
 class DataPlane:
     def __init__(self, pool: ReplicaPool, metrics: Metrics,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter,
+                 outputs: Mapping[str, Sequence[str]] | None = None) -> None:
+        """`outputs`: each variant's output names, to refuse a request for an output no variant
+        that may answer it has before it is queued (a variant left out is not checked)."""
         self.pool = pool
+        self._outputs = {k: frozenset(v) for k, v in (outputs or {}).items()}
         self.spec = pool.spec
         self.metrics = metrics
         self._clock = clock
@@ -87,11 +91,25 @@ class DataPlane:
                              f"up to {MAX_DEADLINE_MS} (one hour), got {shown}")
         return float(value)
 
+    def check_outputs(self, pinned: str | None, requested: list[str] | None) -> None:
+        """Refuse (400) requested outputs that the pinned variant, or for the application every
+        variant, lacks; a variant whose outputs are unknown here is not checked."""
+        if requested is None:
+            return
+        variants = [pinned] if pinned is not None else self.spec.variant_names()
+        if any(v not in self._outputs for v in variants):
+            return
+        known = frozenset().union(*(self._outputs[v] for v in variants))
+        unknown = [n if len(n) <= 64 else n[:64] + "..." for n in requested if n not in known]
+        if unknown:
+            raise BadRequest(f"unknown output(s) {unknown[:8]}; the model has {sorted(known)}")
+
     async def infer(self, model: str, req: DecodedRequest) -> Answer:
         t0 = self._clock()
         try:
             pinned = self.resolve(model)
             deadline_ms = self.deadline_ms(req.parameters)
+            self.check_outputs(pinned, req.outputs)
         except GearshiftError as exc:
             self._account_error(exc)
             raise
@@ -111,8 +129,9 @@ class DataPlane:
         outputs = result.outputs
         if req.outputs is not None:
             unknown = [n for n in req.outputs if n not in outputs]
-            if unknown:
-                raise BadRequest(f"unknown output(s) {unknown}; the model has {sorted(outputs)}")
+            if unknown:  # the variant that answered lacks one another variant has
+                raise BadRequest(f"unknown output(s) {unknown[:8]}; the variant "
+                                 f"{result.variant!r} has {sorted(outputs)}")
             outputs = {n: outputs[n] for n in req.outputs}
         params: JSONObject = {
             "variant": result.variant, "queue_ms": round(result.queue_ms, 3),

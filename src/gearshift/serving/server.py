@@ -2,7 +2,9 @@
 
 The port opens at once (live); the server reports ready once every replica has loaded and
 warmed every variant. On SIGINT/SIGTERM it stops accepting connections, answers what it holds
-(uvicorn waits for open requests, then the pool drains its queue), and stops the workers.
+(uvicorn waits for open requests, then the pool drains its queue, each for up to the graceful
+timeout), cancels an allocation change in progress (killing the replicas it was loading) and
+stops the workers.
 
 Access and limits (`ServerSettings`): bearer-token auth, the management switch and the Host
 check are `serving.access`; body size and body-read time are the app's; request-head size,
@@ -35,7 +37,7 @@ from gearshift.serving.dataplane import DataPlane
 from gearshift.serving.http_limits import limited_protocol
 from gearshift.serving.metrics import Metrics
 from gearshift.types import Allocation, Decision, StatusDoc
-from gearshift.zoo.spec import PoolSpec
+from gearshift.zoo.spec import PoolSpec, model_output_names
 
 log = logging.getLogger("gearshift.server")
 
@@ -56,6 +58,7 @@ class ServerSettings:
     port: int = 8000
     period_s: float = 0.5
     control_log: Path | None = None
+    control_log_max_bytes: int = 16 << 20  # then rotated to NAME.1 (one old file kept)
     max_body_bytes: int = 64 << 20
     pool: PoolSettings = field(default_factory=PoolSettings)
     graceful_timeout_s: float = 30.0
@@ -72,12 +75,16 @@ class ServerSettings:
     header_timeout_s: float = 10.0  # to receive a request line and headers
     max_connections: int = 2048  # open connections (and requests); 503 beyond
     max_elements: int = 1 << 24  # per input tensor
+    max_inflight_body_bytes: int = 512 << 20  # inference bodies held at once; 503 beyond
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_header_bytes", "max_headers", "max_connections",
+        for name in ("control_log_max_bytes", "max_body_bytes", "max_header_bytes", "max_headers", "max_connections",
                      "max_elements"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServerSettings.{name} must be at least 1")
+        if self.max_inflight_body_bytes < self.max_body_bytes:
+            raise ValueError("ServerSettings.max_inflight_body_bytes must be at least "
+                             "max_body_bytes (else a body within the limit is never served)")
         for name in ("body_timeout_s", "header_timeout_s", "graceful_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ServerSettings.{name} must be positive")
@@ -94,8 +101,9 @@ class Server:
         self.initial = initial
         self._policies = policies
         self.pool = ReplicaPool(spec, settings.pool)
-        self.plane = DataPlane(self.pool, Metrics())
-        self.loop = ControlLoop(self.plane, controller, settings.period_s, settings.control_log)
+        self.plane = DataPlane(self.pool, Metrics(), outputs=model_output_names(spec))
+        self.loop = ControlLoop(self.plane, controller, settings.period_s, settings.control_log,
+                                log_max_bytes=settings.control_log_max_bytes)
         self.ready = False
         self.start_error = ""
         self.started_s = time.perf_counter()
@@ -105,7 +113,7 @@ class Server:
         self.access = resolve_access(settings.host, settings.auth_token, settings.management,
                                      settings.allowed_hosts)
         limits = AppLimits(settings.max_body_bytes, settings.body_timeout_s,
-                           settings.max_elements)
+                           settings.max_elements, settings.max_inflight_body_bytes)
         self.app = answer_on_cancel(AccessMiddleware(
             create_app(self.plane, self.is_ready, self.status, settings.max_body_bytes,
                        self._lifespan, self.set_controller if policies else None, limits),
@@ -185,8 +193,8 @@ class Server:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.loop.stop()
-        await self.pool.close(drain=True)
+        await self.loop.cancel()  # a change may load for minutes: it is not waited for
+        await self.pool.close(drain=True, drain_timeout_s=self.settings.graceful_timeout_s)
 
     async def serve(self) -> None:
         st = self.settings

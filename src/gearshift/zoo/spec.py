@@ -183,6 +183,21 @@ def check_model_files(spec: PoolSpec, where: Path) -> None:
         _check_input(spec, model, f"invalid pool spec {where}: variants[{i}] ({v.name})")
 
 
+def model_output_names(spec: PoolSpec) -> dict[str, list[str]]:
+    """Each variant's output names, read from its ONNX graph (not its weights); a variant whose
+    file cannot be read is left out."""
+    import onnx  # local: loading a spec without checks must not need onnx
+
+    names: dict[str, list[str]] = {}
+    for v in spec.variants:
+        try:
+            model = onnx.load(str(spec.model_path(v.name)), load_external_data=False)
+        except Exception:  # onnx raises several types for a bad file; the pool will say why
+            continue
+        names[v.name] = [o.name for o in model.graph.output]
+    return names
+
+
 def _check_input(spec: PoolSpec, model: Any, prefix: str) -> None:
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
