@@ -4,9 +4,11 @@ accurate first) serves it, or whether it is dropped (answered 504) instead of se
 
 A rung m is described by two times, both from the same statistic of its service samples
 (`rung_times_s`): `safe_s[m]`, its service time at the ladder's quantile for that rung
-(`types.safe_quantiles`) plus the mean overhead, and `slack_s[m]`, its median service time. The
-request is served by the first rung whose safe time fits what is left before its deadline,
-else the first whose median does, else dropped. A request that waited under `FREE_WAIT_S`
+(`types.safe_quantiles`) plus the mean overhead, and `slack_s[m]`, its median service time plus
+the mean overhead. The request is served by the first rung whose safe time fits what is left
+before its deadline, else the first whose median does, else dropped: a request that its
+median service and the path's overhead would not bring in on time is more likely late than
+not, and its replica time is better spent on the next one. A request that waited under `FREE_WAIT_S`
 found a replica free and is always served by rung 0 (it could not have been helped, and it
 keeps the service estimates honest); one whose deadline has passed never is.
 
@@ -56,7 +58,7 @@ def ladder(variant: str, fallbacks: Sequence[str], hopeless: bool,
 def rung_times_s(samples_ms: Sequence[float] | np.ndarray, quantile: float,
                  overhead_ms: float) -> tuple[float, float]:
     """(safe_s, slack_s) of one rung from its service samples (ms): the `quantile` (0..1)
-    service time plus `overhead_ms`, and the median service time, in seconds."""
+    service time and the median service time, each plus `overhead_ms`, in seconds."""
     samples = np.asarray(samples_ms, dtype=np.float64)
     tail_ms, median_ms = np.quantile(samples, [quantile, 0.5])
-    return (float(tail_ms) + overhead_ms) / 1000.0, float(median_ms) / 1000.0
+    return (float(tail_ms) + overhead_ms) / 1000.0, (float(median_ms) + overhead_ms) / 1000.0

@@ -27,7 +27,8 @@ class PoolSettings:
     sweep_period_s: float = 0.05
     transport: Literal["shm", "pipe"] = "shm"  # inputs via a shared-memory slot, or inline
     # A request with a deadline is not served when it is found, at dispatch, to be past it
-    # ("expired"), or also when its variant's recent median service time would overrun it
+    # ("expired"), or also when its variant's recent median service time and the path's mean
+    # overhead would overrun it
     # ("hopeless": frees the replica for requests that can still make it), or never.
     drop: DropRule = "hopeless"
     # Expected service time (ms) per (variant, threads) until the pool has measured its own,

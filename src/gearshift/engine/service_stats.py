@@ -33,5 +33,5 @@ class ServiceStats:
             (variant, threads))
         if samples:
             return rung_times_s(samples, quantile, s.overhead_ms)
-        expected_s = s.expected_service_ms.get((variant, threads), 0.0) / 1000.0
-        return expected_s + s.overhead_ms / 1000.0, expected_s
+        expected_s = (s.expected_service_ms.get((variant, threads), 0.0) + s.overhead_ms) / 1000.0
+        return expected_s, expected_s

@@ -10,14 +10,15 @@ the requests still being answered.
 
 Overhead: each answered request's latency is queue wait + service + overhead, where overhead is a
 draw from the profile's `overhead_ms` samples added *after* service. It models the front end's
-path (HTTP, IPC, event loop) and does not occupy a replica; the deadline check at dispatch does
-not see it. That check follows the live pool's `DropRule`: "expired" drops a request whose
+path (HTTP, IPC, event loop) and does not occupy a replica; the deadline check at dispatch
+counts its mean. That check follows the live pool's `DropRule`: "expired" drops a request whose
 deadline has passed when a replica would start it; "hopeless" also one whose start plus the
-median service time of the variant and allocation in force would overrun it. A decision's
+median service time of the variant and allocation in force and the mean overhead would overrun
+it. A decision's
 fallbacks (lighter variants, in order) change whom it is served by: the first of the variant
 in force and its fallbacks whose service time at its `types.safe_quantiles` entry (at least
 p90; higher when the next is nearly as accurate) plus the mean overhead fits what is left,
-else the first whose median service time does, else it is dropped: the live pool's rule,
+else the first whose median service time plus the mean overhead does, else it is dropped: the live pool's rule,
 `gearshift.dispatch`.
 
 Reallocation: a decision with a new R x T at time t makes the new replicas available at
@@ -45,7 +46,8 @@ from gearshift.types import Allocation, Decision, DropRule, safe_quantiles
 class RunInputs:
     """Everything fixed for a run. `arrival_s` sorted (s); `deadline_s` absolute (s) per request,
     or None to serve every request however late; `deadline_ms` the latency deadline;
-    `hopeless`: drop at dispatch when the median service time would overrun the deadline."""
+    `hopeless`: drop at dispatch when the median service time and the mean overhead would
+    overrun the deadline."""
 
     arrival_s: np.ndarray
     deadline_s: np.ndarray | None
