@@ -10,13 +10,13 @@ Each case is invalid by construction (the tiny pool takes one input "input", FP3
 from __future__ import annotations
 
 import gzip
-import zlib
 import json
 import os
 import socket
 import string
 import time
 import urllib.parse
+import zlib
 from collections import Counter
 from typing import Any
 

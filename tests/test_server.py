@@ -345,7 +345,7 @@ def test_shutdown_during_a_slow_change_returns_promptly_and_leaves_no_worker(
     settings = ServerSettings(port=free_port(), period_s=0.2, graceful_timeout_s=2.0,
                               pool=PoolSettings(start_timeout_s=30.0))
     try:
-        with running_server(tiny_spec, script, settings) as (url, server):
+        with running_server(tiny_spec, script, settings) as (url, _server):
             end = time.monotonic() + 20
             while not hung:
                 assert time.monotonic() < end, "no allocation change started"

@@ -195,7 +195,7 @@ class ExpectedTablePolicy:
         expected = self.scores.expected(load, LOAD_FACTORS[k] * sd) * allowed
         pick = self._pick(expected, state.choice)
         if pick < 0:
-            r = self.table.ranges[self.table.lookup(rate)]
+            r = self.table.ranges[self.table.lookup(load)]
             key = (r.variant, r.replicas, r.threads)
             pick = self.scores.keys.index(key) if key in self.scores.keys else 0
         variant, replicas, threads = self.scores.keys[pick]
