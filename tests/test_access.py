@@ -69,6 +69,22 @@ def test_host_header_must_name_this_server_on_loopback() -> None:
     assert any_host.get("/v2/health/ready", headers={"Host": "x.example"}).status_code == 200
 
 
+def test_a_cross_site_origin_is_refused_on_loopback() -> None:
+    """A page on another site can POST to 127.0.0.1 without a preflight (text/plain), with a
+    loopback Host; its browser names the page in `Origin`, and that is refused."""
+    c = _client(resolve_access("127.0.0.1", None))
+    h = {"Host": "127.0.0.1:8000"}
+    for origin in ("http://evil.example", "https://127.0.0.1.evil.example:8000", "null"):
+        r = c.get("/v2/health/ready", headers={**h, "Origin": origin})
+        assert r.status_code == 403 and "cross-origin" in r.json()["error"], origin
+    for origin in ("http://127.0.0.1:8000", "http://localhost:3000", "http://[::1]"):
+        assert c.get("/v2/health/ready", headers={**h, "Origin": origin}).status_code == 200
+    assert c.get("/v2/health/ready", headers=h).status_code == 200  # no Origin: not a browser
+    any_host = _client(resolve_access("127.0.0.1", None, allowed_hosts=("*",)))
+    assert any_host.get("/v2/health/ready",
+                        headers={**h, "Origin": "http://x.example"}).status_code == 200
+
+
 def test_bearer_token_on_every_endpoint_but_liveness() -> None:
     c = _client(resolve_access("127.0.0.1", TOKEN))
     h = {"Host": "127.0.0.1"}

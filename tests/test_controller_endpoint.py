@@ -55,6 +55,9 @@ def test_controller_put_is_bounded_serialised_and_keeps_the_window(tiny_spec) ->
         assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
         r = httpx.put(put, content=json.dumps({"controller": "a" * 10_000}).encode(), timeout=30)
         assert r.status_code == 413, r.text
+        r = httpx.put(put, json={"controller": "b", "policy": "/etc/passwd"}, timeout=30)
+        assert r.status_code == 400 and "unknown keys ['policy']" in r.json()["error"], r.text
+        assert server.loop.controller.policy.name == "scripted"
         r = httpx.put(put, json={"controller": "broken"}, timeout=30)
         assert r.status_code == 400 and "could not be built" in r.json()["error"], r.text
         assert "does not parse" not in r.text  # the exception's text stays in the log

@@ -145,6 +145,14 @@ def test_binary_data_size_must_be_a_byte_count(size: object) -> None:
     assert "binary_data_size" in msg
 
 
+def test_binary_data_and_json_data_together_are_refused() -> None:
+    header = json.dumps({"inputs": [{"name": "input", "shape": [2], "datatype": "FP32",
+                                     "data": [1.0, 2.0],
+                                     "parameters": {"binary_data_size": 8}}]}).encode()
+    assert "both `data` and `binary_data_size`" in _rejected(header + b"\0" * 8,
+                                                             str(len(header)))
+
+
 @pytest.mark.parametrize("n", ["-5", "0", "abc", "1e3", " 12", "1_0", "٣", "99999", ""])
 def test_header_length_must_be_a_byte_count_within_the_body(n: str) -> None:
     msg = _rejected(_one(), n)

@@ -241,6 +241,9 @@ def _tensor(t: TensorIn, binary: bytes, offset: int) -> tuple[np.ndarray[Any, An
         count *= d
     name = _cut(t.name)
     if "binary_data_size" in t.parameters:
+        if t.data is not None:
+            raise BadRequest(f"input {name!r} has both `data` and `binary_data_size`: send its "
+                             "values one way")
         size = t.parameters["binary_data_size"]
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise BadRequest(f"input {name!r}: parameters.binary_data_size must be a "

@@ -4,8 +4,11 @@ One pure ASGI middleware in front of every route (404s included), so nothing rea
 unchecked:
 
 1. Host: when `allowed_hosts` is set, the request's `Host` must name one of them (port
-   ignored; 421 otherwise). A server bound to loopback allows only loopback names by default, which stops DNS
-   rebinding: a web page whose name resolves to 127.0.0.1 sends its own name as `Host`.
+   ignored; 421 otherwise). A server bound to loopback allows only loopback names by default,
+   which stops DNS rebinding: a web page whose name resolves to 127.0.0.1 sends its own name
+   as `Host`. With the same list, a request whose `Origin` (a browser sends it with a
+   cross-site POST, which needs no preflight) names another host is refused (403): a page on
+   another site cannot make a loopback server compute.
 2. Token: with a token configured, every endpoint but liveness (`/v2/health/live`) needs
    `Authorization: Bearer <token>`, compared in constant time; otherwise 401 with
    `WWW-Authenticate: Bearer`.
@@ -122,6 +125,12 @@ class AccessMiddleware:
                 shown = hosts[0][:64].decode("latin-1") if len(hosts) == 1 else "(missing)"
                 return 421, (f"Host {shown!r} is not a name this server answers to; allowed: "
                              f"{', '.join(self.settings.allowed_hosts)}"), []
+            origins = [v for k, v in headers if k == b"origin"]
+            if origins and any(_origin_host(o) not in self.settings.allowed_hosts
+                               for o in origins):
+                shown = origins[0][:64].decode("latin-1")
+                return 403, (f"cross-origin request from {shown!r} refused: a web page on "
+                             "another site may not call this server"), []
         path: str = scope.get("path", "")
         if path == LIVENESS:
             return None
@@ -141,6 +150,12 @@ class AccessMiddleware:
             return 401, "the bearer token is not valid", [
                 (b"www-authenticate", challenge + b', error="invalid_token"')]
         return None
+
+
+def _origin_host(value: bytes) -> str | None:
+    """The host of an `Origin` header (`scheme://host[:port]`; None for `null` or junk)."""
+    _, sep, rest = value.partition(b"://")
+    return _host_name(rest) if sep else None
 
 
 def _host_name(value: bytes) -> str | None:

@@ -168,7 +168,10 @@ def create_app(
             body = decompress(body, encoding, lim.max_body_bytes)
         if encoding is not None:
             held.take(len(body))  # the inflated copy too
-        header = request.headers.get(HEADER_LENGTH)
+        given = request.headers.getlist(HEADER_LENGTH)
+        if len(given) > 1:
+            raise BadRequest(f"{HEADER_LENGTH} given {len(given)} times: send it once")
+        header = given[0] if given else None
         if len(body) > OFFLOAD_BYTES:
             return await asyncio.to_thread(decode_request, body, header, plane.signature,
                                            codec_limits)
@@ -210,6 +213,10 @@ def create_app(
         name = doc.get("controller") if isinstance(doc, dict) else None
         if not isinstance(name, str) or not _CONTROLLER.fullmatch(name):
             raise BadRequest(f'body must be {{"controller": NAME}}, NAME one of {POLICY_NAMES}')
+        if len(doc) > 1:
+            extra = sorted(str(k)[:32] for k in doc if k != "controller")[:5]
+            raise BadRequest(f'body must be {{"controller": NAME}} and nothing else; '
+                             f"unknown keys {extra}")
         return JSONResponse(await set_controller(name))
 
     routes = [
