@@ -37,6 +37,9 @@ def test_tritonclient_gets_correct_results(tiny_spec, binary: bool) -> None:
         assert client.is_model_ready("tiny") and client.is_model_ready("tiny-l")
         meta = client.get_model_metadata("tiny")
         assert meta["inputs"][0] == {"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}
+        assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("logits", "FP32")]
+        assert meta["outputs"][0]["shape"][-1] == 10  # the batch dimension may be open (-1)
+        assert client.get_model_metadata("tiny-l")["outputs"] == meta["outputs"]
         assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
         x = np.random.default_rng(0).standard_normal((3, 1, 8, 8)).astype(np.float32)
         for model in ("tiny", "tiny-m", "tiny-l"):

@@ -150,7 +150,10 @@ def create_app(
         variants = spec.variant_names() if name == spec.application else [name]
         return JSONResponse({"name": name, "versions": list(VERSIONS),
                              "platform": "onnxruntime_onnx",
-                             "inputs": [tensor], "outputs": [], "parameters": {
+                             "inputs": [tensor], "outputs": [
+                                 {"name": o.name, "datatype": datatype_of(o.dtype),
+                                  "shape": list(o.shape)} for o in plane.outputs_of(name)],
+                             "parameters": {
                                  "application": spec.application, "variants": variants,
                                  "deadline_ms": spec.deadline_ms}})
 

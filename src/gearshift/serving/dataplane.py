@@ -25,6 +25,7 @@ from gearshift.errors import BadRequest, GearshiftError, ModelNotFound
 from gearshift.protocol import DecodedRequest, InputSignature, datatype_of
 from gearshift.serving.metrics import Metrics
 from gearshift.types import JSONObject
+from gearshift.zoo.spec import OutputInfo
 
 
 @dataclass
@@ -52,11 +53,13 @@ MAX_DEADLINE_MS = 3_600_000  # one hour: beyond it a deadline means nothing to t
 class DataPlane:
     def __init__(self, pool: ReplicaPool, metrics: Metrics,
                  clock: Callable[[], float] = time.perf_counter,
-                 outputs: Mapping[str, Sequence[str]] | None = None) -> None:
-        """`outputs`: each variant's output names, to refuse a request for an output no variant
-        that may answer it has before it is queued (a variant left out is not checked)."""
+                 outputs: Mapping[str, Sequence[OutputInfo]] | None = None) -> None:
+        """`outputs`: each variant's outputs, to refuse a request for an output no variant
+        that may answer it has before it is queued (a variant left out is not checked), and
+        for the model metadata."""
         self.pool = pool
-        self._outputs = {k: frozenset(v) for k, v in (outputs or {}).items()}
+        self._info = {k: list(v) for k, v in (outputs or {}).items()}
+        self._outputs = {k: frozenset(o.name for o in v) for k, v in self._info.items()}
         self.spec = pool.spec
         self.metrics = metrics
         self._clock = clock
@@ -90,6 +93,24 @@ class DataPlane:
             raise BadRequest(f"parameters.deadline_ms must be a positive number of milliseconds "
                              f"up to {MAX_DEADLINE_MS} (one hour), got {shown}")
         return float(value)
+
+    def outputs_of(self, name: str) -> list[OutputInfo]:
+        """The outputs of variant `name`, or for the application those every variant has
+        (a dimension the variants disagree on is -1); [] where unknown."""
+        variants = self.spec.variant_names() if name == self.spec.application else [name]
+        if not variants or any(v not in self._info for v in variants):
+            return []
+        first, *rest = (self._info[v] for v in variants)
+        merged = []
+        for o in first:
+            same = [p for r in rest for p in r if p.name == o.name and p.dtype == o.dtype
+                    and len(p.shape) == len(o.shape)]
+            if len(same) != len(rest):
+                continue
+            shape = tuple(d if all(p.shape[i] == d for p in same) else -1
+                          for i, d in enumerate(o.shape))
+            merged.append(OutputInfo(o.name, o.dtype, shape))
+        return merged
 
     def check_outputs(self, pinned: str | None, requested: list[str] | None) -> None:
         """Refuse (400) requested outputs that the pinned variant, or for the application every

@@ -37,7 +37,7 @@ from gearshift.serving.dataplane import DataPlane
 from gearshift.serving.http_limits import limited_protocol
 from gearshift.serving.metrics import Metrics
 from gearshift.types import Allocation, Decision, StatusDoc
-from gearshift.zoo.spec import PoolSpec, model_output_names
+from gearshift.zoo.spec import PoolSpec, model_outputs
 
 log = logging.getLogger("gearshift.server")
 
@@ -101,7 +101,7 @@ class Server:
         self.initial = initial
         self._policies = policies
         self.pool = ReplicaPool(spec, settings.pool)
-        self.plane = DataPlane(self.pool, Metrics(), outputs=model_output_names(spec))
+        self.plane = DataPlane(self.pool, Metrics(), outputs=model_outputs(spec))
         self.loop = ControlLoop(self.plane, controller, settings.period_s, settings.control_log,
                                 log_max_bytes=settings.control_log_max_bytes)
         self.ready = False

@@ -11,9 +11,11 @@ fails with one `SpecError` naming the field and the fix.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -183,19 +185,35 @@ def check_model_files(spec: PoolSpec, where: Path) -> None:
         _check_input(spec, model, f"invalid pool spec {where}: variants[{i}] ({v.name})")
 
 
-def model_output_names(spec: PoolSpec) -> dict[str, list[str]]:
-    """Each variant's output names, read from its ONNX graph (not its weights); a variant whose
+@dataclass(frozen=True)
+class OutputInfo:
+    """One output of a variant's graph: its name, numpy dtype name and shape (-1 where the
+    graph leaves a dimension open)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def model_outputs(spec: PoolSpec) -> dict[str, list[OutputInfo]]:
+    """Each variant's outputs, read from its ONNX graph (not its weights); a variant whose
     file cannot be read is left out."""
     import onnx  # local: loading a spec without checks must not need onnx
 
-    names: dict[str, list[str]] = {}
+    found: dict[str, list[OutputInfo]] = {}
     for v in spec.variants:
         try:
             model = onnx.load(str(spec.model_path(v.name)), load_external_data=False)
+            found[v.name] = [
+                OutputInfo(o.name,
+                           np.dtype(onnx.helper.tensor_dtype_to_np_dtype(
+                               o.type.tensor_type.elem_type)).name,
+                           tuple(d.dim_value if d.HasField("dim_value") else -1
+                                 for d in o.type.tensor_type.shape.dim))
+                for o in model.graph.output]
         except Exception:  # onnx raises several types for a bad file; the pool will say why
             continue
-        names[v.name] = [o.name for o in model.graph.output]
-    return names
+    return found
 
 
 def _check_input(spec: PoolSpec, model: Any, prefix: str) -> None:
