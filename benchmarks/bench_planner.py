@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gearshift.planning.planner import PlanSettings, plan
+from gearshift.planning.planner import plan
+from gearshift.planning.settings import PlanSettings
 from gearshift.profiling.profile import MachineInfo, Profile, load_profile
 from gearshift.sim.kernel import warm_up
 from gearshift.types import Allocation

@@ -31,7 +31,7 @@ from gearshift.control.factory import SWITCHING
 from gearshift.experiment import offline
 from gearshift.experiment.shapes import shapes
 from gearshift.loadgen.workload import parse_workload
-from gearshift.planning.planner import PlanSettings
+from gearshift.planning.settings import PlanSettings
 from gearshift.policy import ORACLE, PAPER, QUEUE_AWARE, TABLE, static_name
 from gearshift.profiling.profile import Profile, load_profile
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gearshift.experiment.runner import ExperimentSettings, run_experiment
-from gearshift.planning.planner import PlanSettings
+from gearshift.planning.settings import PlanSettings
 from gearshift.reports.frame import read_records
 
 pytestmark = pytest.mark.slow

@@ -138,21 +138,29 @@ class FakePlane:
         return Window(arrivals=2)
 
 
-def test_the_server_ticks_on_a_fixed_schedule_with_an_injected_clock() -> None:
+def run_until_seen(policy: Alternate, plane: FakePlane, periods: int) -> ControlLoop:
+    """A ControlLoop on a fake clock (each tick 30 ms late), run until `policy` has seen
+    `periods` observations, still running then, and stopped."""
     clock = FakeClock()
-    policy = Alternate()
-    plane = FakePlane()
     loop = ControlLoop(plane, Controller(policy, keep_log=False), 0.5,  # type: ignore[arg-type]
                        clock=clock, sleep=clock.sleep)
 
     async def main() -> None:
         task = asyncio.create_task(loop.run())
-        while len(policy.seen) < 6:
+        while len(policy.seen) < periods:
             await asyncio.sleep(0)
+        assert not task.done()  # still running
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(main())
+    return loop
+
+
+def test_the_server_ticks_on_a_fixed_schedule_with_an_injected_clock() -> None:
+    policy = Alternate()
+    plane = FakePlane()
+    run_until_seen(policy, plane, 6)
     # each tick is 30 ms late, but lateness does not add up: tick k is due at k x 0.5 s
     assert [round(o.t_s, 3) for o in policy.seen] == [0.53, 1.03, 1.53, 2.03, 2.53, 3.03]
     assert all(o.rate_rps == 4.0 for o in policy.seen)
@@ -211,21 +219,9 @@ class FailsOnce(Alternate):
 
 
 def test_a_policy_that_raises_costs_one_tick_and_is_reported() -> None:
-    clock = FakeClock()
     policy = FailsOnce()
     plane = FakePlane()
-    loop = ControlLoop(plane, Controller(policy, keep_log=False), 0.5,  # type: ignore[arg-type]
-                       clock=clock, sleep=clock.sleep)
-
-    async def main() -> None:
-        task = asyncio.create_task(loop.run())
-        while len(policy.seen) < 4:
-            await asyncio.sleep(0)
-        assert not task.done()  # still running
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    asyncio.run(main())
+    loop = run_until_seen(policy, plane, 4)
     assert "RuntimeError: decide exploded" in loop.last_error
     assert len(plane.pool.switched) == 3  # ticks 1, 3 and 4 applied a decision; tick 2 none
     assert [round(o.t_s, 2) for o in policy.seen] == [0.53, 1.03, 1.53, 2.03]

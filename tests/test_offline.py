@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gearshift.experiment.offline import ORACLE, PAPER, SweepJob, deadline_sweep
-from gearshift.planning.planner import PlanSettings
+from gearshift.planning.settings import PlanSettings
 from gearshift.types import Allocation
 from tests.synthetic import exponential_ms, make_profile
 

@@ -15,7 +15,8 @@ from gearshift.control.factory import make_policy, parse_options
 from gearshift.control.policies import QueueAwarePolicy, TablePolicy
 from gearshift.errors import SpecError
 from gearshift.planning.ladders import fallback_ladders
-from gearshift.planning.planner import PlanSettings, plan
+from gearshift.planning.planner import plan
+from gearshift.planning.settings import PlanSettings
 from gearshift.planning.table import PolicyTable
 from gearshift.policy import Observation
 from gearshift.profiling.profile import Profile

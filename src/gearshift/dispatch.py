@@ -8,9 +8,9 @@ A rung m is described by two times, both from the same statistic of its service 
 the mean overhead. The request is served by the first rung whose safe time fits what is left
 before its deadline, else the first whose median does, else dropped: a request that its
 median service and the path's overhead would not bring in on time is more likely late than
-not, and its replica time is better spent on the next one. A request that waited under `FREE_WAIT_S`
-found a replica free and is always served by rung 0 (it could not have been helped, and it
-keeps the service estimates honest); one whose deadline has passed never is.
+not, and its replica time is better spent on the next one. A request that waited under
+`FREE_WAIT_S` found a replica free and is always served by rung 0 (it could not have been
+helped, and it keeps the service estimates honest); one whose deadline has passed never is.
 
 The simulator's kernel calls `choose_rung` compiled (numba); the pool calls the very same
 function uncompiled (`choose_rung.py_func`), so that a server never waits for a compilation.

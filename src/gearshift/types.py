@@ -74,7 +74,8 @@ def safe_quantiles(accuracies: Sequence[float]) -> tuple[float, ...]:
 DropRule = Literal["hopeless", "expired", "never"]
 """When a request with a deadline is answered 504 instead of served, decided at dispatch:
 "expired": its deadline has passed; "hopeless": also when the variant's median service time
-and the path's mean overhead would overrun it; "never": every request is served, however late (`gearshift.dispatch`)."""
+and the path's mean overhead would overrun it; "never": every request is served, however late
+(`gearshift.dispatch`)."""
 
 
 class AccuracyKind(str, Enum):

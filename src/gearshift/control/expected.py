@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gearshift.planning.planner import PlanSettings, tie_order
+from gearshift.planning.planner import tie_order
+from gearshift.planning.settings import PlanSettings
 from gearshift.planning.table import GridPoint, PolicyTable
 from gearshift.policy import Observation
 from gearshift.types import Allocation, Decision
@@ -140,9 +141,9 @@ class ExpectedTablePolicy:
     plans expected (within `miss_z` Poisson sd, over about 1 / (1 - `memory`) periods): a
     host slower than its profile, as a busy machine or a calibration that saw no tails makes
     it, moves every candidate's score alike, towards those with room to spare, rather than
-    the one in force's alone. The best is taken unless the choice in force is within `keep_margin` of
-    it (`realloc_margin` more when the best needs another R x T: a handover in which the new
-    replicas wait for the old ones' cores). Candidates within `tie_tol` of the best are ties,
+    the one in force's alone. The best is taken unless the choice in force is within
+    `keep_margin` of it (`realloc_margin` more when the best needs another R x T: a handover
+    in which the new replicas wait for the old ones' cores). Candidates within `tie_tol` of the best are ties,
     broken as the planner does (fewer cores, more replicas).
 
     Against `TablePolicy` (the paper's: smoothed one-period counts, ranges, hysteresis): on a

@@ -18,7 +18,8 @@ import numpy as np
 
 from gearshift.control.factory import SWITCHING, make_policy, options_for
 from gearshift.control.policies import SchedulePolicy
-from gearshift.planning.planner import PlanSettings, plan_table
+from gearshift.planning.planner import plan_table
+from gearshift.planning.settings import PlanSettings
 from gearshift.planning.table import PolicyTable
 from gearshift.policy import ORACLE, PAPER, Controller, Policy, static_name
 from gearshift.profiling.profile import Profile, load_profile, save_profile

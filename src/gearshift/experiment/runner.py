@@ -25,7 +25,8 @@ from gearshift.experiment.calibrate import CalibrationSettings, calibrate
 from gearshift.experiment.live import LiveRun, ServerArgs, live_server, run_policy
 from gearshift.loadgen.payloads import Payload, labelled_payloads, random_payloads
 from gearshift.loadgen.workload import parse_workload
-from gearshift.planning.planner import DEFAULT_PLAN, PlanSettings, plan_table
+from gearshift.planning.planner import plan_table
+from gearshift.planning.settings import DEFAULT_PLAN, PlanSettings
 from gearshift.planning.table import PolicyTable, save_policy
 from gearshift.policy import ORACLE, PAPER, TABLE
 from gearshift.profiling.profile import Profile, save_profile

@@ -44,10 +44,7 @@ from typing import TypeVar
 import numpy as np
 
 from gearshift.planning.ladders import fallback_ladders
-
-# re-exported: the planning constants' callers import them from here too
-from gearshift.planning.settings import DEFAULT_PLAN as DEFAULT_PLAN  # noqa: PLC0414
-from gearshift.planning.settings import PlanSettings as PlanSettings  # noqa: PLC0414
+from gearshift.planning.settings import DEFAULT_PLAN, PlanSettings
 from gearshift.planning.table import GridPoint, PolicyRange, PolicyTable
 from gearshift.profiling.profile import Profile
 from gearshift.progress import StepCallback as Progress
@@ -57,8 +54,6 @@ from gearshift.sim.simulator import serve_fixed
 from gearshift.types import Allocation
 
 T = TypeVar("T")
-
-
 
 
 def plan_table(profile: Profile, deadline_ms: float, settings: PlanSettings = DEFAULT_PLAN,

@@ -78,8 +78,8 @@ class ServerSettings:
     max_inflight_body_bytes: int = 512 << 20  # inference bodies held at once; 503 beyond
 
     def __post_init__(self) -> None:
-        for name in ("control_log_max_bytes", "max_body_bytes", "max_header_bytes", "max_headers", "max_connections",
-                     "max_elements"):
+        for name in ("control_log_max_bytes", "max_body_bytes", "max_header_bytes",
+                     "max_headers", "max_connections", "max_elements"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServerSettings.{name} must be at least 1")
         if self.max_inflight_body_bytes < self.max_body_bytes:

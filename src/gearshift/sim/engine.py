@@ -14,12 +14,11 @@ path (HTTP, IPC, event loop) and does not occupy a replica; the deadline check a
 counts its mean. That check follows the live pool's `DropRule`: "expired" drops a request whose
 deadline has passed when a replica would start it; "hopeless" also one whose start plus the
 median service time of the variant and allocation in force and the mean overhead would overrun
-it. A decision's
-fallbacks (lighter variants, in order) change whom it is served by: the first of the variant
-in force and its fallbacks whose service time at its `types.safe_quantiles` entry (at least
-p90; higher when the next is nearly as accurate) plus the mean overhead fits what is left,
-else the first whose median service time plus the mean overhead does, else it is dropped: the live pool's rule,
-`gearshift.dispatch`.
+it. A decision's fallbacks (lighter variants, in order) change whom it is served by: the first
+of the variant in force and its fallbacks whose service time at its `types.safe_quantiles`
+entry (at least p90; higher when the next is nearly as accurate) plus the mean overhead fits
+what is left, else the first whose median service time plus the mean overhead does, else it is
+dropped: the live pool's rule, `gearshift.dispatch`.
 
 Reallocation: a decision with a new R x T at time t makes the new replicas available at
 t + realloc_delay_s, each once the old replicas on its cores have finished what they hold; until then the old replicas keep serving the queue (the live

@@ -204,15 +204,15 @@ def model_outputs(spec: PoolSpec) -> dict[str, list[OutputInfo]]:
     for v in spec.variants:
         try:
             model = onnx.load(str(spec.model_path(v.name)), load_external_data=False)
-            found[v.name] = [
-                OutputInfo(o.name,
-                           np.dtype(onnx.helper.tensor_dtype_to_np_dtype(
-                               o.type.tensor_type.elem_type)).name,
-                           tuple(d.dim_value if d.HasField("dim_value") else -1
-                                 for d in o.type.tensor_type.shape.dim))
-                for o in model.graph.output]
         except Exception:  # onnx raises several types for a bad file; the pool will say why
             continue
+        found[v.name] = [
+            OutputInfo(o.name,
+                       np.dtype(onnx.helper.tensor_dtype_to_np_dtype(
+                           o.type.tensor_type.elem_type)).name,
+                       tuple(d.dim_value if d.HasField("dim_value") else -1
+                             for d in o.type.tensor_type.shape.dim))
+            for o in model.graph.output]
     return found
 
 
