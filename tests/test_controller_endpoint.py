@@ -106,3 +106,19 @@ def test_a_policy_that_raises_is_shown_in_status_and_control_goes_on(tiny_spec) 
         r = httpx.post(f"http://{url}/v2/models/tiny/infer", timeout=10, json={"inputs": [
             {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]})
         assert r.status_code == 200
+
+
+def test_a_controller_switch_retunes_the_dispatch_rule_from_the_profile(tiny_spec) -> None:
+    """The overhead the pool's drop rule counts is read again with each switch (an experiment
+    calibrates the profile through the running server); what the rule then does with it is
+    `test_dispatch.test_a_new_overhead_moves_the_rule`."""
+    read: list[float | None] = [None, 40.0]
+    settings = ServerSettings(port=free_port(), period_s=3600.0)
+    with serving(tiny_spec, DECISIONS["a"], settings, _factory([]),
+                 lambda: read.pop(0)) as (url, server):
+        put = f"http://{url}/gearshift/controller"
+        before = server.pool.settings.overhead_ms
+        assert httpx.put(put, json={"controller": "a"}, timeout=60).status_code == 200
+        assert server.pool.settings.overhead_ms == before  # None: kept
+        assert httpx.put(put, json={"controller": "a"}, timeout=60).status_code == 200
+        assert server.pool.settings.overhead_ms == 40.0

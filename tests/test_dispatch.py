@@ -129,6 +129,22 @@ def test_apply_keeps_the_decisions_fallbacks(tiny_spec: PoolSpec) -> None:
     assert pool._choose(job, 1, now=0.010)[1].startswith("deadline cannot be met")
 
 
+def test_a_new_overhead_moves_the_rule(tiny_spec: PoolSpec) -> None:
+    """`set_overhead_ms` (a calibrated profile's overhead, taken at a controller switch): a
+    request its median service time would just bring in is dropped once the path is known
+    to cost more; the replies already recorded are kept."""
+    variant = tiny_spec.variants[0].name
+    pool = ReplicaPool(tiny_spec, PoolSettings(service_samples_ms={(variant, 1): (40.0,) * 5}))
+    route(pool, Decision(variant, A1))
+    job = _Job(0, None, {}, asyncio.get_event_loop_policy().new_event_loop().create_future(),
+               enqueued_s=0.0, expires_s=0.060)
+    assert pool._choose(job, 1, now=0.010) == (variant, "")  # 40 ms fits the 50 left
+    pool.set_overhead_ms(15.0)
+    assert pool._choose(job, 1, now=0.010)[1].startswith("deadline cannot be met")
+    with pytest.raises(ValueError, match="overhead_ms"):
+        pool.set_overhead_ms(-1.0)
+
+
 # --- whole runs: the kernel against the live pool's own dispatch ---------------------------
 
 

@@ -117,6 +117,25 @@ def test_latency_is_wait_plus_service_plus_overhead() -> None:
     assert float(np.mean(cols.service_ms)) == pytest.approx(10.0, rel=0.01)
 
 
+def test_a_request_that_waited_gets_the_busy_overhead() -> None:
+    """Dispatched at once: an idle-path sample; after waiting for a replica: a busy one; and
+    the dispatch rule counts the busy mean (it judges waiting requests only)."""
+    profile = make_profile({("m", A1): constant_ms(10.0)}, {"m": 0.7}, overhead_ms=[1.0, 2.0])
+    profile = profile.model_copy(update={"overhead_busy_ms": [5.0, 7.0]})
+    arrivals = np.array([0.0, 0.001, 0.1, 0.2, 0.2005])  # 2nd and 5th wait behind another
+    cols = simulate_fixed(profile, "m", A1, arrivals, NO_DEADLINE_MS, seed=3)
+    overhead_ms = np.round(cols.latency_ms - cols.queue_ms - cols.service_ms, 6)
+    waited = cols.queue_ms >= 1.0
+    assert waited.tolist() == [False, True, False, False, True]
+    assert set(overhead_ms[waited]) <= {5.0, 7.0}
+    assert set(overhead_ms[~waited]) <= {1.0, 2.0}
+    assert profile.dispatch_overhead_ms() == pytest.approx(6.0)
+    assert ServiceSampler.from_profile(profile).dispatch_overhead_ms() == pytest.approx(6.0)
+    # 10 ms of service + 6 ms of overhead leaves 4 ms of queueing for a 20 ms deadline
+    late = simulate_fixed(profile, "m", A1, np.array([0.0, 0.005, 0.0055]), 20.0, seed=3)
+    assert late.answered.tolist() == [True, False, False]
+
+
 # --- drop at dispatch, overload -------------------------------------------------------------
 
 

@@ -341,7 +341,7 @@ def serve(
         expected_service_ms={(e.variant, e.threads): float(np.mean(e.service_ms))
                              for e in entries},
         service_samples_ms={(e.variant, e.threads): tuple(e.service_ms) for e in entries},
-        overhead_ms=float(np.mean(prof.overhead_ms)) if prof else 0.0)
+        overhead_ms=prof.dispatch_overhead_ms() if prof else 0.0)
     try:
         settings = ServerSettings(
             host=host, port=port, period_s=period_s, control_log=control_log,
@@ -354,7 +354,8 @@ def serve(
     except ValueError as exc:
         raise _fail(SpecError(str(exc))) from None
     server = Server(spec, Controller(pol, keep_log=False), initial, settings,
-                    _policies_from_files(spec, policy, profile_path, options, digest))
+                    _policies_from_files(spec, policy, profile_path, options, digest),
+                    _overhead_from_file(profile_path, digest))
     console.print(f"serving {spec.application} ({', '.join(spec.variant_names())}) on "
                   f"http://{host}:{port} with the {pol.name} controller; starting at "
                   f"{initial.variant} {initial.allocation}")
@@ -397,6 +398,17 @@ def _policies_from_files(spec: PoolSpec, policy: Path, profile: Path,
                            spec.variant_names(), options_for(name, options))
 
     return build
+
+
+def _overhead_from_file(profile: Path, digest: str) -> Callable[[], float | None]:
+    """Reads the dispatch rule's overhead from the profile on disk at each controller switch
+    (`gearshift experiment` calibrates the profile through the running server)."""
+    from gearshift.profiling.profile import load_profile
+
+    def read() -> float | None:
+        return load_profile(profile, digest).dispatch_overhead_ms() if profile.is_file() else None
+
+    return read
 
 
 def _register() -> None:

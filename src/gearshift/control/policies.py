@@ -199,7 +199,7 @@ class QueueAwarePolicy:
         self.candidates = candidates_from(profile)
         self.deadline_s = deadline_ms / 1000.0
         self.headroom = table.headroom
-        self.overhead_s = float(np.mean(profile.overhead_ms)) / 1000.0
+        self.overhead_s = profile.dispatch_overhead_ms() / 1000.0  # a request behind a backlog
 
     def initial_state(self) -> RateState | WindowState:
         return self.table_policy.initial_state()

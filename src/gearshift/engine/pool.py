@@ -29,7 +29,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -133,6 +133,14 @@ class ReplicaPool:
             done.set_result(None)
             return done
         return loop.create_task(self._life.apply(decision.allocation))
+
+    def set_overhead_ms(self, overhead_ms: float) -> None:
+        """The serving path's mean overhead (ms) the dispatch rule counts from now on (a
+        profile calibrated through the front end measures it after the pool has started)."""
+        if not overhead_ms >= 0:
+            raise ValueError(f"overhead_ms must be >= 0, got {overhead_ms}")
+        self.settings = replace(self.settings, overhead_ms=float(overhead_ms))
+        self._stats.retune(self.settings)
 
     async def prewarm(self, allocations: list[Allocation]) -> None:
         """Load and park replicas for `allocations` now, so switching to them later loads

@@ -18,6 +18,10 @@ class ServiceStats:
         self._settings = settings
         self._recent: dict[tuple[str, int], deque[float]] = {}
 
+    def retune(self, settings: PoolSettings) -> None:
+        """Go on with `settings` (a new overhead, say), keeping the replies recorded."""
+        self._settings = settings
+
     def record(self, variant: str, threads: int, service_ms: float) -> None:
         """A reply's service time (ms)."""
         self._recent.setdefault((variant, threads), deque(maxlen=RECENT)).append(service_ms)

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from gearshift.dispatch import FREE_WAIT_S
 from gearshift.errors import GearshiftError
 from gearshift.loadgen.client import run_open_loop
 from gearshift.loadgen.payloads import Payload
@@ -143,11 +144,22 @@ def measure_capacity_rps(url: str, variant: str, payloads: list[Payload], offere
     return len(done) / max(max(done, default=seconds), seconds)
 
 
+@dataclass(frozen=True)
+class ServiceSamples:
+    """`service_ms`: worker-side service times; `busy_overhead_ms`: the serving path's own
+    cost (latency minus queue and service time) of the requests that waited for a replica."""
+
+    service_ms: list[float]
+    busy_overhead_ms: list[float]
+
+
 def measure_service_ms(url: str, controller: str, variant: str, rate_rps: float, count: int,
-                       payloads: list[Payload], seed: int, settle_s: float = 0.3) -> list[float]:
+                       payloads: list[Payload], seed: int, settle_s: float = 0.3
+                       ) -> ServiceSamples:
     """Worker-side service times (ms) of `count` Poisson requests at `rate_rps` through HTTP,
     served by `controller` (a static policy, e.g. `static:resnet50@2x1`) with `variant` asked
-    for: what a request costs with the front end and the load generator on the same cores."""
+    for: what a request costs with the front end and the load generator on the same cores;
+    and the overhead of those that queued (the front end beside busy replicas)."""
     wait_idle(url)
     set_controller(url, controller)
     time.sleep(settle_s)
@@ -155,7 +167,11 @@ def measure_service_ms(url: str, controller: str, variant: str, rate_rps: float,
     arrivals = np.cumsum(gaps) - gaps[0]
     result = asyncio.run(run_open_loop(url, variant, arrivals, payloads, 60_000.0,
                                        timeout_s=60.0))
-    return [r.service_ms for r in result.records if r.status == 200]
+    answered = [r for r in result.records if r.status == 200]
+    return ServiceSamples(
+        [r.service_ms for r in answered],
+        [max(0.0, r.latency_ms - r.queue_ms - r.service_ms) for r in answered
+         if r.queue_ms >= FREE_WAIT_S * 1000.0])
 
 
 def run_policy(url: str, model: str, name: str, arrivals_s: np.ndarray,

@@ -58,6 +58,11 @@ class Profile(_Model):
     overhead_ms: list[float] = Field(
         min_length=1, description="per-request serving-path overhead samples, beyond service time"
     )
+    overhead_busy_ms: list[float] = Field(
+        default_factory=list,
+        description="the same for requests that waited for a replica, measured through the live "
+                    "server with the replicas near saturation (the front end then shares the "
+                    "cores with busy replicas and takes longer); empty: `overhead_ms` for both")
     accuracy: dict[str, float] = Field(description="variant -> accuracy, copied from the spec")
     entries: list[AllocationProfile] = Field(min_length=1)
     calibration: str = Field(
@@ -78,6 +83,15 @@ class Profile(_Model):
 
     def service_samples_ms(self, variant: str, allocation: Allocation) -> np.ndarray:
         return np.asarray(self.entry(variant, allocation).service_ms, dtype=np.float64)
+
+    def busy_overhead_ms(self) -> list[float]:
+        """The overhead samples of a request that waited for a replica."""
+        return self.overhead_busy_ms or self.overhead_ms
+
+    def dispatch_overhead_ms(self) -> float:
+        """The overhead the dispatch rule counts (`gearshift.dispatch`), in the pool and the
+        simulator alike: the mean of a waiting request's, as the rule judges only those."""
+        return float(np.mean(self.busy_overhead_ms()))
 
     def capacity_rps(self) -> float:
         """The highest measured saturation throughput of any (variant, allocation)."""

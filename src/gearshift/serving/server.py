@@ -91,15 +91,22 @@ class ServerSettings:
 
 
 PolicyFactory = Callable[[str], tuple[Policy[Any], Decision]]
+OverheadSource = Callable[[], float | None]
+"""Reads the serving path's mean overhead (ms) that the dispatch rule should count, from the
+profile on disk (None: keep the one in force)."""
 
 
 class Server:
     def __init__(self, spec: PoolSpec, controller: Controller[Any], initial: Decision,
-                 settings: ServerSettings, policies: PolicyFactory | None = None) -> None:
-        """`policies` builds a controller by name for `PUT /gearshift/controller`."""
+                 settings: ServerSettings, policies: PolicyFactory | None = None,
+                 overhead: OverheadSource | None = None) -> None:
+        """`policies` builds a controller by name for `PUT /gearshift/controller`; `overhead`,
+        read at the same time, retunes the pool's dispatch rule (a profile calibrated through
+        this server after it started measures the overhead its clients see)."""
         self.settings = settings
         self.initial = initial
         self._policies = policies
+        self._overhead = overhead
         self.pool = ReplicaPool(spec, settings.pool)
         self.plane = DataPlane(self.pool, Metrics(), outputs=model_outputs(spec))
         self.loop = ControlLoop(self.plane, controller, settings.period_s, settings.control_log,
@@ -173,6 +180,10 @@ class Server:
         async with self._controller_lock:
             try:
                 policy, initial = await asyncio.to_thread(factory, name)
+                if self._overhead is not None:  # the profile's, as measured: taken as it is
+                    overhead_ms = await asyncio.to_thread(self._overhead)
+                    if overhead_ms is not None:
+                        self.pool.set_overhead_ms(overhead_ms)
             except GearshiftError:
                 raise
             except Exception as exc:
