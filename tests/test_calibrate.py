@@ -1,10 +1,10 @@
-"""Putting live service times into a profile (the experiment's calibration, pure part)."""
+"""Live service times and overheads put into a profile (the calibration's pure part)."""
 
 from __future__ import annotations
 
 import pytest
 
-from gearshift.experiment.calibrate import with_service
+from gearshift.experiment.calibrate import MIN_LOADED_SAMPLES, with_overhead, with_service
 from gearshift.types import Allocation
 from tests.synthetic import constant_ms, make_profile
 
@@ -22,3 +22,15 @@ def test_live_samples_replace_the_entry_and_scale_its_throughput() -> None:
     assert out.entry("heavy", A1) == profile.entry("heavy", A1)  # no samples: kept
     assert out.entry("light", A1) == profile.entry("light", A1)
     assert out.calibration == "live through test" and profile.calibration == ""
+
+
+def test_overhead_under_load_is_preferred_and_split_by_waiting() -> None:
+    profile = make_profile({("m", A1): constant_ms(5.0)}, {"m": 0.7}, overhead_ms=[0.5])
+    loaded_idle, loaded_busy = [4.0] * MIN_LOADED_SAMPLES, [7.0] * MIN_LOADED_SAMPLES
+    out = with_overhead(profile, [2.5] * 5, loaded_idle, loaded_busy)
+    assert out.overhead_ms == loaded_idle and out.overhead_busy_ms == loaded_busy
+    assert out.dispatch_overhead_ms() == pytest.approx(7.0)
+    few = with_overhead(profile, [2.5] * 5, [4.0] * 3, [7.0] * 3)  # too few under load
+    assert few.overhead_ms == [2.5] * 5 and few.overhead_busy_ms == []
+    assert few.dispatch_overhead_ms() == pytest.approx(2.5)  # the idle ones stand in
+    assert with_overhead(profile, [], [], []).overhead_ms == [0.5]  # nothing measured: kept

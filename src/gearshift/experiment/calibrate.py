@@ -5,11 +5,13 @@ HTTP, the front end and the load generator share those cores, and every request 
 on the 2-core reference machine ResNet-50's median service time rose ~25 % and the pool's
 answered rate fell ~30 %. A plan made from the in-process figures then picks variants that miss
 the deadline live. So an experiment re-measures, through the running server, the serving path's
-overhead (at rest, and of the requests that waited for a busy replica: the front end then takes
-longer, 5.6-6.8 ms mean against 3.5 live), every (variant, RxT)'s service times under load, and
-the rate the front end answers, and plans again from those.
+overhead, every (variant, RxT)'s service times under load, and the rate the front end answers,
+and plans again from those. The overhead is taken from the entries' runs under load, apart for
+the requests dispatched at once and those that waited for a busy replica (the front end then
+takes longer: live, 6.5-7 ms mean against 4.2); a run of requests one at a time measures it
+at rest, and the idle pool's figure (2.6 ms) is lower than either.
 
-`with_service` (pure) puts live samples into a profile; `calibrate` (side effects: HTTP) measures
+`with_service` and `with_overhead` (pure) put live samples into a profile; `calibrate` (side effects: HTTP) measures
 them.
 """
 
@@ -31,9 +33,10 @@ from gearshift.profiling.profile import AllocationProfile, Profile
 from gearshift.progress import StepCallback as Progress
 
 
-MIN_BUSY_SAMPLES = 20
-"""Fewer requests than this waited for a replica: the busy overhead is left unmeasured (the idle
-samples stand for it)."""
+MIN_LOADED_SAMPLES = 20
+"""The overhead of requests dispatched at once (and of those that waited) is taken from the
+entries' runs under load when at least this many of them did; else the overhead measured at
+rest stands for it (for the busy one: the idle samples)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,21 @@ def with_service(profile: Profile, samples: dict[tuple[str, int, int], list[floa
     return profile.model_copy(update={"entries": entries, "calibration": note})
 
 
+def with_overhead(profile: Profile, at_rest: list[float], idle: list[float],
+                  busy: list[float]) -> Profile:
+    """`profile` with the overhead samples (ms) measured through the server: `idle` (requests
+    of the runs under load dispatched at once) if there are `MIN_LOADED_SAMPLES`, else
+    `at_rest` (one request at a time), else its own; `busy` (those that waited) likewise, else
+    none (the idle ones stand for them)."""
+    update: dict[str, list[float]] = {}
+    chosen = idle if len(idle) >= MIN_LOADED_SAMPLES else at_rest
+    if chosen:
+        update["overhead_ms"] = [round(x, 4) for x in chosen]
+    if len(busy) >= MIN_LOADED_SAMPLES:
+        update["overhead_busy_ms"] = [round(x, 4) for x in busy]
+    return profile.model_copy(update=update)
+
+
 def calibrate(url: str, profile: Profile, probe: list[Payload], settings: CalibrationSettings,
               progress: Progress) -> Calibration:
     """Measure the serving path's overhead, every entry's service times and the HTTP capacity
@@ -82,6 +100,7 @@ def calibrate(url: str, profile: Profile, probe: list[Payload], settings: Calibr
     progress(0, n + 2, "serving path overhead")
     overhead = measure_overhead_ms(url, fastest.variant, fastest.percentile_ms(50), probe)
     samples: dict[tuple[str, int, int], list[float]] = {}
+    idle: list[float] = []
     busy: list[float] = []
     for i, e in enumerate(profile.entries):
         progress(i + 1, n + 2, f"{e.variant} {e.allocation}: service time under load")
@@ -91,16 +110,12 @@ def calibrate(url: str, profile: Profile, probe: list[Payload], settings: Calibr
             url, static_name(e.variant, str(e.allocation)), e.variant, rate, count, probe,
             settings.seed + i)
         samples[(e.variant, e.replicas, e.threads)] = measured.service_ms
+        idle += measured.idle_overhead_ms
         busy += measured.busy_overhead_ms
     calibrated = with_service(profile, samples, f"live through {url}: overhead (idle and "
                               f"beside busy replicas) and service times at {settings.load:g} x "
                               "profiled throughput")
-    if overhead:
-        calibrated = calibrated.model_copy(
-            update={"overhead_ms": [round(x, 4) for x in overhead]})
-    if len(busy) >= MIN_BUSY_SAMPLES:
-        calibrated = calibrated.model_copy(
-            update={"overhead_busy_ms": [round(x, 4) for x in busy]})
+    calibrated = with_overhead(calibrated, overhead, idle, busy)
     progress(n + 1, n + 2, "HTTP capacity")
     top = max(calibrated.entries, key=lambda e: e.throughput_rps)
     set_controller(url, static_name(top.variant, str(top.allocation)))

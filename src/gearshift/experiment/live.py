@@ -146,10 +146,12 @@ def measure_capacity_rps(url: str, variant: str, payloads: list[Payload], offere
 
 @dataclass(frozen=True)
 class ServiceSamples:
-    """`service_ms`: worker-side service times; `busy_overhead_ms`: the serving path's own
-    cost (latency minus queue and service time) of the requests that waited for a replica."""
+    """`service_ms`: worker-side service times; `idle_overhead_ms`, `busy_overhead_ms`: the
+    serving path's own cost (latency minus queue and service time) of the requests dispatched
+    at once and of those that waited for a replica."""
 
     service_ms: list[float]
+    idle_overhead_ms: list[float]
     busy_overhead_ms: list[float]
 
 
@@ -168,10 +170,11 @@ def measure_service_ms(url: str, controller: str, variant: str, rate_rps: float,
     result = asyncio.run(run_open_loop(url, variant, arrivals, payloads, 60_000.0,
                                        timeout_s=60.0))
     answered = [r for r in result.records if r.status == 200]
-    return ServiceSamples(
-        [r.service_ms for r in answered],
-        [max(0.0, r.latency_ms - r.queue_ms - r.service_ms) for r in answered
-         if r.queue_ms >= FREE_WAIT_S * 1000.0])
+    waited = [r.queue_ms >= FREE_WAIT_S * 1000.0 for r in answered]
+    overhead = [max(0.0, r.latency_ms - r.queue_ms - r.service_ms) for r in answered]
+    return ServiceSamples([r.service_ms for r in answered],
+                          [o for o, w in zip(overhead, waited, strict=True) if not w],
+                          [o for o, w in zip(overhead, waited, strict=True) if w])
 
 
 def run_policy(url: str, model: str, name: str, arrivals_s: np.ndarray,
