@@ -11,8 +11,8 @@ the requests dispatched at once and those that waited for a busy replica (the fr
 takes longer: live, 6.5-7 ms mean against 4.2); a run of requests one at a time measures it
 at rest, and the idle pool's figure (2.6 ms) is lower than either.
 
-`with_service` and `with_overhead` (pure) put live samples into a profile; `calibrate` (side effects: HTTP) measures
-them.
+`with_service` and `with_overhead` (pure) put live samples into a profile; `calibrate` (side
+effects: HTTP) measures them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from gearshift.loadgen.payloads import Payload
 from gearshift.policy import static_name
 from gearshift.profiling.profile import AllocationProfile, Profile
 from gearshift.progress import StepCallback as Progress
-
 
 MIN_LOADED_SAMPLES = 20
 """The overhead of requests dispatched at once (and of those that waited) is taken from the
