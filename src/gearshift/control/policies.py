@@ -216,7 +216,7 @@ class QueueAwarePolicy:
         latency_s = chosen.predicted_latency_s(obs.backlog, self.overhead_s, drain_s)
         if latency_s <= self.deadline_s or not self.rescues:
             return wanted, state
-        pick = self.rescue(obs.backlog, state.rate_rps, wanted.variant)
+        pick = self.rescue(obs.backlog, state.rate_rps, wanted.variant, obs.current.allocation)
         if pick is None:  # nothing would do better: fallbacks and the drop rule take the rest
             return wanted, state
         reason = (f"queue: backlog {obs.backlog}, table choice predicts "
@@ -250,20 +250,25 @@ class QueueAwarePolicy:
     def _accuracy(self, variant: str) -> float:
         return next(c.accuracy for c in self.candidates if c.decision.variant == variant)
 
-    def rescue(self, backlog: int, rate_rps: float, table_variant: str) -> Candidate | None:
+    def rescue(self, backlog: int, rate_rps: float, table_variant: str,
+               in_force: Allocation | None = None) -> Candidate | None:
         """The most accurate candidate of another variant than the table's predicted to meet
         the deadline at this backlog and sustain the rate, or None if none is (a deadline too
         tight for any p95, or a backlog beyond saving: the table's choice stays, its fallbacks
-        and the drop rule clear it). Another R x T of the table's variant is the table's call:
-        it costs a handover and, with fewer threads, speed per request (at 75 ms, moving
-        ResNet-18 from 1x2 to 2x1 on a backlog cost 0.010 of effective accuracy)."""
+        and the drop rule clear it); of those as accurate, one on the R x T `in_force` (a
+        handover costs the backlog a service time: at 75 ms, ResNet-50 1x2 rescued by
+        ResNet-18 2x1 on a backlog of two lost 0.003-0.009 of effective accuracy against the
+        table on 8 of 16 paths), then the higher capacity. Another R x T of the table's
+        variant is the table's call: it costs a handover and, with fewer threads, speed per
+        request (at 75 ms, moving ResNet-18 from 1x2 to 2x1 on a backlog cost 0.010)."""
         fits = [
             c for c in self.candidates
             if c.decision.variant != table_variant
             and c.predicted_latency_s(backlog, self.overhead_s) <= self.deadline_s
             and c.capacity_rps >= rate_rps
         ]
-        return max(fits, key=lambda c: (c.accuracy, c.capacity_rps)) if fits else None
+        return max(fits, key=lambda c: (c.accuracy, c.decision.allocation == in_force,
+                                        c.capacity_rps)) if fits else None
 
     def _find(self, variant: str, allocation: Allocation) -> Candidate | None:
         return next((c for c in self.candidates if c.decision.variant == variant
