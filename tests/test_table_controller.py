@@ -211,20 +211,3 @@ def test_the_risk_term_prefers_a_flat_candidate_to_a_steep_one_of_the_same_mean(
     hedged = grid.expected(10.0, 3.0, ExpectedTablePolicy.risk)
     assert hedged[1] == pytest.approx(0.70) and hedged[0] < hedged[1]
 
-
-def test_a_switching_policy_starts_from_the_best_candidate_over_the_load_grid(
-        planned: tuple[Profile, PolicyTable]) -> None:
-    """Before its first period it knows no rate: `table` and `queue-aware` start from the
-    candidate best on average over the grid, not the lightest load's (heavy) choice, which
-    `table:paper` keeps."""
-    profile, table = planned
-    keys = sorted({(p.variant, p.replicas, p.threads) for p in table.grid})
-    mean = {k: np.mean([p.effective_accuracy for p in table.grid
-                        if (p.variant, p.replicas, p.threads) == k]) for k in keys}
-    best = max(keys, key=lambda k: mean[k])
-    for name in ("table", "queue-aware"):
-        _, first = make_policy(name, table, profile, 300.0, profile.variants())
-        assert (first.variant, first.allocation.replicas, first.allocation.threads) == best
-        assert first.fallbacks == tuple(table.fallbacks.get(first.variant, ()))
-    _, paper = make_policy("table:paper", table, profile, 300.0, profile.variants())
-    assert paper.variant == table.ranges[0].variant == "heavy" != best[0]
