@@ -1,7 +1,8 @@
 """gearshift's table controller: the rate over the longest recent window without a change, every
 candidate of the planner's grid scored by its expected effective accuracy over the estimate's
 uncertainty less a multiple of its spread there, at the load the host's live misses say it acts
-as if it had, the choice in force kept within noise. Pure: `decide(observation, state) -> (decision, state)`, as every policy."""
+as if it had, the choice in force kept within noise. Pure: `decide(observation, state) ->
+(decision, state)`, as every policy."""
 
 from __future__ import annotations
 
@@ -59,13 +60,13 @@ class WindowState:
     """`counts`: arrivals of the last periods (newest last, at most max(WINDOWS)).
     `rate_rps`, `window_s`: the rate estimate and the window it spans. `choice`: index of the
     candidate in force (-1 before the first period). `expected`: its score at the estimate
-    (expected effective accuracy less the risk term). `resolved`, `missed`: the requests answered or dropped while a
-    candidate had been in force for a deadline and a period, and those of them late or
-    dropped; `planned[k]`: the misses the plans of the candidates in force expected of them
-    were the load `LOAD_FACTORS[k]` x the rate (decaying sums, `ExpectedTablePolicy.memory`).
-    `load_factor`: the one of `LOAD_FACTORS` the scores were read at. `in_force`: the
-    (variant, R, T) the host last reported in force, and `since_s` the host time it first
-    did."""
+    (expected effective accuracy less the risk term). `resolved`, `missed`: the requests
+    answered or dropped while a candidate had been in force for a deadline and a period, and
+    those of them late or dropped; `planned[k]`: the misses the plans of the candidates in
+    force expected of them were the load `LOAD_FACTORS[k]` x the rate (decaying sums,
+    `ExpectedTablePolicy.memory`). `load_factor`: the one of `LOAD_FACTORS` the scores were
+    read at. `in_force`: the (variant, R, T) the host last reported in force, and `since_s`
+    the host time it first did."""
 
     counts: tuple[int, ...] = ()
     rate_rps: float = math.nan
@@ -152,10 +153,10 @@ class ExpectedTablePolicy:
     its capacity, a standing queue absorbed by fallbacks) loses to a flat one of nearly the
     same mean, as a burst the Poisson plan does not see would have it (live, a Twitter-trace
     path at 500 ms: 36 drops in two one-second spikes against static ResNet-18's few). The
-    best is taken unless the choice in force is within
-    `keep_margin` of it (`realloc_margin` more when the best needs another R x T: a handover
-    in which the new replicas wait for the old ones' cores). Candidates within `tie_tol` of the best are ties,
-    broken as the planner does (fewer cores, more replicas).
+    best is taken unless the choice in force is within `keep_margin` of it (`realloc_margin`
+    more when the best needs another R x T: a handover in which the new replicas wait for the
+    old ones' cores). Candidates within `tie_tol` of the best are ties, broken as the planner
+    does (fewer cores, more replicas).
 
     Against `TablePolicy` (the paper's: smoothed one-period counts, ranges, hysteresis): on a
     steady light load a 0.5 s count of 1-2 arrivals no longer sends the server to a heavy

@@ -20,14 +20,15 @@ time of the variant and allocation in force and that overhead would overrun it. 
 fallbacks (lighter variants, in order) change whom it is served by: the first of the variant in
 force and its fallbacks whose service time at its `types.safe_quantiles` entry (at least p90;
 higher when the next is nearly as accurate) plus that overhead fits what is left, else the first
-whose median service time plus that overhead does, else it is
-dropped: the live pool's rule, `gearshift.dispatch`.
+whose median service time plus that overhead does, else it is dropped: the live pool's rule,
+`gearshift.dispatch`.
 
 Reallocation: a decision with a new R x T at time t makes the new replicas available at
-t + realloc_delay_s, each once the old replicas on its cores have finished what they hold; until then the old replicas keep serving the queue (the live
-pool keeps the old workers active while the new ones load), already with the new variant, so the
-profile needs an entry for (new variant, old allocation) when the delay is > 0. Requests already
-in service finish on their old replica; the CPU contention of that overlap is not modelled.
+t + realloc_delay_s, each once the old replicas on its cores have finished what they hold;
+until then the old replicas keep serving the queue (the live pool keeps the old workers active
+while the new ones load), already with the new variant, so the profile needs an entry for (new
+variant, old allocation) when the delay is > 0. Requests already in service finish on their old
+replica; the CPU contention of that overlap is not modelled.
 """
 
 from __future__ import annotations

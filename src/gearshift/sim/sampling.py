@@ -64,6 +64,7 @@ class ServiceSampler:
 
     @property
     def busy_s(self) -> np.ndarray:
+        """The overhead samples (s) of a request that waited for a replica."""
         return self.overhead_s if self.overhead_busy_s is None else self.overhead_busy_s
 
     def overhead(self, u: np.ndarray, waited: np.ndarray | None = None) -> np.ndarray:
