@@ -130,7 +130,7 @@ def test_a_request_that_waited_gets_the_busy_overhead() -> None:
     assert set(overhead_ms[waited]) <= {5.0, 7.0}
     assert set(overhead_ms[~waited]) <= {1.0, 2.0}
     assert profile.dispatch_overhead_ms() == pytest.approx(6.0)
-    assert ServiceSampler.from_profile(profile).dispatch_overhead_ms() == pytest.approx(6.0)
+    assert ServiceSampler.from_profile(profile).dispatch_overhead_ms == pytest.approx(6.0)
     # 10 ms of service + 6 ms of overhead leaves 4 ms of queueing for a 20 ms deadline
     late = simulate_fixed(profile, "m", A1, np.array([0.0, 0.005, 0.0055]), 20.0, seed=3)
     assert late.answered.tolist() == [True, False, False]

@@ -251,7 +251,7 @@ class QueueAwarePolicy:
         return next(c.accuracy for c in self.candidates if c.decision.variant == variant)
 
     def rescue(self, backlog: int, rate_rps: float, table_variant: str,
-               in_force: Allocation | None = None) -> Candidate | None:
+               in_force: Allocation) -> Candidate | None:
         """The most accurate candidate of another variant than the table's predicted to meet
         the deadline at this backlog and sustain the rate, or None if none is (a deadline too
         tight for any p95, or a backlog beyond saving: the table's choice stays, its fallbacks

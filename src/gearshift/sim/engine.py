@@ -214,7 +214,7 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
     deadlines = None if inputs.deadline_s is None else inputs.deadline_s[lo:hi]
     slack = safe = None
     if inputs.hopeless:
-        overhead_ms = inputs.sampler.dispatch_overhead_ms()
+        overhead_ms = inputs.sampler.dispatch_overhead_ms
         quantiles = safe_quantiles([inputs.sampler.accuracy[v] for v in rungs])
         times = [rung_times_s(inputs.sampler.samples_s(v, alloc) * 1000.0, q, overhead_ms)
                  for v, q in zip(rungs, quantiles, strict=True)]

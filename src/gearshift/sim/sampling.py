@@ -35,12 +35,14 @@ class RequestDraws:
 class ServiceSampler:
     """A profile's samples in seconds, keyed by (variant, allocation); overhead samples of a
     request dispatched at once (`overhead_s`) and of one that waited for a replica
-    (`overhead_busy_s`, `Profile.busy_overhead_ms`)."""
+    (`overhead_busy_s`, `Profile.busy_overhead_ms`), and the overhead the dispatch rule counts
+    (`Profile.dispatch_overhead_ms`)."""
 
     service_s: dict[tuple[str, Allocation], np.ndarray]
     overhead_s: np.ndarray
+    overhead_busy_s: np.ndarray
+    dispatch_overhead_ms: float
     accuracy: dict[str, float]
-    overhead_busy_s: np.ndarray | None = None
 
     @classmethod
     def from_profile(cls, profile: Profile) -> ServiceSampler:
@@ -48,9 +50,9 @@ class ServiceSampler:
             (e.variant, e.allocation): np.asarray(e.service_ms, dtype=np.float64) / 1000.0
             for e in profile.entries
         }
-        overhead = np.asarray(profile.overhead_ms, dtype=np.float64) / 1000.0
-        busy = np.asarray(profile.busy_overhead_ms(), dtype=np.float64) / 1000.0
-        return cls(service, overhead, dict(profile.accuracy), busy)
+        return cls(service, np.asarray(profile.overhead_ms, dtype=np.float64) / 1000.0,
+                   np.asarray(profile.busy_overhead_ms(), dtype=np.float64) / 1000.0,
+                   profile.dispatch_overhead_ms(), dict(profile.accuracy))
 
     def samples_s(self, variant: str, allocation: Allocation) -> np.ndarray:
         try:
@@ -62,22 +64,10 @@ class ServiceSampler:
         """Service times (seconds) for uniforms `u`, from the (variant, allocation) samples."""
         return _pick(self.samples_s(variant, allocation), u)
 
-    @property
-    def busy_s(self) -> np.ndarray:
-        """The overhead samples (s) of a request that waited for a replica."""
-        return self.overhead_s if self.overhead_busy_s is None else self.overhead_busy_s
-
-    def overhead(self, u: np.ndarray, waited: np.ndarray | None = None) -> np.ndarray:
+    def overhead(self, u: np.ndarray, waited: np.ndarray) -> np.ndarray:
         """Serving-path overhead times (seconds) for uniforms `u`: from the busy samples where
         `waited` (the request waited for a replica), else from the others."""
-        idle = _pick(self.overhead_s, u)
-        if waited is None or self.overhead_busy_s is None:
-            return idle
-        return np.where(waited, _pick(self.overhead_busy_s, u), idle)
-
-    def dispatch_overhead_ms(self) -> float:
-        """`Profile.dispatch_overhead_ms`: the mean overhead of a request that waited (ms)."""
-        return float(np.mean(self.busy_s)) * 1000.0
+        return np.where(waited, _pick(self.overhead_busy_s, u), _pick(self.overhead_s, u))
 
 
 def _pick(samples: np.ndarray, u: np.ndarray) -> np.ndarray:
