@@ -91,18 +91,17 @@ def with_overhead(profile: Profile, at_rest: list[float], idle: list[float],
 
 def calibrate(url: str, profile: Profile, probe: list[Payload], settings: CalibrationSettings,
               progress: Progress) -> Calibration:
-    """Measure the serving path's overhead, every entry's service times and the HTTP capacity
-    through the server at `url` (left on the last entry's static policy). `probe` payloads
-    should carry no tight deadline, so that nothing is dropped."""
+    """Measure every entry's service times and the serving path's overhead under load, the
+    overhead at rest only if too few requests of those runs were dispatched at once
+    (`with_overhead`), and the HTTP capacity, through the server at `url` (left on the static
+    policy of the entry with the highest throughput). `probe` payloads should carry no tight
+    deadline, so that nothing is dropped."""
     n = len(profile.entries)
-    fastest = min(profile.entries, key=lambda e: e.percentile_ms(50))
-    progress(0, n + 2, "serving path overhead")
-    overhead = measure_overhead_ms(url, fastest.variant, fastest.percentile_ms(50), probe)
     samples: dict[tuple[str, int, int], list[float]] = {}
     idle: list[float] = []
     busy: list[float] = []
     for i, e in enumerate(profile.entries):
-        progress(i + 1, n + 2, f"{e.variant} {e.allocation}: service time under load")
+        progress(i, n + 2, f"{e.variant} {e.allocation}: service time under load")
         rate = settings.load * e.throughput_rps
         count = int(np.clip(rate * settings.seconds, settings.min_count, settings.max_count))
         measured = measure_service_ms(
@@ -111,10 +110,16 @@ def calibrate(url: str, profile: Profile, probe: list[Payload], settings: Calibr
         samples[(e.variant, e.replicas, e.threads)] = measured.service_ms
         idle += measured.idle_overhead_ms
         busy += measured.busy_overhead_ms
+    at_rest: list[float] = []
+    if len(idle) < MIN_LOADED_SAMPLES:  # too few dispatched at once: one request at a time
+        progress(n, n + 2, "serving path overhead at rest")
+        fastest = min(profile.entries, key=lambda e: e.percentile_ms(50))
+        set_controller(url, static_name(fastest.variant, str(fastest.allocation)))
+        at_rest = measure_overhead_ms(url, fastest.variant, fastest.percentile_ms(50), probe)
     calibrated = with_service(profile, samples, f"live through {url}: overhead (idle and "
                               f"beside busy replicas) and service times at {settings.load:g} x "
                               "profiled throughput")
-    calibrated = with_overhead(calibrated, overhead, idle, busy)
+    calibrated = with_overhead(calibrated, at_rest, idle, busy)
     progress(n + 1, n + 2, "HTTP capacity")
     top = max(calibrated.entries, key=lambda e: e.throughput_rps)
     set_controller(url, static_name(top.variant, str(top.allocation)))
