@@ -98,6 +98,32 @@ def test_the_rule_itself() -> None:
     assert choose_rung.py_func(FREE_WAIT_S, 0.10, safe, slack) == 1  # the pool's copy
 
 
+def test_the_queue_behind_closes_the_heavy_rungs() -> None:
+    """Head with 0.25 s left, 5 ms of overhead, one replica: the heavy rung (median 145 ms of
+    service) leaves a short queue its time, not a long one; requests behind that would be late
+    whatever the head took do not count; with nothing open but the lightest, the lightest."""
+    safe, slack = np.array([0.20, 0.08, 0.03]), np.array([0.15, 0.06, 0.02])
+    oh = 0.005
+
+    def rung(behind: int, first_left: float, last_left: float, replicas: int = 1) -> int:
+        pick = choose_rung(0.1, 0.25, safe, slack, behind, first_left, last_left, replicas, oh)
+        assert pick == choose_rung.py_func(0.1, 0.25, safe, slack, behind, first_left,
+                                           last_left, replicas, oh)
+        return int(pick)
+
+    assert rung(0, math.inf, math.inf) == 0  # nobody behind
+    assert rung(2, 0.5, 0.55) == 0  # 145 + 15 + 20 ms fits 550 ms
+    assert rung(10, 0.5, 0.31) == 0  # 145 + 9 x 15 + 20 = 300 ms fits 310 ms, not 290 ms ...
+    assert rung(10, 0.5, 0.29) == 1  # ... where 55 + 135 + 20 = 210 ms does
+    assert rung(10, 0.5, 0.20) == 2  # neither does: the lightest
+    assert rung(10, 0.5, 0.29, replicas=2) == 0  # two replicas share the queue
+    assert rung(1, 0.10, 0.10) == 1  # the one behind needs the head light ...
+    assert rung(1, 0.01, 0.01) == 0  # ... unless it is lost anyway
+    assert rung(10, 0.5, 0.01) == 0  # a last one lost anyway does not count either
+    one = np.array([0.15])
+    assert choose_rung(0.1, 0.25, one, one, 10, 0.0, 0.0, 1, oh) == 0  # no ladder, no say
+
+
 def test_service_stats_follow_the_replies_and_start_from_the_profile() -> None:
     seeded = ServiceStats(PoolSettings(service_samples_ms={("a", 1): (100.0,) * 5},
                                        overhead_ms=2.0))

@@ -8,7 +8,17 @@ A rung m is described by two times, both from the same statistic of its service 
 the mean overhead. The request is served by the first rung whose safe time fits what is left
 before its deadline, else the first whose median does, else dropped: a request that its
 median service and the path's overhead would not bring in on time is more likely late than
-not, and its replica time is better spent on the next one. A request that waited under
+not, and its replica time is better spent on the next one.
+
+The queue behind it has a say (`first_open_rung`): a rung is open to the request only if the
+requests waiting behind it could still be answered in time by the lightest rung at its
+median: the first of them and the last, each after the head's and the others' service shared
+over the R replicas (one that would be late even were the head served by the lightest rung
+does not count). A heavy
+variant in force meeting a burst (an idle server's choice, a load step inside a period)
+thus serves the burst's head with a light rung instead of making ten requests behind it late
+(live, a cold start into 1.1 x capacity at 250 ms: 14 drops in the first second against the
+static variant's 2). A request that waited under
 `FREE_WAIT_S` found a replica free and is always served by rung 0 (it could not have been
 helped, and it keeps the service estimates honest); one whose deadline has passed never is.
 
@@ -20,6 +30,7 @@ profile's: the statistic is one, the samples are each side's own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numba
@@ -29,20 +40,50 @@ FREE_WAIT_S = 0.001
 
 
 @numba.njit(cache=True, nogil=True)
-def choose_rung(waited_s: float, left_s: float, safe_s: np.ndarray, slack_s: np.ndarray) -> int:
+def choose_rung(waited_s: float, left_s: float, safe_s: np.ndarray, slack_s: np.ndarray,
+                behind: int = 0, first_left_s: float = math.inf, last_left_s: float = math.inf,
+                replicas: int = 1, overhead_s: float = 0.0) -> int:
     """The rung (0-based) to serve with, or -1 to drop. `waited_s`: time queued so far;
-    `left_s`: time to the deadline from now (negative: passed)."""
+    `left_s`: time to the deadline from now (negative: passed). The queue behind: `behind`
+    requests, the first and the last with `first_left_s` and `last_left_s` to their deadlines;
+    `replicas` serve the queue; `overhead_s` is the part of each rung's times that does not
+    occupy a replica."""
     if left_s < 0.0:
         return -1
     if waited_s < FREE_WAIT_S:
         return 0
-    for m in range(safe_s.shape[0]):
+    top = first_open_rung(slack_s, behind, first_left_s, last_left_s, replicas, overhead_s)
+    for m in range(top, safe_s.shape[0]):
         if safe_s[m] <= left_s:
             return m
-    for m in range(slack_s.shape[0]):
+    for m in range(top, slack_s.shape[0]):
         if slack_s[m] <= left_s:
             return m
     return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def first_open_rung(slack_s: np.ndarray, behind: int, first_left_s: float, last_left_s: float,
+                    replicas: int, overhead_s: float) -> int:
+    """The most accurate rung that leaves the first and the last of the `behind` requests
+    queued after the head time to be answered by the lightest rung at its median, each that
+    the lightest rung for the head would leave it (one late whatever the head takes does not
+    count): the lightest if none does."""
+    light = slack_s.shape[0] - 1
+    if behind <= 0 or light == 0:
+        return 0
+    light_busy = slack_s[light] - overhead_s
+    others_s = (behind - 1) * light_busy
+    first_counts = light_busy / replicas + slack_s[light] <= first_left_s
+    last_counts = (light_busy + others_s) / replicas + slack_s[light] <= last_left_s
+    for m in range(light):
+        busy = slack_s[m] - overhead_s
+        if first_counts and busy / replicas + slack_s[light] > first_left_s:
+            continue
+        if last_counts and (busy + others_s) / replicas + slack_s[light] > last_left_s:
+            continue
+        return m
+    return light
 
 
 def ladder(variant: str, fallbacks: Sequence[str], hopeless: bool,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import os
 import time
 from collections import deque
@@ -292,7 +293,11 @@ class ReplicaPool:
                  for v, q in zip(rungs, quantiles, strict=True)]
         safe, slack = (np.array(t) for t in zip(*times, strict=True))
         waited_s, left_s = now - job.enqueued_s, job.expires_s - now
-        rung = choose_rung.py_func(waited_s, left_s, safe, slack)
+        first, last = (self._queue[0], self._queue[-1]) if self._queue else (job, job)
+        rung = choose_rung.py_func(
+            waited_s, left_s, safe, slack, len(self._queue), _left_s(first, now),
+            _left_s(last, now), max(1, len(self._roster.allocated())),
+            self.settings.overhead_ms / 1000.0)
         if rung < 0:
             if left_s < 0:
                 return rungs[0], _passed(waited_s)
@@ -418,6 +423,11 @@ class ReplicaPool:
         while self._queue:
             self._fail(self._queue.popleft(), err)
         self._check_drained()
+
+
+def _left_s(job: _Job, now: float) -> float:
+    """Time to `job`'s deadline from `now` (s); infinite without one."""
+    return math.inf if job.expires_s is None else job.expires_s - now
 
 
 def _passed(waited_s: float) -> str:

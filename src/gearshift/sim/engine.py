@@ -213,6 +213,7 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
     service = np.column_stack([inputs.sampler.service(v, alloc, u) for v in rungs])
     deadlines = None if inputs.deadline_s is None else inputs.deadline_s[lo:hi]
     slack = safe = None
+    overhead_ms = 0.0
     if inputs.hopeless:
         overhead_ms = inputs.sampler.dispatch_overhead_ms
         quantiles = safe_quantiles([inputs.sampler.accuracy[v] for v in rungs])
@@ -220,7 +221,7 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
                  for v, q in zip(rungs, quantiles, strict=True)]
         safe, slack = (np.array(t) for t in zip(*times, strict=True))
     res = run_fcfs(inputs.arrival_s[lo:hi], service, state.servers.free_s, deadlines, horizon_s,
-                   slack, safe)
+                   slack, safe, overhead_ms / 1000.0)
     n = res.n_done
     waited = res.start_s[:n] - inputs.arrival_s[lo:lo + n] >= FREE_WAIT_S
     overhead = inputs.sampler.overhead(inputs.draws.overhead_u[lo:lo + n], waited)

@@ -54,6 +54,7 @@ def _fcfs(
     use_deadlines: bool,
     safe_s: np.ndarray,
     slack_s: np.ndarray,
+    overhead_s: float,
     free_s: np.ndarray,
     horizon_s: float,
     start_s: np.ndarray,
@@ -63,7 +64,9 @@ def _fcfs(
     """Fill start_s/end_s/choice in place and update free_s; return how many requests were
     resolved."""
     c = free_s.shape[0]
-    for i in range(arrivals_s.shape[0]):
+    n = arrivals_s.shape[0]
+    tail = 0  # the last request arrived before the dispatch (dispatch times never decrease)
+    for i in range(n):
         k = 0
         earliest = free_s[0]
         for j in range(1, c):  # linear scan beats a heap for the c <= 64 we care about
@@ -75,7 +78,15 @@ def _fcfs(
         if s >= horizon_s:
             return i
         start_s[i] = s
-        pick = choose_rung(s - a, deadlines_s[i] - s, safe_s, slack_s) if use_deadlines else 0
+        pick = 0
+        if use_deadlines:
+            tail = max(tail, i)
+            while tail + 1 < n and arrivals_s[tail + 1] < s:
+                tail += 1
+            behind = tail - i
+            first_left = deadlines_s[i + 1] - s if behind else math.inf
+            pick = choose_rung(s - a, deadlines_s[i] - s, safe_s, slack_s, behind, first_left,
+                               deadlines_s[tail] - s, c, overhead_s)
         choice[i] = pick
         if pick < 0:
             end_s[i] = math.nan
@@ -94,6 +105,7 @@ def run_fcfs(
     horizon_s: float = math.inf,
     slack_s: np.ndarray | None = None,
     safe_s: np.ndarray | None = None,
+    overhead_s: float = 0.0,
 ) -> KernelResult:
     """Serve sorted `arrivals_s` (seconds) FCFS on `len(free_s)` servers.
 
@@ -103,7 +115,8 @@ def run_fcfs(
     `deadlines_s`: absolute per-request deadlines (seconds) for drop or fallback at dispatch, or
     None to serve everything with column 0. `slack_s`: per column, the time a dispatch must
     leave before the deadline (default 0: only an expired request is dropped); `safe_s`: the
-    same, tried first (default `slack_s`).
+    same, tried first (default `slack_s`); `overhead_s`: the part of those times that does not
+    occupy a server (the dispatch rule's view of the queue behind a request needs the rest).
     `horizon_s`: stop before the first request that would be dispatched at or after it.
     The inputs are not modified.
     """
@@ -129,8 +142,8 @@ def run_fcfs(
     start = np.empty_like(arrivals)
     end = np.empty_like(arrivals)
     choice = np.zeros(len(arrivals), dtype=np.int64)
-    n_done = _fcfs(arrivals, service, deadlines, use_deadlines, safe, slack, free,
-                   float(horizon_s), start, end, choice)
+    n_done = _fcfs(arrivals, service, deadlines, use_deadlines, safe, slack, float(overhead_s),
+                   free, float(horizon_s), start, end, choice)
     served = np.zeros(len(arrivals), dtype=bool)
     served[:n_done] = ~np.isnan(end[:n_done])
     return KernelResult(start, end, served, free, int(n_done), choice)
