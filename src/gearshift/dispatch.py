@@ -69,7 +69,7 @@ def first_open_rung(slack_s: np.ndarray, behind: int, first_left_s: float, last_
     queued after the head time to be answered by the lightest rung at its median, each that
     the lightest rung for the head would leave it (one late whatever the head takes does not
     count): the lightest if none does."""
-    light = slack_s.shape[0] - 1
+    light: int = slack_s.shape[0] - 1
     if behind <= 0 or light == 0:
         return 0
     light_busy = slack_s[light] - overhead_s
