@@ -164,20 +164,24 @@ def test_quantize_static_measures_int8_accuracy(fashion_pool: Path, tmp_path: Pa
     assert int8.value == pytest.approx(_direct_accuracy(spec.model_path("fnet-xs-int8"), 300))
     (row,) = json.loads((tmp_path / "q" / "quantize.json").read_text())
     assert row["method"] == "static" and row["int8_ms"] > 0
+    assert row["agreement_inputs"] == 300 and row["agreement"] >= 0.9  # same answers, mostly
     assert (tmp_path / "q" / "classes.txt").is_file()
 
 
+@pytest.mark.parametrize("method", ["static", "dynamic"])
 def test_quantize_without_labels_keeps_the_declared_figure(
-    tiny_pool_path: Path, tmp_path: Path
+    tiny_pool_path: Path, tmp_path: Path, method: str
 ) -> None:
-    spec = load_pool_spec(quantize_pool(tiny_pool_path, tmp_path / "q"))
+    spec = load_pool_spec(quantize_pool(tiny_pool_path, tmp_path / "q",
+                                        method=method))  # type: ignore[arg-type]
     assert len(spec.variants) == 6
     for name in ("tiny-s", "tiny-m", "tiny-l"):
         int8 = spec.variant(f"{name}-int8").accuracy
         assert int8.kind == AccuracyKind.DECLARED and "not measured" in int8.source
         assert int8.value == spec.accuracy_of(name)
     rows = json.loads((tmp_path / "q" / "quantize.json").read_text())
-    assert {r["method"] for r in rows} == {"dynamic"}
+    assert {r["method"] for r in rows} == {method}
+    assert all(r["agreement_inputs"] == 64 and 0.0 <= r["agreement"] <= 1.0 for r in rows)
 
 
 def test_pareto_decisions() -> None:

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 
 from gearshift.errors import SpecError
+from gearshift.types import AccuracyKind
 from gearshift.zoo.resnet import (  # imports without torch
     build_resnet_pool,
     find_weights,
+    int8_accuracy,
     make_resnet,
     resnet,
     resnet_pool_spec,
@@ -230,3 +232,52 @@ def test_state_dict_without_num_batches_tracked_loads(tmp_path: Path) -> None:
     torch.save(state, tmp_path / "resnet18-5c106cde.pth")
     model = make_resnet(18, weights=tmp_path / "resnet18-5c106cde.pth", image_size=SIZE)
     assert torch.equal(model.state_dict()["fc.weight"], state["fc.weight"])
+
+
+# --- (e) int8 copies ------------------------------------------------------------------------
+
+def test_int8_copy_declares_the_published_figure_and_agrees_with_fp32(
+        built: tuple[Path, _Recorder], tmp_path: Path) -> None:
+    """Static int8 on seeded noise: the ResNet-18 copy declares torchvision's published int8
+    figure, is served by ONNX Runtime, and its top-1 class mostly agrees with fp32's."""
+    from gearshift.zoo.prepare import quantize_pool
+
+    pool, _ = built
+    spec = load_pool_spec(quantize_pool(pool / "pool.yaml", tmp_path / "q"))
+    assert spec.variant_names() == ["resnet18", "resnet18-int8"]
+    acc = spec.variant("resnet18-int8").accuracy
+    assert acc.kind == AccuracyKind.DECLARED and acc.value == 0.69494
+    assert "ResNet18_QuantizedWeights" in acc.source and "not measured" in acc.source
+    (row,) = json.loads((tmp_path / "q" / "quantize.json").read_text())
+    assert row["method"] == "static" and row["agreement_inputs"] == 64
+    assert 0.5 <= row["agreement"] <= 1.0  # random weights: near-tied logits may flip
+    x = _images(2, seed=5)
+    assert _ort_logits(spec.model_path("resnet18-int8"), x).shape == (2, 1000)
+
+
+def test_int8_accuracy_for_depths_without_a_published_figure() -> None:
+    spec = resnet_pool_spec([34, 152])
+    for v in spec.variants:
+        acc = int8_accuracy(v.name, v.accuracy)
+        assert acc is not None and acc.kind == AccuracyKind.DECLARED
+        assert acc.value == pytest.approx(v.accuracy.value - 0.00326)
+        assert "no int8" in acc.source
+    top5 = resnet_pool_spec([50], metric="top5").variants[0]
+    assert int8_accuracy(top5.name, top5.accuracy).value == 0.92814  # type: ignore[union-attr]
+    other = spec.variants[0].accuracy.model_copy(update={"source": "measured elsewhere"})
+    assert int8_accuracy("resnet34", other) is None  # not torchvision's figure: unknown
+    assert int8_accuracy("mynet", spec.variants[0].accuracy) is None
+
+
+def test_int8_calibrates_and_compares_on_given_inputs(
+        built: tuple[Path, _Recorder], tmp_path: Path) -> None:
+    from gearshift.zoo.prepare import quantize_pool
+
+    pool, _ = built
+    np.save(tmp_path / "x.npy", _images(20, seed=9))
+    quantize_pool(pool / "pool.yaml", tmp_path / "q", inputs=tmp_path / "x.npy")
+    (row,) = json.loads((tmp_path / "q" / "quantize.json").read_text())
+    assert row["agreement_inputs"] == 20 and "x.npy" in row["agreement_on"]
+    np.save(tmp_path / "bad.npy", np.zeros((3, 3, 8, 8), np.float32))
+    with pytest.raises(SpecError, match=r"shape \(3, 3, 8, 8\)"):
+        quantize_pool(pool / "pool.yaml", tmp_path / "q2", inputs=tmp_path / "bad.npy")

@@ -4,22 +4,29 @@ Both read a pool spec and write a new, self-contained one (ONNX files and labels
 another folder, plus a JSON report beside it (`quantize.json`, `prune.json`) saying what was
 measured, kept and dropped.
 
-Quantization: with a labelled data set (`data="fashion-test"`), static int8 quantization
-(QDQ, per-channel int8 weights in the reduced 7-bit range, uint8 activations) calibrated on
-images of the matching *train* set, and every variant's accuracy (fp32 and int8) measured on
-`data`. Without one, dynamic int8 quantization (weights only, no calibration data needed); the
-int8 variant then keeps the fp32 variant's figure as kind "declared", and its `source` says it
-was not measured.
+Quantization: static int8 (QDQ, per-channel int8 weights in the reduced 7-bit range, uint8
+activations) calibrated on inputs the variant will see. With a labelled data set
+(`data="fashion-test"`): images of the matching *train* set, and every variant's accuracy
+(fp32 and int8) measured on `data`. Without one: the user's `inputs` (already preprocessed),
+else `CALIBRATION_INPUTS` seeded noise inputs, the load generator's own; the int8 variant's
+accuracy is then declared: a published figure where one is known (`zoo.resnet.int8_accuracy`
+for the ResNets), else the fp32 variant's, its `source` saying it was not measured.
+`method="dynamic"` quantizes the weights only, with no calibration. Every row of
+quantize.json also says how often the int8 variant's top-1 class agrees with the fp32
+variant's, on the evaluation images or on the inputs (`AGREEMENT_INPUTS` seeded noise inputs
+if none are given).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -33,6 +40,8 @@ from gearshift.zoo.evaluate import (
     load_dataset,
     measured_accuracy,
     model_inputs,
+    open_session,
+    predict,
     top1_accuracy,
 )
 from gearshift.zoo.spec import (
@@ -46,13 +55,18 @@ from gearshift.zoo.spec import (
 
 CALIBRATION_SET = {"fashion-test": "fashion-train"}  # never calibrate on the evaluation set
 CALIBRATION_IMAGES = 512
+CALIBRATION_INPUTS = 16  # unlabelled: seeded noise inputs (measured: enough for ResNet-50)
+AGREEMENT_INPUTS = 64
 INT8_SUFFIX = "-int8"
+Method = Literal["static", "dynamic"]
 
 
 @dataclass(frozen=True)
 class QuantizedVariant:
     """One row of quantize.json: latencies in ms at batch 1 on 1 thread; accuracies in [0, 1]
-    (None when not measured); `method` is "static" or "dynamic"."""
+    (None when not measured); `method` is "static" or "dynamic"; `agreement`: the fraction of
+    the `agreement_inputs` on which the int8 and fp32 variants' top-1 classes agree, and
+    `agreement_on` what those inputs were."""
 
     variant: str
     int8_variant: str
@@ -61,6 +75,9 @@ class QuantizedVariant:
     int8_ms: float
     fp32_accuracy: float | None
     int8_accuracy: float | None
+    agreement: float
+    agreement_inputs: int
+    agreement_on: str
 
 
 @dataclass(frozen=True)
@@ -84,9 +101,19 @@ def _copy_pool_files(spec: PoolSpec, out_dir: Path) -> dict[str, str]:
     paths = {}
     for v in spec.variants:
         paths[v.name] = f"{v.name}.onnx"
-        if spec.model_path(v.name) != (out_dir / paths[v.name]).resolve():
-            shutil.copyfile(spec.model_path(v.name), out_dir / paths[v.name])
+        src, dst = spec.model_path(v.name), out_dir / paths[v.name]
+        if src != dst.resolve() and not _same_copy(src, dst):
+            shutil.copy2(src, dst)
     return paths
+
+
+def _same_copy(src: Path, dst: Path) -> bool:
+    """Whether `dst` is a copy of `src` made by `shutil.copy2` (same size and modification
+    time), so that preparing a pool again does not copy hundreds of MB anew."""
+    if not dst.is_file():
+        return False
+    a, b = src.stat(), dst.stat()
+    return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
 
 
 def _copy_labels(spec: PoolSpec, out_dir: Path) -> str | None:
@@ -150,6 +177,60 @@ def quantize_model(src: Path, dst: Path, calibration: np.ndarray | None, input_n
         return "static"
 
 
+def noise_inputs(spec: PoolSpec, count: int, seed: int) -> np.ndarray:
+    """`count` seeded standard-normal inputs of the pool's input shape: what the load generator
+    sends a float model (`loadgen.payloads.random_payloads`)."""
+    if not spec.input.dtype.startswith("float"):
+        raise SpecError(f"the pool's input is {spec.input.dtype}: give calibration inputs "
+                        "(--inputs) or labelled data to quantize it")
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((count, *spec.input.shape)).astype(spec.input.dtype)
+
+
+def user_inputs(spec: PoolSpec, path: Path) -> np.ndarray:
+    """Preprocessed inputs from a .npy file of shape (N, *input shape), checked."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"cannot read inputs from {path}: {exc}") from None
+    want = tuple(spec.input.shape)
+    if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want or len(x) == 0:
+        raise SpecError(f"{path} holds an array of shape {x.shape}; the pool takes "
+                        f"(N, {', '.join(map(str, want))}) with N >= 1")
+    return np.ascontiguousarray(x, dtype=spec.input.dtype)
+
+
+def top1_agreement(fp32: Path, int8: Path, inputs: np.ndarray, threads: int,
+                   output: str | None) -> float:
+    """Fraction of `inputs` on which the two models' argmax classes are the same."""
+    a, b = (predict(open_session(p, threads), inputs, output) for p in (fp32, int8))
+    return float(np.mean(a == b))
+
+
+def _int8_record(fp32: Path, calibration: np.ndarray | None) -> dict[str, str]:
+    """What determines an int8 file: the fp32 model, the calibration inputs, the method and
+    the quantizer's version."""
+    import onnxruntime
+
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    return {"fp32_sha256": digest(fp32.read_bytes()),
+            "method": "dynamic" if calibration is None else "static",
+            "calibration_sha256": "" if calibration is None else digest(calibration.tobytes()),
+            "onnxruntime": onnxruntime.__version__}
+
+
+def _latencies_ms(paths: list[Path], spec: PoolSpec) -> list[float]:
+    """Batch-1 latency (ms, 1 thread) of each model, with as many runs as fit a few seconds
+    per model (300 for a small one, 20 for a ResNet-152)."""
+    probe = batch1_latencies_ms(paths[:1], spec.input.shape, 1, runs=3, rounds=1, warmup=1,
+                                dtype=spec.input.dtype)[0]
+    runs = int(min(300, max(20, 3000.0 / max(probe, 1e-3))))
+    return batch1_latencies_ms(paths, spec.input.shape, 1, runs=runs, rounds=5,
+                               warmup=max(2, runs // 10), dtype=spec.input.dtype)
+
+
 def _calibration_inputs(spec: PoolSpec, data: str, data_dir: Path) -> np.ndarray:
     if data not in CALIBRATION_SET:
         raise SpecError(f"no calibration set for data set {data!r}; use "
@@ -180,27 +261,51 @@ def _eval_set(spec: PoolSpec, spec_path: Path, data: str, data_dir: Path,
                     labelled.labels)
 
 
-def _unmeasured_int8(v: VariantSpec) -> Accuracy:
+def declared_int8(v: VariantSpec) -> Accuracy:
+    """An int8 copy's accuracy when it cannot be measured: a published figure if one is known
+    for the variant (`zoo.resnet.int8_accuracy`), else the fp32 variant's, as not measured."""
+    from gearshift.zoo.resnet import int8_accuracy
+
+    published = int8_accuracy(v.name, v.accuracy)
+    if published is not None:
+        return published
     return Accuracy(value=v.accuracy.value, kind=AccuracyKind.DECLARED, metric=v.accuracy.metric,
                     source=f"not measured (no labelled data): the fp32 variant {v.name}'s "
                            f"figure ({v.accuracy.kind.value}: {v.accuracy.source})")
 
 
+@dataclass(frozen=True)
+class _Agreement:
+    """Inputs to compare int8 with fp32 on, and what they are."""
+
+    inputs: np.ndarray
+    what: str
+
+
 def _quantize_variant(spec: PoolSpec, v: VariantSpec, fp32: Path, calibration: np.ndarray | None,
-                      evals: _EvalSet | None, threads: int
+                      evals: _EvalSet | None, agree: _Agreement, threads: int
                       ) -> tuple[QuantizedVariant, VariantSpec, VariantSpec]:
-    """Quantize one variant beside its fp32 copy; returns its report row and the two specs."""
+    """Quantize one variant beside its fp32 copy (or reuse the copy a run with the same model
+    and calibration made); returns its report row and the two specs."""
     int8 = fp32.with_name(f"{v.name}{INT8_SUFFIX}.onnx")
-    method = quantize_model(fp32, int8, calibration, spec.input.name)
-    ms = batch1_latencies_ms([fp32, int8], spec.input.shape, 1, dtype=spec.input.dtype)
+    record = _int8_record(fp32, calibration)
+    sidecar = int8.with_name(int8.name + ".json")
+    if int8.is_file() and sidecar.is_file() and json.loads(sidecar.read_text()) == record:
+        method = str(record["method"])
+    else:
+        method = quantize_model(fp32, int8, calibration, spec.input.name)
+        sidecar.write_text(json.dumps(record, indent=2))
+    ms = _latencies_ms([fp32, int8], spec)
     if evals is not None:
         acc_fp32, acc_int8 = (evals.accuracy(p, spec, threads) for p in (fp32, int8))
     else:
-        acc_fp32, acc_int8 = v.accuracy, _unmeasured_int8(v)
+        acc_fp32, acc_int8 = v.accuracy, declared_int8(v)
     measured = evals is not None
+    agreement = top1_agreement(fp32, int8, agree.inputs, threads, spec.output)
     row = QuantizedVariant(v.name, v.name + INT8_SUFFIX, method, round(ms[0], 4),
                            round(ms[1], 4), acc_fp32.value if measured else None,
-                           acc_int8.value if measured else None)
+                           acc_int8.value if measured else None, round(agreement, 4),
+                           len(agree.inputs), agree.what)
     fp32_spec = v.model_copy(update={"path": fp32.name, "accuracy": acc_fp32})
     int8_spec = VariantSpec(name=v.name + INT8_SUFFIX, path=int8.name, accuracy=acc_int8,
                             description=f"int8 ({method} quantization, ONNX Runtime) of {v.name}")
@@ -215,23 +320,41 @@ def quantize_pool(
     data_dir: Path = DEFAULT_FASHION_DIR,
     limit: int | None = None,
     threads: int = 2,
+    inputs: Path | None = None,
+    method: Method = "static",
 ) -> Path:
     """Write `out_dir/pool.yaml` with every fp32 variant and its int8 copy `<name>-int8`, and
     `out_dir/quantize.json` (one QuantizedVariant per variant); returns the spec's path.
 
     `data`: a labelled data set (see module doc) or None; `limit`: evaluate on its first
-    `limit` images; `threads`: ONNX Runtime threads for the accuracy runs. Batch-1 latency is
-    always measured on 1 thread."""
+    `limit` images; `threads`: ONNX Runtime threads for the accuracy and agreement runs;
+    `inputs`: a .npy of preprocessed inputs to calibrate on (the first `CALIBRATION_INPUTS`)
+    and to compare int8 with fp32 on (all), when there is no labelled data; `method`: static
+    or dynamic. Batch-1 latency is always measured on 1 thread."""
     spec_path, out_dir, report = Path(spec_path), Path(out_dir), progress or _no_progress
     spec = load_pool_spec(spec_path)
+    if data and inputs is not None:
+        raise SpecError("give labelled data or inputs, not both: labelled data brings its own")
     evals = _eval_set(spec, spec_path, data, data_dir, limit) if data else None
-    calibration = _calibration_inputs(spec, data, data_dir) if data else None
+    given = user_inputs(spec, inputs) if inputs is not None else None
+    if evals is not None:
+        agree = _Agreement(evals.inputs, f"{evals.name} ({len(evals.inputs)} images)")
+    elif given is not None:
+        agree = _Agreement(given, f"{inputs} ({len(given)} inputs)")
+    else:
+        agree = _Agreement(noise_inputs(spec, AGREEMENT_INPUTS, seed=1),
+                           f"{AGREEMENT_INPUTS} seeded noise inputs")
+    calibration: np.ndarray | None = None
+    if method == "static":
+        calibration = (_calibration_inputs(spec, data, data_dir) if data
+                       else given[:CALIBRATION_INPUTS] if given is not None
+                       else noise_inputs(spec, CALIBRATION_INPUTS, seed=0))
     paths = _copy_pool_files(spec, out_dir)
     rows, variants = [], []
     for i, v in enumerate(spec.variants):
         report(i, len(spec.variants), f"{v.name}: quantizing")
         row, fp32_spec, int8_spec = _quantize_variant(
-            spec, v, out_dir / paths[v.name], calibration, evals, threads)
+            spec, v, out_dir / paths[v.name], calibration, evals, agree, threads)
         rows.append(row)
         variants += [fp32_spec, int8_spec]
     (out_dir / "quantize.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
@@ -240,6 +363,16 @@ def quantize_pool(
 
 
 # --- pruning --------------------------------------------------------------------------------
+
+
+def _quantized_latencies(spec_path: Path) -> dict[str, float]:
+    """{variant: batch-1 ms} from the `quantize.json` beside `spec_path`, if there is one."""
+    report = Path(spec_path).parent / "quantize.json"
+    if not report.is_file():
+        return {}
+    rows = json.loads(report.read_text())
+    return {**{r["variant"]: r["fp32_ms"] for r in rows},
+            **{r["int8_variant"]: r["int8_ms"] for r in rows}}
 
 
 def pareto_decisions(latency_ms: dict[str, float],
@@ -268,17 +401,19 @@ def prune_pool(spec_path: Path, out_dir: Path, latency_ms: dict[str, float] | No
     """Write `out_dir/pool.yaml` with only the Pareto-optimal variants (files copied) and
     `out_dir/prune.json` (one PruneDecision per variant); returns the spec's path.
 
-    `latency_ms`: batch-1 latency per variant in ms; variants missing from it are measured on
-    1 thread (median of 300 runs, taken in turns)."""
+    `latency_ms`: batch-1 latency per variant in ms; by default those a `quantize.json`
+    beside the spec holds (the quantization measured them); variants missing from both are
+    measured on 1 thread (median of up to 300 runs, taken in turns)."""
     spec, out_dir, report = load_pool_spec(spec_path), Path(out_dir), progress or _no_progress
-    given = dict(latency_ms or {})
+    names = spec.variant_names()
+    given = (dict(latency_ms) if latency_ms is not None else
+             {n: ms for n, ms in _quantized_latencies(spec_path).items() if n in names})
     unknown = sorted(set(given) - set(spec.variant_names()))
     if unknown:
         raise SpecError(f"latency given for variants not in {spec_path}: {', '.join(unknown)}")
     todo = [n for n in spec.variant_names() if n not in given]
     report(0, len(spec.variants), f"measuring batch-1 latency of {len(todo)} variants")
-    measured = batch1_latencies_ms([spec.model_path(n) for n in todo], spec.input.shape, 1,
-                                   dtype=spec.input.dtype) if todo else []
+    measured = _latencies_ms([spec.model_path(n) for n in todo], spec) if todo else []
     lat = {n: given[n] if n in given else measured[todo.index(n)] for n in spec.variant_names()}
     decisions = pareto_decisions(lat, {n: spec.accuracy_of(n) for n in lat})
     kept = [d.variant for d in decisions if d.kept]

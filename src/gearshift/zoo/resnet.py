@@ -88,6 +88,18 @@ RESNETS: dict[int, ResNetConfig] = {
 }
 DEPTHS: tuple[int, ...] = tuple(RESNETS)
 
+TORCHVISION_SOURCE = "torchvision published ImageNet-1k"
+INT8_PUBLISHED: dict[int, tuple[float, float, str]] = {
+    18: (0.69494, 0.88882, "torchvision ResNet18_QuantizedWeights.IMAGENET1K_FBGEMM_V1"),
+    50: (0.75920, 0.92814, "torchvision ResNet50_QuantizedWeights.IMAGENET1K_FBGEMM_V1"),
+}
+"""(top-1, top-5, source) of the int8 ResNets whose int8 figure is published for the same
+IMAGENET1K_V1 weights as the fp32 figures above."""
+INT8_WORST_DROP = (0.00326, 0.00196)
+"""(top-1, top-5) fractions: the largest drop from fp32 to int8 among torchvision's published
+int8 ResNet-family weights (top-1: ResNeXt-101 32x8d 79.312 -> 78.986; top-5: ResNet-18
+89.078 -> 88.882), declared for the depths with no published int8 figure."""
+
 
 # --- architecture (torch, built lazily) ------------------------------------------------------
 
@@ -473,10 +485,36 @@ def _build_variant(
 # --- the pool -----------------------------------------------------------------------------
 
 
+def int8_accuracy(name: str, fp32: Accuracy) -> Accuracy | None:
+    """The declared accuracy of an int8 copy of ResNet variant `name` whose fp32 accuracy is
+    torchvision's published figure (`_accuracy`): the published int8 figure where there is one
+    (ResNet-18, -50), else the fp32 figure less `INT8_WORST_DROP`. None for any other variant
+    (its int8 accuracy is not known here)."""
+    match = re.fullmatch(r"resnet(\d+)", name)
+    if match is None or not fp32.source.startswith(TORCHVISION_SOURCE):
+        return None
+    depth, top5 = int(match.group(1)), fp32.metric == "top5"
+    if depth not in RESNETS or fp32.metric not in ("top1", "top5"):
+        return None
+    label = "top-5" if top5 else "top-1"
+    if depth in INT8_PUBLISHED:
+        top1_8, top5_8, where = INT8_PUBLISHED[depth]
+        value, source = (top5_8 if top5 else top1_8), f"{where} ImageNet-1k {label}"
+    else:
+        drop = INT8_WORST_DROP[top5]
+        value = fp32.value - drop
+        source = (f"no int8 ResNet-{depth} figure is published: the fp32 figure less "
+                  f"{drop * 100:.3f} points, the largest {label} drop among torchvision's "
+                  "published int8 ResNet-family weights")
+    return Accuracy(value=round(value, 5), kind=AccuracyKind.DECLARED, metric=fp32.metric,
+                    source=source + "; declared, not measured (this file's weights are "
+                    "quantized by gearshift zoo quantize)")
+
+
 def _accuracy(cfg: ResNetConfig, metric: str, weights: Path | None, image_size: int) -> Accuracy:
     """torchvision's published figure, declared; the source says what the file really holds."""
     label = "top-1" if metric == "top1" else "top-5"
-    source = f"torchvision published ImageNet-1k {label} for IMAGENET1K_V1 weights at 224x224"
+    source = f"{TORCHVISION_SOURCE} {label} for IMAGENET1K_V1 weights at 224x224"
     if image_size != 224:
         source += f" (this pool feeds {image_size}x{image_size})"
     if weights is None:
