@@ -10,7 +10,7 @@ before its deadline, else the first whose median does, else dropped: a request t
 median service and the path's overhead would not bring in on time is more likely late than
 not, and its replica time is better spent on the next one.
 
-The queue behind it has a say (`first_open_rung`): a rung is open to the request only if the
+The queue behind it has a say: a rung is open to the request only if the
 requests waiting behind it could still be answered in time by the lightest rung at its
 median: the first of them and the last, each after the head's and the others' service shared
 over the R replicas (one that would be late even were the head served by the lightest rung
@@ -47,12 +47,34 @@ def choose_rung(waited_s: float, left_s: float, safe_s: np.ndarray, slack_s: np.
     `left_s`: time to the deadline from now (negative: passed). The queue behind: `behind`
     requests, the first and the last with `first_left_s` and `last_left_s` to their deadlines;
     `replicas` serve the queue; `overhead_s` is the part of each rung's times that does not
-    occupy a replica."""
+    occupy a replica.
+
+    One function, calling no other compiled one: the pool runs it as plain Python
+    (`choose_rung.py_func`), and a compiled callee would be compiled there, in the serving
+    path, at its first call with each new argument type."""
     if left_s < 0.0:
         return -1
     if waited_s < FREE_WAIT_S:
         return 0
-    top = first_open_rung(slack_s, behind, first_left_s, last_left_s, replicas, overhead_s)
+    # the first open rung: the most accurate that leaves the first and the last request
+    # behind time to be answered by the lightest rung at its median, each that the lightest
+    # rung for the head would leave it (one late whatever the head takes does not count)
+    light: int = slack_s.shape[0] - 1
+    top = 0
+    if behind > 0 and light > 0:
+        light_busy = slack_s[light] - overhead_s
+        others_s = (behind - 1) * light_busy
+        first_counts = light_busy / replicas + slack_s[light] <= first_left_s
+        last_counts = (light_busy + others_s) / replicas + slack_s[light] <= last_left_s
+        top = light
+        for m in range(light):
+            busy = slack_s[m] - overhead_s
+            if first_counts and busy / replicas + slack_s[light] > first_left_s:
+                continue
+            if last_counts and (busy + others_s) / replicas + slack_s[light] > last_left_s:
+                continue
+            top = m
+            break
     for m in range(top, safe_s.shape[0]):
         if safe_s[m] <= left_s:
             return m
@@ -60,30 +82,6 @@ def choose_rung(waited_s: float, left_s: float, safe_s: np.ndarray, slack_s: np.
         if slack_s[m] <= left_s:
             return m
     return -1
-
-
-@numba.njit(cache=True, nogil=True)
-def first_open_rung(slack_s: np.ndarray, behind: int, first_left_s: float, last_left_s: float,
-                    replicas: int, overhead_s: float) -> int:
-    """The most accurate rung that leaves the first and the last of the `behind` requests
-    queued after the head time to be answered by the lightest rung at its median, each that
-    the lightest rung for the head would leave it (one late whatever the head takes does not
-    count): the lightest if none does."""
-    light: int = slack_s.shape[0] - 1
-    if behind <= 0 or light == 0:
-        return 0
-    light_busy = slack_s[light] - overhead_s
-    others_s = (behind - 1) * light_busy
-    first_counts = light_busy / replicas + slack_s[light] <= first_left_s
-    last_counts = (light_busy + others_s) / replicas + slack_s[light] <= last_left_s
-    for m in range(light):
-        busy = slack_s[m] - overhead_s
-        if first_counts and busy / replicas + slack_s[light] > first_left_s:
-            continue
-        if last_counts and (busy + others_s) / replicas + slack_s[light] > last_left_s:
-            continue
-        return m
-    return light
 
 
 def ladder(variant: str, fallbacks: Sequence[str], hopeless: bool,
