@@ -10,12 +10,11 @@ before its deadline, else the first whose median does, else dropped: a request t
 median service and the path's overhead would not bring in on time is more likely late than
 not, and its replica time is better spent on the next one.
 
-The queue behind it has a say: a rung is open to the request only if the
-requests waiting behind it could still be answered in time by the lightest rung at its
-median: the first of them and the last, each after the head's and the others' service shared
-over the R replicas (one that would be late even were the head served by the lightest rung
-does not count). A heavy
-variant in force meeting a burst (an idle server's choice, a load step inside a period)
+The queue behind it has a say: a rung is open to the request only if the requests waiting
+behind it could still be answered in time by the lightest rung at its median: the first of
+them and the last, each after the head's and the others' service shared over the R replicas
+(one that would be late even were the head served by the lightest rung does not count). A
+heavy variant in force meeting a burst (an idle server's choice, a load step inside a period)
 thus serves the burst's head with a light rung instead of making ten requests behind it late
 (live, a cold start into 1.1 x capacity at 250 ms: 14 drops in the first second against the
 static variant's 2). A request that waited under

@@ -3,7 +3,7 @@
 `build_mixed_resnet_pool(out)` builds the fp32 ResNets in `out/fp32` (`zoo.resnet`), adds a
 static int8 copy of each in `out/all` (`zoo.prepare.quantize_pool`, calibrated on seeded noise
 or the user's inputs; the int8 figures declared from published ones), and keeps in `out` the
-variants no other is both faster and at least as accurate than at batch 1 on one thread
+variants on the Pareto front of batch-1 latency on one thread and accuracy
 (`zoo.prepare.prune_pool`, on the latencies the quantization measured). Each step reuses what
 an earlier run with the same inputs made.
 """
