@@ -211,3 +211,42 @@ def test_the_risk_term_prefers_a_flat_candidate_to_a_steep_one_of_the_same_mean(
     hedged = grid.expected(10.0, 3.0, ExpectedTablePolicy.risk)
     assert hedged[1] == pytest.approx(0.70) and hedged[0] < hedged[1]
 
+
+def test_a_switching_policy_starts_from_the_best_candidate_over_the_load_grid(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """Before its first period it knows no rate: `table` and `queue-aware` start from the
+    candidate best on average over the grid, not the lightest load's (heavy) choice, which
+    `table:paper` keeps."""
+    profile, table = planned
+    keys = sorted({(p.variant, p.replicas, p.threads) for p in table.grid})
+    mean = {k: np.mean([p.effective_accuracy for p in table.grid
+                        if (p.variant, p.replicas, p.threads) == k]) for k in keys}
+    best = max(keys, key=lambda k: mean[k])
+    for name in ("table", "queue-aware"):
+        _, first = make_policy(name, table, profile, 300.0, profile.variants())
+        assert (first.variant, first.allocation.replicas, first.allocation.threads) == best
+        assert first.fallbacks == tuple(table.fallbacks.get(first.variant, ()))
+    _, paper = make_policy("table:paper", table, profile, 300.0, profile.variants())
+    assert paper.variant == table.ranges[0].variant == "heavy" != best[0]
+
+
+def test_an_idle_server_keeps_the_choice_in_force_until_a_request_arrives(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """No arrival in the whole window: nothing to serve and nothing to go on, so the choice in
+    force stays (the start, or what the last load chose) instead of the heaviest variant the
+    lightest load would take; the first arrivals are then judged on their own."""
+    _, table = planned
+    policy = ExpectedTablePolicy.from_table(table, {})
+    light = Decision("light", A21)
+    state = policy.initial_state()
+    for k in range(20):  # 10 s idle, the light variant in force
+        idle = Observation(t_s=(k + 1) * PERIOD_S, period_s=PERIOD_S, arrivals=0,
+                           queue_length=0, in_flight=0, completed=0, missed=0,
+                           latency_p99_ms=float("nan"), current=light)
+        decision, state = policy.decide(idle, state)
+        assert (decision.variant, decision.allocation) == ("light", A21)
+    trickle = Observation(t_s=10.5, period_s=PERIOD_S, arrivals=1, queue_length=0,
+                          in_flight=0, completed=1, missed=0, latency_p99_ms=30.0,
+                          current=light)
+    decision, _ = policy.decide(trickle, state)
+    assert decision.variant == "heavy"  # a light load, measured: the accurate variant

@@ -156,7 +156,11 @@ class ExpectedTablePolicy:
     best is taken unless the choice in force is within `keep_margin` of it (`realloc_margin`
     more when the best needs another R x T: a handover in which the new replicas wait for the
     old ones' cores). Candidates within `tie_tol` of the best are ties, broken as the planner
-    does (fewer cores, more replicas).
+    does (fewer cores, more replicas). With no arrival in the whole window the choice in force
+    stays: there is nothing to serve and nothing to go on, and an idle server that went to its
+    heaviest variant met the next burst with it (live, a run opening at 1.1 x capacity: 22
+    requests dropped in its first second behind one 214 ms inference, against 1 for static
+    ResNet-18).
 
     Against `TablePolicy` (the paper's: smoothed one-period counts, ranges, hysteresis): on a
     steady light load a 0.5 s count of 1-2 arrivals no longer sends the server to a heavy
@@ -208,6 +212,8 @@ class ExpectedTablePolicy:
             allowed[state.choice] = self.scores.allowed(load - sd)[state.choice]
         expected = self.scores.expected(load, LOAD_FACTORS[k] * sd, self.risk) * allowed
         pick = self._pick(expected, state.choice)
+        if not any(counts) and key in self.scores.keys:
+            pick = self.scores.keys.index(key)  # idle: nothing to serve, no evidence to act on
         if pick < 0:
             r = self.table.ranges[self.table.lookup(load)]
             key = (r.variant, r.replicas, r.threads)

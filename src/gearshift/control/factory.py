@@ -177,7 +177,8 @@ def options_for(name: str, options: Mapping[str, float]) -> dict[str, float]:
 def make_policy(name: str, table: PolicyTable, profile: Profile | None, deadline_ms: float,
                 variants: list[str], options: Mapping[str, float] | None = None
                 ) -> tuple[Policy[Any], Decision]:
-    """The policy and the decision to start from (what it would pick at the lightest load).
+    """The policy and the decision to start from: what it would pick at the lightest load, or
+    for a switching policy, which knows no rate until its first period, `robust_start`.
     `options`: controller settings by name (`jump_z=3`), checked against the kind's."""
     kind = REGISTRY.get(name) or (REGISTRY[STATIC] if static_variant(name) is not None
                                   else None)
@@ -188,13 +189,27 @@ def make_policy(name: str, table: PolicyTable, profile: Profile | None, deadline
         allowed = ", ".join(f"{k} (default {v:g})" for k, v in kind.options.items()) or "none"
         raise SpecError(f"controller {name!r} has no option {', '.join(unknown)}; its "
                         f"options: {allowed}")
-    first = table.ranges[0].decision
+    first = (robust_start(table) if kind.switching and table.grid
+             else table.ranges[0].decision)
     # the ladders the table was planned with; for a table planned without, the profile's
     fallbacks = ({v: tuple(f) for v, f in table.fallbacks.items()}
                  or (fallback_ladders(profile) if profile is not None else {}))
     first = replace(first, fallbacks=fallbacks.get(first.variant, ()))
     return kind.build(PolicyRequest(name, table, profile, deadline_ms, variants, fallbacks,
                                     first, dict(options or {})))
+
+
+def robust_start(table: PolicyTable) -> Decision:
+    """The candidate with the highest effective accuracy averaged over the planner's load
+    grid: where a switching policy starts, before its first period has measured the rate.
+    Starting from the lightest load's choice (the heaviest variant) cost a run that opened at
+    1.1 x capacity 14 drops in its first second, live, against 2 for static ResNet-18; this
+    start costs a run that opens light one period of a lighter variant."""
+    keys = sorted({(p.variant, p.replicas, p.threads) for p in table.grid})
+    mean = {k: float(np.mean([p.effective_accuracy for p in table.grid
+                              if (p.variant, p.replicas, p.threads) == k])) for k in keys}
+    variant, replicas, threads = max(keys, key=lambda k: mean[k])
+    return Decision(variant, Allocation(replicas, threads), "start: best over the load grid")
 
 
 def parse_options(items: list[str]) -> dict[str, float]:
