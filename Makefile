@@ -8,7 +8,7 @@ POOL ?= resnet
 OUT ?= out
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test install data lint clean
+.PHONY: demo test bench install data lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,12 @@ test: install
 
 demo: install
 	$(BIN)/gearshift demo --pool $(POOL) --out $(OUT)/demo/$(POOL)
+
+# gearshift beside Ray Serve, MLServer, Triton (PyTriton) and a bare Starlette endpoint: each
+# peer in its own venv under $(OUT)/bench/peers, servers and load in a loopback-only network
+# namespace (needs root); prints the table, writes peers.json and frontend.png.
+bench: install
+	$(BIN)/python benchmarks/peers.py --out $(OUT)/bench/peers
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -196,3 +197,22 @@ def test_cli_writes_records_and_summary(url, tiny_pool_path: Path, tmp_path: Pat
     res = runner.invoke(app, ["loadgen", url, "--workload", "poisson:x", "--duration", "1",
                               "--out", str(out), "--pool", str(tiny_pool_path)])
     assert res.exit_code == 2 and "bad workload" in res.output
+
+
+def test_an_all_json_body_is_sent_as_json(url, tiny_spec):
+    """A V2 body without binary tensors goes out as `application/json` with no binary-header
+    length (servers that know only JSON, MLServer among them, refuse anything else), and the
+    server answers it."""
+    from gearshift.loadgen.client import _content_headers
+    from gearshift.loadgen.payloads import Payload
+
+    x = np.zeros((1, *tiny_spec.input.shape), dtype=np.float32)
+    body = json.dumps({"inputs": [{"name": tiny_spec.input.name, "shape": list(x.shape),
+                                   "datatype": "FP32", "data": x.ravel().tolist()}]}).encode()
+    plain = Payload(body, len(body))
+    assert _content_headers(plain) == "Content-Type: application/json\r\n"
+    binary = random_payloads(tiny_spec, 1, seed=0, deadline_ms=1000.0)[0]
+    assert f"Inference-Header-Content-Length: {binary.header_length}" in _content_headers(binary)
+    arrivals = np.linspace(0.0, 0.5, 10)
+    result = _run(url, arrivals, [plain])
+    assert [r.status for r in result.records] == [200] * 10

@@ -157,8 +157,7 @@ class _Run:
         path = f"{target.prefix}/v2/models/{model}/infer"
         host = f"[{target.host}]" if ":" in target.host else target.host
         self.heads = [(f"POST {path} HTTP/1.1\r\nHost: {host}:{target.port}\r\n"
-                       "Content-Type: application/octet-stream\r\n"
-                       f"Inference-Header-Content-Length: {p.header_length}\r\n"
+                       f"{_content_headers(p)}"
                        f"Content-Length: {len(p.body)}\r\n\r\n").encode() for p in payloads]
         n = len(arrivals)
         self.records: list[RequestRecord | None] = [None] * n
@@ -317,6 +316,16 @@ class _Run:
         for conn in [*self.busy, *self.idle]:
             conn.request = -1
             self.lost(conn, "run ended")
+
+
+def _content_headers(p: Payload) -> str:
+    """A body with binary tensors after its JSON header says where the header ends; an all-JSON
+    body (header as long as the body) is plain `application/json`, as every KServe V2 server
+    takes it."""
+    if p.header_length >= len(p.body):
+        return "Content-Type: application/json\r\n"
+    return ("Content-Type: application/octet-stream\r\n"
+            f"Inference-Header-Content-Length: {p.header_length}\r\n")
 
 
 async def run_open_loop(url: str, model: str, arrivals_s: np.ndarray, payloads: list[Payload],
