@@ -503,7 +503,7 @@ def int8_accuracy(name: str, fp32: Accuracy) -> Accuracy | None:
     else:
         drop = INT8_WORST_DROP[top5]
         value = fp32.value - drop
-        source = (f"no int8 ResNet-{depth} figure is published: the fp32 figure less "
+        source = (f"torchvision publishes no int8 ResNet-{depth} figure: the fp32 figure less "
                   f"{drop * 100:.3f} points, the largest {label} drop among torchvision's "
                   "published int8 ResNet-family weights")
     return Accuracy(value=round(value, 5), kind=AccuracyKind.DECLARED, metric=fp32.metric,
