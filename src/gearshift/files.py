@@ -1,7 +1,9 @@
-"""Reading the JSON files one stage hands to the next (profile, policy table), with clear errors."""
+"""Reading the JSON files one stage hands to the next (profile, policy table), with clear errors;
+and a file's digest, for the records that decide whether a built file can be reused."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import TypeVar
@@ -30,3 +32,13 @@ def read_json_model(path: str | Path, model: type[M], what: str, make_with: str)
         return model.model_validate(json.loads(text))
     except (ValidationError, json.JSONDecodeError) as exc:
         raise SpecError(f"{what} {path} is not a valid gearshift {what}: {exc}") from None
+
+
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of `path`'s bytes, read 1 MiB at a time (model files run to hundreds of
+    MB)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -15,7 +15,6 @@ Torch is imported inside functions only, so copying the shipped pool needs no to
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import platform
 import shutil
@@ -39,6 +38,7 @@ from gearshift.data.fashion import (
     load_fashion,
 )
 from gearshift.errors import GearshiftError, SpecError
+from gearshift.files import file_sha256
 from gearshift.progress import StepCallback as ProgressHook
 from gearshift.types import JSON, AccuracyKind
 from gearshift.zoo.spec import (
@@ -235,12 +235,6 @@ def check_onnx(path: Path, model: nn.Module, inputs: np.ndarray) -> float:
             f"{path}: ONNX Runtime logits differ from torch by {diff:.3g} (shapes {got.shape} "
             f"vs {want.shape}; allowed {CHECK_ATOL}); the export is wrong, not kept")
     return diff
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 # --- the pool spec --------------------------------------------------------------------------

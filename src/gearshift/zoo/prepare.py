@@ -32,6 +32,7 @@ import numpy as np
 
 from gearshift.data.fashion import DEFAULT_FASHION_DIR
 from gearshift.errors import SpecError
+from gearshift.files import file_sha256
 from gearshift.progress import StepCallback as ProgressHook
 from gearshift.types import AccuracyKind
 from gearshift.zoo.evaluate import (
@@ -212,12 +213,10 @@ def _int8_record(fp32: Path, calibration: np.ndarray | None) -> dict[str, str]:
     the quantizer's version."""
     import onnxruntime
 
-    def digest(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()
-
-    return {"fp32_sha256": digest(fp32.read_bytes()),
+    return {"fp32_sha256": file_sha256(fp32),
             "method": "dynamic" if calibration is None else "static",
-            "calibration_sha256": "" if calibration is None else digest(calibration.tobytes()),
+            "calibration_sha256": ("" if calibration is None
+                                   else hashlib.sha256(calibration.tobytes()).hexdigest()),
             "onnxruntime": onnxruntime.__version__}
 
 

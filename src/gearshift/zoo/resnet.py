@@ -17,7 +17,6 @@ module imports without it.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import pickle
 import re
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 import numpy as np
 
 from gearshift.errors import GearshiftError, SpecError
+from gearshift.files import file_sha256
 from gearshift.progress import StepCallback as ProgressHook
 from gearshift.types import AccuracyKind
 from gearshift.zoo.spec import (
@@ -393,14 +393,6 @@ def check_onnx_matches(path: Path, model: nn.Module, image_size: int, seed: int 
 # --- build records (reuse) ----------------------------------------------------------------
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class BuildRecord(TypedDict):
     """What determines a variant's file (the `args` of its sidecar JSON)."""
 
@@ -421,7 +413,7 @@ def _build_record(depth: int, image_size: int, weights: Path | None, seed: int) 
         "builder": BUILDER_VERSION,
         "depth": depth,
         "image_size": image_size,
-        "weights": "random" if weights is None else f"sha256:{_sha256_file(weights)}",
+        "weights": "random" if weights is None else f"sha256:{file_sha256(weights)}",
         "seed": seed,
         "opset": OPSET,
         "torch": torch.__version__,
@@ -444,7 +436,7 @@ def _is_fresh(onnx_path: Path, record: BuildRecord) -> bool:
         return False
     if not isinstance(saved, dict) or saved.get("args") != record:
         return False
-    return saved.get("onnx_sha256") == _sha256_file(onnx_path)
+    return saved.get("onnx_sha256") == file_sha256(onnx_path)
 
 
 def _build_variant(
@@ -477,7 +469,7 @@ def _build_variant(
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(onnx_path)
-    sidecar = {"args": record, "onnx_sha256": _sha256_file(onnx_path), "max_abs_diff": diff}
+    sidecar = {"args": record, "onnx_sha256": file_sha256(onnx_path), "max_abs_diff": diff}
     _sidecar(onnx_path).write_text(json.dumps(sidecar, indent=2) + "\n")
     return False
 
