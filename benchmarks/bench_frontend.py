@@ -59,7 +59,9 @@ def _wait(url: str, proc: subprocess.Popen[bytes], path: str) -> None:
     raise TimeoutError(url)
 
 
-def _start_gearshift(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+def nop_server_files(tmp: Path) -> tuple[Path, Path]:
+    """(pool.yaml, policy.json) in `tmp`: one 1-unit MLP ("nop": the cost is the serving
+    path's) served statically by 2 replicas x 1 thread."""
     pool = build_tiny_pool(tmp / "pool", (TinySpec("nop", depth=0, width=1, accuracy=0.5),))
     spec = load_pool_spec(pool)
     policy = tmp / "policy.json"
@@ -67,6 +69,11 @@ def _start_gearshift(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
                             deadline_ms=1000, cores=2, ranges=[PolicyRange(
                                 min_rps=0, max_rps=float("inf"), variant="nop", replicas=2,
                                 threads=1, p_on_time=1, effective_accuracy=0.5)]), policy)
+    return pool, policy
+
+
+def _start_gearshift(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    pool, policy = nop_server_files(tmp)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gearshift.cli", "serve", str(pool),
                              "--policy", str(policy), "--port", str(port)],

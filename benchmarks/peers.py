@@ -39,6 +39,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from gearshift.experiment.live import free_port
+
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "peers"
 NETNS_ENV = "GEARSHIFT_PEERS_NETNS"
@@ -121,21 +123,15 @@ def in_namespace(argv: list[str]) -> int:
 # --- servers ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
+def tiny_model(tmp: Path) -> tuple[Path, Path, Path]:
+    """gearshift's pool and static policy for the 1-unit MLP every system serves (the cost is
+    the serving path's), and its ONNX file: (pool.yaml, policy.json, model.onnx)."""
+    from bench_frontend import nop_server_files
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def tiny_model(tmp: Path) -> tuple[Path, Path]:
-    """A 1-unit MLP (the cost is the serving path's) as a gearshift pool; (pool.yaml, onnx)."""
     from gearshift.zoo.spec import load_pool_spec
-    from gearshift.zoo.tiny import TinySpec, build_tiny_pool
 
-    pool = build_tiny_pool(tmp / "pool", (TinySpec("nop", depth=0, width=1, accuracy=0.5),))
-    return pool, load_pool_spec(pool).model_path("nop")
+    pool, policy = nop_server_files(tmp)
+    return pool, policy, load_pool_spec(pool).model_path("nop")
 
 
 LOGS: dict[int, Path] = {}  # server pid -> its output, to say why one did not start
@@ -188,20 +184,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def start_gearshift(pool: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    from gearshift.planning.table import PolicyRange, PolicyTable, save_policy
+def start_gearshift(pool: Path, policy: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     from gearshift.zoo.spec import load_pool_spec
 
-    spec = load_pool_spec(pool)
-    policy = tmp / "policy.json"
-    save_policy(PolicyTable(application=spec.application, pool_digest=spec.digest(),
-                            deadline_ms=1000, cores=2, ranges=[PolicyRange(
-                                min_rps=0, max_rps=float("inf"), variant="nop", replicas=2,
-                                threads=1, p_on_time=1, effective_accuracy=0.5)]), policy)
     port = free_port()
     proc = start([sys.executable, "-m", "gearshift.cli", "serve", str(pool), "--policy",
                   str(policy), "--port", str(port)])
-    return proc, f"http://127.0.0.1:{port}", spec.application
+    return proc, f"http://127.0.0.1:{port}", load_pool_spec(pool).application
 
 
 def start_mlserver(python: Path, model: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -220,11 +209,11 @@ def start_mlserver(python: Path, model: Path, tmp: Path) -> tuple[subprocess.Pop
     return proc, f"http://127.0.0.1:{port}"
 
 
-def start_systems(model: Path, pool: Path, pythons: dict[str, Path], tmp: Path
+def start_systems(model: Path, pool: Path, policy: Path, pythons: dict[str, Path], tmp: Path
                   ) -> tuple[list[System], dict[str, str]]:
     """Every system up and ready, or the reason it is not."""
     systems, missing = [], {}
-    proc, url, app = start_gearshift(pool, tmp)
+    proc, url, app = start_gearshift(pool, policy)
     launches: list[tuple[str, subprocess.Popen[bytes], str, str]] = [("gearshift", proc, url, app)]
     port = free_port()
     launches.append(("starlette (floor)", start([sys.executable, "floor_app.py", str(model),
@@ -320,9 +309,9 @@ def run_inside(a: argparse.Namespace, pythons: dict[str, Path]) -> None:
     rates = [float(r) for r in a.rates.split(",")]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        pool, model = tiny_model(tmp)
+        pool, policy, model = tiny_model(tmp)
         payload = json_payload(model)
-        systems, missing = start_systems(model, pool, pythons, tmp)
+        systems, missing = start_systems(model, pool, policy, pythons, tmp)
         try:
             for name, why in missing.items():
                 print(f"{name}: not measured ({why})")
