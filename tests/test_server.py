@@ -152,6 +152,7 @@ def test_metrics_and_status_follow_the_controller(tiny_spec) -> None:
         assert "gearshift_latency_seconds_bucket" in text
         policy = server.loop.controller.policy
         assert any(o.arrivals > 0 for o in policy.seen)  # the controller saw the load
+        assert all(sum(o.arrival_parts) == o.arrivals for o in policy.seen)  # when, too
 
 
 # ----- bad input is a 4xx that says why; the controller sees valid requests only ---------------

@@ -189,6 +189,9 @@ def test_variant_switch_applies_to_requests_dispatched_after_it() -> None:
     assert cols.arrival_s[dispatch_s >= 1.0].min() < 1.0  # queued before the switch, served fast
     first = res.observations[0]
     assert (first.arrivals, first.queue_length, first.completed) == (20, 12, 7)
+    quarters = [int(np.count_nonzero((arrivals >= q / 4) & (arrivals < (q + 1) / 4)))
+                for q in range(4)]
+    assert first.arrival_parts == tuple(quarters) and sum(quarters) == 20
     assert first.current == Decision("slow", A1) and res.observations[1].current.variant == "fast"
 
 

@@ -6,11 +6,18 @@ hold."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from gearshift.control.expected import ExpectedTablePolicy, GridScores, WindowState, window_rate
+from gearshift.control.expected import (
+    ExpectedTablePolicy,
+    GridScores,
+    WindowState,
+    onset_rate,
+    window_rate,
+)
 from gearshift.control.factory import make_policy, parse_options
 from gearshift.control.policies import QueueAwarePolicy, TablePolicy
 from gearshift.errors import SpecError
@@ -18,7 +25,7 @@ from gearshift.planning.ladders import fallback_ladders
 from gearshift.planning.planner import plan
 from gearshift.planning.settings import PlanSettings
 from gearshift.planning.table import PolicyTable
-from gearshift.policy import Observation
+from gearshift.policy import Observation, arrival_parts
 from gearshift.profiling.profile import Profile
 from gearshift.types import Allocation, Decision
 from tests.synthetic import make_profile
@@ -68,6 +75,50 @@ def test_window_rate_spans_a_steady_load_and_restarts_at_a_step() -> None:
     rate, window_s = window_rate([*steady[2:], 16, 15], PERIOD_S, z=3.0)
     assert window_s == 2 * PERIOD_S and rate == 31.0
     assert window_rate([], PERIOD_S, 3.0)[1] == 0.0
+
+
+def test_onset_rate_finds_where_in_the_period_the_load_rose() -> None:
+    # 40 requests/s from halfway through a 0.5 s period after 2 requests/s: 10 in the last half
+    rate, window_s = onset_rate((0, 1, 5, 5), PERIOD_S, older_rps=2.0) or (0.0, 0.0)
+    assert (rate, window_s) == (40.0, PERIOD_S / 2)
+    # from nothing: the first part with arrivals starts it
+    assert onset_rate((0, 0, 0, 6), PERIOD_S, older_rps=0.0) == (48.0, PERIOD_S / 4)
+    # a rise at the period's start (every part alike) or arrivals the older rate explains
+    # early in the period: no onset inside it
+    assert onset_rate((5, 5, 5, 5), PERIOD_S, older_rps=2.0) is None
+    assert onset_rate((), PERIOD_S, older_rps=2.0) is None
+    assert onset_rate((0, 0, 0, 0), PERIOD_S, older_rps=2.0) is None
+
+
+def test_arrival_parts_count_the_period_in_quarters_late_ticks_included() -> None:
+    times = [9.49, 9.51, 9.6, 9.74, 9.76, 9.99, 10.0, 10.02]  # the period [9.5, 10.0)
+    assert arrival_parts(times, 10.0, PERIOD_S) == (3, 1, 1, 3)
+    assert arrival_parts([], 10.0, PERIOD_S) == (0, 0, 0, 0)
+
+
+def test_a_step_halfway_through_a_period_is_planned_at_its_own_rate(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """The table serves the heavy variant below ~9 requests/s, the light one above. Counted
+    over the whole 2 s period, 16 requests in its second half read as 8 requests/s (heavy);
+    with the period's quarters the first decision after the step plans for 16, as the next
+    period (32 requests in the whole of it) does."""
+    _, table = planned
+    policy = ExpectedTablePolicy.from_table(table, {})
+
+    def seen(k: int, parts: tuple[int, ...]) -> Observation:
+        return Observation(t_s=2.0 * (k + 1), period_s=2.0, arrivals=sum(parts), queue_length=0,
+                           in_flight=0, completed=sum(parts), missed=0, latency_p99_ms=50.0,
+                           current=HEAVY, arrival_parts=parts)
+
+    state: WindowState = policy.initial_state()
+    for k in range(16):
+        _, state = policy.decide(seen(k, (0, 0, 0, 0)), state)  # idle
+    first, after_step = policy.decide(seen(16, (0, 0, 8, 8)), state)
+    assert after_step.rate_rps == 16.0 and after_step.window_s == 1.0
+    blind, _ = policy.decide(replace(seen(16, (0, 0, 8, 8)), arrival_parts=()), state)
+    assert blind.variant == "heavy"
+    after, _ = policy.decide(seen(17, (8, 8, 8, 8)), after_step)
+    assert first.variant == after.variant == "light"
 
 
 def allocation_changes(policy: TablePolicy | ExpectedTablePolicy, rate_rps: float,

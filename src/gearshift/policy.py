@@ -10,12 +10,28 @@ host. Nothing here reads a clock: time arrives in the observation.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
+
+import numpy as np
 
 from gearshift.types import JSON, Decision
 
 S = TypeVar("S")
+
+ARRIVAL_PARTS = 4
+"""Parts of a period the hosts count arrivals in: where in a period the load changed."""
+
+
+def arrival_parts(times_s: Sequence[float] | np.ndarray, end_s: float, period_s: float
+                  ) -> tuple[int, ...]:
+    """The arrivals at `times_s` counted in `ARRIVAL_PARTS` equal parts of the period that ends
+    at `end_s`, oldest first; an arrival before the period (a late tick) counts in the first,
+    one at or after its end in the last."""
+    edges = end_s - period_s + period_s * np.arange(1, ARRIVAL_PARTS) / ARRIVAL_PARTS
+    idx = np.searchsorted(edges, np.asarray(times_s, dtype=float), side="right")
+    return tuple(int(n) for n in np.bincount(idx, minlength=ARRIVAL_PARTS))
 
 
 @dataclass(frozen=True)
@@ -31,6 +47,8 @@ class Observation:
     missed: int  # answered late, or dropped, in the last period
     latency_p99_ms: float  # of requests completed in the last period; nan if none
     current: Decision  # what is being served now
+    arrival_parts: tuple[int, ...] = ()  # the arrivals in ARRIVAL_PARTS equal parts, oldest
+    # first (empty if the host does not count them)
 
     @property
     def rate_rps(self) -> float:

@@ -162,6 +162,7 @@ class ObservationJSON(TypedDict):
     completed: NotRequired[int]
     missed: NotRequired[int]
     latency_p99_ms: NotRequired[float | None]
+    arrival_parts: NotRequired[list[int]]
 
 
 class ControlLine(TypedDict):

@@ -50,6 +50,51 @@ def window_rate(counts: Sequence[int], period_s: float, z: float) -> tuple[float
     return best
 
 
+ONSET_EVIDENCE = 2.0
+"""How much likelier (log) an onset inside the period must make its arrivals than a change at
+its start: about 7 x, so that a noisy count on a varying load is not read as a step."""
+
+
+def onset_rate(parts: Sequence[int], period_s: float, older_rps: float
+               ) -> tuple[float, float] | None:
+    """(rate_rps, window_s) after a load that changed inside the last period, from its arrivals
+    in equal consecutive `parts` (oldest first): the onset at the part boundary j that best
+    explains them (Poisson likelihood of each part before j at `older_rps`, the rate before
+    the change, and of each part after j at their mean; the later onset on a tie), the rate
+    over the parts after it. None if there are no parts or the best onset is the period's
+    start. Counted over the whole period, a step to 40 requests/s halfway through reads as 20
+    (the first decision after a step then plans for half the load; live, a step into 1.1 x
+    ResNet-18's capacity met ResNet-50 for a period and dropped 12 requests against static
+    ResNet-18's 2)."""
+    k = len(parts)
+    if k < 2 or sum(parts) == 0:
+        return None
+    part_s = period_s / k
+    before_mean = max(older_rps, 0.0) * part_s
+    best_j, best, whole = 0, -math.inf, -math.inf
+    for j in range(k):
+        after = parts[j:]
+        if sum(after) == 0:
+            break
+        after_mean = sum(after) / len(after)
+        ll = (sum(_log_poisson(n, before_mean) for n in parts[:j])
+              + sum(_log_poisson(n, after_mean) for n in after))
+        if j == 0:
+            whole = ll
+        if ll >= best - 1e-9:
+            best_j, best = j, ll
+    if best_j == 0 or best - whole < ONSET_EVIDENCE:
+        return None
+    span_s = (k - best_j) * part_s
+    return sum(parts[best_j:]) / span_s, span_s
+
+
+def _log_poisson(n: int, mean: float) -> float:
+    if mean <= 0.0:
+        return 0.0 if n == 0 else -math.inf
+    return n * math.log(mean) - mean - math.lgamma(n + 1)
+
+
 LOAD_FACTORS = (1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0)
 """How much heavier than its rate the load may act on the host (`ExpectedTablePolicy`): a
 profile that flatters every candidate by 20 % makes a load act as 1.2 x itself."""
@@ -197,6 +242,11 @@ class ExpectedTablePolicy:
     def decide(self, obs: Observation, state: WindowState) -> tuple[Decision, WindowState]:
         counts = (*state.counts, obs.arrivals)[-WINDOWS[-1]:]
         rate, window_s = window_rate(counts, obs.period_s, self.jump_z)
+        if window_s == obs.period_s and len(counts) > 1:  # a change: where in the period?
+            older, _ = window_rate(counts[:-1], obs.period_s, self.jump_z)
+            onset = onset_rate(obs.arrival_parts, obs.period_s, older)
+            if onset is not None and onset[0] > rate and rate > older:
+                rate, window_s = onset
         noise = math.sqrt(max(rate * window_s, 1.0)) / window_s
         sd = max(noise, self.rel_uncertainty * rate)
         # averaged, then ruled out, as the planner scores; the choice in force is ruled out

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from gearshift.engine.pool import ReplicaPool
 from gearshift.host_loop import HostLoop
-from gearshift.policy import Controller, ControlStep, Observation
+from gearshift.policy import Controller, ControlStep, Observation, arrival_parts
 from gearshift.serving.dataplane import DataPlane
 from gearshift.types import ControlLine, Decision, DecisionJSON, ObservationJSON
 
@@ -102,6 +102,7 @@ class ControlLoop:
             queue_length=st.queue_length, in_flight=st.in_flight, completed=w.completed,
             missed=w.missed, latency_p99_ms=w.p99_ms(),
             current=Decision(st.variant, st.allocation),
+            arrival_parts=arrival_parts(w.arrival_s, t_s, self.period_s),
         )
         self.last_rate_rps = obs.rate_rps
         return obs
@@ -173,6 +174,7 @@ def step_json(step: ControlStep) -> ControlLine:
         "missed": o.missed,
         "latency_p99_ms": None if math.isnan(o.latency_p99_ms) else o.latency_p99_ms,
         "current": _decision_json(o.current), "rate_rps": o.rate_rps,
+        "arrival_parts": list(o.arrival_parts),
     }
     return {"t_s": round(o.t_s, 3), "observation": obs,
             "decision": _decision_json(step.decision), "state": step.state}

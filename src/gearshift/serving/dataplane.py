@@ -33,6 +33,7 @@ class Window:
     """What happened since the controller last looked."""
 
     arrivals: int = 0
+    arrival_s: list[float] = field(default_factory=list)  # when, on the data plane's clock
     completed: int = 0
     missed: int = 0
     latencies_ms: list[float] = field(default_factory=list)
@@ -136,6 +137,7 @@ class DataPlane:
             raise
         self.metrics.requests.labels(model).inc()  # known names only: bounded labels
         self.window.arrivals += 1  # valid: offered to the pool
+        self.window.arrival_s.append(t0)
         try:
             result = await self.pool.infer(req.inputs, pinned, t0 + deadline_ms / 1000.0)
         except GearshiftError as exc:

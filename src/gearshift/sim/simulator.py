@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from gearshift.host_loop import HostLoop
-from gearshift.policy import Controller, Observation
+from gearshift.policy import Controller, Observation, arrival_parts
 from gearshift.profiling.profile import Profile
 from gearshift.sim.engine import (
     Answering,
@@ -192,6 +192,7 @@ def observe(
         missed=dropped + int(np.count_nonzero(latency_ms > inputs.deadline_ms)),
         latency_p99_ms=quantile(latency_ms, 0.99),
         current=after.decision,
+        arrival_parts=arrival_parts(inputs.arrival_s[first_arrival:arrived], t1, period_s),
     )
     left = ~done
     return obs, Answering(pool.arrival_s[left], pool.end_s[left], pool.completed_s[left])
