@@ -245,7 +245,7 @@ class ExpectedTablePolicy:
         if window_s == obs.period_s and len(counts) > 1:  # a change: where in the period?
             older, _ = window_rate(counts[:-1], obs.period_s, self.jump_z)
             onset = onset_rate(obs.arrival_parts, obs.period_s, older)
-            if onset is not None and onset[0] > rate and rate > older:
+            if onset is not None and onset[0] > rate > older:
                 rate, window_s = onset
         noise = math.sqrt(max(rate * window_s, 1.0)) / window_s
         sd = max(noise, self.rel_uncertainty * rate)
