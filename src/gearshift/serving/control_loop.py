@@ -1,9 +1,8 @@
 """The live actuator: every period, observe the server, ask the controller, apply its decision
 (the order and schedule of `gearshift.host_loop`, which the simulator runs too).
 
-A variant switch is applied at once. An allocation change runs in the background (new replicas
-may need loading) and a newer decision waits until it is done; the controller sees the
-allocation actually in force in its next observation.
+Decisions are put in force by a `serving.actuator.Actuator`: the variant at once, an
+allocation change in the background.
 
 The control log (one JSON line per period) is rotated before it would pass `log_max_bytes`:
 the full file becomes `NAME.1` (replacing the previous one), so it takes at most twice that.
@@ -17,13 +16,13 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
 from gearshift.engine.pool import ReplicaPool
 from gearshift.host_loop import HostLoop
 from gearshift.policy import Controller, ControlStep, Observation, arrival_parts
+from gearshift.serving.actuator import Actuator
 from gearshift.serving.dataplane import DataPlane
 from gearshift.types import ControlLine, Decision, DecisionJSON, ObservationJSON
 
@@ -49,11 +48,11 @@ class ControlLoop:
         self._log_path = log_path
         self._log_max_bytes = log_max_bytes
         self._log: IO[str] | None = log_path.open("a") if log_path else None
-        self._realloc: asyncio.Task[None] | None = None
+        self.actuator = Actuator(plane.pool)
         self._t0 = clock()
         self.host_loop = HostLoop(controller, period_s, self._t0, self._on_step)
         self.last_rate_rps = 0.0
-        self.last_error = ""
+        self._last_error = ""
 
     @property
     def pool(self) -> ReplicaPool:
@@ -111,17 +110,8 @@ class ControlLoop:
         return False
 
     def apply(self, decision: Decision, t_s: float | None = None) -> None:
-        """Apply `decision` to the pool: the variant at once, an allocation change in the
-        background, unless one is running already (then the allocation in force is kept for
-        now, and the next decision retries it)."""
-        busy = self._realloc is not None and not self._realloc.done()
-        current = self.pool.allocation
-        if busy and current is not None:
-            decision = replace(decision, allocation=current)
-        change = self.pool.apply(decision)
-        if not change.done():
-            self._realloc = asyncio.get_running_loop().create_task(
-                self._reallocate(decision, change))
+        """Apply `decision` to the pool (`Actuator.apply`)."""
+        self.actuator.apply(decision)
 
     def _on_step(self, step: ControlStep) -> None:
         self.plane.metrics.observe_pool(self.pool.status(), self.plane.spec.variant_names(),
@@ -145,24 +135,21 @@ class ControlLoop:
             log.warning("control log %s not rotated: %s", self._log_path, exc)
         self._log = self._log_path.open("a")
 
-    async def _reallocate(self, decision: Decision, change: asyncio.Future[None]) -> None:
-        try:
-            await change
-        except Exception as exc:  # keep serving on the old allocation
-            self.last_error = f"allocation change to {decision.allocation} failed: {exc}"
-            log.exception("allocation change failed")
+    @property
+    def last_error(self) -> str:
+        return self._last_error or self.actuator.last_error
+
+    @last_error.setter
+    def last_error(self, message: str) -> None:
+        self._last_error = message
 
     async def stop(self) -> None:
         """Wait for an allocation change in progress, if any."""
-        if self._realloc is not None and not self._realloc.done():
-            await self._realloc
+        await self.actuator.stop()
 
     async def cancel(self) -> None:
-        """Cancel an allocation change in progress, if any (the server is stopping): the
-        replicas it was starting are killed; those in service stay for the pool to close."""
-        if self._realloc is not None and not self._realloc.done():
-            self._realloc.cancel()
-            await asyncio.gather(self._realloc, return_exceptions=True)
+        """Cancel an allocation change in progress, if any (the server is stopping)."""
+        await self.actuator.cancel()
 
 
 def step_json(step: ControlStep) -> ControlLine:
