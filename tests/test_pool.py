@@ -414,3 +414,24 @@ def test_a_replica_dying_during_an_allocation_change_is_replaced(tiny_spec) -> N
         _check(tiny_spec, _x(1), r)
 
     run_pool(tiny_spec, body, Allocation(1, 1))
+
+
+def test_a_host_with_a_default_socket_timeout_still_reads_whole_answers(tiny_spec) -> None:
+    """A host process that set `socket.setdefaulttimeout` (Ray's workers do) makes new sockets
+    non-blocking: an answer read half-way then met EAGAIN and its replica was taken for dead
+    (live on a Ray node: 9 replicas "died while serving" in 20 s)."""
+    import socket
+
+    async def body(pool: ReplicaPool) -> None:
+        xs = [_x(i, 1 + i % 9) for i in range(300)]
+        results = await asyncio.gather(*(pool.infer({"input": x}) for x in xs))
+        for x, r in zip(xs, results, strict=True):
+            _check(tiny_spec, x, r)
+        assert pool.counters.failed == 0 and pool.counters.worker_restarts == 0
+
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30.0)
+    try:
+        run_pool(tiny_spec, body, settings=PoolSettings(transport="pipe"))
+    finally:
+        socket.setdefaulttimeout(before)

@@ -44,6 +44,8 @@ class WorkerHandle:
         # A fresh interpreter (not fork: the parent runs an event loop and threads) that does
         # not re-import the caller's __main__, talking over one socket pair.
         parent, child = socket.socketpair()
+        for end in (parent, child):  # blocking whatever the host's socket.getdefaulttimeout()
+            end.setblocking(True)  # (Ray sets one: a message read half-way then read EAGAIN)
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "gearshift.engine.worker", str(child.fileno())],
