@@ -416,22 +416,35 @@ def test_a_replica_dying_during_an_allocation_change_is_replaced(tiny_spec) -> N
     run_pool(tiny_spec, body, Allocation(1, 1))
 
 
-def test_a_host_with_a_default_socket_timeout_still_reads_whole_answers(tiny_spec) -> None:
-    """A host process that set `socket.setdefaulttimeout` (Ray's workers do) makes new sockets
-    non-blocking: an answer read half-way then met EAGAIN and its replica was taken for dead
-    (live on a Ray node: 9 replicas "died while serving" in 20 s)."""
+@pytest.mark.parametrize("host", ["socket-timeout", "uvloop"])
+def test_answers_are_read_whole_on_any_host_loop(tiny_spec, host: str) -> None:
+    """A host process that set `socket.setdefaulttimeout` makes new sockets non-blocking, and
+    uvloop (libuv) makes a watched fd non-blocking; Ray Serve's replicas do both. An answer
+    read half-way then met EAGAIN and its replica was taken for dead (live on a Ray node: 9
+    replicas "died while serving" in 20 s)."""
     import socket
 
-    async def body(pool: ReplicaPool) -> None:
-        xs = [_x(i, 1 + i % 9) for i in range(300)]
-        results = await asyncio.gather(*(pool.infer({"input": x}) for x in xs))
-        for x, r in zip(xs, results, strict=True):
-            _check(tiny_spec, x, r)
-        assert pool.counters.failed == 0 and pool.counters.worker_restarts == 0
+    import uvloop
+
+    async def main() -> None:
+        pool = ReplicaPool(tiny_spec, PoolSettings(transport="pipe"))
+        try:
+            await pool.apply(Decision(pool.variant, Allocation(2, 1)))
+            conns = [r.handle._conn.fileno() for r in pool._roster]
+            assert len(conns) == 2 and all(os.get_blocking(fd) for fd in conns)
+            xs = [_x(i, 1 + i % 9) for i in range(300)]
+            results = await asyncio.gather(*(pool.infer({"input": x}) for x in xs))
+            for x, r in zip(xs, results, strict=True):
+                _check(tiny_spec, x, r)
+            assert pool.counters.failed == 0 and pool.counters.worker_restarts == 0
+        finally:
+            await pool.close()
 
     before = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(30.0)
+    if host == "socket-timeout":
+        socket.setdefaulttimeout(30.0)
     try:
-        run_pool(tiny_spec, body, settings=PoolSettings(transport="pipe"))
+        runner = uvloop.run if host == "uvloop" else asyncio.run
+        runner(asyncio.wait_for(main(), 120))
     finally:
         socket.setdefaulttimeout(before)

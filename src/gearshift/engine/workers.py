@@ -8,6 +8,7 @@ logic: the replica's scheduling state lives in `gearshift.engine.roster`.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -45,7 +46,7 @@ class WorkerHandle:
         # not re-import the caller's __main__, talking over one socket pair.
         parent, child = socket.socketpair()
         for end in (parent, child):  # blocking whatever the host's socket.getdefaulttimeout()
-            end.setblocking(True)  # (Ray sets one: a message read half-way then read EAGAIN)
+            end.setblocking(True)
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "gearshift.engine.worker", str(child.fileno())],
@@ -61,6 +62,10 @@ class WorkerHandle:
         self.pid = self._process.pid
         send(self._conn, config)
         self._loop.add_reader(self._conn.fileno(), self._readable)
+        # uvloop (libuv) makes a watched fd non-blocking: a message then read half-way met
+        # EAGAIN and a live replica was taken for dead (on Ray Serve, whose replicas run
+        # uvloop: 9 in 20 s). Messages are read and written whole, blocking.
+        os.set_blocking(self._conn.fileno(), True)
 
     @property
     def worker_id(self) -> int:
