@@ -309,12 +309,11 @@ def serve(
     import logging
 
     from gearshift.control.factory import make_policy, parse_options
-    from gearshift.engine.pool import PoolSettings
     from gearshift.planning.table import load_policy
     from gearshift.policy import Controller
     from gearshift.profiling.profile import load_profile
     from gearshift.serving.access import read_token_file, resolve_access
-    from gearshift.serving.server import Server, ServerSettings
+    from gearshift.serving.server import Server, ServerSettings, pool_settings
     from gearshift.zoo.spec import load_pool_spec
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -342,13 +341,7 @@ def serve(
         warm = prewarm_allocations(table, controller, prewarm)
     except GearshiftError as exc:
         raise _fail(exc) from None
-    entries = prof.entries if prof else []
-    pool = PoolSettings(
-        max_queue=max_queue,
-        expected_service_ms={(e.variant, e.threads): float(np.mean(e.service_ms))
-                             for e in entries},
-        service_samples_ms={(e.variant, e.threads): tuple(e.service_ms) for e in entries},
-        overhead_ms=prof.dispatch_overhead_ms() if prof else 0.0)
+    pool = pool_settings(prof, max_queue)
     try:
         settings = ServerSettings(
             host=host, port=port, period_s=period_s, control_log=control_log,

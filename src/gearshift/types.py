@@ -204,3 +204,4 @@ class StatusDoc(TypedDict):
     policy: str
     last_decision: JSONObject | None  # the `Decision`'s fields
     last_error: str
+    nodes: NotRequired[list[JSONObject]]  # on a cluster (`gearshift.ray`): each node's pool

@@ -25,11 +25,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
+import numpy as np
 import uvicorn
 
 from gearshift.engine.pool import PoolSettings, ReplicaPool
 from gearshift.errors import GearshiftError, SpecError
 from gearshift.policy import Controller, Policy
+from gearshift.profiling.profile import Profile
 from gearshift.serving.access import AccessMiddleware, resolve_access
 from gearshift.serving.app import AppLimits, answer_on_cancel, create_app
 from gearshift.serving.control_loop import ControlLoop
@@ -88,6 +90,18 @@ class ServerSettings:
         for name in ("body_timeout_s", "header_timeout_s", "graceful_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ServerSettings.{name} must be positive")
+
+
+def pool_settings(prof: Profile | None, max_queue: int) -> PoolSettings:
+    """The pool's settings for serving under `prof`: each variant's service times (the drop
+    rule and the ladder read them) and the serving path's overhead, as profiled."""
+    entries = prof.entries if prof else []
+    return PoolSettings(
+        max_queue=max_queue,
+        expected_service_ms={(e.variant, e.threads): float(np.mean(e.service_ms))
+                             for e in entries},
+        service_samples_ms={(e.variant, e.threads): tuple(e.service_ms) for e in entries},
+        overhead_ms=prof.dispatch_overhead_ms() if prof else 0.0)
 
 
 PolicyFactory = Callable[[str], tuple[Policy[Any], Decision]]
