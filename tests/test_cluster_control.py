@@ -1,4 +1,4 @@
-"""The cluster controller's view (`gearshift.ray.cluster`): one node's share of the load from
+"""The cluster controller's view (`gearshift.cluster`): one node's share of the load from
 every live node's report, a node that stopped reporting forgotten, the decision handed back."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from gearshift.policy import Controller
-from gearshift.ray.cluster import ClusterControl, ClusterView, NodeReport
+from gearshift.cluster import ClusterControl, ClusterView, NodeReport
 from gearshift.types import Allocation, Decision
 from tests.servers import ScriptedPolicy
 

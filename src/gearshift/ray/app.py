@@ -30,7 +30,7 @@ from gearshift.errors import SpecError
 from gearshift.planning.table import load_policy
 from gearshift.policy import TABLE, Controller
 from gearshift.profiling.profile import Profile, load_profile
-from gearshift.ray.cluster import ClusterControl, ClusterSummary, NodeReport
+from gearshift.cluster import ClusterControl, ClusterSummary, NodeReport
 from gearshift.ray.ingress import ClusterIngress
 from gearshift.ray.node import NodeError, PoolNode
 from gearshift.serving.access import ASGIApp, read_token_file

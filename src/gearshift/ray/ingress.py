@@ -21,7 +21,7 @@ import numpy as np
 from gearshift import errors
 from gearshift.engine.pool_types import InferResult
 from gearshift.errors import GearshiftError, Overloaded, WorkerFailed
-from gearshift.ray.cluster import ClusterSummary
+from gearshift.cluster import ClusterSummary
 from gearshift.ray.node import NodeError
 from gearshift.serving.access import AccessMiddleware, ASGIApp, resolve_access
 from gearshift.serving.app import AppLimits, answer_on_cancel, create_app

@@ -22,7 +22,7 @@ from gearshift.engine.pool import PoolSettings, ReplicaPool
 from gearshift.engine.pool_types import InferResult
 from gearshift.errors import GearshiftError
 from gearshift.policy import arrival_parts
-from gearshift.ray.cluster import NodeReport
+from gearshift.cluster import NodeReport
 from gearshift.serving.actuator import Actuator
 from gearshift.types import Allocation, Decision
 from gearshift.zoo.spec import PoolSpec

@@ -78,7 +78,7 @@ def simulate(
     sampler = ServiceSampler.from_profile(profile)
     draws = RequestDraws.draw(len(arrival_s), seed)
     inputs = make_inputs(sampler, arrival_s, deadline_ms, draws, settings.drop)
-    host = _SimHost(inputs, initial, settings)
+    host = SimHost(inputs, initial, settings)
     loop = HostLoop(controller, settings.period_s)
     for t1 in loop.times():  # ends: with finite service times every request is answered
         if loop.tick(host, t1) is None:
@@ -86,7 +86,7 @@ def simulate(
     return SimResult(host.cols, tuple(host.observations), tuple(host.decisions))
 
 
-class _SimHost:
+class SimHost:
     """The simulated server as a `Host`: serving up to a tick is part of observing it."""
 
     def __init__(self, inputs: RunInputs, initial: Decision, settings: SimSettings) -> None:

@@ -1,7 +1,8 @@
 """One controller for many nodes: what each node reports every period, and the observation of
 one node's share that the controller's policy (planned for one node's cores) decides on.
 
-Pure: no Ray here. Each node's pool counts its own window (arrivals routed to it, answers,
+Pure: the Ray application (`gearshift.ray`) and the cluster simulator (`gearshift.sim.cluster`)
+both use it. Each node's pool counts its own window (arrivals routed to it, answers,
 misses) and reports it with its queue and what it has in force; the controller keeps each
 node's latest report, forgets a node that has not reported for `stale_periods` periods (it
 left, or its pool died), and sees the load as the live nodes' mean: a table planned for one
