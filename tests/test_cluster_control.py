@@ -53,3 +53,30 @@ def test_each_node_gets_the_decision_with_the_answer_to_its_report() -> None:
     now[0] = 10.0  # no node heard from: an idle period, the decision kept in force
     control.tick()
     assert policy.seen[-1].arrivals == 0 and control.nodes == 0
+
+
+def test_the_applications_arguments_are_checked_and_the_example_config_is_valid() -> None:
+    from pathlib import Path
+
+    import pytest
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from gearshift.errors import SpecError
+    from gearshift.ray.app import ClusterConfig
+
+    config = ClusterConfig.from_args({"pool": "p.yaml", "policy": "t.json", "nodes": 3,
+                                      "period_s": "0.25"})
+    assert (config.nodes, config.period_s, config.controller) == (3, 0.25, "table")
+    assert config.profile_path() == Path("profile.json")
+    for bad, says in (({"pool": "p"}, "needs pool"),
+                      ({"pool": "p", "policy": "t", "node": 2}, "unknown argument"),
+                      ({"pool": "p", "policy": "t", "nodes": "two"}, "is not an integer"),
+                      ({"pool": "p", "policy": "t", "nodes": 0}, "at least 1")):
+        with pytest.raises(SpecError, match=says):
+            ClusterConfig.from_args(bad)
+    example = Path(__file__).parents[1] / "examples" / "ray_serve.yaml"
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(example.read_text()))
+    (application,) = schema.applications
+    assert application.import_path == "gearshift.ray:app"
+    ClusterConfig.from_args(application.args)  # every argument it passes is one the app takes

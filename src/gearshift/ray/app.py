@@ -71,7 +71,8 @@ class ClusterConfig:
                 values[name] = (int(value) if kind == "int" else
                                 float(value) if kind == "float" else str(value))
             except ValueError:
-                raise SpecError(f"argument {name}={value!r} is not a {kind}") from None
+                what = "an integer" if kind == "int" else "a number"
+                raise SpecError(f"argument {name}={value!r} is not {what}") from None
         config = cls(**values)
         if config.nodes < 1 or config.period_s <= 0 or config.max_queue < 1:
             raise SpecError("nodes and max_queue must be at least 1, period_s positive")
