@@ -44,7 +44,7 @@ def test_prewarm_table_loads_what_the_controller_may_choose() -> None:
     """The table and queue-aware controllers choose among every candidate of the planner's
     grid, so `--prewarm table` loads its allocations too; table:paper and statics keep to
     the ranges'."""
-    from gearshift.cli import prewarm_allocations
+    from gearshift.serving.server import prewarm_allocations
     from gearshift.errors import GearshiftError
     from gearshift.planning.table import GridPoint, PolicyRange, PolicyTable
 

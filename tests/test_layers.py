@@ -1,5 +1,5 @@
 """The import rule, for every module of the package: data flows one way (zoo -> profiling ->
-planning with sim -> control -> serving -> loadgen -> reports -> experiment -> cli), so a module
+planning with sim -> control -> serving -> ray -> loadgen -> reports -> experiment -> cli), so a module
 imports only from its own layer or those below it (at any depth, imports inside functions
 included), and only the HTTP front end, the load generator and what drives them import a web
 library."""
@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gearshift"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "types", "errors", "progress", "files", "cores", "records", "policy", "protocol",
-     "dispatch", "host_loop"),
+     "dispatch", "host_loop", "cluster"),
     ("data", "runtime"),
     ("zoo",),
     ("engine",),
@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("planning",),
     ("control",),
     ("serving",),
+    ("ray",),
     ("loadgen",),
     ("reports",),
     ("experiment",),

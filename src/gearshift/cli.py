@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gearshift.control.factory import OPTION_HELP, POLICY_NAMES, SWITCHING
+from gearshift.control.factory import OPTION_HELP, POLICY_NAMES
 from gearshift.errors import GearshiftError, SpecError
 from gearshift.planning.settings import DEFAULT_PLAN
 from gearshift.policy import TABLE
@@ -22,7 +22,6 @@ from gearshift.types import Allocation, Decision, allocations_for
 
 if TYPE_CHECKING:
     from gearshift.engine.check import CheckRow
-    from gearshift.planning.table import PolicyTable
     from gearshift.zoo.spec import PoolSpec
 
 HELP = (
@@ -313,7 +312,12 @@ def serve(
     from gearshift.policy import Controller
     from gearshift.profiling.profile import load_profile
     from gearshift.serving.access import read_token_file, resolve_access
-    from gearshift.serving.server import Server, ServerSettings, pool_settings
+    from gearshift.serving.server import (
+        Server,
+        ServerSettings,
+        pool_settings,
+        prewarm_allocations,
+    )
     from gearshift.zoo.spec import load_pool_spec
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -362,21 +366,6 @@ def serve(
     asyncio.run(server.serve())
     if server.start_error:
         raise _fail(GearshiftError(server.start_error))
-
-
-def prewarm_allocations(table: PolicyTable, controller: str, mode: str
-                        ) -> tuple[Allocation, ...]:
-    """The R x T `gearshift serve --prewarm MODE` loads at start: "table", those the controller
-    may choose (the ranges' for table:paper and statics; for table and queue-aware, which
-    choose among every candidate of the planner's grid, those too); "all"; "none"."""
-    ranged = [r.decision.allocation for r in table.ranges]
-    grid = sorted({Allocation(p.replicas, p.threads) for p in table.grid}, reverse=True)
-    on_grid = controller in SWITCHING  # they choose among every candidate of the grid
-    warm = {"table": [*ranged, *grid] if on_grid else ranged,
-            "all": allocations_for(table.cores), "none": []}
-    if mode not in warm:
-        raise GearshiftError(f"--prewarm {mode!r}: use table, all or none")
-    return tuple(dict.fromkeys(warm[mode]))
 
 
 def _policies_from_files(spec: PoolSpec, policy: Path, profile: Path,

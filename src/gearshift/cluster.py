@@ -98,7 +98,7 @@ class ClusterControl:
     def __init__(self, controller: Controller[Any], initial: Decision, period_s: float,
                  clock: Callable[[], float] = time.perf_counter,
                  stale_periods: float = 3.0) -> None:
-        self._clock = clock
+        self.clock = clock
         self.view = ClusterView(period_s, stale_periods)
         self.decision = initial
         self.t0 = clock()
@@ -115,11 +115,11 @@ class ClusterControl:
 
     def report(self, report: NodeReport) -> Decision:
         """A node's period in, the decision in force out."""
-        self.view.add(report, self._clock())
+        self.view.add(report, self.clock())
         return self.decision
 
     def tick(self) -> Decision | None:
-        return self.loop.tick(self, self._clock())
+        return self.loop.tick(self, self.clock())
 
     # ----- Host -------------------------------------------------------------------------------
 

@@ -23,18 +23,17 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from gearshift.cli import prewarm_allocations
+from gearshift.cluster import ClusterControl, ClusterSummary, NodeReport
 from gearshift.control.factory import make_policy, parse_options
 from gearshift.engine.pool_types import InferResult
 from gearshift.errors import SpecError
 from gearshift.planning.table import load_policy
 from gearshift.policy import TABLE, Controller
 from gearshift.profiling.profile import Profile, load_profile
-from gearshift.cluster import ClusterControl, ClusterSummary, NodeReport
 from gearshift.ray.ingress import ClusterIngress
 from gearshift.ray.node import NodeError, PoolNode
 from gearshift.serving.access import ASGIApp, read_token_file
-from gearshift.serving.server import pool_settings
+from gearshift.serving.server import pool_settings, prewarm_allocations
 from gearshift.types import Decision
 from gearshift.zoo.spec import PoolSpec, load_pool_spec
 
@@ -112,7 +111,7 @@ class GearshiftControl:
         import asyncio
 
         for due in self.control.loop.times():
-            await asyncio.sleep(max(0.0, due - self.control._clock()))
+            await asyncio.sleep(max(0.0, due - self.control.clock()))
             try:
                 self.control.tick()
                 self.control.last_error = ""

@@ -28,8 +28,10 @@ from typing import Any, Literal
 import numpy as np
 import uvicorn
 
+from gearshift.control.factory import SWITCHING
 from gearshift.engine.pool import PoolSettings, ReplicaPool
 from gearshift.errors import GearshiftError, SpecError
+from gearshift.planning.table import PolicyTable
 from gearshift.policy import Controller, Policy
 from gearshift.profiling.profile import Profile
 from gearshift.serving.access import AccessMiddleware, resolve_access
@@ -38,7 +40,7 @@ from gearshift.serving.control_loop import ControlLoop
 from gearshift.serving.dataplane import DataPlane
 from gearshift.serving.http_limits import limited_protocol
 from gearshift.serving.metrics import Metrics
-from gearshift.types import Allocation, Decision, StatusDoc
+from gearshift.types import Allocation, Decision, StatusDoc, allocations_for
 from gearshift.zoo.spec import PoolSpec, model_outputs
 
 log = logging.getLogger("gearshift.server")
@@ -102,6 +104,21 @@ def pool_settings(prof: Profile | None, max_queue: int) -> PoolSettings:
                              for e in entries},
         service_samples_ms={(e.variant, e.threads): tuple(e.service_ms) for e in entries},
         overhead_ms=prof.dispatch_overhead_ms() if prof else 0.0)
+
+
+def prewarm_allocations(table: PolicyTable, controller: str, mode: str
+                        ) -> tuple[Allocation, ...]:
+    """The R x T `gearshift serve --prewarm MODE` loads at start: "table", those the controller
+    may choose (the ranges' for table:paper and statics; for table and queue-aware, which
+    choose among every candidate of the planner's grid, those too); "all"; "none"."""
+    ranged = [r.decision.allocation for r in table.ranges]
+    grid = sorted({Allocation(p.replicas, p.threads) for p in table.grid}, reverse=True)
+    on_grid = controller in SWITCHING  # they choose among every candidate of the grid
+    warm = {"table": [*ranged, *grid] if on_grid else ranged,
+            "all": allocations_for(table.cores), "none": []}
+    if mode not in warm:
+        raise SpecError(f"--prewarm {mode!r}: use table, all or none")
+    return tuple(dict.fromkeys(warm[mode]))
 
 
 PolicyFactory = Callable[[str], tuple[Policy[Any], Decision]]
