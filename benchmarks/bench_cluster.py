@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--period", type=float, default=0.5, help="control period, s")
     ap.add_argument("--traces", type=Path, default=TRACES, help="folder of the shared traces")
+    ap.add_argument("--routing", choices=("round-robin", "random"), default="round-robin",
+                    help="how requests are spread over the nodes")
     ap.add_argument("--json", type=Path, help="write the figures here")
     a = ap.parse_args()
     base = load_profile(a.experiment / "profile.json")
@@ -78,7 +80,7 @@ def main() -> None:
     how = base.calibration or "in-process"
     print(f"a node of {a.cores} cores from a {base.cores}-core profile ({how}): capacity {node_capacity:.0f} req/s; table planned in "
           f"{time.perf_counter() - t0:.1f} s; deadline {a.deadline:g} ms, {a.duration:g} s of "
-          f"the Twitter trace per run, period {a.period:g} s")
+          f"the Twitter trace per run, period {a.period:g} s, {a.routing} routing")
     family = shapes(a.traces, a.duration)
     if "trace" not in family:
         raise SystemExit(f"no trace under {a.traces}")
@@ -97,7 +99,8 @@ def main() -> None:
             policy, initial = make_policy(name, table, node, a.deadline, variants)
             res = simulate_cluster(node, Controller(policy, keep_log=False), arrivals,
                                    a.deadline, initial, a.seed, n,
-                                   SimSettings(period_s=a.period, duration_s=a.duration))
+                                   SimSettings(period_s=a.period, duration_s=a.duration),
+                                   a.routing)
             ea[name] = res.effective_accuracy(node.accuracy)
         best = max(ea[s] for s in names if s.startswith("static:"))
         figures[str(n)] = ea

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from peers import NETNS_ENV, System, in_namespace, json_payload, measure, start, stop, wait_ready
 
 from gearshift.experiment.live import free_port
 from gearshift.planning.table import PolicyRange, PolicyTable, save_policy
@@ -49,6 +48,7 @@ def ray_cli(home: Path, *args: str) -> None:
 
 def run_inside(a: argparse.Namespace) -> None:
     import ray
+    from peers import System, json_payload, measure, start, stop, wait_ready
     from ray import serve
 
     from gearshift.ray import app
@@ -115,6 +115,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
+    from peers import NETNS_ENV, in_namespace  # run as a script, beside it
+
     if os.environ.get(NETNS_ENV):
         t0 = time.perf_counter()
         run_inside(a)
