@@ -99,6 +99,7 @@ def run_inside(a: argparse.Namespace) -> None:
         if a.json:
             a.json.write_text(json.dumps(out, indent=1))
         serve.shutdown()
+        ray.shutdown()  # before `ray stop`: a connected driver prints every process's end
     finally:
         if single is not None:
             stop(single)

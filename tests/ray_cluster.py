@@ -129,6 +129,7 @@ def scenario(pool: Path, policy: Path) -> dict[str, Any]:
     out["metrics"] = httpx.get(f"{URL}/metrics", timeout=5).text
     out["status"] = status()
     serve.shutdown()
+    ray.shutdown()  # before `ray stop`: a connected driver prints every process's end
     return out
 
 
