@@ -38,8 +38,13 @@ demo: install
 # gearshift beside Ray Serve, MLServer, Triton (PyTriton) and a bare Starlette endpoint: each
 # peer in its own venv under $(OUT)/bench/peers, servers and load in a loopback-only network
 # namespace (needs root); prints the table, writes peers.json and frontend.png.
+# Then one line per benchmark of our own (pool/raw, simulator, planner, send lag, switching
+# over seeds and at cluster scale; the last two read the demo's experiment if it ran).
 bench: install
 	$(BIN)/python benchmarks/peers.py --out $(OUT)/bench/peers
+	$(BIN)/gearshift zoo build resnet --out $(OUT)/bench/zoo/resnet
+	$(BIN)/python benchmarks/headlines.py --pool $(OUT)/bench/zoo/resnet/pool.yaml \
+		--experiment $(OUT)/demo/$(POOL)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
