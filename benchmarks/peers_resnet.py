@@ -1,0 +1,239 @@
+"""A real model through each system: ResNet-18 served over KServe V2 REST by gearshift and the
+peers, against raw in-process ONNX Runtime on the same cores, and each system's effective
+capacity (the highest load at which >= 99 % of requests are answered within the deadline,
+the convention of Loki and Nexus).
+
+Systems, each with ResNet-18 (batch 1, 3 x 224 x 224) on 2 cores at R x T (2x1 and 1x2):
+gearshift (`gearshift serve`, a static policy; binary tensors, its clients' default, and JSON),
+the bare Starlette floor (one process, JSON; R x T as one session of T threads), Ray Serve (R
+replicas of T threads, JSON) and MLServer (R workers, T threads each, JSON: its REST server
+takes no binary tensors). Served throughput: closed loop, 2 requests per replica outstanding,
+`--seconds`; raw: R threads in one process, each with its own T-thread session, pinned
+(`bench_pool.raw_throughput`). Effective capacity: open-loop Poisson at each of `--rates`,
+`--seconds` each, on time = answered within `--deadline-ms` at the client. Systems take turns
+(A/B interleaved) within each measurement. Runs itself inside a loopback-only network
+namespace (needs root; Ray binds beyond loopback); peers' venvs from `peers.py`.
+
+    .venv/bin/python benchmarks/peers_resnet.py --pool out/bench/zoo/resnet/pool.yaml
+        [--peers-out out/bench/peers] [--allocations 2x1,1x2] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from gearshift.experiment.live import free_port
+from gearshift.types import Allocation
+
+
+def static_policy(pool: Path, alloc: Allocation, path: Path) -> Path:
+    from gearshift.planning.table import PolicyRange, PolicyTable, save_policy
+    from gearshift.zoo.spec import load_pool_spec
+
+    spec = load_pool_spec(pool)
+    save_policy(PolicyTable(application=spec.application, pool_digest=spec.digest(),
+                            deadline_ms=spec.deadline_ms, cores=2, ranges=[
+                                PolicyRange(min_rps=0.0, max_rps=float("inf"),
+                                            variant="resnet18", replicas=alloc.replicas,
+                                            threads=alloc.threads, p_on_time=1.0,
+                                            effective_accuracy=0.7)]), path)
+    return path
+
+
+async def closed_loop(url: str, model: str, body: bytes, headers: dict[str, str],
+                      clients: int, seconds: float) -> float:
+    """Answers per second with `clients` requests outstanding, after a 2 s warm-up."""
+    async with httpx.AsyncClient(timeout=60) as http:
+        async def client(until: float) -> int:
+            n = 0
+            while time.perf_counter() < until:
+                r = await http.post(f"{url}/v2/models/{model}/infer", content=body,
+                                    headers=headers)
+                n += r.status_code == 200
+            return n
+
+        await asyncio.gather(*(client(time.perf_counter() + 2.0) for _ in range(clients)))
+        t0 = time.perf_counter()
+        done = await asyncio.gather(*(client(t0 + seconds) for _ in range(clients)))
+        return sum(done) / (time.perf_counter() - t0)
+
+
+async def on_time_at(url: str, model: str, body: bytes, headers: dict[str, str],
+                     rate: float, seconds: float, deadline_ms: float, seed: int) -> float:
+    """Fraction of Poisson arrivals at `rate` answered 200 within `deadline_ms`."""
+    gaps = np.random.default_rng(seed).exponential(1.0 / rate, int(rate * seconds * 1.5))
+    arrivals = np.cumsum(gaps)
+    arrivals = arrivals[arrivals < seconds]
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+        async def one(at: float, t0: float) -> bool:
+            await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
+            sent = time.perf_counter()
+            try:
+                r = await http.post(f"{url}/v2/models/{model}/infer", content=body,
+                                    headers=headers)
+            except httpx.HTTPError:
+                return False
+            return r.status_code == 200 and (time.perf_counter() - sent) * 1000 <= deadline_ms
+
+        t0 = time.perf_counter()
+        ok = await asyncio.gather(*(one(at, t0) for at in arrivals))
+    return sum(ok) / max(1, len(ok))
+
+
+def bodies(pool: Path) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """A binary (KServe V2 binary tensor extension) and a JSON body of one random image."""
+    from gearshift.zoo.spec import load_pool_spec
+
+    spec = load_pool_spec(pool)
+    x = np.random.default_rng(0).standard_normal((1, *spec.input.shape)).astype(np.float32)
+    head = json.dumps({"inputs": [{"name": spec.input.name, "shape": list(x.shape),
+                                   "datatype": "FP32",
+                                   "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    text = json.dumps({"inputs": [{"name": spec.input.name, "shape": list(x.shape),
+                                   "datatype": "FP32",
+                                   "data": x.ravel().round(4).tolist()}]}).encode()
+    return {"binary": (head + x.tobytes(), {"Inference-Header-Content-Length": str(len(head)),
+                                            "Content-Type": "application/octet-stream"}),
+            "json": (text, {"Content-Type": "application/json"})}
+
+
+def start_all(pool: Path, alloc: Allocation, pythons: dict[str, Path], tmp: Path
+              ) -> tuple[list[tuple[str, str, str, str, object]], dict[str, str]]:
+    """[(name, url, model, body kind, process)] ready, and why the others are not."""
+    from peers import APPS, start, start_gearshift, stop, wait_ready, why_not
+
+    from gearshift.zoo.spec import load_pool_spec
+
+    spec = load_pool_spec(pool)
+    model = str(spec.model_path("resnet18"))
+    r, t = str(alloc.replicas), str(alloc.threads)
+    policy = static_policy(pool, alloc, tmp / f"policy-{alloc}.json")
+    proc, url, app = start_gearshift(pool, policy)
+    launches = [("gearshift", url, app, "binary", proc)]
+    launches.append(("gearshift (JSON)", url, app, "json", proc))
+    port = free_port()
+    launches.append(("starlette (floor)", f"http://127.0.0.1:{port}", "model", "json",
+                     start([sys.executable, "floor_app.py", model, str(port), t], cwd=APPS)))
+    if "ray" in pythons:
+        port = free_port()
+        launches.append(("ray serve", f"http://127.0.0.1:{port}", "model", "json",
+                         start([str(pythons["ray"]), "ray_app.py", model, str(port), r, t],
+                               cwd=APPS)))
+    if "mlserver" in pythons:
+        folder = tmp / f"mlserver-{alloc}"
+        (folder / "model").mkdir(parents=True)
+        port = free_port()
+        (folder / "settings.json").write_text(json.dumps({
+            "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(),
+            "metrics_port": free_port(), "parallel_workers": alloc.replicas, "debug": False}))
+        (folder / "model" / "model-settings.json").write_text(json.dumps({
+            "name": "model", "implementation": "mlserver_runtime.OnnxRuntime",
+            "parameters": {"uri": model, "extra": {"threads": alloc.threads}}}))
+        launches.append(("mlserver", f"http://127.0.0.1:{port}", "model", "json",
+                         start([str(pythons["mlserver"].parent / "mlserver"), "start",
+                                str(folder)], cwd=folder, env={"PYTHONPATH": str(APPS)})))
+    ready, missing = [], {}
+    for name, url, app_name, kind, p in launches:
+        if wait_ready(url, p, 240):  # type: ignore[arg-type]
+            ready.append((name, url, app_name, kind, p))
+        else:
+            missing[name] = why_not(p)  # type: ignore[arg-type]
+            stop(p)  # type: ignore[arg-type]
+    return ready, missing
+
+
+def run_inside(a: argparse.Namespace, pythons: dict[str, Path]) -> None:
+    from bench_pool import raw_throughput
+    from peers import stop
+
+    from gearshift.zoo.spec import load_pool_spec
+
+    spec = load_pool_spec(a.pool)
+    kinds = bodies(a.pool)
+    rates = [float(x) for x in a.rates.split(",")]
+    out: dict[str, object] = {}
+    for alloc in (Allocation.parse(s) for s in a.allocations.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
+            systems, missing = start_all(a.pool, alloc, pythons, Path(tmp))
+            try:
+                raw = raw_throughput(spec, "resnet18", alloc, a.seconds, False)
+                served: dict[str, list[float]] = {s[0]: [] for s in systems}
+                for round_ in range(a.rounds):
+                    order = systems if round_ % 2 == 0 else systems[::-1]
+                    for name, url, model, kind, _ in order:
+                        body, headers = kinds[kind]
+                        served[name].append(asyncio.run(closed_loop(
+                            url, model, body, headers, 2 * alloc.replicas, a.seconds)))
+                raw = (raw + raw_throughput(spec, "resnet18", alloc, a.seconds, False)) / 2
+                capacity: dict[str, float] = {s[0]: 0.0 for s in systems}
+                failed: set[str] = set()  # the capacity is the last rate before a failure
+                for rate in rates:
+                    for name, url, model, kind, _ in systems:
+                        if name in failed:
+                            continue
+                        body, headers = kinds[kind]
+                        ok = asyncio.run(on_time_at(url, model, body, headers, rate, a.seconds,
+                                                    a.deadline_ms, seed=int(rate)))
+                        if ok >= 0.99:
+                            capacity[name] = rate
+                        else:
+                            failed.add(name)
+            finally:
+                for p in {id(s[4]): s[4] for s in systems}.values():
+                    stop(p)  # type: ignore[arg-type]
+        rows = {name: {"served_rps": float(np.median(v)), "served_over_raw":
+                       float(np.median(v)) / raw, "effective_capacity_rps": capacity[name]}
+                for name, v in served.items()}
+        out[str(alloc)] = {"raw_rps": raw, "systems": rows, "not_measured": missing}
+        print(f"\nResNet-18 at {alloc}: raw in-process ONNX Runtime {raw:.1f} req/s")
+        print(f"| system | body | served req/s | served / raw | effective capacity req/s "
+              f"(>= 99 % within {a.deadline_ms:g} ms) |")
+        print("|---|---|---|---|---|")
+        for name, url, model, kind, _ in systems:
+            r = rows[name]
+            print(f"| {name} | {kind} | {r['served_rps']:.1f} | {r['served_over_raw']:.2f} | "
+                  f"{r['effective_capacity_rps']:g} |")
+        for name, why in missing.items():
+            print(f"{name}: not measured ({why})")
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pool", type=Path, required=True, help="a ResNet pool.yaml")
+    ap.add_argument("--peers-out", type=Path, default=Path("out/bench/peers"),
+                    help="where peers.py installed the peers' venvs")
+    ap.add_argument("--allocations", default="2x1,1x2")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rates", default="20,30,40,45,50,55", help="req/s for the capacity")
+    ap.add_argument("--deadline-ms", type=float, default=300.0)
+    ap.add_argument("--skip", default="", help="peers not to run, commas")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    from peers import NETNS_ENV, PEERS, in_namespace  # run as a script, beside it
+
+    a.pool = a.pool.resolve()
+    skip = {s for s in a.skip.split(",") if s}
+    venvs = a.peers_out.resolve() / "venvs"
+    pythons = {n: venvs / n / "bin" / "python" for n in PEERS if n not in skip
+               and (venvs / n / "bin" / "python").is_file()}
+    if os.environ.get(NETNS_ENV) is None:
+        raise SystemExit(in_namespace([str(Path(__file__).resolve()), *sys.argv[1:]]))
+    run_inside(a, pythons)
+
+
+if __name__ == "__main__":
+    main()
