@@ -6,9 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gearshift.errors import BadRequest
-from gearshift.protocol import decode_request, encode_response
+from gearshift.protocol import decode_request, encode_response, parse_json
 
 
 def _binary_body(x: np.ndarray, params: dict | None = None) -> tuple[bytes, str]:
@@ -241,3 +243,23 @@ def test_non_finite_outputs_are_written_as_strings() -> None:
     assert n is None
     assert b"NaN" not in body.replace(b'"NaN"', b"")
     assert json.loads(body)["outputs"][0]["data"] == [1.0, "NaN", "Infinity", "-Infinity"]
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                    | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=4), inner, max_size=4), max_leaves=20),
+       st.sampled_from([b"", b" ", b"x", b",", b"]", b"NaN", b"\xff"]))
+def test_the_fast_parser_accepts_and_refuses_what_the_standard_one_does(value, tail) -> None:
+    """`parse_json` parses with msgspec first and falls back to `json` on a refusal: the two
+    must agree on every document, valid or not."""
+    import json
+
+    body = json.dumps(value).encode() + tail
+    try:
+        expected = json.loads(body)
+    except ValueError:
+        with pytest.raises(BadRequest, match="not valid JSON"):
+            parse_json(body)
+        return
+    assert parse_json(body) == expected

@@ -2,7 +2,7 @@
 application, the KServe V2 app on Ray Serve's HTTP proxy.
 
     serve run gearshift.ray:app pool=pool.yaml policy=policy.json nodes=2
-    serve deploy serve.yaml        # applications: [{import_path: gearshift.ray:app, args: ...}]
+    serve deploy examples/ray_serve.yaml   # the same arguments under `args`
 
 Three deployments: `GearshiftNode` (one replica per node, `max_replicas_per_node=1`, reserving
 the node's cores: a `ReplicaPool` with every variant pre-loaded, so a switch is a routing
@@ -15,6 +15,7 @@ on every node.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from gearshift.cluster import ClusterControl, ClusterSummary, NodeReport
 from gearshift.control.factory import make_policy, parse_options
 from gearshift.engine.pool_types import InferResult
 from gearshift.errors import SpecError
-from gearshift.planning.table import load_policy
+from gearshift.planning.table import PolicyTable, load_policy
 from gearshift.policy import TABLE, Controller
 from gearshift.profiling.profile import Profile, load_profile
 from gearshift.ray.ingress import ClusterIngress
@@ -83,7 +84,10 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class Loaded:
+    """What the application's files hold, checked against the pool's digest."""
+
     spec: PoolSpec
+    table: PolicyTable
     profile: Profile | None
 
 
@@ -96,7 +100,7 @@ def _load(config: ClusterConfig) -> tuple[Loaded, Controller[Any], Decision]:
     options = parse_options([o for o in config.controller_options.split(",") if o])
     policy, initial = make_policy(config.controller, table, prof, spec.deadline_ms,
                                   spec.variant_names(), options)
-    return Loaded(spec, prof), Controller(policy, keep_log=False), initial
+    return Loaded(spec, table, prof), Controller(policy, keep_log=False), initial
 
 
 @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0})
@@ -104,12 +108,9 @@ class GearshiftControl:
     def __init__(self, config: ClusterConfig) -> None:
         _, controller, initial = _load(config)
         self.control = ClusterControl(controller, initial, config.period_s)
-        self.period_s = config.period_s
-        self._task: Any = None
+        self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
-        import asyncio
-
         for due in self.control.loop.times():
             await asyncio.sleep(max(0.0, due - self.control.clock()))
             try:
@@ -119,8 +120,7 @@ class GearshiftControl:
                 self.control.last_error = f"control step failed: {type(exc).__name__}: {exc}"
 
     def _ensure_running(self) -> None:
-        import asyncio
-
+        """The control loop runs on the replica's event loop, started by the first call."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -141,12 +141,12 @@ class GearshiftNode:
         import ray
 
         loaded, _, initial = _load(config)
-        table = load_policy(Path(config.policy), loaded.spec.digest())
         self.config = config
         self.node = PoolNode(
             ray.get_runtime_context().get_node_id(), loaded.spec,
             pool_settings(loaded.profile, config.max_queue), initial,
-            prewarm_allocations(table, config.controller, config.prewarm), config.period_s,
+            prewarm_allocations(loaded.table, config.controller, config.prewarm),
+            config.period_s,
             lambda r: control.report.remote(r))
         await self.node.start()
 
@@ -189,15 +189,11 @@ class GearshiftIngress:
 def build(config: ClusterConfig) -> Any:
     """The application: ingress -> nodes -> controller."""
     loaded, _, _ = _load(config)  # a bad file fails here, on the driver, with its message
-    cores = _table_cores(config, loaded.spec)
+    cores = loaded.table.cores
     control = GearshiftControl.bind(config)  # type: ignore[attr-defined]
     node = GearshiftNode.options(  # type: ignore[attr-defined]
         num_replicas=config.nodes, ray_actor_options={"num_cpus": cores}).bind(config, control)
     return GearshiftIngress.bind(config, node, control)  # type: ignore[attr-defined]
-
-
-def _table_cores(config: ClusterConfig, spec: PoolSpec) -> int:
-    return load_policy(Path(config.policy), spec.digest()).cores
 
 
 def app(args: dict[str, Any]) -> Any:

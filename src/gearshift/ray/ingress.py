@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from gearshift import errors
+from gearshift.cluster import ClusterSummary
 from gearshift.engine.pool_types import InferResult
 from gearshift.errors import GearshiftError, Overloaded, WorkerFailed
-from gearshift.cluster import ClusterSummary
 from gearshift.ray.node import NodeError
 from gearshift.serving.access import AccessMiddleware, ASGIApp, resolve_access
 from gearshift.serving.app import AppLimits, answer_on_cancel, create_app
@@ -80,7 +80,9 @@ class ClusterIngress:
                  limits: AppLimits | None = None, auth_token: str | None = None) -> None:
         self.spec = spec
         self.router = NodeRouter(spec, call)
-        self.plane = DataPlane(self.router, Metrics(), outputs=model_outputs(spec))  # type: ignore[arg-type]
+        # the data plane uses a pool's `spec` and `infer` only: the router has both
+        self.plane = DataPlane(self.router, Metrics(),  # type: ignore[arg-type]
+                               outputs=model_outputs(spec))
         self._summary = summary
         self.period_s = period_s
         self.limits = limits or AppLimits()

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gearshift.cluster import NodeReport
 from gearshift.engine.pool import PoolSettings, ReplicaPool
 from gearshift.engine.pool_types import InferResult
 from gearshift.errors import GearshiftError
 from gearshift.policy import arrival_parts
-from gearshift.cluster import NodeReport
 from gearshift.serving.actuator import Actuator
 from gearshift.types import Allocation, Decision
 from gearshift.zoo.spec import PoolSpec
