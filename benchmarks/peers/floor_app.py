@@ -16,7 +16,8 @@ SESSION = session(sys.argv[1], int(sys.argv[3]) if len(sys.argv) > 3 else 1)
 
 
 async def handle(request: Request) -> Response:
-    status, body = infer(SESSION, request.path_params["name"], await request.body())
+    status, body = infer(SESSION, request.path_params["name"], await request.body(),
+                         request.headers.get("inference-header-content-length"))
     return Response(body, status, media_type="application/json")
 
 

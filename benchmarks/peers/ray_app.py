@@ -1,6 +1,6 @@
 """Ray Serve: one deployment holding an ONNX Runtime session, KServe V2 JSON on Ray's proxy.
 
-    python ray_app.py MODEL.onnx PORT [REPLICAS] [THREADS]
+    python ray_app.py MODEL.onnx PORT [REPLICAS] [THREADS] [MAX_QUEUED] [MAX_ONGOING]
 
 Fairly configured: `max_ongoing_requests` raised (the default 5 collapses under open-loop
 load), one CPU per replica reserved explicitly, dashboard off, Ray bound to 127.0.0.1 (run it
@@ -19,10 +19,12 @@ from starlette.responses import Response
 MODEL, PORT = sys.argv[1], int(sys.argv[2])
 REPLICAS = int(sys.argv[3]) if len(sys.argv) > 3 else 1
 THREADS = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+MAX_QUEUED = int(sys.argv[5]) if len(sys.argv) > 5 else -1  # Ray's default: unbounded
+MAX_ONGOING = int(sys.argv[6]) if len(sys.argv) > 6 else 1000
 
 
-@serve.deployment(num_replicas=REPLICAS, max_ongoing_requests=1000,
-                  ray_actor_options={"num_cpus": THREADS})
+@serve.deployment(num_replicas=REPLICAS, max_ongoing_requests=MAX_ONGOING,
+                  max_queued_requests=MAX_QUEUED, ray_actor_options={"num_cpus": THREADS})
 class V2Model:
     def __init__(self, path: str, threads: int) -> None:
         self.sess = session(path, threads)
@@ -31,7 +33,8 @@ class V2Model:
         if request.url.path.endswith("/ready"):
             return Response(b"", 200)
         name = request.url.path.split("/v2/models/", 1)[-1].split("/", 1)[0]
-        status, body = infer(self.sess, name, await request.body())
+        status, body = infer(self.sess, name, await request.body(),
+                             request.headers.get("inference-header-content-length"))
         return Response(body, status, media_type="application/json")
 
 

@@ -1,0 +1,115 @@
+"""What a Ray Serve user gets without gearshift: each ResNet variant deployed statically on Ray
+Serve, with Ray's own overload behaviour, on the demo's exact arrivals and deadline, against
+gearshift's live switching on the same arrivals (from the experiment's records).
+
+Each variant in turn: Ray Serve, 2 replicas x 1 thread (one CPU each), binary tensors (the
+KServe binary extension, as gearshift's client sends), and the settings a user who cares about
+a deadline would choose: `max_ongoing_requests` 1 (a replica runs one inference at a time) and
+`max_queued_requests` = what the replicas can serve within the deadline at their measured
+throughput (beyond it Ray answers 503 at once instead of serving late). The arrivals are the
+experiment's `table` run's (`records/table.csv`, scheduled times), sent open loop by
+gearshift's client; on time = answered within the deadline at the client. Effective accuracy
+= on-time fraction x the variant's declared accuracy, as the experiment's. Runs inside a
+loopback-only network namespace (needs root); Ray from `peers.py`'s venv.
+
+    .venv/bin/python benchmarks/peers_switching.py out/demo/resnet --pool out/demo/zoo/resnet/pool.yaml
+        [--peers-out out/bench/peers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gearshift.experiment.live import free_port
+
+
+def scheduled(records: Path) -> np.ndarray:
+    with records.open() as f:
+        return np.sort(np.array([float(r["scheduled_s"]) for r in csv.DictReader(f)]))
+
+
+def run_inside(a: argparse.Namespace) -> None:
+    from peers import APPS, start, stop, wait_ready, why_not
+
+    from gearshift.loadgen.client import run_open_loop
+    from gearshift.loadgen.payloads import random_payloads
+    from gearshift.profiling.profile import load_profile
+    from gearshift.types import Allocation
+    from gearshift.zoo.spec import load_pool_spec
+
+    summary = json.loads((a.experiment / "summary.json").read_text())
+    deadline = float(summary["deadline_ms"])
+    profile = load_profile(a.experiment / "profile.json")
+    spec = load_pool_spec(a.pool)
+    arrivals = scheduled(a.experiment / "records" / "table.csv")
+    payloads = random_payloads(spec, 16, seed=0, deadline_ms=deadline)
+    python = a.peers_out.resolve() / "venvs" / "ray" / "bin" / "python"
+    live = summary["policies"]
+    rows: dict[str, dict[str, float]] = {}
+    for variant in spec.variant_names():
+        rps = profile.entry(variant, Allocation(2, 1)).throughput_rps
+        queued = max(1, math.floor(rps * deadline / 1000.0) - 2)  # what 2 replicas clear in time
+        port = free_port()
+        proc = start([str(python), "ray_app.py", str(spec.model_path(variant)), str(port), "2",
+                      "1", str(queued), "1"], cwd=APPS)
+        try:
+            if not wait_ready(f"http://127.0.0.1:{port}", proc, 240):
+                print(f"{variant}: Ray Serve did not start ({why_not(proc)})")
+                continue
+            t0 = time.perf_counter()
+            result = asyncio.run(run_open_loop(f"127.0.0.1:{port}", "model", arrivals, payloads,
+                                               deadline_ms=deadline, timeout_s=30.0))
+            records = result.records
+            on_time = sum(r.on_time for r in records) / len(records)
+            shed = sum(r.status == 503 for r in records) / len(records)
+            rows[variant] = {"on_time": on_time, "shed": shed, "max_queued": queued,
+                             "effective_accuracy": on_time * profile.accuracy[variant],
+                             "seconds": time.perf_counter() - t0}
+        finally:
+            stop(proc)
+    best = max(rows.values(), key=lambda r: r["effective_accuracy"], default=None)
+    print(f"{len(arrivals)} requests (the experiment's arrivals), deadline {deadline:g} ms")
+    print("| system | policy | effective accuracy | on time | shed (503) |")
+    print("|---|---|---|---|---|")
+    for variant, r in rows.items():
+        print(f"| Ray Serve | static {variant} (max_queued_requests {r['max_queued']:g}) | "
+              f"{r['effective_accuracy']:.3f} | {r['on_time']:.3f} | {r['shed']:.3f} |")
+    for name in ("table", "queue-aware"):
+        if name in live:
+            print(f"| gearshift (the experiment's live run) | {name} | "
+                  f"{live[name]['effective_accuracy']:.3f} | {live[name]['on_time']:.3f} | |")
+    if best is not None and "table" in live:
+        print(f"gearshift `table` over the best static Ray Serve deployment: "
+              f"{live['table']['effective_accuracy'] - best['effective_accuracy']:+.3f}")
+    if a.json:
+        a.json.write_text(json.dumps({"ray": rows, "gearshift": {k: live[k] for k in live}},
+                                     indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("experiment", type=Path, help="an experiment's --out folder (make demo)")
+    ap.add_argument("--pool", type=Path, required=True, help="the experiment's pool.yaml")
+    ap.add_argument("--peers-out", type=Path, default=Path("out/bench/peers"))
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    a.experiment, a.pool = a.experiment.resolve(), a.pool.resolve()
+    from peers import NETNS_ENV, in_namespace  # run as a script, beside it
+
+    if os.environ.get(NETNS_ENV) is None:
+        raise SystemExit(in_namespace([str(Path(__file__).resolve()), *sys.argv[1:]]))
+    run_inside(a)
+
+
+if __name__ == "__main__":
+    main()
