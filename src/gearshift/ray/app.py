@@ -34,6 +34,7 @@ from gearshift.profiling.profile import Profile, load_profile
 from gearshift.ray.ingress import ClusterIngress
 from gearshift.ray.node import NodeError, PoolNode
 from gearshift.serving.access import ASGIApp, read_token_file
+from gearshift.serving.control_loop import run_periods
 from gearshift.serving.server import pool_settings, prewarm_allocations
 from gearshift.types import Decision
 from gearshift.zoo.spec import PoolSpec, load_pool_spec
@@ -111,13 +112,14 @@ class GearshiftControl:
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
-        for due in self.control.loop.times():
-            await asyncio.sleep(max(0.0, due - self.control.clock()))
-            try:
-                self.control.tick()
-                self.control.last_error = ""
-            except Exception as exc:  # a bad period must not end control for good
-                self.control.last_error = f"control step failed: {type(exc).__name__}: {exc}"
+        def step() -> None:
+            self.control.tick()
+            self.control.last_error = ""
+
+        def failed(message: str) -> None:
+            self.control.last_error = message
+
+        await run_periods(self.control.loop, self.control.clock, asyncio.sleep, step, failed)
 
     def _ensure_running(self) -> None:
         """The control loop runs on the replica's event loop, started by the first call."""

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from gearshift.engine.pool_types import InferResult
 from gearshift.errors import GearshiftError
 from gearshift.policy import arrival_parts
 from gearshift.serving.actuator import Actuator
+from gearshift.serving.dataplane import Window
 from gearshift.types import Allocation, Decision
 from gearshift.zoo.spec import PoolSpec
 
@@ -41,14 +42,6 @@ class NodeError:
     retry_after_s: float | None = None
 
 
-@dataclass
-class NodeWindow:
-    arrival_s: list[float] = field(default_factory=list)
-    completed: int = 0
-    missed: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-
-
 class PoolNode:
     def __init__(self, node_id: str, spec: PoolSpec, settings: PoolSettings, initial: Decision,
                  prewarm: tuple[Allocation, ...], period_s: float, report: Report,
@@ -61,7 +54,7 @@ class PoolNode:
         self.period_s = period_s
         self._report = report
         self._clock = clock
-        self.window = NodeWindow()
+        self.window = Window()
         self.started = False
         self.last_error = ""
         self._task: asyncio.Task[None] | None = None
@@ -76,17 +69,14 @@ class PoolNode:
     async def infer(self, inputs: dict[str, np.ndarray], pinned: str | None, budget_s: float
                     ) -> InferResult | NodeError:
         t0 = self._clock()
-        self.window.arrival_s.append(t0)
+        self.window.arrived(t0)
         try:
             result = await self.pool.infer(inputs, pinned, t0 + budget_s)
         except GearshiftError as exc:
-            if exc.status >= 500:
-                self.window.missed += 1
+            self.window.failed(exc)
             return NodeError(type(exc).__name__, str(exc), getattr(exc, "retry_after_s", None))
         latency_ms = (self._clock() - t0) * 1000.0
-        self.window.completed += 1
-        self.window.latencies_ms.append(latency_ms)
-        self.window.missed += 0 if latency_ms <= budget_s * 1000.0 else 1
+        self.window.answered(latency_ms, latency_ms <= budget_s * 1000.0)
         return result
 
     def healthy(self) -> bool:
@@ -94,15 +84,14 @@ class PoolNode:
         return self.started and self.pool.can_serve()
 
     def take_report(self, now_s: float) -> NodeReport:
-        w, self.window = self.window, NodeWindow()
+        w, self.window = self.window, Window()
         st = self.pool.status()
         c = self.pool.counters
-        p99 = float(np.percentile(w.latencies_ms, 99)) if w.latencies_ms else float("nan")
         return NodeReport(
-            node=self.node_id, period_s=self.period_s, arrivals=len(w.arrival_s),
+            node=self.node_id, period_s=self.period_s, arrivals=w.arrivals,
             arrival_parts=arrival_parts(w.arrival_s, now_s, self.period_s),
             queue_length=st.queue_length, in_flight=st.in_flight, completed=w.completed,
-            missed=w.missed, latency_p99_ms=p99, current=Decision(st.variant, st.allocation),
+            missed=w.missed, latency_p99_ms=w.p99_ms(), current=Decision(st.variant, st.allocation),
             pid=os.getpid(), workers_ready=st.workers_ready, served=c.served, failed=c.failed,
             expired=c.expired, rejected=c.rejected)
 

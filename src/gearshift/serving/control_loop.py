@@ -73,14 +73,11 @@ class ControlLoop:
 
     async def run(self) -> None:
         """Tick every period until cancelled, on the host loop's fixed schedule."""
+        def failed(message: str) -> None:
+            self.last_error = message
+
         try:
-            for due in self.host_loop.times():
-                await self._sleep(max(0.0, due - self._clock()))
-                try:
-                    self.tick()
-                except Exception as exc:  # a bad period must not end control for good
-                    self.last_error = f"control step failed: {type(exc).__name__}: {exc}"
-                    log.exception("control step failed")
+            await run_periods(self.host_loop, self._clock, self._sleep, self.tick, failed)
         finally:
             if self._log:
                 self._log.close()
@@ -150,6 +147,20 @@ class ControlLoop:
     async def cancel(self) -> None:
         """Cancel an allocation change in progress, if any (the server is stopping)."""
         await self.actuator.cancel()
+
+
+async def run_periods(host_loop: HostLoop, clock: Callable[[], float],
+                      sleep: Callable[[float], Awaitable[None]], step: Callable[[], object],
+                      failed: Callable[[str], None]) -> None:
+    """Call `step` at each of `host_loop`'s ticks (fixed schedule) until cancelled; a step that
+    raises is logged and said to `failed`: a bad period must not end control for good."""
+    for due in host_loop.times():
+        await sleep(max(0.0, due - clock()))
+        try:
+            step()
+        except Exception as exc:
+            failed(f"control step failed: {type(exc).__name__}: {exc}")
+            log.exception("control step failed")
 
 
 def step_json(step: ControlStep) -> ControlLine:

@@ -41,6 +41,19 @@ class Window:
     def p99_ms(self) -> float:
         return float(np.percentile(self.latencies_ms, 99)) if self.latencies_ms else math.nan
 
+    def arrived(self, t_s: float) -> None:
+        self.arrivals += 1
+        self.arrival_s.append(t_s)
+
+    def answered(self, latency_ms: float, on_time: bool) -> None:
+        self.completed += 1
+        self.latencies_ms.append(latency_ms)
+        self.missed += 0 if on_time else 1
+
+    def failed(self, exc: GearshiftError) -> None:
+        if exc.status >= 500:  # shed, expired or failed: the request was not answered in time
+            self.missed += 1
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -136,8 +149,7 @@ class DataPlane:
             self._account_error(exc)
             raise
         self.metrics.requests.labels(model).inc()  # known names only: bounded labels
-        self.window.arrivals += 1  # valid: offered to the pool
-        self.window.arrival_s.append(t0)
+        self.window.arrived(t0)  # valid: offered to the pool
         try:
             result = await self.pool.infer(req.inputs, pinned, t0 + deadline_ms / 1000.0)
         except GearshiftError as exc:
@@ -163,16 +175,12 @@ class DataPlane:
         return Answer(outputs, params)
 
     def _account(self, variant: str, latency_ms: float, on_time: bool) -> None:
-        w = self.window
-        w.completed += 1
-        w.latencies_ms.append(latency_ms)
-        w.missed += 0 if on_time else 1
+        self.window.answered(latency_ms, on_time)
         self.metrics.answered.labels(variant).inc()
         self.metrics.latency.labels(variant).observe(latency_ms / 1000.0)
         if on_time:
             self.metrics.on_time.labels(variant).inc()
 
     def _account_error(self, exc: GearshiftError) -> None:
-        if exc.status >= 500:  # shed, expired or failed: the request was not answered in time
-            self.window.missed += 1
+        self.window.failed(exc)
         self.metrics.errors.labels(str(exc.status)).inc()
