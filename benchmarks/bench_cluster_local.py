@@ -22,22 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from gearshift.experiment.live import free_port
-from gearshift.planning.table import PolicyRange, PolicyTable, save_policy
 from gearshift.zoo.spec import load_pool_spec
 from gearshift.zoo.tiny import build_tiny_pool
 
 HEAD_PORT = 6391
-
-
-def static_policy(pool: Path, path: Path) -> Path:
-    spec = load_pool_spec(pool)
-    name = spec.variant_names()[0]
-    save_policy(PolicyTable(application=spec.application, pool_digest=spec.digest(),
-                            deadline_ms=spec.deadline_ms, cores=1, ranges=[
-                                PolicyRange(min_rps=0.0, max_rps=float("inf"), variant=name,
-                                            replicas=1, threads=1, p_on_time=1.0,
-                                            effective_accuracy=0.8)]), path)
-    return path
 
 
 def ray_cli(home: Path, *args: str) -> None:
@@ -48,6 +36,7 @@ def ray_cli(home: Path, *args: str) -> None:
 
 def run_inside(a: argparse.Namespace) -> None:
     import ray
+    from bench_frontend import static_policy
     from peers import System, json_payload, measure, start, stop, wait_ready
     from ray import serve
 
@@ -55,8 +44,10 @@ def run_inside(a: argparse.Namespace) -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="gsc-", dir="/tmp"))
     pool = build_tiny_pool(tmp / "tiny")
-    policy = static_policy(pool, tmp / "policy.json")
-    model = load_pool_spec(pool).model_path(load_pool_spec(pool).variant_names()[0])
+    spec = load_pool_spec(pool)
+    first = spec.variant_names()[0]
+    policy = static_policy(pool, first, 1, 1, 1, tmp / "policy.json")
+    model = spec.model_path(first)
     payload = json_payload(model)
     common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
     single = None
@@ -71,7 +62,6 @@ def run_inside(a: argparse.Namespace) -> None:
         serve.run(app({"pool": str(pool), "policy": str(policy), "controller": "table:paper",
                        "nodes": "2", "prewarm": "none"}),
                   name="gearshift", route_prefix="/", blocking=False)
-        spec = load_pool_spec(pool)
         single_port = free_port()
         single = start([sys.executable, "-m", "gearshift.cli", "serve", str(pool), "--policy",
                         str(policy), "--port", str(single_port), "--controller", "table:paper",

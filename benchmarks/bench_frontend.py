@@ -59,17 +59,25 @@ def _wait(url: str, proc: subprocess.Popen[bytes], path: str) -> None:
     raise TimeoutError(url)
 
 
+def static_policy(pool: Path, variant: str, replicas: int, threads: int, cores: int,
+                  path: Path, deadline_ms: float | None = None) -> Path:
+    """A policy table of one range: `variant` at R x T whatever the load (a static server),
+    for `pool` (deadline: the pool's unless given)."""
+    spec = load_pool_spec(pool)
+    save_policy(PolicyTable(
+        application=spec.application, pool_digest=spec.digest(),
+        deadline_ms=spec.deadline_ms if deadline_ms is None else deadline_ms, cores=cores,
+        ranges=[PolicyRange(min_rps=0, max_rps=float("inf"), variant=variant, replicas=replicas,
+                            threads=threads, p_on_time=1,
+                            effective_accuracy=spec.accuracy_of(variant))]), path)
+    return path
+
+
 def nop_server_files(tmp: Path) -> tuple[Path, Path]:
     """(pool.yaml, policy.json) in `tmp`: one 1-unit MLP ("nop": the cost is the serving
     path's) served statically by 2 replicas x 1 thread."""
     pool = build_tiny_pool(tmp / "pool", (TinySpec("nop", depth=0, width=1, accuracy=0.5),))
-    spec = load_pool_spec(pool)
-    policy = tmp / "policy.json"
-    save_policy(PolicyTable(application=spec.application, pool_digest=spec.digest(),
-                            deadline_ms=1000, cores=2, ranges=[PolicyRange(
-                                min_rps=0, max_rps=float("inf"), variant="nop", replicas=2,
-                                threads=1, p_on_time=1, effective_accuracy=0.5)]), policy)
-    return pool, policy
+    return pool, static_policy(pool, "nop", 2, 1, 2, tmp / "policy.json", deadline_ms=1000)
 
 
 def _start_gearshift(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:

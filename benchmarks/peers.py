@@ -193,16 +193,18 @@ def start_gearshift(pool: Path, policy: Path) -> tuple[subprocess.Popen[bytes], 
     return proc, f"http://127.0.0.1:{port}", load_pool_spec(pool).application
 
 
-def start_mlserver(python: Path, model: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_mlserver(python: Path, model: Path, tmp: Path, workers: int = 2, threads: int = 1
+                   ) -> tuple[subprocess.Popen[bytes], str]:
+    """MLServer with `workers` parallel workers, each running `model` on `threads` threads."""
     port = free_port()
-    folder = tmp / "mlserver"
+    folder = tmp / f"mlserver-{workers}x{threads}"
     (folder / "model").mkdir(parents=True)
     (folder / "settings.json").write_text(json.dumps({
         "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(),
-        "metrics_port": free_port(), "parallel_workers": 2, "debug": False}))
+        "metrics_port": free_port(), "parallel_workers": workers, "debug": False}))
     (folder / "model" / "model-settings.json").write_text(json.dumps({
         "name": "model", "implementation": "mlserver_runtime.OnnxRuntime",
-        "parameters": {"uri": str(model), "extra": {"threads": 1}}}))
+        "parameters": {"uri": str(model), "extra": {"threads": threads}}}))
     mlserver = python.parent / "mlserver"
     proc = start([str(mlserver), "start", str(folder)], cwd=folder,
                  env={"PYTHONPATH": str(APPS)})

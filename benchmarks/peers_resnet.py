@@ -36,20 +36,6 @@ from gearshift.experiment.live import free_port
 from gearshift.types import Allocation
 
 
-def static_policy(pool: Path, alloc: Allocation, path: Path) -> Path:
-    from gearshift.planning.table import PolicyRange, PolicyTable, save_policy
-    from gearshift.zoo.spec import load_pool_spec
-
-    spec = load_pool_spec(pool)
-    save_policy(PolicyTable(application=spec.application, pool_digest=spec.digest(),
-                            deadline_ms=spec.deadline_ms, cores=2, ranges=[
-                                PolicyRange(min_rps=0.0, max_rps=float("inf"),
-                                            variant="resnet18", replicas=alloc.replicas,
-                                            threads=alloc.threads, p_on_time=1.0,
-                                            effective_accuracy=0.7)]), path)
-    return path
-
-
 async def closed_loop(url: str, model: str, body: bytes, headers: dict[str, str],
                       clients: int, seconds: float) -> float:
     """Answers per second with `clients` requests outstanding, after a 2 s warm-up."""
@@ -91,34 +77,35 @@ async def on_time_at(url: str, model: str, body: bytes, headers: dict[str, str],
     return sum(ok) / max(1, len(ok))
 
 
-def bodies(pool: Path) -> dict[str, tuple[bytes, dict[str, str]]]:
-    """A binary (KServe V2 binary tensor extension) and a JSON body of one random image."""
+def bodies(pool: Path, deadline_ms: float) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """A binary (KServe V2 binary tensor extension, as gearshift's client sends) and a JSON
+    body (as `peers.py` sends) of one random image, with their headers."""
+    from peers import json_payload
+
+    from gearshift.loadgen.payloads import random_payloads
     from gearshift.zoo.spec import load_pool_spec
 
     spec = load_pool_spec(pool)
-    x = np.random.default_rng(0).standard_normal((1, *spec.input.shape)).astype(np.float32)
-    head = json.dumps({"inputs": [{"name": spec.input.name, "shape": list(x.shape),
-                                   "datatype": "FP32",
-                                   "parameters": {"binary_data_size": x.nbytes}}]}).encode()
-    text = json.dumps({"inputs": [{"name": spec.input.name, "shape": list(x.shape),
-                                   "datatype": "FP32",
-                                   "data": x.ravel().round(4).tolist()}]}).encode()
-    return {"binary": (head + x.tobytes(), {"Inference-Header-Content-Length": str(len(head)),
-                                            "Content-Type": "application/octet-stream"}),
-            "json": (text, {"Content-Type": "application/json"})}
+    binary = random_payloads(spec, 1, seed=0, deadline_ms=deadline_ms)[0]
+    text = json_payload(spec.model_path("resnet18"))
+    return {"binary": (binary.body, {"Inference-Header-Content-Length": str(binary.header_length),
+                                     "Content-Type": "application/octet-stream"}),
+            "json": (text.body, {"Content-Type": "application/json"})}
 
 
 def start_all(pool: Path, alloc: Allocation, pythons: dict[str, Path], tmp: Path
               ) -> tuple[list[tuple[str, str, str, str, object]], dict[str, str]]:
     """[(name, url, model, body kind, process)] ready, and why the others are not."""
-    from peers import APPS, start, start_gearshift, stop, wait_ready, why_not
+    from bench_frontend import static_policy
+    from peers import APPS, start, start_gearshift, start_mlserver, stop, wait_ready, why_not
 
     from gearshift.zoo.spec import load_pool_spec
 
     spec = load_pool_spec(pool)
     model = str(spec.model_path("resnet18"))
     r, t = str(alloc.replicas), str(alloc.threads)
-    policy = static_policy(pool, alloc, tmp / f"policy-{alloc}.json")
+    policy = static_policy(pool, "resnet18", alloc.replicas, alloc.threads, 2,
+                           tmp / f"policy-{alloc}.json")
     proc, url, app = start_gearshift(pool, policy)
     launches = [("gearshift", url, app, "binary", proc)]
     launches.append(("gearshift (JSON)", url, app, "json", proc))
@@ -131,18 +118,9 @@ def start_all(pool: Path, alloc: Allocation, pythons: dict[str, Path], tmp: Path
                          start([str(pythons["ray"]), "ray_app.py", model, str(port), r, t],
                                cwd=APPS)))
     if "mlserver" in pythons:
-        folder = tmp / f"mlserver-{alloc}"
-        (folder / "model").mkdir(parents=True)
-        port = free_port()
-        (folder / "settings.json").write_text(json.dumps({
-            "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(),
-            "metrics_port": free_port(), "parallel_workers": alloc.replicas, "debug": False}))
-        (folder / "model" / "model-settings.json").write_text(json.dumps({
-            "name": "model", "implementation": "mlserver_runtime.OnnxRuntime",
-            "parameters": {"uri": model, "extra": {"threads": alloc.threads}}}))
-        launches.append(("mlserver", f"http://127.0.0.1:{port}", "model", "json",
-                         start([str(pythons["mlserver"].parent / "mlserver"), "start",
-                                str(folder)], cwd=folder, env={"PYTHONPATH": str(APPS)})))
+        proc, url = start_mlserver(pythons["mlserver"], Path(model), tmp, alloc.replicas,
+                                   alloc.threads)
+        launches.append(("mlserver", url, "model", "json", proc))
     ready, missing = [], {}
     for name, url, app_name, kind, p in launches:
         if wait_ready(url, p, 240):  # type: ignore[arg-type]
@@ -160,7 +138,7 @@ def run_inside(a: argparse.Namespace, pythons: dict[str, Path]) -> None:
     from gearshift.zoo.spec import load_pool_spec
 
     spec = load_pool_spec(a.pool)
-    kinds = bodies(a.pool)
+    kinds = bodies(a.pool, a.deadline_ms)
     rates = [float(x) for x in a.rates.split(",")]
     out: dict[str, object] = {}
     for alloc in (Allocation.parse(s) for s in a.allocations.split(",")):
