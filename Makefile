@@ -15,7 +15,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev,zoo,ray]'
+	$(BIN)/pip install -e '.[dev,zoo,ray,openvino]'
 	touch $(STAMP)
 
 install: $(STAMP) data

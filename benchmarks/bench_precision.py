@@ -30,7 +30,7 @@ def service_table(pool: Path, runs: int) -> list[dict[str, object]]:
     rows: dict[str, dict[str, object]] = {n: {"variant": n, "accuracy": spec.accuracy_of(n)}
                                           for n in names}
     for threads in (1, 2):
-        ms = batch1_latencies_ms([spec.model_path(n) for n in names], spec.input.shape,
+        ms = batch1_latencies_ms([spec.model_file(n) for n in names], spec.input.shape,
                                  threads, runs=runs, rounds=5, warmup=3)
         for n, m in zip(names, ms, strict=True):
             rows[n][f"ms_{threads}t"] = round(m, 2)

@@ -184,6 +184,33 @@ def test_quantize_without_labels_keeps_the_declared_figure(
     assert all(r["agreement_inputs"] == 64 and 0.0 <= r["agreement"] <= 1.0 for r in rows)
 
 
+def test_quantize_with_bf16_adds_an_openvino_run_of_each_file(
+    tiny_pool_path: Path, tmp_path: Path
+) -> None:
+    """--bf16: a `<name>-bf16` variant on the fp32 file, run by OpenVINO in bf16, declared at
+    the fp32 figure, its latency and agreement in the same report row; pruning copies a file
+    that two kept variants run once."""
+    spec = load_pool_spec(quantize_pool(tiny_pool_path, tmp_path / "q", bf16=True))
+    assert len(spec.variants) == 9
+    for name in ("tiny-s", "tiny-m", "tiny-l"):
+        v = spec.variant(f"{name}-bf16")
+        assert (v.engine, v.precision, v.path) == ("openvino", "bf16", f"{name}.onnx")
+        assert v.accuracy.kind == AccuracyKind.DECLARED and "not measured" in v.accuracy.source
+        assert v.accuracy.value == spec.accuracy_of(name)
+    rows = json.loads((tmp_path / "q" / "quantize.json").read_text())
+    assert all(r["bf16_variant"] == f"{r['variant']}-bf16" and r["bf16_ms"] > 0
+               and 0.0 <= r["bf16_agreement"] <= 1.0 for r in rows)
+    latency = {n: 1.0 + 0.1 * i for i, n in enumerate(spec.variant_names())}
+    latency.update({"tiny-s": 0.1, "tiny-l": 0.5, "tiny-l-bf16": 0.5})  # a tie keeps both
+    pruned = load_pool_spec(prune_pool(tmp_path / "q" / "pool.yaml", tmp_path / "p",
+                                       latency_ms=latency))
+    assert pruned.variant_names() == ["tiny-s", "tiny-l", "tiny-l-bf16"]
+    assert pruned.variant("tiny-l-bf16").engine == "openvino"
+    assert pruned.variant("tiny-l-bf16").path == pruned.variant("tiny-l").path == "tiny-l.onnx"
+    assert sorted(p.name for p in (tmp_path / "p").glob("*.onnx")) == ["tiny-l.onnx",
+                                                                       "tiny-s.onnx"]
+
+
 def test_pareto_decisions() -> None:
     lat = {"a": 1.0, "b": 3.0, "c": 2.0, "d": 2.0}
     acc = {"a": 0.6, "b": 0.7, "c": 0.8, "d": 0.8}

@@ -16,7 +16,7 @@ import pytest
 from gearshift.engine.pool import InferResult, PoolSettings, ReplicaPool
 from gearshift.errors import BadRequest, DeadlineExceeded, ModelNotFound, Overloaded, WorkerFailed
 from gearshift.types import Allocation, Decision, DropRule
-from gearshift.zoo.spec import PoolSpec
+from gearshift.zoo.spec import PoolSpec, parse_pool_spec
 from tests.reference import mlp_reference
 
 pytestmark = pytest.mark.slow
@@ -69,6 +69,28 @@ def test_every_variant_served_correctly(tiny_spec, allocation: Allocation, trans
                 _check(tiny_spec, x, r)
 
     run_pool(tiny_spec, body, allocation, PoolSettings(transport=transport))
+
+
+def test_a_bf16_variant_is_served_beside_its_fp32_file(tiny_spec) -> None:
+    """A variant that names engine openvino at bf16 runs in the same workers as the ONNX
+    Runtime ones, on the same file: its answers are the fp32 ones to bf16's precision."""
+    data = tiny_spec.model_dump(mode="json", exclude={"root"})
+    bf16 = {**data["variants"][2], "name": "tiny-l-bf16", "engine": "openvino",
+            "precision": "bf16"}
+    spec = parse_pool_spec({**data, "variants": [*data["variants"], bf16]}, tiny_spec.root)
+
+    async def body(pool: ReplicaPool) -> None:
+        x = _x(7, 4)
+        fp32 = await pool.infer({"input": x}, variant="tiny-l")
+        r = await pool.infer({"input": x}, variant="tiny-l-bf16")
+        assert r.variant == "tiny-l-bf16" and r.service_ms > 0
+        want = fp32.outputs["logits"]
+        assert np.max(np.abs(r.outputs["logits"] - want)) <= 0.03 * np.max(np.abs(want))
+        with pytest.raises(BadRequest, match=r"must have shape \[batch, 1, 8, 8\]"):
+            await pool.infer({"input": np.zeros((1, 3, 8, 8), np.float32)},
+                             variant="tiny-l-bf16")
+
+    run_pool(spec, body, Allocation(2, 1))
 
 
 def test_workers_are_pinned_to_their_cores(tiny_spec) -> None:

@@ -1,4 +1,5 @@
-"""The ONNX Runtime runtime computes what the model says, at any thread count and batch size."""
+"""The runtimes compute what the model says, at any thread count and batch size: ONNX Runtime,
+OpenVINO (fp32 and bf16), and both behind one runtime when a pool's variants name both."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import numpy as np
 import pytest
 
 from gearshift.errors import BadRequest, ModelNotFound
-from gearshift.runtime.base import Runtime, RuntimeSettings, load_runtime
+from gearshift.runtime.base import Engines, ModelFile, Runtime, RuntimeSettings, load_runtime
 from gearshift.runtime.onnx import OnnxRuntime, session_options
+from gearshift.runtime.openvino import OpenVinoRuntime
 from tests.reference import mlp_reference
 
 
@@ -39,11 +41,61 @@ def test_bad_input_and_unknown_variant(tiny_spec) -> None:
         rt.infer("tiny-x", {"input": np.zeros((1, 1, 8, 8), np.float32)})
 
 
-def test_the_engine_is_a_setting(tiny_spec) -> None:
-    """Workers build their runtime through `load_runtime` from the settings' engine name."""
-    models = {"tiny-s": tiny_spec.model_path("tiny-s")}
-    rt = load_runtime(models, RuntimeSettings(engine="onnxruntime"))
+def test_each_variant_names_its_engine(tiny_spec) -> None:
+    """Workers build their runtime through `load_runtime`: one engine's runtime as it is,
+    variants of two engines behind one `Engines` that routes each call to its variant's."""
+    path = tiny_spec.model_path("tiny-s")
+    rt = load_runtime({"tiny-s": path}, RuntimeSettings())
     assert isinstance(rt, OnnxRuntime) and isinstance(rt, Runtime)
     assert rt.variants() == ["tiny-s"]
-    with pytest.raises(ValueError, match="unknown runtime engine 'tvm'; known: onnxruntime"):
-        RuntimeSettings(engine="tvm")
+    both = load_runtime({"a": ModelFile(path), "b": ModelFile(path, "openvino", "bf16")},
+                        RuntimeSettings())
+    assert isinstance(both, Engines) and both.variants() == ["a", "b"]
+    assert both.input_names("b") == ["input"] and both.output_names("b") == ["logits"]
+    x = np.random.default_rng(2).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(both.infer("b", {"input": x})["logits"],
+                               both.infer("a", {"input": x})["logits"], rtol=0.03, atol=0.03)
+    with pytest.raises(ModelNotFound, match="loaded: a, b"):
+        both.infer("c", {"input": x})
+
+
+def test_engine_and_precision_are_checked(tiny_spec) -> None:
+    path = tiny_spec.model_path("tiny-s")
+    with pytest.raises(ValueError, match="unknown runtime engine 'tvm'; known: onnxruntime, "
+                                         "openvino"):
+        ModelFile(path, "tvm")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="engine onnxruntime runs no 'bf16' precision"):
+        ModelFile(path, "onnxruntime", "bf16")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_openvino_outputs_equal_reference(tiny_spec, threads: int, batch: int) -> None:
+    """fp32 within 1e-4 of the reference; bf16 (8 significant bits) within a few percent of
+    the logits' scale, and the same top class on all but near-ties."""
+    x = np.random.default_rng(1).standard_normal((batch, 1, 8, 8)).astype(np.float32)
+    for name in tiny_spec.variant_names():
+        path = tiny_spec.model_path(name)
+        want = mlp_reference(path, x)
+        rt = OpenVinoRuntime({"f": ModelFile(path, "openvino"),
+                              "b": ModelFile(path, "openvino", "bf16")},
+                             RuntimeSettings(threads=threads))
+        np.testing.assert_allclose(rt.infer("f", {"input": x})["logits"], want, rtol=1e-4,
+                                   atol=1e-4)
+        got = rt.infer("b", {"input": x})["logits"]
+        assert np.max(np.abs(got - want)) <= 0.03 * np.max(np.abs(want))
+
+
+def test_openvino_rejects_what_onnx_runtime_rejects(tiny_spec) -> None:
+    """OpenVINO itself runs a wrong shape silently (an empty answer): the runtime checks."""
+    rt = OpenVinoRuntime({"tiny-s": ModelFile(tiny_spec.model_path("tiny-s"), "openvino")},
+                         RuntimeSettings())
+    with pytest.raises(BadRequest, match=r"input has shape \(1, 3, 8, 8\), the model takes "
+                                         r"\(N, 1, 8, 8\)"):
+        rt.infer("tiny-s", {"input": np.zeros((1, 3, 8, 8), np.float32)})
+    with pytest.raises(BadRequest, match="input is int64, the model takes float32"):
+        rt.infer("tiny-s", {"input": np.zeros((1, 1, 8, 8), np.int64)})
+    with pytest.raises(BadRequest, match=r"takes inputs \['input'\], got \['x'\]"):
+        rt.infer("tiny-s", {"x": np.zeros((1, 1, 8, 8), np.float32)})
+    with pytest.raises(ModelNotFound, match="loaded: tiny-s"):
+        rt.infer("tiny-x", {"input": np.zeros((1, 1, 8, 8), np.float32)})

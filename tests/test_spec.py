@@ -52,6 +52,9 @@ def test_digest_changes_with_a_model_file(tiny_pool_path: Path, tmp_path: Path) 
         (lambda d: d.pop("application"), r"application: required field is missing"),
         (lambda d: d.update(colour="red"), r"colour: unknown field"),
         (lambda d: d.update(variants=[]), r"variants: "),
+        (lambda d: d["variants"][0].update(precision="bf16"),
+         r"engine onnxruntime runs no 'bf16' precision; use native, or engine openvino for bf16"),
+        (lambda d: d["variants"][0].update(engine="tvm"), r"variants\[0\]\.engine"),
     ],
 )
 def test_bad_spec_names_the_field(tiny_pool_path: Path, tmp_path: Path, mutate, expected) -> None:

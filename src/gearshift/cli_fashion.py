@@ -58,7 +58,7 @@ def evaluate(
             accuracy = evaluate_pool(spec_path, data, threads, progress, data_dir, limit)
         spec = load_pool_spec(spec_path)
         names = list(accuracy)
-        ms = dict(zip(names, batch1_latencies_ms([spec.model_path(n) for n in names],
+        ms = dict(zip(names, batch1_latencies_ms([spec.model_file(n) for n in names],
                                                  spec.input.shape, 1, dtype=spec.input.dtype),
                       strict=True))
     except GearshiftError as exc:
@@ -96,9 +96,13 @@ def zoo_quantize(
              "load generator sends)")] = None,
     method: Annotated[str, typer.Option(
         help="static (calibrated activations) or dynamic (weights only)")] = "static",
+    bf16: Annotated[bool, typer.Option(
+        help="also a bf16 run of every variant (OpenVINO; pip install 'gearshift[openvino]')")
+    ] = False,
 ) -> None:
     """Add an int8 copy of every variant: static QDQ, calibrated on labelled data's train set,
-    on --inputs, or on seeded noise; accuracy measured with labelled data, else declared."""
+    on --inputs, or on seeded noise; accuracy measured with labelled data, else declared.
+    With --bf16 also a bf16 run of each (the same file, OpenVINO in bfloat16)."""
     from gearshift.progress import step_progress
     from gearshift.zoo.prepare import quantize_pool
 
@@ -109,17 +113,20 @@ def zoo_quantize(
         with step_progress(console, "quantizing") as progress:
             path = quantize_pool(spec_path, out_dir, chosen, progress, data_dir, limit,
                                  inputs=inputs,
-                                 method="static" if method == "static" else "dynamic")
+                                 method="static" if method == "static" else "dynamic",
+                                 bf16=bf16)
     except GearshiftError as exc:
         raise _fail(exc) from None
     report = json.loads((out_dir / "quantize.json").read_text())
     rows = [[r["variant"], r["method"], f"{r['fp32_ms']:.3f}", f"{r['int8_ms']:.3f}",
              f"{r['fp32_ms'] / r['int8_ms']:.2f}x", _pct(r["fp32_accuracy"]),
              _pct(r["int8_accuracy"]), _pct(r["agreement"])]
+            + ([f"{r['bf16_ms']:.3f}", f"{r['fp32_ms'] / r['bf16_ms']:.2f}x",
+                _pct(r["bf16_accuracy"]), _pct(r["bf16_agreement"])] if bf16 else [])
             for r in report]
     cols = ["variant", "method", "fp32 ms", "int8 ms", "speed-up", "fp32 acc", "int8 acc",
-            "top-1 agrees"]
-    out.print(_table("int8 quantization (batch 1, 1 thread)", cols, rows))
+            "top-1 agrees", *(["bf16 ms", "speed-up", "bf16 acc", "agrees"] if bf16 else [])]
+    out.print(_table(f"int8{' and bf16' if bf16 else ''} (batch 1, 1 thread)", cols, rows))
     if report:
         out.print(f"agreement with fp32 on {report[0]['agreement_on']}")
     out.print(f"pool spec written to [bold]{path}[/]")

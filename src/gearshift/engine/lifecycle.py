@@ -48,7 +48,7 @@ class Lifecycle(Generic[J]):
         self.closing = False
         self._cores = cores
         self._events = events
-        self.models = {v.name: str(spec.model_path(v.name))  # the variants the pool has
+        self.models = {v.name: spec.model_file(v.name)  # the variants the pool has
                        for v in spec.variants}
         self._worker_ids = itertools.count()
         self._lock = asyncio.Lock()

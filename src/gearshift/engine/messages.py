@@ -16,7 +16,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 
 from gearshift.engine.shm import ShmTensor
-from gearshift.runtime.base import RuntimeSettings
+from gearshift.runtime.base import ModelFile, RuntimeSettings
 
 _COUNT = struct.Struct("<I")
 
@@ -30,11 +30,12 @@ class InputShape:
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """Everything a worker needs to start: its cores, its models (name -> ONNX path), settings."""
+    """Everything a worker needs to start: its cores, its models (name -> file, engine and
+    precision), settings."""
 
     worker_id: int
     cores: tuple[int, ...]
-    models: dict[str, str]
+    models: dict[str, ModelFile]
     settings: RuntimeSettings
     warmup: InputShape | None = None
     slot_name: str | None = None  # shared memory for input tensors (see `shm`)

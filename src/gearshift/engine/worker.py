@@ -34,11 +34,9 @@ def _rss_bytes() -> int:
 def _load(config: WorkerConfig) -> Runtime:
     # Pin before the engine creates its thread pools: the threads inherit this affinity.
     os.sched_setaffinity(0, config.cores)
-    from pathlib import Path
-
     import numpy as np
 
-    runtime = load_runtime({n: Path(p) for n, p in config.models.items()}, config.settings)
+    runtime = load_runtime(config.models, config.settings)
     if config.warmup is not None:
         w = config.warmup
         x = np.zeros((1, *w.shape), dtype=w.dtype)

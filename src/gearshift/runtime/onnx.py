@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gearshift.errors import BadRequest, ModelNotFound
-from gearshift.runtime.base import RuntimeSettings
+from gearshift.runtime.base import ModelFile, RuntimeSettings
 
 
 def session_options(settings: RuntimeSettings) -> ort.SessionOptions:
@@ -32,12 +32,14 @@ def session_options(settings: RuntimeSettings) -> ort.SessionOptions:
 class OnnxRuntime:
     """Holds one CPU session per variant, all created up front (a switch loads nothing)."""
 
-    def __init__(self, models: Mapping[str, Path], settings: RuntimeSettings) -> None:
+    def __init__(self, models: Mapping[str, ModelFile | Path], settings: RuntimeSettings
+                 ) -> None:
         self.settings = settings
         opts = session_options(settings)
         self._sessions: dict[str, ort.InferenceSession] = {
-            name: ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-            for name, path in models.items()
+            name: ort.InferenceSession(str(m.path if isinstance(m, ModelFile) else m), opts,
+                                       providers=["CPUExecutionProvider"])
+            for name, m in models.items()
         }
         self._output_names = {n: [o.name for o in s.get_outputs()] for n, s in self._sessions.items()}
 

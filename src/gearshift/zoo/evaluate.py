@@ -1,4 +1,5 @@
-"""Measure a pool's accuracy on labelled data with ONNX Runtime and record it in the spec.
+"""Measure a pool's accuracy on labelled data, each variant in its own engine and precision, and
+record it in the spec.
 
 `evaluate_pool` runs every variant over a labelled data set (batched), applies the spec's
 declared preprocessing to the data set's [0, 1] images, and rewrites the spec with each
@@ -13,13 +14,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from gearshift.data.fashion import DEFAULT_FASHION_DIR, LabelledImages, load_fashion
 from gearshift.errors import SpecError
 from gearshift.progress import StepCallback as ProgressHook
-from gearshift.runtime.base import RuntimeSettings
-from gearshift.runtime.onnx import session_options
+from gearshift.runtime.base import ModelFile, Runtime, RuntimeSettings, load_runtime
 from gearshift.types import AccuracyKind
 from gearshift.zoo.spec import Accuracy, PoolSpec, Preprocessing, dump_pool_spec, load_pool_spec
 
@@ -66,51 +65,55 @@ def model_inputs(images01: np.ndarray, prep: Preprocessing) -> np.ndarray:
     return x
 
 
-def open_session(path: Path, threads: int) -> ort.InferenceSession:
-    """A CPU session built the way gearshift serves (explicit threads, no spinning)."""
-    opts = session_options(RuntimeSettings(threads=threads))
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+def open_model(model: ModelFile | Path, threads: int) -> Runtime:
+    """One model loaded the way gearshift serves it (its engine and precision, explicit
+    threads, no spinning), as the runtime's only variant."""
+    return load_runtime({"model": model}, RuntimeSettings(threads=threads))
 
 
-def predict(session: ort.InferenceSession, inputs: np.ndarray, output: str | None = None,
+def _feed(runtime: Runtime, x: np.ndarray) -> dict[str, np.ndarray]:
+    return {runtime.input_names("model")[0]: x}
+
+
+def predict(runtime: Runtime, inputs: np.ndarray, output: str | None = None,
             batch: int = BATCH) -> np.ndarray:
-    """Argmax class of each item of `inputs` (N, ...), run `batch` items at a time."""
-    in_name = session.get_inputs()[0].name
-    out_name = output or session.get_outputs()[0].name
-    preds = [session.run([out_name], {in_name: inputs[s:s + batch]})[0].argmax(axis=1)
+    """Argmax class of each item of `inputs` (N, ...) by `open_model`'s runtime, run `batch`
+    items at a time."""
+    out_name = output or runtime.output_names("model")[0]
+    preds = [runtime.infer("model", _feed(runtime, inputs[s:s + batch]))[out_name].argmax(axis=1)
              for s in range(0, len(inputs), batch)]
     return np.concatenate(preds) if preds else np.zeros(0, np.int64)
 
 
-def top1_accuracy(path: Path, inputs: np.ndarray, labels: np.ndarray, threads: int = 2,
-                  output: str | None = None) -> float:
+def top1_accuracy(model: ModelFile | Path, inputs: np.ndarray, labels: np.ndarray,
+                  threads: int = 2, output: str | None = None) -> float:
     """Fraction of `inputs` (already preprocessed) whose argmax equals `labels`."""
     if len(inputs) == 0:
         raise SpecError("no labelled images to evaluate on")
-    preds = predict(open_session(path, threads), inputs, output)
+    preds = predict(open_model(model, threads), inputs, output)
     return float(np.mean(preds == labels))
 
 
-def batch1_latencies_ms(paths: list[Path], input_shape: list[int], threads: int = 1,
-                        runs: int = 300, rounds: int = 5, warmup: int = 30,
+def batch1_latencies_ms(models: list[ModelFile] | list[Path], input_shape: list[int],
+                        threads: int = 1, runs: int = 300, rounds: int = 5, warmup: int = 30,
                         dtype: str = "float32") -> list[float]:
-    """Median wall time in ms of one single-item `session.run` (Python call included) for each
-    model, at `threads` intra-op threads, on seeded noise. The models take turns in `rounds`
-    blocks of `runs / rounds` runs, so a burst of load elsewhere on the machine hits all of
-    them alike and their ratios stay fair."""
-    sessions = [open_session(p, threads) for p in paths]
+    """Median wall time in ms of one single-item call (Python included) for each model, in its
+    engine and precision at `threads` threads, on seeded noise. The models take turns in
+    `rounds` blocks of `runs / rounds` runs, so a burst of load elsewhere on the machine hits
+    all of them alike and their ratios stay fair."""
+    runtimes = [open_model(m, threads) for m in models]
     x = np.random.default_rng(0).random((1, *input_shape)).astype(dtype)
-    feeds = [{s.get_inputs()[0].name: x} for s in sessions]
-    for session, feed in zip(sessions, feeds, strict=True):
+    feeds = [_feed(r, x) for r in runtimes]
+    for runtime, feed in zip(runtimes, feeds, strict=True):
         for _ in range(warmup):
-            session.run(None, feed)
+            runtime.infer("model", feed)
     per_round = max(1, runs // rounds)
-    times: list[list[float]] = [[] for _ in paths]
+    times: list[list[float]] = [[] for _ in models]
     for _ in range(rounds):
-        for i, (session, feed) in enumerate(zip(sessions, feeds, strict=True)):
+        for i, (runtime, feed) in enumerate(zip(runtimes, feeds, strict=True)):
             for _ in range(per_round):
                 t0 = time.perf_counter()
-                session.run(None, feed)
+                runtime.infer("model", feed)
                 times[i].append(time.perf_counter() - t0)
     return [float(np.median(t) * 1e3) for t in times]
 
@@ -148,7 +151,7 @@ def evaluate_pool(
     limit: int | None = None,
 ) -> dict[str, float]:
     """Measure every variant's top-1 accuracy on data set `data` (the first `limit` images if
-    given) with ONNX Runtime at `threads` threads; rewrite `spec_path` with the figures as
+    given), each in its engine and precision at `threads` threads; rewrite `spec_path` with the figures as
     kind "measured"; returns {variant: accuracy in [0, 1]}."""
     spec_path = Path(spec_path)
     spec = load_pool_spec(spec_path)
@@ -159,7 +162,7 @@ def evaluate_pool(
     for i, name in enumerate(spec.variant_names()):
         if progress:
             progress(i, len(spec.variants), f"{name}: {len(labelled)} images")
-        results[name] = top1_accuracy(spec.model_path(name), inputs, labelled.labels, threads,
+        results[name] = top1_accuracy(spec.model_file(name), inputs, labelled.labels, threads,
                                       spec.output)
     new = {n: measured_accuracy(a, data, len(labelled)) for n, a in results.items()}
     dump_pool_spec(with_accuracies(spec, new), spec_path)

@@ -15,6 +15,11 @@ for the ResNets), else the fp32 variant's, its `source` saying it was not measur
 quantize.json also says how often the int8 variant's top-1 class agrees with the fp32
 variant's, on the evaluation images or on the inputs (`AGREEMENT_INPUTS` seeded noise inputs
 if none are given).
+
+With `bf16=True` each variant also gets a bf16 copy `<name>-bf16`: the same ONNX file run by
+OpenVINO in bfloat16 (`engine: openvino`, `precision: bf16`; the `openvino` extra), its
+latency, accuracy (measured with labelled data, else declared: the fp32 figure, as no
+published bf16 figure exists) and top-1 agreement with fp32 in the same row.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +39,7 @@ from gearshift.data.fashion import DEFAULT_FASHION_DIR
 from gearshift.errors import SpecError
 from gearshift.files import file_sha256
 from gearshift.progress import StepCallback as ProgressHook
+from gearshift.runtime.base import ModelFile
 from gearshift.types import AccuracyKind
 from gearshift.zoo.evaluate import (
     batch1_latencies_ms,
@@ -41,7 +47,7 @@ from gearshift.zoo.evaluate import (
     load_dataset,
     measured_accuracy,
     model_inputs,
-    open_session,
+    open_model,
     predict,
     top1_accuracy,
 )
@@ -59,6 +65,7 @@ CALIBRATION_IMAGES = 512
 CALIBRATION_INPUTS = 16  # unlabelled: seeded noise inputs (measured: enough for ResNet-50)
 AGREEMENT_INPUTS = 64
 INT8_SUFFIX = "-int8"
+BF16_SUFFIX = "-bf16"
 Method = Literal["static", "dynamic"]
 
 
@@ -79,6 +86,10 @@ class QuantizedVariant:
     agreement: float
     agreement_inputs: int
     agreement_on: str
+    bf16_variant: str | None = None  # the bf16 copy's figures, if one was made
+    bf16_ms: float | None = None
+    bf16_accuracy: float | None = None
+    bf16_agreement: float | None = None
 
 
 @dataclass(frozen=True)
@@ -97,12 +108,18 @@ def _no_progress(done: int, total: int, message: str) -> None:
 
 
 def _copy_pool_files(spec: PoolSpec, out_dir: Path) -> dict[str, str]:
-    """Copy every variant's model to `out_dir/<name>.onnx`; returns {variant: new path}."""
+    """Copy every variant's model to `out_dir/<name>.onnx`, a file that several variants run
+    (fp32 and its bf16 run) once, under the first one's name; returns {variant: new path}."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
+    paths: dict[str, str] = {}
+    copied: dict[Path, str] = {}
     for v in spec.variants:
-        paths[v.name] = f"{v.name}.onnx"
-        src, dst = spec.model_path(v.name), out_dir / paths[v.name]
+        src = spec.model_path(v.name)
+        if src in copied:
+            paths[v.name] = copied[src]
+            continue
+        paths[v.name] = copied[src] = f"{v.name}.onnx"
+        dst = out_dir / paths[v.name]
         if src != dst.resolve() and not _same_copy(src, dst):
             shutil.copy2(src, dst)
     return paths
@@ -201,10 +218,10 @@ def user_inputs(spec: PoolSpec, path: Path) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=spec.input.dtype)
 
 
-def top1_agreement(fp32: Path, int8: Path, inputs: np.ndarray, threads: int,
-                   output: str | None) -> float:
+def top1_agreement(fp32: ModelFile | Path, other: ModelFile | Path, inputs: np.ndarray,
+                   threads: int, output: str | None) -> float:
     """Fraction of `inputs` on which the two models' argmax classes are the same."""
-    a, b = (predict(open_session(p, threads), inputs, output) for p in (fp32, int8))
+    a, b = (predict(open_model(p, threads), inputs, output) for p in (fp32, other))
     return float(np.mean(a == b))
 
 
@@ -220,7 +237,7 @@ def _int8_record(fp32: Path, calibration: np.ndarray | None) -> dict[str, str]:
             "onnxruntime": onnxruntime.__version__}
 
 
-def _latencies_ms(paths: list[Path], spec: PoolSpec) -> list[float]:
+def _latencies_ms(paths: list[ModelFile] | list[Path], spec: PoolSpec) -> list[float]:
     """Batch-1 latency (ms, 1 thread) of each model, with as many runs as fit a few seconds
     per model (300 for a small one, 20 for a ResNet-152)."""
     probe = batch1_latencies_ms(paths[:1], spec.input.shape, 1, runs=3, rounds=1, warmup=1,
@@ -247,7 +264,7 @@ class _EvalSet:
     inputs: np.ndarray
     labels: np.ndarray
 
-    def accuracy(self, model: Path, spec: PoolSpec, threads: int) -> Accuracy:
+    def accuracy(self, model: ModelFile | Path, spec: PoolSpec, threads: int) -> Accuracy:
         value = top1_accuracy(model, self.inputs, self.labels, threads, spec.output)
         return measured_accuracy(value, self.name, len(self.labels))
 
@@ -273,6 +290,16 @@ def declared_int8(v: VariantSpec) -> Accuracy:
                            f"figure ({v.accuracy.kind.value}: {v.accuracy.source})")
 
 
+def declared_bf16(v: VariantSpec) -> Accuracy:
+    """A bf16 run's accuracy when it cannot be measured: the fp32 variant's figure, declared
+    (bfloat16 keeps fp32's exponent range and computes in fp32 accumulators; no published
+    ImageNet figure for a bf16 run of these models exists to cite)."""
+    return Accuracy(value=v.accuracy.value, kind=AccuracyKind.DECLARED, metric=v.accuracy.metric,
+                    source=f"not measured (no labelled data): the fp32 variant {v.name}'s "
+                           f"figure ({v.accuracy.kind.value}: {v.accuracy.source}); its bf16 "
+                           "run's top-1 agreement with fp32 is in quantize.json")
+
+
 @dataclass(frozen=True)
 class _Agreement:
     """Inputs to compare int8 with fp32 on, and what they are."""
@@ -282,10 +309,11 @@ class _Agreement:
 
 
 def _quantize_variant(spec: PoolSpec, v: VariantSpec, fp32: Path, calibration: np.ndarray | None,
-                      evals: _EvalSet | None, agree: _Agreement, threads: int
-                      ) -> tuple[QuantizedVariant, VariantSpec, VariantSpec]:
+                      evals: _EvalSet | None, agree: _Agreement, threads: int, bf16: bool
+                      ) -> tuple[QuantizedVariant, list[VariantSpec]]:
     """Quantize one variant beside its fp32 copy (or reuse the copy a run with the same model
-    and calibration made); returns its report row and the two specs."""
+    and calibration made), with a bf16 run of the fp32 file if `bf16`; returns its report row
+    and the specs: fp32, int8 (and bf16). Latencies are measured in turns, as one set."""
     int8 = fp32.with_name(f"{v.name}{INT8_SUFFIX}.onnx")
     record = _int8_record(fp32, calibration)
     sidecar = int8.with_name(int8.name + ".json")
@@ -294,21 +322,31 @@ def _quantize_variant(spec: PoolSpec, v: VariantSpec, fp32: Path, calibration: n
     else:
         method = quantize_model(fp32, int8, calibration, spec.input.name)
         sidecar.write_text(json.dumps(record, indent=2))
-    ms = _latencies_ms([fp32, int8], spec)
+    models = [ModelFile(fp32), ModelFile(int8),
+              *([ModelFile(fp32, "openvino", "bf16")] if bf16 else [])]
+    ms = _latencies_ms(models, spec)
     if evals is not None:
-        acc_fp32, acc_int8 = (evals.accuracy(p, spec, threads) for p in (fp32, int8))
+        accs = [evals.accuracy(m, spec, threads) for m in models]
     else:
-        acc_fp32, acc_int8 = v.accuracy, declared_int8(v)
+        accs = [v.accuracy, declared_int8(v), *([declared_bf16(v)] if bf16 else [])]
     measured = evals is not None
-    agreement = top1_agreement(fp32, int8, agree.inputs, threads, spec.output)
+    agreements = [top1_agreement(models[0], m, agree.inputs, threads, spec.output)
+                  for m in models[1:]]
     row = QuantizedVariant(v.name, v.name + INT8_SUFFIX, method, round(ms[0], 4),
-                           round(ms[1], 4), acc_fp32.value if measured else None,
-                           acc_int8.value if measured else None, round(agreement, 4),
+                           round(ms[1], 4), accs[0].value if measured else None,
+                           accs[1].value if measured else None, round(agreements[0], 4),
                            len(agree.inputs), agree.what)
-    fp32_spec = v.model_copy(update={"path": fp32.name, "accuracy": acc_fp32})
-    int8_spec = VariantSpec(name=v.name + INT8_SUFFIX, path=int8.name, accuracy=acc_int8,
-                            description=f"int8 ({method} quantization, ONNX Runtime) of {v.name}")
-    return row, fp32_spec, int8_spec
+    specs = [v.model_copy(update={"path": fp32.name, "accuracy": accs[0]}),
+             VariantSpec(name=v.name + INT8_SUFFIX, path=int8.name, accuracy=accs[1],
+                         description=f"int8 ({method} quantization, ONNX Runtime) of {v.name}")]
+    if bf16:
+        row = replace(row, bf16_variant=v.name + BF16_SUFFIX, bf16_ms=round(ms[2], 4),
+                      bf16_accuracy=accs[2].value if measured else None,
+                      bf16_agreement=round(agreements[1], 4))
+        specs.append(VariantSpec(name=v.name + BF16_SUFFIX, path=fp32.name, accuracy=accs[2],
+                                 description=f"bf16 (OpenVINO) run of {v.name}",
+                                 engine="openvino", precision="bf16"))
+    return row, specs
 
 
 def quantize_pool(
@@ -321,9 +359,11 @@ def quantize_pool(
     threads: int = 2,
     inputs: Path | None = None,
     method: Method = "static",
+    bf16: bool = False,
 ) -> Path:
-    """Write `out_dir/pool.yaml` with every fp32 variant and its int8 copy `<name>-int8`, and
-    `out_dir/quantize.json` (one QuantizedVariant per variant); returns the spec's path.
+    """Write `out_dir/pool.yaml` with every fp32 variant, its int8 copy `<name>-int8` and, with
+    `bf16`, its bf16 run `<name>-bf16`, and `out_dir/quantize.json` (one QuantizedVariant per
+    variant); returns the spec's path.
 
     `data`: a labelled data set (see module doc) or None; `limit`: evaluate on its first
     `limit` images; `threads`: ONNX Runtime threads for the accuracy and agreement runs;
@@ -352,10 +392,10 @@ def quantize_pool(
     rows, variants = [], []
     for i, v in enumerate(spec.variants):
         report(i, len(spec.variants), f"{v.name}: quantizing")
-        row, fp32_spec, int8_spec = _quantize_variant(
-            spec, v, out_dir / paths[v.name], calibration, evals, agree, threads)
+        row, specs = _quantize_variant(spec, v, out_dir / paths[v.name], calibration, evals,
+                                       agree, threads, bf16)
         rows.append(row)
-        variants += [fp32_spec, int8_spec]
+        variants += specs
     (out_dir / "quantize.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
     report(len(spec.variants), len(spec.variants), f"wrote {out_dir / 'pool.yaml'}")
     return _write_pool(spec, variants, out_dir)
@@ -371,7 +411,8 @@ def _quantized_latencies(spec_path: Path) -> dict[str, float]:
         return {}
     rows = json.loads(report.read_text())
     return {**{r["variant"]: r["fp32_ms"] for r in rows},
-            **{r["int8_variant"]: r["int8_ms"] for r in rows}}
+            **{r["int8_variant"]: r["int8_ms"] for r in rows},
+            **{r["bf16_variant"]: r["bf16_ms"] for r in rows if r.get("bf16_variant")}}
 
 
 def pareto_decisions(latency_ms: dict[str, float],
@@ -412,7 +453,7 @@ def prune_pool(spec_path: Path, out_dir: Path, latency_ms: dict[str, float] | No
         raise SpecError(f"latency given for variants not in {spec_path}: {', '.join(unknown)}")
     todo = [n for n in spec.variant_names() if n not in given]
     report(0, len(spec.variants), f"measuring batch-1 latency of {len(todo)} variants")
-    measured = _latencies_ms([spec.model_path(n) for n in todo], spec) if todo else []
+    measured = _latencies_ms([spec.model_file(n) for n in todo], spec) if todo else []
     lat = {n: given[n] if n in given else measured[todo.index(n)] for n in spec.variant_names()}
     decisions = pareto_decisions(lat, {n: spec.accuracy_of(n) for n in lat})
     kept = [d.variant for d in decisions if d.kept]

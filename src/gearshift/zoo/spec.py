@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gearshift.errors import SpecError
+from gearshift.runtime.base import PRECISIONS, Engine, ModelFile, Precision
 from gearshift.types import AccuracyKind
 
 Dtype = Literal["float32", "float16", "int64", "int32", "uint8"]
@@ -64,10 +65,25 @@ class Accuracy(_Strict):
 
 
 class VariantSpec(_Strict):
+    """One variant: its ONNX file, accuracy, and the engine and precision it runs at (default:
+    ONNX Runtime at the file's own precision; `engine: openvino` with `precision: bf16` runs
+    the same file in bfloat16, `pip install 'gearshift[openvino]'`)."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     path: str
     accuracy: Accuracy
     description: str = ""
+    engine: Engine = "onnxruntime"
+    precision: Precision = "native"
+
+    @model_validator(mode="after")
+    def _engine_runs_precision(self) -> VariantSpec:
+        if self.precision not in PRECISIONS[self.engine]:
+            raise ValueError(f"variant {self.name!r}: engine {self.engine} runs no "
+                             f"{self.precision!r} precision; use "
+                             f"{' or '.join(PRECISIONS[self.engine])}, or engine openvino for "
+                             "bf16")
+        return self
 
 
 class PoolSpec(_Strict):
@@ -105,6 +121,11 @@ class PoolSpec(_Strict):
 
     def model_path(self, name: str) -> Path:
         return (self.root / self.variant(name).path).resolve()
+
+    def model_file(self, name: str) -> ModelFile:
+        """What a runtime loads for variant `name`: its file, engine and precision."""
+        v = self.variant(name)
+        return ModelFile(self.model_path(name), v.engine, v.precision)
 
     def accuracy_of(self, name: str) -> float:
         return self.variant(name).accuracy.value
