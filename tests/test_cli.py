@@ -35,7 +35,7 @@ def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert r.exit_code == 2
     assert "error:" in r.output and "gearshift zoo build" in r.output
     r = runner.invoke(app, ["zoo", "build", "vgg", "--out", str(tmp_path)])
-    assert r.exit_code == 2 and "choose resnet, resnet-int8, fashion or tiny" in r.output
+    assert r.exit_code == 2 and "choose resnet, resnet-int8, resnet-mixed, fashion, tiny" in r.output
     r = runner.invoke(app, ["pool", "check", str(tmp_path / "nope.yaml"), "--allocation", "2by1"])
     assert r.exit_code == 2
 

@@ -50,7 +50,8 @@ def _cores_default() -> int:
 def zoo_build(
     family: Annotated[str, typer.Argument(
         help="resnet (ResNet-18..152), resnet-int8 (those and their int8 copies, pruned to "
-             "the Pareto front), fashion (trained Fashion-MNIST CNNs) or tiny (test MLPs)")],
+             "the Pareto front), resnet-mixed (also a bf16 run of each; the openvino extra), "
+             "fashion (trained Fashion-MNIST CNNs) or tiny (test MLPs)")],
     out_dir: Annotated[Path, typer.Option("--out", help="folder for the ONNX files and pool.yaml")],
     weights: Annotated[
         Path | None, typer.Option(help="resnet: folder of torchvision-format state dicts")
@@ -87,18 +88,20 @@ def _build(family: str, out_dir: Path, weights: Path | None, image_size: int, me
 
         return build_resnet_pool(out_dir, weights=weights, image_size=image_size,
                                  metric=metric, progress=progress)  # type: ignore[arg-type]
-    if family == "resnet-int8":
+    if family in ("resnet-int8", "resnet-mixed"):
         from gearshift.zoo.mixed import build_mixed_resnet_pool
 
         return build_mixed_resnet_pool(out_dir, weights=weights, image_size=image_size,
-                                       metric=metric, progress=progress)  # type: ignore[arg-type]
+                                       metric=metric, progress=progress,  # type: ignore[arg-type]
+                                       bf16=family == "resnet-mixed")
     if family == "fashion":
         from gearshift.data.fashion import DEFAULT_FASHION_DIR
         from gearshift.zoo.fashion import build_fashion_pool
 
         return build_fashion_pool(out_dir, retrain=retrain, progress=progress,
                                   data_dir=data_dir or DEFAULT_FASHION_DIR)
-    raise GearshiftError(f"unknown family {family!r}; choose resnet, resnet-int8, fashion or tiny")
+    raise GearshiftError(f"no family {family!r}: choose resnet, resnet-int8, resnet-mixed, "
+                         "fashion, tiny")
 
 
 def _print_check(title: str, rows: Sequence[CheckRow]) -> None:
@@ -138,7 +141,8 @@ def pool_check(
 @app.command()
 def demo(
     pool: Annotated[str, typer.Option(help="resnet (the paper's family), resnet-int8 (with "
-                                           "int8 copies), fashion (labelled) or tiny")
+                                           "int8 copies), resnet-mixed (int8 and bf16), "
+                                           "fashion (labelled) or tiny")
                     ] = "resnet",
     out_dir: Annotated[Path, typer.Option("--out", help="working folder")] = Path("out/demo"),
     duration: Annotated[float, typer.Option(help="seconds of load per policy")] = 40.0,

@@ -218,11 +218,12 @@ def user_inputs(spec: PoolSpec, path: Path) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=spec.input.dtype)
 
 
-def top1_agreement(fp32: ModelFile | Path, other: ModelFile | Path, inputs: np.ndarray,
-                   threads: int, output: str | None) -> float:
-    """Fraction of `inputs` on which the two models' argmax classes are the same."""
-    a, b = (predict(open_model(p, threads), inputs, output) for p in (fp32, other))
-    return float(np.mean(a == b))
+def top1_agreements(fp32: ModelFile | Path, others: list[ModelFile], inputs: np.ndarray,
+                    threads: int, output: str | None) -> list[float]:
+    """For each of `others`, the fraction of `inputs` on which its argmax class is fp32's."""
+    want = predict(open_model(fp32, threads), inputs, output)
+    return [float(np.mean(predict(open_model(m, threads), inputs, output) == want))
+            for m in others]
 
 
 def _int8_record(fp32: Path, calibration: np.ndarray | None) -> dict[str, str]:
@@ -330,8 +331,7 @@ def _quantize_variant(spec: PoolSpec, v: VariantSpec, fp32: Path, calibration: n
     else:
         accs = [v.accuracy, declared_int8(v), *([declared_bf16(v)] if bf16 else [])]
     measured = evals is not None
-    agreements = [top1_agreement(models[0], m, agree.inputs, threads, spec.output)
-                  for m in models[1:]]
+    agreements = top1_agreements(models[0], models[1:], agree.inputs, threads, spec.output)
     row = QuantizedVariant(v.name, v.name + INT8_SUFFIX, method, round(ms[0], 4),
                            round(ms[1], 4), accs[0].value if measured else None,
                            accs[1].value if measured else None, round(agreements[0], 4),
