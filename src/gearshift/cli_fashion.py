@@ -118,15 +118,16 @@ def zoo_quantize(
     except GearshiftError as exc:
         raise _fail(exc) from None
     report = json.loads((out_dir / "quantize.json").read_text())
-    rows = [[r["variant"], r["method"], f"{r['fp32_ms']:.3f}", f"{r['int8_ms']:.3f}",
-             f"{r['fp32_ms'] / r['int8_ms']:.2f}x", _pct(r["fp32_accuracy"]),
-             _pct(r["int8_accuracy"]), _pct(r["agreement"])]
-            + ([f"{r['bf16_ms']:.3f}", f"{r['fp32_ms'] / r['bf16_ms']:.2f}x",
-                _pct(r["bf16_accuracy"]), _pct(r["bf16_agreement"])] if bf16 else [])
-            for r in report]
-    cols = ["variant", "method", "fp32 ms", "int8 ms", "speed-up", "fp32 acc", "int8 acc",
-            "top-1 agrees", *(["bf16 ms", "speed-up", "bf16 acc", "agrees"] if bf16 else [])]
-    out.print(_table(f"int8{' and bf16' if bf16 else ''} (batch 1, 1 thread)", cols, rows))
+    for kind, method_col in (("int8", True), *((("bf16", False),) if bf16 else ())):
+        other, agrees = ("int8", "agreement") if kind == "int8" else ("bf16", "bf16_agreement")
+        rows = [[r["variant"], *([r["method"]] if method_col else []), f"{r['fp32_ms']:.3f}",
+                 f"{r[f'{other}_ms']:.3f}", f"{r['fp32_ms'] / r[f'{other}_ms']:.2f}x",
+                 _pct(r["fp32_accuracy"]), _pct(r[f"{other}_accuracy"]), _pct(r[agrees])]
+                for r in report]
+        cols = ["variant", *(["method"] if method_col else []), "fp32 ms", f"{kind} ms",
+                "speed-up", "fp32 acc", f"{kind} acc", "top-1 agrees"]
+        engine = "ONNX Runtime" if kind == "int8" else "OpenVINO"
+        out.print(_table(f"{kind}, {engine} (batch 1, 1 thread)", cols, rows))
     if report:
         out.print(f"agreement with fp32 on {report[0]['agreement_on']}")
     out.print(f"pool spec written to [bold]{path}[/]")
