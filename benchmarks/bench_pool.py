@@ -21,15 +21,15 @@ import numpy as np
 
 from gearshift.cores import assign_slots
 from gearshift.engine.pool import PoolSettings, ReplicaPool
-from gearshift.runtime.base import RuntimeSettings
-from gearshift.runtime.onnx import OnnxRuntime
+from gearshift.runtime.base import RuntimeSettings, load_runtime
 from gearshift.types import Allocation, Decision
 from gearshift.zoo.spec import PoolSpec, load_pool_spec
 
 
 def raw_throughput(spec: PoolSpec, variant: str, alloc: Allocation, seconds: float,
                    spinning: bool) -> float:
-    """R threads in this process, each pinned to its T cores with its own T-thread session."""
+    """R threads in this process, each pinned to its T cores with its own T-thread session in
+    the variant's engine."""
     x = np.random.default_rng(0).standard_normal((1, *spec.input.shape)).astype(np.float32)
     slots = assign_slots(alloc.replicas, alloc.threads, sorted(os.sched_getaffinity(0)))
     counts = [0] * alloc.replicas
@@ -38,8 +38,8 @@ def raw_throughput(spec: PoolSpec, variant: str, alloc: Allocation, seconds: flo
 
     def run(i: int) -> None:
         os.sched_setaffinity(0, slots[i].cores)  # this thread; ORT's pool threads inherit it
-        rt = OnnxRuntime({variant: spec.model_path(variant)},
-                         RuntimeSettings(threads=alloc.threads, spinning=spinning))
+        rt = load_runtime({variant: spec.model_file(variant)},
+                          RuntimeSettings(threads=alloc.threads, spinning=spinning))
         for _ in range(3):
             rt.infer(variant, {spec.input.name: x})
         barrier.wait()
