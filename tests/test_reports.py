@@ -17,7 +17,7 @@ import pytest
 from gearshift.policy import Observation
 from gearshift.records import write_records
 from gearshift.reports import figures
-from gearshift.reports.compare import SimCheck, compare
+from gearshift.reports.compare import RunCounts, SimCheck, compare
 from gearshift.reports.control_log import (
     ControlTrace,
     Segment,
@@ -306,6 +306,22 @@ def test_compare_tolerances() -> None:
     assert checks[1].p99_rel_error == pytest.approx(-0.15)
 
 
+def test_a_check_out_of_tolerance_says_why_from_the_runs_own_figures() -> None:
+    quiet, busy = RunCounts(2000, 0, 0), RunCounts(2000, 340, 0)
+    assert SimCheck("static:a", 0.90, 0.91, 100.0, 101.0, quiet, quiet).why == ""
+    assert SimCheck("static:a", 0.50, 0.45, 300.0, 300.0, quiet, quiet).why.startswith(
+        "neither saturated nor switching differently")
+    assert SimCheck("static:a", 0.78, 0.70, 300.0, 300.0, RunCounts(2000, 200, 0), busy
+                    ).why.startswith("saturated: 17% of requests shed live, 10% simulated")
+    switched = SimCheck("table", 0.95, 0.90, 200.0, 200.0, RunCounts(2000, 0, 5),
+                        RunCounts(2000, 0, 9)).why
+    assert switched.startswith("switched 9 times live, 5 simulated")
+    few = SimCheck("static:a", 0.95, 0.95, 100.0, 140.0, RunCounts(800, 0, 0),
+                   RunCounts(800, 0, 0)).why
+    assert few == "the p99 of 800 requests rests on its slowest 8"
+    assert SimCheck("static:a", 0.5, 0.4, 1.0, 2.0).why == ""  # counts unknown: nothing said
+
+
 # --- figures and HTML ---------------------------------------------------------------------------
 
 
@@ -352,6 +368,7 @@ def test_html_report_is_self_contained(tmp_path: Path, frame: RecordFrame) -> No
     assert "oracle (upper bound, computed in the simulator)" in html
     assert "answered on time and correct" in html  # the labels basis sentence
     assert '<td class="fail">fail</td>' in html  # on time 0.70 vs 0.625: off by 0.075
+    assert "<th>why off</th>" in html and "shed live" in html  # 2 of 8 simulated shed
     assert "&lt;hand-made&gt;" in html  # notes escaped
     assert "hand-made" in html and "cpu: test" in html
 

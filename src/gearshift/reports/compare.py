@@ -2,6 +2,9 @@
 
 Targets: the on-time fraction within `ON_TIME_TOL` (absolute) and p99 latency within
 `P99_REL_TOL` of the measured p99 (relative: |simulated - measured| <= 0.15 x measured).
+Where a policy is out of tolerance, `SimCheck.why` says what the two runs' own figures show:
+a saturated run (one that sheds `SATURATED_SHED` of its requests or more), runs that switched
+a different number of times, a p99 that rests on a few answers.
 """
 
 from __future__ import annotations
@@ -15,6 +18,24 @@ from gearshift.reports.summary import PolicySummary, policy_order
 
 ON_TIME_TOL = 0.03
 P99_REL_TOL = 0.15
+SATURATED_SHED = 0.05
+"""A run that sheds (answers with an error) this share of its requests or more is past its
+capacity, where the on-time fraction moves by points for each percent the service time is off."""
+FEW_TAIL_ANSWERS = 20
+"""A p99 resting on fewer answers beyond it than this is a sample of a handful."""
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """What a run did besides its latencies: requests, those answered with an error, switches."""
+
+    requests: int
+    errors: int
+    switches: int
+
+    @property
+    def shed(self) -> float:
+        return self.errors / self.requests if self.requests else math.nan
 
 
 @dataclass(frozen=True)
@@ -27,6 +48,8 @@ class SimCheck:
     on_time_measured: float
     p99_simulated_ms: float
     p99_measured_ms: float
+    simulated: RunCounts | None = None
+    measured: RunCounts | None = None
 
     @property
     def on_time_ok(self) -> bool:
@@ -48,13 +71,42 @@ class SimCheck:
     def ok(self) -> bool:
         return self.on_time_ok and self.p99_ok
 
+    @property
+    def why(self) -> str:
+        """What the runs' own figures say of a check out of tolerance ('' if within, or if
+        the counts are not known)."""
+        sim, live = self.simulated, self.measured
+        if self.ok or sim is None or live is None:
+            return ""
+        reasons = []
+        if max(sim.shed, live.shed) >= SATURATED_SHED:
+            reasons.append(f"saturated: {live.shed:.0%} of requests shed live, {sim.shed:.0%} "
+                           "simulated; past capacity the on-time fraction and the tail move "
+                           "with each percent the service time is off")
+        elif sim.switches != live.switches:
+            reasons.append(f"switched {live.switches} times live, {sim.switches} simulated: "
+                           "the runs served different variants at different moments")
+        if not self.p99_ok and live.requests // 100 < FEW_TAIL_ANSWERS:
+            reasons.append(f"the p99 of {live.requests} requests rests on its slowest "
+                           f"{max(live.requests // 100, 1)}")
+        if not reasons:
+            reasons.append("neither saturated nor switching differently: the live server's "
+                           "service or overhead times under this load left the calibrated "
+                           "profile's")
+        return "; ".join(reasons)
+
 
 def compare(measured: Mapping[str, PolicySummary],
             simulated: Mapping[str, PolicySummary]) -> list[SimCheck]:
     """A check per policy run both ways (the oracle, simulated only, is left out)."""
     names = [n for n in policy_order(measured) if n in simulated and n != ORACLE]
     return [SimCheck(n, simulated[n].on_time, measured[n].on_time, simulated[n].p99_ms,
-                     measured[n].p99_ms) for n in names]
+                     measured[n].p99_ms, _counts(simulated[n]), _counts(measured[n]))
+            for n in names]
+
+
+def _counts(p: PolicySummary) -> RunCounts:
+    return RunCounts(p.requests, p.errors, p.switches)
 
 
 def compare_json(summary: Mapping[str, object]) -> list[SimCheck]:

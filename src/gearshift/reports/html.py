@@ -185,7 +185,8 @@ def _sim_table(checks: Sequence[SimCheck]) -> str:
             f"<th>within {ON_TIME_TOL:g}</th><th>p99 simulated (ms)</th>"
             f"<th>p99 measured (ms)</th><th>error</th><th>within {P99_REL_TOL:.0%}</th></tr>")
     pct, ms = _num(1, pct=True), _num(1)
-    lines = [head]
+    why = any(c.why for c in checks)
+    lines = [head.replace("</tr>", "<th>why off</th></tr>") if why else head]
     for c in checks:
         err = "—" if math.isnan(c.p99_rel_error) else f"{c.p99_rel_error:+.1%}"
         lines.append(
@@ -193,7 +194,7 @@ def _sim_table(checks: Sequence[SimCheck]) -> str:
             f"<td class=\"num\">{pct(c.on_time_measured)}</td>{_verdict(c.on_time_ok)}"
             f"<td class=\"num\">{ms(c.p99_simulated_ms)}</td>"
             f"<td class=\"num\">{ms(c.p99_measured_ms)}</td><td class=\"num\">{err}</td>"
-            f"{_verdict(c.p99_ok)}</tr>")
+            f"{_verdict(c.p99_ok)}{f'<td>{escape(c.why)}</td>' if why else ''}</tr>")
     passed = sum(c.ok for c in checks)
     return ("<table>" + "\n".join(lines) + "</table>"
             f'<p class="note">{passed} of {len(checks)} policies within both tolerances.</p>')
