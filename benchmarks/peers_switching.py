@@ -1,19 +1,22 @@
-"""What a Ray Serve user gets without gearshift: each ResNet variant deployed statically on Ray
-Serve, with Ray's own overload behaviour, on the demo's exact arrivals and deadline, against
-gearshift's live switching on the same arrivals (from the experiment's records).
+"""What a Ray Serve or MLServer user gets without gearshift: each ResNet variant deployed
+statically on the peer, with its own overload behaviour, on the demo's exact arrivals and
+deadline, against gearshift's live switching on the same arrivals (from the experiment's
+records).
 
-Each variant in turn: Ray Serve, 2 replicas x 1 thread (one CPU each), binary tensors (the
+Each variant in turn. Ray Serve: 2 replicas x 1 thread (one CPU each), binary tensors (the
 KServe binary extension, as gearshift's client sends), and the settings a user who cares about
 a deadline would choose: `max_ongoing_requests` 1 (a replica runs one inference at a time) and
 `max_queued_requests` = what the replicas can serve within the deadline at their measured
-throughput (beyond it Ray answers 503 at once instead of serving late). The arrivals are the
-experiment's `table` run's (`records/table.csv`, scheduled times), sent open loop by
-gearshift's client; on time = answered within the deadline at the client. Effective accuracy
-= on-time fraction x the variant's declared accuracy, as the experiment's. Runs inside a
-loopback-only network namespace (needs root); Ray from `peers.py`'s venv.
+throughput (beyond it Ray answers 503 at once instead of serving late); `--ray-defaults`: Ray's
+own. MLServer: 2 parallel workers x 1 thread, JSON (its REST server takes no binary tensors),
+its defaults (it has no queue bound or deadline). The arrivals are the experiment's `table`
+run's (`records/table.csv`, scheduled times), sent open loop by gearshift's client; on time =
+answered within the deadline at the client. Effective accuracy = on-time fraction x the
+variant's declared accuracy, as the experiment's. Runs inside a loopback-only network namespace
+(needs root); the peers from `peers.py`'s venvs.
 
     .venv/bin/python benchmarks/peers_switching.py out/demo/resnet --pool out/demo/zoo/resnet/pool.yaml
-        [--peers-out out/bench/peers]
+        [--peers-out out/bench/peers] [--systems ray,mlserver]
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ def scheduled(records: Path) -> np.ndarray:
 
 
 def run_inside(a: argparse.Namespace) -> None:
-    from peers import APPS, start, stop, wait_ready, why_not
+    import tempfile
+
+    from peers import APPS, json_payload, start, start_mlserver, stop, wait_ready, why_not
 
     from gearshift.loadgen.client import run_open_loop
     from gearshift.loadgen.payloads import random_payloads
@@ -52,51 +57,73 @@ def run_inside(a: argparse.Namespace) -> None:
     profile = load_profile(a.experiment / "profile.json")
     spec = load_pool_spec(a.pool)
     arrivals = scheduled(a.experiment / "records" / "table.csv")
-    payloads = random_payloads(spec, 16, seed=0, deadline_ms=deadline)
-    python = a.peers_out.resolve() / "venvs" / "ray" / "bin" / "python"
+    binary = random_payloads(spec, 16, seed=0, deadline_ms=deadline)
+    venvs = a.peers_out.resolve() / "venvs"
     live = summary["policies"]
-    rows: dict[str, dict[str, float]] = {}
-    for variant in spec.variant_names():
-        rps = profile.entry(variant, Allocation(2, 1)).throughput_rps
-        # what 2 replicas clear within the deadline; -1: Ray's default (unbounded)
-        queued = max(1, math.floor(rps * deadline / 1000.0) - 2) if not a.ray_defaults else -1
-        ongoing = 1 if not a.ray_defaults else 1000
-        port = free_port()
-        proc = start([str(python), "ray_app.py", str(spec.model_path(variant)), str(port), "2",
-                      "1", str(queued), str(ongoing)], cwd=APPS)
-        try:
-            if not wait_ready(f"http://127.0.0.1:{port}", proc, 240):
-                print(f"{variant}: Ray Serve did not start ({why_not(proc)})")
-                continue
-            t0 = time.perf_counter()
-            result = asyncio.run(run_open_loop(f"127.0.0.1:{port}", "model", arrivals, payloads,
-                                               deadline_ms=deadline, timeout_s=30.0))
-            records = result.records
-            on_time = sum(r.on_time for r in records) / len(records)
-            shed = sum(r.status == 503 for r in records) / len(records)
-            rows[variant] = {"on_time": on_time, "shed": shed, "max_queued": queued,
-                             "effective_accuracy": on_time * profile.accuracy[variant],
-                             "seconds": time.perf_counter() - t0}
-        finally:
-            stop(proc)
-    best = max(rows.values(), key=lambda r: r["effective_accuracy"], default=None)
-    print(f"{len(arrivals)} requests (the experiment's arrivals), deadline {deadline:g} ms")
+    tmp = Path(tempfile.mkdtemp(prefix="peers-switching-"))
+    rows: dict[str, dict[str, dict[str, float]]] = {}
+    for system in a.systems.split(","):
+        python = venvs / system / "bin" / "python"
+        for variant in spec.variant_names():
+            model = spec.model_path(variant)
+            if system == "ray":
+                rps = profile.entry(variant, Allocation(2, 1)).throughput_rps
+                # what 2 replicas clear within the deadline; -1: Ray's default (unbounded)
+                queued = (max(1, math.floor(rps * deadline / 1000.0) - 2)
+                          if not a.ray_defaults else -1)
+                port = free_port()
+                proc = start([str(python), "ray_app.py", str(model), str(port), "2", "1",
+                              str(queued), str(1000 if a.ray_defaults else 1)], cwd=APPS)
+                url, payloads = f"127.0.0.1:{port}", binary
+            else:
+                queued = -1
+                proc, http = start_mlserver(python, model, tmp / variant, 2, 1)
+                url, payloads = http.removeprefix("http://"), [json_payload(model)]
+            try:
+                if not wait_ready(f"http://{url}", proc, 240):
+                    print(f"{system} {variant}: did not start ({why_not(proc)})")
+                    continue
+                t0 = time.perf_counter()
+                result = asyncio.run(run_open_loop(url, "model", arrivals, payloads,
+                                                   deadline_ms=deadline, timeout_s=30.0))
+                records = result.records
+                on_time = sum(r.on_time for r in records) / len(records)
+                shed = sum(r.status == 503 for r in records) / len(records)
+                rows.setdefault(system, {})[variant] = {
+                    "on_time": on_time, "shed": shed, "max_queued": queued,
+                    "effective_accuracy": on_time * profile.accuracy[variant],
+                    "seconds": time.perf_counter() - t0}
+            finally:
+                stop(proc)
+    report(rows, live, len(arrivals), deadline, a.ray_defaults)
+    if a.json:
+        a.json.write_text(json.dumps({**rows, "gearshift": {k: live[k] for k in live}},
+                                     indent=1))
+
+
+def report(rows: dict[str, dict[str, dict[str, float]]], live: dict[str, dict[str, float]],
+           requests: int, deadline: float, ray_defaults: bool) -> None:
+    """The table: every static deployment, gearshift's switching, and the margin over the
+    best static deployment of each system."""
+    names = {"ray": "Ray Serve", "mlserver": "MLServer"}
+    print(f"{requests} requests (the experiment's arrivals), deadline {deadline:g} ms")
     print("| system | policy | effective accuracy | on time | shed (503) |")
     print("|---|---|---|---|---|")
-    for variant, r in rows.items():
-        print(f"| Ray Serve | static {variant} (max_queued_requests {r['max_queued']:g}, "
-              f"max_ongoing_requests {1000 if a.ray_defaults else 1}) | "
-              f"{r['effective_accuracy']:.3f} | {r['on_time']:.3f} | {r['shed']:.3f} |")
+    for system, by_variant in rows.items():
+        for variant, r in by_variant.items():
+            how = (f" (max_queued_requests {r['max_queued']:g}, max_ongoing_requests "
+                   f"{1000 if ray_defaults else 1})" if system == "ray" else "")
+            print(f"| {names[system]} | static {variant}{how} | {r['effective_accuracy']:.3f} | "
+                  f"{r['on_time']:.3f} | {r['shed']:.3f} |")
     for name in ("table", "queue-aware"):
         if name in live:
             print(f"| gearshift (the experiment's live run) | {name} | "
                   f"{live[name]['effective_accuracy']:.3f} | {live[name]['on_time']:.3f} | |")
-    if best is not None and "table" in live:
-        print(f"gearshift `table` over the best static Ray Serve deployment: "
-              f"{live['table']['effective_accuracy'] - best['effective_accuracy']:+.3f}")
-    if a.json:
-        a.json.write_text(json.dumps({"ray": rows, "gearshift": {k: live[k] for k in live}},
-                                     indent=1))
+    for system, by_variant in rows.items():
+        best = max(by_variant.values(), key=lambda r: r["effective_accuracy"], default=None)
+        if best is not None and "table" in live:
+            print(f"gearshift `table` over the best static {names[system]} deployment: "
+                  f"{live['table']['effective_accuracy'] - best['effective_accuracy']:+.3f}")
 
 
 def main() -> None:
@@ -107,6 +134,7 @@ def main() -> None:
     ap.add_argument("--ray-defaults", action="store_true",
                     help="Ray's own queue settings (unbounded queue, max_ongoing_requests "
                          "1000) instead of a deadline-minded bound")
+    ap.add_argument("--systems", default="ray,mlserver", help="peers, commas: ray, mlserver")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     a.experiment, a.pool = a.experiment.resolve(), a.pool.resolve()
