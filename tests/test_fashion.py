@@ -225,6 +225,11 @@ def test_prune_drops_a_slower_less_accurate_variant(tiny_pool_path: Path, tmp_pa
     latency = {"tiny-s": 0.1, "tiny-m": 0.5, "tiny-l": 0.3}
     spec = load_pool_spec(prune_pool(tiny_pool_path, tmp_path / "p", latency_ms=latency))
     assert spec.variant_names() == ["tiny-s", "tiny-l"]
+    # pruned again into the same folder, tiny-l now the fastest: tiny-s's file goes with it
+    spec = load_pool_spec(prune_pool(tiny_pool_path, tmp_path / "p", latency_ms={
+        "tiny-s": 0.1, "tiny-m": 0.2, "tiny-l": 0.05}))
+    assert spec.variant_names() == ["tiny-l"]
+    assert sorted(p.name for p in (tmp_path / "p").glob("*.onnx")) == ["tiny-l.onnx"]
     report = {d["variant"]: d for d in json.loads((tmp_path / "p" / "prune.json").read_text())}
     assert not report["tiny-m"]["kept"] and "dominated by tiny-l" in report["tiny-m"]["reason"]
     assert all((tmp_path / "p" / v.path).is_file() for v in spec.variants)

@@ -125,6 +125,21 @@ def _copy_pool_files(spec: PoolSpec, out_dir: Path) -> dict[str, str]:
     return paths
 
 
+def _remove_stale(out_dir: Path, keep: set[str]) -> None:
+    """Delete the model files that the pool spec already in `out_dir` (an earlier prune's) names
+    and the new one does not: a variant pruned this time leaves no file behind. Only files in
+    `out_dir` itself are touched."""
+    old = out_dir / "pool.yaml"
+    try:
+        listed = [v.path for v in load_pool_spec(old, check_models=False).variants]
+    except SpecError:  # no earlier pool, or not one of ours: nothing to tidy
+        return
+    for name in set(listed) - keep:
+        path = (out_dir / name).resolve()
+        if path.parent == out_dir.resolve() and path.is_file():
+            path.unlink()
+
+
 def _same_copy(src: Path, dst: Path) -> bool:
     """Whether `dst` is a copy of `src` made by `shutil.copy2` (same size and modification
     time), so that preparing a pool again does not copy hundreds of MB anew."""
@@ -459,6 +474,8 @@ def prune_pool(spec_path: Path, out_dir: Path, latency_ms: dict[str, float] | No
     kept = [d.variant for d in decisions if d.kept]
     kept_spec = spec.model_copy(update={"variants": [spec.variant(n) for n in kept]})
     paths = _copy_pool_files(kept_spec, out_dir)
+    if out_dir.resolve() != spec.root.resolve():
+        _remove_stale(out_dir, set(paths.values()))
     variants = [spec.variant(n).model_copy(update={"path": paths[n]}) for n in kept]
     (out_dir / "prune.json").write_text(json.dumps([asdict(d) for d in decisions], indent=2))
     report(len(spec.variants), len(spec.variants), f"kept {len(kept)} of {len(spec.variants)}")
