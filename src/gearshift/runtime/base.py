@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -32,6 +32,16 @@ on x86 (its bf16 fast-math option is for ARM64)."""
 
 Engine = Literal["onnxruntime", "openvino"]
 Precision = Literal["native", "bf16"]
+T = TypeVar("T")
+
+
+def loaded(held: Mapping[str, T], variant: str) -> T:
+    """What a runtime holds for `variant`, or `ModelNotFound` naming the variants it holds."""
+    try:
+        return held[variant]
+    except KeyError:
+        raise ModelNotFound(f"variant {variant!r} is not loaded; loaded: "
+                            f"{', '.join(held)}") from None
 
 
 @dataclass(frozen=True)
@@ -124,8 +134,4 @@ class Engines:
         return self._route(variant).infer(variant, inputs)
 
     def _route(self, variant: str) -> Runtime:
-        try:
-            return self._routes[variant]
-        except KeyError:
-            raise ModelNotFound(f"variant {variant!r} is not loaded; loaded: "
-                                f"{', '.join(self._routes)}") from None
+        return loaded(self._routes, variant)

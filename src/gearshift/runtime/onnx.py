@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from gearshift.errors import BadRequest, ModelNotFound
-from gearshift.runtime.base import ModelFile, RuntimeSettings
+from gearshift.errors import BadRequest
+from gearshift.runtime.base import ModelFile, RuntimeSettings, loaded
 
 
 def session_options(settings: RuntimeSettings) -> ort.SessionOptions:
@@ -61,9 +61,4 @@ class OnnxRuntime:
         return dict(zip(self._output_names[variant], outs, strict=True))
 
     def _session(self, variant: str) -> ort.InferenceSession:
-        try:
-            return self._sessions[variant]
-        except KeyError:
-            raise ModelNotFound(
-                f"variant {variant!r} is not loaded; loaded: {', '.join(self._sessions)}"
-            ) from None
+        return loaded(self._sessions, variant)

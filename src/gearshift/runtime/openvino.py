@@ -8,13 +8,14 @@ worker whose pool names the engine."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gearshift.errors import BadRequest, ModelNotFound, SpecError
-from gearshift.runtime.base import ModelFile, RuntimeSettings
+from gearshift.errors import BadRequest, SpecError
+from gearshift.runtime.base import ModelFile, RuntimeSettings, loaded
 
 try:
     import openvino as ov
@@ -34,6 +35,41 @@ def compile_config(model: ModelFile, settings: RuntimeSettings) -> dict[str, Any
             "INFERENCE_PRECISION_HINT": PRECISION_HINTS[model.precision]}
 
 
+@dataclass(frozen=True)
+class _Port:
+    """An input as the model declares it: its name, dims (None: any) and dtype."""
+
+    name: str
+    dims: tuple[int | None, ...]
+    dtype: np.dtype[Any]
+
+    @classmethod
+    def of(cls, port: Any) -> _Port:
+        dims = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+        return cls(port.get_any_name(), dims, np.dtype(port.get_element_type().to_dtype()))
+
+    def check(self, variant: str, x: np.ndarray) -> None:
+        """OpenVINO runs an input of another rank, shape or dtype without a word (a (1, 1, 8,
+        8) array into ResNet-18 gave a (0, 1000) answer): checked here as ONNX Runtime checks."""
+        if x.ndim != len(self.dims) or any(w is not None and w != n
+                                           for w, n in zip(self.dims, x.shape)):
+            shown = ", ".join("N" if w is None else str(w) for w in self.dims)
+            raise BadRequest(f"variant {variant!r} rejected the input: {self.name} has shape "
+                             f"{tuple(x.shape)}, the model takes ({shown})")
+        if x.dtype != self.dtype:
+            raise BadRequest(f"variant {variant!r} rejected the input: {self.name} is "
+                             f"{x.dtype}, the model takes {self.dtype}")
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """One variant ready to run: its infer request and its ports, read once at load."""
+
+    request: Any
+    inputs: tuple[_Port, ...]
+    outputs: tuple[tuple[str, Any], ...]  # (name, port)
+
+
 class OpenVinoRuntime:
     """Holds one compiled model and one infer request per variant, all made up front."""
 
@@ -43,56 +79,33 @@ class OpenVinoRuntime:
             raise SpecError("the pool names engine openvino, which is not installed: "
                             "pip install 'gearshift[openvino]'")
         core = ov.Core()
-        self._compiled: dict[str, Any] = {}
-        self._requests: dict[str, Any] = {}
+        self._models: dict[str, _Compiled] = {}
         for name, m in models.items():
             model = m if isinstance(m, ModelFile) else ModelFile(Path(m), engine="openvino")
             compiled = core.compile_model(core.read_model(str(model.path)), "CPU",
                                           compile_config(model, settings))
-            self._compiled[name] = compiled
-            self._requests[name] = compiled.create_infer_request()
+            self._models[name] = _Compiled(
+                compiled.create_infer_request(), tuple(_Port.of(p) for p in compiled.inputs),
+                tuple((p.get_any_name(), p) for p in compiled.outputs))
 
     def variants(self) -> list[str]:
-        return list(self._compiled)
+        return list(self._models)
 
     def input_names(self, variant: str) -> list[str]:
-        return [p.get_any_name() for p in self._model(variant).inputs]
+        return [p.name for p in loaded(self._models, variant).inputs]
 
     def output_names(self, variant: str) -> list[str]:
-        return [p.get_any_name() for p in self._model(variant).outputs]
+        return [name for name, _ in loaded(self._models, variant).outputs]
 
     def infer(self, variant: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        compiled, request = self._model(variant), self._requests[variant]
-        self._check(variant, compiled, inputs)
+        model = loaded(self._models, variant)
+        names = sorted(p.name for p in model.inputs)
+        if sorted(inputs) != names:
+            raise BadRequest(f"variant {variant!r} takes inputs {names}, got {sorted(inputs)}")
+        for port in model.inputs:
+            port.check(variant, inputs[port.name])
         try:
-            results = request.infer(inputs)
+            results = model.request.infer(inputs)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise BadRequest(f"variant {variant!r} rejected the input: {exc}") from None
-        return {p.get_any_name(): np.array(results[p]) for p in compiled.outputs}
-
-    @staticmethod
-    def _check(variant: str, compiled: Any, inputs: dict[str, np.ndarray]) -> None:
-        """OpenVINO runs an input of another rank, shape or dtype without a word (a (1, 1, 8, 8)
-        array into ResNet-18 gave a (0, 1000) answer): checked here as ONNX Runtime checks."""
-        ports = {p.get_any_name(): p for p in compiled.inputs}
-        if sorted(inputs) != sorted(ports):
-            raise BadRequest(f"variant {variant!r} takes inputs {sorted(ports)}, got "
-                             f"{sorted(inputs)}")
-        for name, port in ports.items():
-            x, dims = inputs[name], list(port.get_partial_shape())
-            want = [d.get_length() if d.is_static else None for d in dims]
-            dtype = port.get_element_type().to_dtype()
-            if x.ndim != len(want) or any(w is not None and w != n for w, n in zip(want, x.shape)):
-                shown = ", ".join("N" if w is None else str(w) for w in want)
-                raise BadRequest(f"variant {variant!r} rejected the input: {name} has shape "
-                                 f"{tuple(x.shape)}, the model takes ({shown})")
-            if x.dtype != dtype:
-                raise BadRequest(f"variant {variant!r} rejected the input: {name} is {x.dtype}, "
-                                 f"the model takes {dtype}")
-
-    def _model(self, variant: str) -> Any:
-        try:
-            return self._compiled[variant]
-        except KeyError:
-            raise ModelNotFound(f"variant {variant!r} is not loaded; loaded: "
-                                f"{', '.join(self._compiled)}") from None
+        return {name: np.array(results[port]) for name, port in model.outputs}

@@ -253,13 +253,13 @@ def _int8_record(fp32: Path, calibration: np.ndarray | None) -> dict[str, str]:
             "onnxruntime": onnxruntime.__version__}
 
 
-def _latencies_ms(paths: list[ModelFile] | list[Path], spec: PoolSpec) -> list[float]:
+def _latencies_ms(models: list[ModelFile] | list[Path], spec: PoolSpec) -> list[float]:
     """Batch-1 latency (ms, 1 thread) of each model, with as many runs as fit a few seconds
     per model (300 for a small one, 20 for a ResNet-152)."""
-    probe = batch1_latencies_ms(paths[:1], spec.input.shape, 1, runs=3, rounds=1, warmup=1,
+    probe = batch1_latencies_ms(models[:1], spec.input.shape, 1, runs=3, rounds=1, warmup=1,
                                 dtype=spec.input.dtype)[0]
     runs = int(min(300, max(20, 3000.0 / max(probe, 1e-3))))
-    return batch1_latencies_ms(paths, spec.input.shape, 1, runs=runs, rounds=5,
+    return batch1_latencies_ms(models, spec.input.shape, 1, runs=runs, rounds=5,
                                warmup=max(2, runs // 10), dtype=spec.input.dtype)
 
 
