@@ -7,7 +7,9 @@ deadline with its own tables (planned once, as the experiment plans them). Per s
 deadline it prints the best static variant on the mean, and for each switching policy its mean
 margin over that variant and its worst margin over a path's own best static variant; for
 `queue-aware` also its worst margin over `table` on the same path. The last lines name the
-worst margins overall and the mean margins at the experiment's deadline. `--json` keeps every
+worst margins overall and the mean margins at the experiment's deadline, over the best static
+on the mean and over each path's own best static (with `--oracle`, the hindsight oracle's too:
+how much any controller could gain on these paths). `--json` keeps every
 path's figures. `--slowdown 1.2` serves every path with service times 1.2 x the profile's while
 tables and policies still know the profile as measured: a profile that flatters the server, as
 a live one does when the machine is busier than at calibration.
@@ -83,14 +85,25 @@ def slowed(profile: Profile, factor: float) -> Profile | None:
     return profile.model_copy(update={"entries": entries})
 
 
-def margins(ea: dict[str, list[float]], policy: str) -> tuple[float, float, str]:
-    """(mean margin over the best static on the mean, worst margin over a path's best static,
-    that best static variant's name)."""
+@dataclass(frozen=True)
+class Margins:
+    """A policy against the static variants on one shape and deadline. `mean`: over the best
+    static on the mean (the one a user would deploy); `per_path_mean` and `worst`: the mean and
+    the least of its margins over each path's own best static (hindsight per path)."""
+
+    mean: float
+    per_path_mean: float
+    worst: float
+    best: str
+
+
+def margins(ea: dict[str, list[float]], policy: str) -> Margins:
     statics = [n for n in ea if n.startswith("static:")]
     best = max(statics, key=lambda n: float(np.mean(ea[n])))
     per_path = np.max([ea[n] for n in statics], axis=0)
     mine = np.asarray(ea[policy])
-    return float(mine.mean() - np.mean(ea[best])), float(np.min(mine - per_path)), best
+    return Margins(float(mine.mean() - np.mean(ea[best])), float(np.mean(mine - per_path)),
+                   float(np.min(mine - per_path)), best)
 
 
 def main() -> None:
@@ -136,10 +149,11 @@ def main() -> None:
             ea = results[d][shape]
             cells = []
             for n in shown:
-                mean, low, best = margins(ea, n)
-                cells.append(f"{mean:+.3f} / {low:+.3f}")
-                if n in worst and low < worst[n][0]:
-                    worst[n] = (low, f"{shape} at {d:g} ms")
+                m = margins(ea, n)
+                best = m.best
+                cells.append(f"{m.mean:+.3f} / {m.worst:+.3f}")
+                if n in worst and m.worst < worst[n][0]:
+                    worst[n] = (m.worst, f"{shape} at {d:g} ms")
             gap = np.asarray(ea["queue-aware"]) - np.asarray(ea["table"])
             print(f"| {shape} | {d:g} | {best} {np.mean(ea[best]):.3f} | " + " | ".join(cells)
                   + f" | {gap.mean():+.3f} / {gap.min():+.3f} |")
@@ -147,10 +161,11 @@ def main() -> None:
         print(f"worst margin of {n} over a path's best static variant: {low:+.3f} ({where})")
     at = float(summary["deadline_ms"])
     if at in results:
-        for n in SWITCHING:
-            means = {s: margins(results[at][s], n)[0] for s in chosen}
-            print(f"mean margin of {n} at {at:g} ms: " + ", ".join(
-                f"{s} {m:+.3f}" for s, m in means.items()))
+        for n in shown:
+            got = {s: margins(results[at][s], n) for s in chosen}
+            print(f"mean margin of {n} at {at:g} ms, over the best static on the mean / over "
+                  "each path's own best static: " + ", ".join(
+                      f"{s} {m.mean:+.3f} / {m.per_path_mean:+.3f}" for s, m in got.items()))
     if a.json:
         a.json.write_text(json.dumps({str(d): r for d, r in results.items()}, indent=1))
 

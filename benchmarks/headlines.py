@@ -106,8 +106,8 @@ def switching(experiment: Path | None, traces: Path) -> str:
               summary["notes"]["workload_capacity_rps"], chosen, tuple(range(100, 104)), 40.0,
               0.5, False, traces)
     result = run_deadline(job, 300.0)
-    low = min(margins(result[s], "table")[1] for s in chosen)
-    mean = float(np.mean([margins(result[s], "table")[0] for s in chosen]))
+    low = min(margins(result[s], "table").worst for s in chosen)
+    mean = float(np.mean([margins(result[s], "table").mean for s in chosen]))
     return (f"switching over seeds: `table` over the best static at 300 ms, mean {mean:+.3f}, "
             f"worst path {low:+.3f} ({len(chosen)} shapes x 4 seeds x 40 s, simulated; targets "
             f"mean >= +0.02 on moving load, worst >= -0.002)  [bench_switching.py]")
