@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+from collections import deque
 
 import numpy as np
 import pytest
@@ -132,6 +133,16 @@ def test_the_queue_behind_closes_the_heavy_rungs() -> None:
     assert rung(10, 0.5, 0.01) == 0  # a last one lost anyway does not count either
     one = np.array([0.15])
     assert choose_rung(0.1, 0.25, one, one, 10, 0.0, 0.0, 1, oh) == 0  # no ladder, no say
+
+
+def test_rung_times_of_a_few_replies_are_numpys_to_the_last_bit() -> None:
+    """The pool's last replies (a deque of floats) are summarised in plain Python, the
+    simulator's profile samples by np.quantile: one statistic, the same numbers."""
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        xs = rng.exponential(5.0, int(rng.integers(1, 65))).tolist()
+        q = float(rng.choice([0.5, 0.9, 0.99, rng.random()]))
+        assert rung_times_s(deque(xs), q, 1.5) == rung_times_s(np.array(xs), q, 1.5)
 
 
 def test_service_stats_follow_the_replies_and_start_from_the_profile() -> None:
@@ -273,7 +284,8 @@ def kernel_run(spec: PoolSpec, drop: DropRule, replicas: int, ladder: tuple[str,
                  for v, q in zip(rungs, quantiles, strict=True)]
         safe, slack = (np.array(t) for t in zip(*times, strict=True))
     res = run_fcfs(arrival_s, service_s[:, :len(rungs)], replicas,
-                   None if drop == "never" else deadline_s, math.inf, slack, safe)
+                   None if drop == "never" else deadline_s, math.inf, slack, safe,
+                   OVERHEAD_MS / 1000.0 if drop == "hopeless" else 0.0)
     assert res.n_done == len(arrival_s)
     return res.choice.tolist()
 
