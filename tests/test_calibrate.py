@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from gearshift.experiment.calibrate import MIN_LOADED_SAMPLES, with_overhead, with_service
+from gearshift.experiment.calibrate import (
+    MIN_ENTRY_SAMPLES,
+    MIN_LOADED_SAMPLES,
+    CalibrationSettings,
+    capped,
+    with_entry_overhead,
+    with_overhead,
+    with_service,
+)
 from gearshift.types import Allocation
 from tests.synthetic import constant_ms, make_profile
 
@@ -34,3 +42,28 @@ def test_overhead_under_load_is_preferred_and_split_by_waiting() -> None:
     assert few.overhead_ms == [2.5] * 5 and few.overhead_busy_ms == []
     assert few.dispatch_overhead_ms() == pytest.approx(2.5)  # the idle ones stand in
     assert with_overhead(profile, [], [], []).overhead_ms == [0.5]  # nothing measured: kept
+
+
+def test_a_fast_entry_keeps_its_own_overhead_and_no_entry_outruns_the_http_path() -> None:
+    """Where the front end is the bottleneck, what the replicas beside it run changes its
+    cost: an entry with enough requests of its own keeps its own overhead samples (each kind
+    apart), one with too few uses the pooled ones; every throughput is capped at the rate the
+    server answers through HTTP."""
+    profile = make_profile({("l", A2): constant_ms(0.3), ("s", A2): constant_ms(0.1)},
+                           {"l": 0.92, "s": 0.90}, overhead_ms=[1.0])
+    own = {("l", 2, 1): ([3.0] * (MIN_ENTRY_SAMPLES - 1), [9.0] * MIN_ENTRY_SAMPLES),
+           ("s", 2, 1): ([2.0] * MIN_ENTRY_SAMPLES, [])}
+    out = capped(with_entry_overhead(profile, own), 1500.0)
+    assert out.entry_overhead_ms(out.entry("l", A2)) == ([1.0], [9.0] * MIN_ENTRY_SAMPLES)
+    assert out.entry_overhead_ms(out.entry("s", A2)) == ([2.0] * MIN_ENTRY_SAMPLES,
+                                                          [2.0] * MIN_ENTRY_SAMPLES)
+    assert [e.throughput_rps for e in out.entries] == [1500.0, 1500.0]
+    assert capped(profile, 1e9).entries == profile.entries
+
+
+def test_a_calibration_run_is_long_enough_for_a_tail_when_requests_come_fast() -> None:
+    s = CalibrationSettings(seconds=2.5, min_count=12, max_count=40, min_seconds=1.0)
+    assert s.count(2.0) == 12  # a slow entry: at least min_count
+    assert s.count(10.0) == 25  # seconds' worth
+    assert s.count(50.0) == 50  # capped at max_count, but a second's worth is more
+    assert s.count(1800.0) == 1800  # a fast one: a second's worth

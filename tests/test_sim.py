@@ -343,3 +343,18 @@ def test_a_close_fallback_takes_what_the_variant_would_make_only_usually(
     assert np.all(queued >= 0)  # every queued request is answered, by one or the other
     share = float(np.mean(queued == cols.variants.index("heavy")))
     assert share == pytest.approx(heavy_share, abs=0.08)
+
+
+def test_the_overhead_is_drawn_from_the_entry_in_force() -> None:
+    """An entry with overhead samples of its own (measured live while it served) gives its
+    requests those; another entry of the same profile keeps the profile's."""
+    profile = make_profile({("l", A1): constant_ms(1.0), ("s", A1): constant_ms(1.0)},
+                           {"l": 0.9, "s": 0.8}, overhead_ms=[1.0, 2.0])
+    entries = [e.model_copy(update={"overhead_ms": [8.0], "overhead_busy_ms": [9.0]})
+               if e.variant == "l" else e for e in profile.entries]
+    profile = profile.model_copy(update={"entries": entries})
+    arrivals = np.arange(50) * 0.01
+    for variant, expected in (("l", {8.0}), ("s", {1.0, 2.0})):
+        cols = simulate_fixed(profile, variant, A1, arrivals, NO_DEADLINE_MS, seed=4)
+        overhead_ms = np.round(cols.latency_ms - cols.queue_ms - cols.service_ms, 6)
+        assert set(overhead_ms) == expected

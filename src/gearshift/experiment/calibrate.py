@@ -37,18 +37,32 @@ MIN_LOADED_SAMPLES = 20
 entries' runs under load when at least this many of them did; else the overhead measured at
 rest stands for it (for the busy one: the idle samples)."""
 
+MIN_ENTRY_SAMPLES = 200
+"""An entry keeps the overhead of its own run (dispatched at once, and waited, each apart) when
+at least this many of its requests did: enough for the tail a tight deadline meets. Only
+entries far faster than the HTTP path get that many; the others share the pooled samples."""
+
 
 @dataclass(frozen=True)
 class CalibrationSettings:
-    """`load`: the offered rate, as a fraction of each entry's profiled throughput (near
+    """`load`: the offered rate, as a fraction of the rate the entry can take: its profiled
+    throughput, or the rate the server answers through HTTP if that is lower (near
     saturation, where the front end costs the most). Each entry gets `seconds` of Poisson
-    arrivals, at least `min_count` and at most `max_count` requests."""
+    arrivals, at least `min_count` requests and at most `max_count`, or `min_seconds` worth
+    if that is more (an entry far faster than the front end: its overhead tail needs hundreds
+    of samples, and they come quickly)."""
 
     load: float = 0.9
     seconds: float = 2.5
     min_count: int = 12
     max_count: int = 40
+    min_seconds: float = 1.0
     seed: int = 0
+
+    def count(self, rate_rps: float) -> int:
+        """Requests in an entry's run at `rate_rps`."""
+        most = max(self.max_count, int(rate_rps * self.min_seconds))
+        return int(np.clip(rate_rps * self.seconds, self.min_count, most))
 
 
 @dataclass(frozen=True)
@@ -89,40 +103,69 @@ def with_overhead(profile: Profile, at_rest: list[float], idle: list[float],
     return profile.model_copy(update=update)
 
 
+def with_entry_overhead(profile: Profile,
+                        samples: dict[tuple[str, int, int], tuple[list[float], list[float]]]
+                        ) -> Profile:
+    """`profile` with each entry in `samples` holding its own overhead samples (ms; dispatched
+    at once, waited), each kept only if there are `MIN_ENTRY_SAMPLES` of them."""
+    def kept(x: list[float]) -> list[float]:
+        return [round(v, 4) for v in x] if len(x) >= MIN_ENTRY_SAMPLES else []
+
+    entries = []
+    for e in profile.entries:
+        idle, busy = samples.get((e.variant, e.replicas, e.threads), ([], []))
+        entries.append(e.model_copy(update={"overhead_ms": kept(idle),
+                                            "overhead_busy_ms": kept(busy)}))
+    return profile.model_copy(update={"entries": entries})
+
+
 def calibrate(url: str, profile: Profile, probe: list[Payload], settings: CalibrationSettings,
               progress: Progress) -> Calibration:
-    """Measure every entry's service times and the serving path's overhead under load, the
-    overhead at rest only if too few requests of those runs were dispatched at once
-    (`with_overhead`), and the HTTP capacity, through the server at `url` (left on the static
-    policy of the entry with the highest throughput). `probe` payloads should carry no tight
-    deadline, so that nothing is dropped."""
+    """Measure, through the server at `url`, the HTTP capacity (the rate it answers, offered
+    more than it takes, with the entry of the highest profiled throughput); then every entry's
+    service times and the serving path's overhead under load, at `settings.load` x the lower of
+    its profiled throughput and that capacity (the pooled overhead for every entry, an entry's
+    own where it had enough requests: `with_entry_overhead`; at rest only if too few requests
+    of those runs were dispatched at once: `with_overhead`). Each entry's throughput is then
+    at most the HTTP capacity: no entry answers faster than the path in front of it. `probe`
+    payloads should carry no tight deadline, so that nothing is dropped."""
     n = len(profile.entries)
+    progress(0, n + 2, "HTTP capacity")
+    top = max(profile.entries, key=lambda e: e.throughput_rps)
+    set_controller(url, static_name(top.variant, str(top.allocation)))
+    capacity = measure_capacity_rps(url, top.variant, probe, 1.5 * top.throughput_rps)
     samples: dict[tuple[str, int, int], list[float]] = {}
+    own: dict[tuple[str, int, int], tuple[list[float], list[float]]] = {}
     idle: list[float] = []
     busy: list[float] = []
     for i, e in enumerate(profile.entries):
-        progress(i, n + 2, f"{e.variant} {e.allocation}: service time under load")
-        rate = settings.load * e.throughput_rps
-        count = int(np.clip(rate * settings.seconds, settings.min_count, settings.max_count))
+        progress(i + 1, n + 2, f"{e.variant} {e.allocation}: service time under load")
+        rate = settings.load * min(e.throughput_rps, capacity)
         measured = measure_service_ms(
-            url, static_name(e.variant, str(e.allocation)), e.variant, rate, count, probe,
-            settings.seed + i)
-        samples[(e.variant, e.replicas, e.threads)] = measured.service_ms
+            url, static_name(e.variant, str(e.allocation)), e.variant, rate,
+            settings.count(rate), probe, settings.seed + i)
+        key = (e.variant, e.replicas, e.threads)
+        samples[key] = measured.service_ms
+        own[key] = (measured.idle_overhead_ms, measured.busy_overhead_ms)
         idle += measured.idle_overhead_ms
         busy += measured.busy_overhead_ms
     at_rest: list[float] = []
     if len(idle) < MIN_LOADED_SAMPLES:  # too few dispatched at once: one request at a time
-        progress(n, n + 2, "serving path overhead at rest")
+        progress(n + 1, n + 2, "serving path overhead at rest")
         fastest = min(profile.entries, key=lambda e: e.percentile_ms(50))
         set_controller(url, static_name(fastest.variant, str(fastest.allocation)))
         at_rest = measure_overhead_ms(url, fastest.variant, fastest.percentile_ms(50), probe)
     calibrated = with_service(profile, samples, f"live through {url}: overhead (idle and "
                               f"beside busy replicas) and service times at {settings.load:g} x "
-                              "profiled throughput")
-    calibrated = with_overhead(calibrated, at_rest, idle, busy)
-    progress(n + 1, n + 2, "HTTP capacity")
-    top = max(calibrated.entries, key=lambda e: e.throughput_rps)
-    set_controller(url, static_name(top.variant, str(top.allocation)))
-    capacity = measure_capacity_rps(url, top.variant, probe, 1.5 * top.throughput_rps)
+                              "the lower of profiled throughput and HTTP capacity")
+    calibrated = with_entry_overhead(with_overhead(calibrated, at_rest, idle, busy), own)
+    calibrated = capped(calibrated, capacity)
     progress(n + 2, n + 2, "calibrated")
     return Calibration(calibrated, capacity)
+
+
+def capped(profile: Profile, capacity_rps: float) -> Profile:
+    """`profile` with no entry's throughput above `capacity_rps`."""
+    entries = [e.model_copy(update={"throughput_rps": min(e.throughput_rps, capacity_rps)})
+               for e in profile.entries]
+    return profile.model_copy(update={"entries": entries})

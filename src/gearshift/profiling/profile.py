@@ -39,6 +39,14 @@ class AllocationProfile(_Model):
     threads: int = Field(ge=1)
     service_ms: list[float] = Field(min_length=1, description="per-request service samples")
     throughput_rps: float = Field(gt=0, description="measured saturation throughput")
+    overhead_ms: list[float] = Field(
+        default_factory=list,
+        description="this entry's own serving-path overhead samples (requests dispatched at "
+                    "once), measured through the live server while it served this entry near "
+                    "the rate the server can answer; empty: the profile's `overhead_ms`")
+    overhead_busy_ms: list[float] = Field(
+        default_factory=list,
+        description="the same for requests that waited for a replica; empty: the profile's")
 
     @property
     def allocation(self) -> Allocation:
@@ -87,6 +95,14 @@ class Profile(_Model):
     def busy_overhead_ms(self) -> list[float]:
         """The overhead samples of a request that waited for a replica."""
         return self.overhead_busy_ms or self.overhead_ms
+
+    def entry_overhead_ms(self, e: AllocationProfile) -> tuple[list[float], list[float]]:
+        """The overhead samples of a request served while `e` is in force: (dispatched at once,
+        waited), each the entry's own where it has them, else the profile's. Where the front
+        end is the bottleneck (models far faster than the HTTP path) its cost depends on what
+        the replicas beside it run, so fast entries carry their own."""
+        idle = e.overhead_ms or self.overhead_ms
+        return idle, e.overhead_busy_ms or e.overhead_ms or self.busy_overhead_ms()
 
     def dispatch_overhead_ms(self) -> float:
         """The overhead the dispatch rule counts (`gearshift.dispatch`), in the pool and the

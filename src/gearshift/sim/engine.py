@@ -9,11 +9,12 @@ dispatch). The state carried across boundaries is the queue head, each replica's
 the requests still being answered.
 
 Overhead: each answered request's latency is queue wait + service + overhead, where overhead is a
-draw added *after* service, from the profile's `overhead_ms` samples for a request dispatched at
-once and from its `busy_overhead_ms()` for one that waited for a replica (the front end then
-shares the cores with busy replicas: live, 5.6-6.8 ms mean against 3.5-4.8). It models the front
-end's path (HTTP, IPC, event loop) and does not occupy a replica; the deadline check at dispatch
-counts the busy mean (`Profile.dispatch_overhead_ms`: the check judges waiting requests only).
+draw added *after* service, from the samples of the variant and allocation in force
+(`Profile.entry_overhead_ms`: the entry's own where the calibration measured enough, else the
+profile's) for a request dispatched at once and for one that waited for a replica (the front
+end then shares the cores with busy replicas: live, 5.6-6.8 ms mean against 3.5-4.8). It
+models the front end's path (HTTP, IPC, event loop) and does not occupy a replica; the deadline
+check at dispatch counts the busy mean (`Profile.dispatch_overhead_ms`: the check judges waiting requests only).
 That check follows the live pool's `DropRule`: "expired" drops a request whose deadline has
 passed when a replica would start it; "hopeless" also one whose start plus the median service
 time of the variant and allocation in force and that overhead would overrun it. A decision's
@@ -224,6 +225,7 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
                    slack, safe, overhead_ms / 1000.0)
     n = res.n_done
     waited = res.start_s[:n] - inputs.arrival_s[lo:lo + n] >= FREE_WAIT_S
-    overhead = inputs.sampler.overhead(inputs.draws.overhead_u[lo:lo + n], waited)
+    overhead = inputs.sampler.overhead(state.variant, alloc, inputs.draws.overhead_u[lo:lo + n],
+                                       waited)
     block = Block(lo, rungs, res.start_s[:n], res.end_s[:n], overhead, res.choice[:n])
     return block, res.free_s

@@ -33,26 +33,27 @@ class RequestDraws:
 
 @dataclass(frozen=True)
 class ServiceSampler:
-    """A profile's samples in seconds, keyed by (variant, allocation); overhead samples of a
-    request dispatched at once (`overhead_s`) and of one that waited for a replica
-    (`overhead_busy_s`, `Profile.busy_overhead_ms`), and the overhead the dispatch rule counts
+    """A profile's samples in seconds, keyed by (variant, allocation): service times, and the
+    overhead of a request dispatched at once and of one that waited for a replica while that
+    entry is in force (`Profile.entry_overhead_ms`); and the overhead the dispatch rule counts
     (`Profile.dispatch_overhead_ms`)."""
 
     service_s: dict[tuple[str, Allocation], np.ndarray]
-    overhead_s: np.ndarray
-    overhead_busy_s: np.ndarray
+    overhead_s: dict[tuple[str, Allocation], tuple[np.ndarray, np.ndarray]]
     dispatch_overhead_ms: float
     accuracy: dict[str, float]
 
     @classmethod
     def from_profile(cls, profile: Profile) -> ServiceSampler:
-        service = {
-            (e.variant, e.allocation): np.asarray(e.service_ms, dtype=np.float64) / 1000.0
-            for e in profile.entries
-        }
-        return cls(service, np.asarray(profile.overhead_ms, dtype=np.float64) / 1000.0,
-                   np.asarray(profile.busy_overhead_ms(), dtype=np.float64) / 1000.0,
-                   profile.dispatch_overhead_ms(), dict(profile.accuracy))
+        def s(ms: list[float]) -> np.ndarray:
+            return np.asarray(ms, dtype=np.float64) / 1000.0
+
+        service, overhead = {}, {}
+        for e in profile.entries:
+            idle, busy = profile.entry_overhead_ms(e)
+            service[(e.variant, e.allocation)] = s(e.service_ms)
+            overhead[(e.variant, e.allocation)] = (s(idle), s(busy))
+        return cls(service, overhead, profile.dispatch_overhead_ms(), dict(profile.accuracy))
 
     def samples_s(self, variant: str, allocation: Allocation) -> np.ndarray:
         try:
@@ -64,10 +65,13 @@ class ServiceSampler:
         """Service times (seconds) for uniforms `u`, from the (variant, allocation) samples."""
         return _pick(self.samples_s(variant, allocation), u)
 
-    def overhead(self, u: np.ndarray, waited: np.ndarray) -> np.ndarray:
-        """Serving-path overhead times (seconds) for uniforms `u`: from the busy samples where
-        `waited` (the request waited for a replica), else from the others."""
-        return np.where(waited, _pick(self.overhead_busy_s, u), _pick(self.overhead_s, u))
+    def overhead(self, variant: str, allocation: Allocation, u: np.ndarray,
+                 waited: np.ndarray) -> np.ndarray:
+        """Serving-path overhead times (seconds) for uniforms `u` while (variant, allocation)
+        is in force: from its waited samples where `waited` (the request waited for a
+        replica), else from its dispatched-at-once ones."""
+        idle, busy = self.overhead_s[(variant, allocation)]
+        return np.where(waited, _pick(busy, u), _pick(idle, u))
 
 
 def _pick(samples: np.ndarray, u: np.ndarray) -> np.ndarray:
