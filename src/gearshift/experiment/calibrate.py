@@ -11,6 +11,12 @@ the requests dispatched at once and those that waited for a busy replica (the fr
 takes longer: live, 6.5-7 ms mean against 4.2); a run of requests one at a time measures it
 at rest, and the idle pool's figure (2.6 ms) is lower than either.
 
+Where the models are far faster than the HTTP path (the Fashion-MNIST family: 0.1-0.3 ms of
+service behind ~2 ms of path), the path is the bottleneck: each entry is loaded at a rate the
+server can answer (never above the HTTP capacity, measured first), and an entry whose run gave
+enough samples keeps its own overhead, since what the replicas beside the front end run
+changes its cost.
+
 `with_service` and `with_overhead` (pure) put live samples into a profile; `calibrate` (side
 effects: HTTP) measures them.
 """
