@@ -9,8 +9,8 @@ from gearshift.experiment.calibrate import (
     MIN_LOADED_SAMPLES,
     CalibrationSettings,
     capped,
-    with_entry_overhead,
     with_overhead,
+    with_rated_overhead,
     with_service,
 )
 from gearshift.types import Allocation
@@ -44,19 +44,19 @@ def test_overhead_under_load_is_preferred_and_split_by_waiting() -> None:
     assert with_overhead(profile, [], [], []).overhead_ms == [0.5]  # nothing measured: kept
 
 
-def test_a_fast_entry_keeps_its_own_overhead_and_no_entry_outruns_the_http_path() -> None:
-    """Where the front end is the bottleneck, what the replicas beside it run changes its
-    cost: an entry with enough requests of its own keeps its own overhead samples (each kind
-    apart), one with too few uses the pooled ones; every throughput is capped at the rate the
-    server answers through HTTP."""
+def test_a_fast_entry_keeps_its_overhead_by_rate_and_no_entry_outruns_the_http_path() -> None:
+    """Where the front end is the bottleneck, its cost grows with the rate and depends on what
+    the replicas beside it run: an entry's runs at several rates are kept, lowest rate first,
+    each only with enough samples; every throughput is capped at the rate the server answers
+    through HTTP."""
     profile = make_profile({("l", A2): constant_ms(0.3), ("s", A2): constant_ms(0.1)},
                            {"l": 0.92, "s": 0.90}, overhead_ms=[1.0])
-    own = {("l", 2, 1): ([3.0] * (MIN_ENTRY_SAMPLES - 1), [9.0] * MIN_ENTRY_SAMPLES),
-           ("s", 2, 1): ([2.0] * MIN_ENTRY_SAMPLES, [])}
-    out = capped(with_entry_overhead(profile, own), 1500.0)
-    assert out.entry_overhead_ms(out.entry("l", A2)) == ([1.0], [9.0] * MIN_ENTRY_SAMPLES)
-    assert out.entry_overhead_ms(out.entry("s", A2)) == ([2.0] * MIN_ENTRY_SAMPLES,
-                                                          [2.0] * MIN_ENTRY_SAMPLES)
+    enough, few = [2.0] * MIN_ENTRY_SAMPLES, [2.0] * (MIN_ENTRY_SAMPLES - 1)
+    runs = {("l", 2, 1): [(1200.0, [9.0] * MIN_ENTRY_SAMPLES), (400.0, enough), (800.0, few)]}
+    out = capped(with_rated_overhead(profile, runs), 1500.0)
+    rated = out.entry("l", A2).overhead_by_rate
+    assert [(r.rate_rps, r.samples_ms[0]) for r in rated] == [(400.0, 2.0), (1200.0, 9.0)]
+    assert out.entry("s", A2).overhead_by_rate == []
     assert [e.throughput_rps for e in out.entries] == [1500.0, 1500.0]
     assert capped(profile, 1e9).entries == profile.entries
 

@@ -12,6 +12,8 @@ import pytest
 
 from gearshift.control.policies import SchedulePolicy, StaticPolicy
 from gearshift.policy import Controller
+from gearshift.profiling.profile import RateOverhead
+from gearshift.sim.engine import offered_rate_rps
 from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.oracle import oracle_schedule
 from gearshift.sim.sampling import RequestDraws, ServiceSampler
@@ -345,16 +347,26 @@ def test_a_close_fallback_takes_what_the_variant_would_make_only_usually(
     assert share == pytest.approx(heavy_share, abs=0.08)
 
 
-def test_the_overhead_is_drawn_from_the_entry_in_force() -> None:
-    """An entry with overhead samples of its own (measured live while it served) gives its
-    requests those; another entry of the same profile keeps the profile's."""
-    profile = make_profile({("l", A1): constant_ms(1.0), ("s", A1): constant_ms(1.0)},
+def test_an_entry_measured_by_rate_draws_its_overhead_at_the_offered_rate() -> None:
+    """An entry with overhead measured by offered rate gives each request a sample of the
+    measured rate nearest its own (arrivals of the last second), mixing the two around it in
+    proportion between them; another entry of the same profile keeps the profile's."""
+    profile = make_profile({("l", A1): constant_ms(0.1), ("s", A1): constant_ms(0.1)},
                            {"l": 0.9, "s": 0.8}, overhead_ms=[1.0, 2.0])
-    entries = [e.model_copy(update={"overhead_ms": [8.0], "overhead_busy_ms": [9.0]})
-               if e.variant == "l" else e for e in profile.entries]
+    rated = [RateOverhead(rate_rps=100.0, samples_ms=[3.0]),
+             RateOverhead(rate_rps=300.0, samples_ms=[8.0])]
+    entries = [e.model_copy(update={"overhead_by_rate": rated}) if e.variant == "l" else e
+               for e in profile.entries]
     profile = profile.model_copy(update={"entries": entries})
-    arrivals = np.arange(50) * 0.01
-    for variant, expected in (("l", {8.0}), ("s", {1.0, 2.0})):
+
+    def overhead_ms(variant: str, rate_rps: float) -> np.ndarray:
+        arrivals = np.arange(int(rate_rps * 20)) / rate_rps  # 20 s at a steady rate
         cols = simulate_fixed(profile, variant, A1, arrivals, NO_DEADLINE_MS, seed=4)
-        overhead_ms = np.round(cols.latency_ms - cols.queue_ms - cols.service_ms, 6)
-        assert set(overhead_ms) == expected
+        steady = cols.arrival_s >= 1.0  # a full second of arrivals behind each
+        return np.round(cols.latency_ms - cols.queue_ms - cols.service_ms, 6)[steady]
+
+    assert set(overhead_ms("l", 50.0)) == {3.0}  # below the lowest: the lowest
+    assert set(overhead_ms("l", 500.0)) == {8.0}  # above the highest: the highest
+    assert float(np.mean(overhead_ms("l", 250.0) == 8.0)) == pytest.approx(0.75, abs=0.03)
+    assert set(overhead_ms("s", 250.0)) == {1.0, 2.0}
+    assert offered_rate_rps(np.array([0.0, 0.5, 0.9, 1.6])).tolist() == [1.0, 2.0, 3.0, 2.0]

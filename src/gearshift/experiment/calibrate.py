@@ -12,10 +12,13 @@ takes longer: live, 6.5-7 ms mean against 4.2); a run of requests one at a time 
 at rest, and the idle pool's figure (2.6 ms) is lower than either.
 
 Where the models are far faster than the HTTP path (the Fashion-MNIST family: 0.1-0.3 ms of
-service behind ~2 ms of path), the path is the bottleneck: each entry is loaded at a rate the
-server can answer (never above the HTTP capacity, measured first), and an entry whose run gave
-enough samples keeps its own overhead, since what the replicas beside the front end run
-changes its cost.
+service behind ~2 ms of path), the path is the bottleneck, and its cost grows with the rate as
+the front end, the load generator and the replicas share the cores, by how much depending on
+what the replicas run. So each entry is loaded at a rate the server can answer (never above
+the HTTP capacity, measured first), and an entry fast enough to give `MIN_ENTRY_SAMPLES` in a
+short run is also run at lower rates: its overhead by offered rate
+(`AllocationProfile.overhead_by_rate`) lets the planner see where the front end, not the
+variant, decides who is on time.
 
 `with_service` and `with_overhead` (pure) put live samples into a profile; `calibrate` (side
 effects: HTTP) measures them.
@@ -35,7 +38,7 @@ from gearshift.experiment.live import (
 )
 from gearshift.loadgen.payloads import Payload
 from gearshift.policy import static_name
-from gearshift.profiling.profile import AllocationProfile, Profile
+from gearshift.profiling.profile import AllocationProfile, Profile, RateOverhead
 from gearshift.progress import StepCallback as Progress
 
 MIN_LOADED_SAMPLES = 20
@@ -44,9 +47,10 @@ entries' runs under load when at least this many of them did; else the overhead 
 rest stands for it (for the busy one: the idle samples)."""
 
 MIN_ENTRY_SAMPLES = 200
-"""An entry keeps the overhead of its own run (dispatched at once, and waited, each apart) when
-at least this many of its requests did: enough for the tail a tight deadline meets. Only
-entries far faster than the HTTP path get that many; the others share the pooled samples."""
+"""An entry's overhead is measured by offered rate when a run at its lowest level gives at
+least this many requests (enough for the tail a tight deadline meets), and a level is kept
+when it did. Only entries far faster than the HTTP path get that many; the others share the
+pooled samples."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,9 @@ class CalibrationSettings:
     min_count: int = 12
     max_count: int = 40
     min_seconds: float = 1.0
+    levels: tuple[float, ...] = (0.25, 0.5, 0.75)
+    """Lower rates, as fractions of the entry's load, at which an entry fast enough is run
+    again for its overhead by rate."""
     seed: int = 0
 
     def count(self, rate_rps: float) -> int:
@@ -109,19 +116,19 @@ def with_overhead(profile: Profile, at_rest: list[float], idle: list[float],
     return profile.model_copy(update=update)
 
 
-def with_entry_overhead(profile: Profile,
-                        samples: dict[tuple[str, int, int], tuple[list[float], list[float]]]
+def with_rated_overhead(profile: Profile,
+                        runs: dict[tuple[str, int, int], list[tuple[float, list[float]]]]
                         ) -> Profile:
-    """`profile` with each entry in `samples` holding its own overhead samples (ms; dispatched
-    at once, waited), each kept only if there are `MIN_ENTRY_SAMPLES` of them."""
-    def kept(x: list[float]) -> list[float]:
-        return [round(v, 4) for v in x] if len(x) >= MIN_ENTRY_SAMPLES else []
-
+    """`profile` with each entry in `runs` holding its overhead by offered rate: (rate,
+    latency minus service of each answered request) per run, a run kept only if it has
+    `MIN_ENTRY_SAMPLES` samples."""
     entries = []
     for e in profile.entries:
-        idle, busy = samples.get((e.variant, e.replicas, e.threads), ([], []))
-        entries.append(e.model_copy(update={"overhead_ms": kept(idle),
-                                            "overhead_busy_ms": kept(busy)}))
+        kept = sorted((r, x) for r, x in runs.get((e.variant, e.replicas, e.threads), [])
+                      if len(x) >= MIN_ENTRY_SAMPLES)
+        entries.append(e.model_copy(update={"overhead_by_rate": [
+            RateOverhead(rate_rps=round(r, 2), samples_ms=[round(v, 4) for v in x])
+            for r, x in kept]}))
     return profile.model_copy(update={"entries": entries})
 
 
@@ -130,31 +137,36 @@ def calibrate(url: str, profile: Profile, probe: list[Payload], settings: Calibr
     """Measure, through the server at `url`, the HTTP capacity (the rate it answers, offered
     more than it takes, with the entry of the highest profiled throughput); then every entry's
     service times and the serving path's overhead under load, at `settings.load` x the lower of
-    its profiled throughput and that capacity (the pooled overhead for every entry, an entry's
-    own where it had enough requests: `with_entry_overhead`; at rest only if too few requests
-    of those runs were dispatched at once: `with_overhead`). Each entry's throughput is then
-    at most the HTTP capacity: no entry answers faster than the path in front of it. `probe`
-    payloads should carry no tight deadline, so that nothing is dropped."""
+    its profiled throughput and that capacity (`with_overhead`: at rest only if too few
+    requests of those runs were dispatched at once), and, for an entry fast enough, its
+    overhead at that rate and at the lower `settings.levels` (`with_rated_overhead`). Each
+    entry's throughput is then at most the HTTP capacity: no entry answers faster than the
+    path in front of it. `probe` payloads should carry no tight deadline, so that nothing is
+    dropped."""
     n = len(profile.entries)
     progress(0, n + 2, "HTTP capacity")
     top = max(profile.entries, key=lambda e: e.throughput_rps)
     set_controller(url, static_name(top.variant, str(top.allocation)))
     capacity = measure_capacity_rps(url, top.variant, probe, 1.5 * top.throughput_rps)
     samples: dict[tuple[str, int, int], list[float]] = {}
-    own: dict[tuple[str, int, int], tuple[list[float], list[float]]] = {}
+    rated: dict[tuple[str, int, int], list[tuple[float, list[float]]]] = {}
     idle: list[float] = []
     busy: list[float] = []
     for i, e in enumerate(profile.entries):
         progress(i + 1, n + 2, f"{e.variant} {e.allocation}: service time under load")
+        controller = static_name(e.variant, str(e.allocation))
         rate = settings.load * min(e.throughput_rps, capacity)
-        measured = measure_service_ms(
-            url, static_name(e.variant, str(e.allocation)), e.variant, rate,
-            settings.count(rate), probe, settings.seed + i)
+        measured = measure_service_ms(url, controller, e.variant, rate, settings.count(rate),
+                                      probe, settings.seed + i)
         key = (e.variant, e.replicas, e.threads)
         samples[key] = measured.service_ms
-        own[key] = (measured.idle_overhead_ms, measured.busy_overhead_ms)
         idle += measured.idle_overhead_ms
         busy += measured.busy_overhead_ms
+        lower = [f * rate for f in settings.levels]
+        if lower and min(lower) * settings.min_seconds >= MIN_ENTRY_SAMPLES:
+            rated[key] = [(rate, measured.path_ms)] + [
+                (r, measure_service_ms(url, controller, e.variant, r, settings.count(r), probe,
+                                       settings.seed + i).path_ms) for r in lower]
     at_rest: list[float] = []
     if len(idle) < MIN_LOADED_SAMPLES:  # too few dispatched at once: one request at a time
         progress(n + 1, n + 2, "serving path overhead at rest")
@@ -164,7 +176,7 @@ def calibrate(url: str, profile: Profile, probe: list[Payload], settings: Calibr
     calibrated = with_service(profile, samples, f"live through {url}: overhead (idle and "
                               f"beside busy replicas) and service times at {settings.load:g} x "
                               "the lower of profiled throughput and HTTP capacity")
-    calibrated = with_entry_overhead(with_overhead(calibrated, at_rest, idle, busy), own)
+    calibrated = with_rated_overhead(with_overhead(calibrated, at_rest, idle, busy), rated)
     calibrated = capped(calibrated, capacity)
     progress(n + 2, n + 2, "calibrated")
     return Calibration(calibrated, capacity)

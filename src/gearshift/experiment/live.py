@@ -148,11 +148,13 @@ def measure_capacity_rps(url: str, variant: str, payloads: list[Payload], offere
 class ServiceSamples:
     """`service_ms`: worker-side service times; `idle_overhead_ms`, `busy_overhead_ms`: the
     serving path's own cost (latency minus queue and service time) of the requests dispatched
-    at once and of those that waited for a replica."""
+    at once and of those that waited for a replica; `path_ms`: latency minus service time of
+    every answered request, any wait to be dispatched included."""
 
     service_ms: list[float]
     idle_overhead_ms: list[float]
     busy_overhead_ms: list[float]
+    path_ms: list[float]
 
 
 def measure_service_ms(url: str, controller: str, variant: str, rate_rps: float, count: int,
@@ -174,7 +176,8 @@ def measure_service_ms(url: str, controller: str, variant: str, rate_rps: float,
     overhead = [max(0.0, r.latency_ms - r.queue_ms - r.service_ms) for r in answered]
     return ServiceSamples([r.service_ms for r in answered],
                           [o for o, w in zip(overhead, waited, strict=True) if not w],
-                          [o for o, w in zip(overhead, waited, strict=True) if w])
+                          [o for o, w in zip(overhead, waited, strict=True) if w],
+                          [max(0.0, r.latency_ms - r.service_ms) for r in answered])
 
 
 def run_policy(url: str, model: str, name: str, arrivals_s: np.ndarray,

@@ -31,6 +31,17 @@ class MachineInfo(_Model):
     onnxruntime: str
 
 
+class RateOverhead(_Model):
+    """The serving path's time beyond service (latency minus service time: the front end, the
+    hand-offs, any wait to be dispatched) of every answered request of one run through the
+    live server at `rate_rps`, one entry in force. Measured for entries far faster than the
+    HTTP path, where that time, not the model, decides who is on time, and grows with the
+    rate as the front end and the replicas share the cores."""
+
+    rate_rps: float = Field(gt=0)
+    samples_ms: list[float] = Field(min_length=1)
+
+
 class AllocationProfile(_Model):
     """One (variant, R, T), measured with all R replicas busy (saturated, closed loop)."""
 
@@ -39,14 +50,11 @@ class AllocationProfile(_Model):
     threads: int = Field(ge=1)
     service_ms: list[float] = Field(min_length=1, description="per-request service samples")
     throughput_rps: float = Field(gt=0, description="measured saturation throughput")
-    overhead_ms: list[float] = Field(
+    overhead_by_rate: list[RateOverhead] = Field(
         default_factory=list,
-        description="this entry's own serving-path overhead samples (requests dispatched at "
-                    "once), measured through the live server while it served this entry near "
-                    "the rate the server can answer; empty: the profile's `overhead_ms`")
-    overhead_busy_ms: list[float] = Field(
-        default_factory=list,
-        description="the same for requests that waited for a replica; empty: the profile's")
+        description="this entry's serving path through the live server at several offered "
+                    "rates, lowest first; empty: the profile's `overhead_ms` and "
+                    "`overhead_busy_ms` at every rate")
 
     @property
     def allocation(self) -> Allocation:
@@ -95,14 +103,6 @@ class Profile(_Model):
     def busy_overhead_ms(self) -> list[float]:
         """The overhead samples of a request that waited for a replica."""
         return self.overhead_busy_ms or self.overhead_ms
-
-    def entry_overhead_ms(self, e: AllocationProfile) -> tuple[list[float], list[float]]:
-        """The overhead samples of a request served while `e` is in force: (dispatched at once,
-        waited), each the entry's own where it has them, else the profile's. Where the front
-        end is the bottleneck (models far faster than the HTTP path) its cost depends on what
-        the replicas beside it run, so fast entries carry their own."""
-        idle = e.overhead_ms or self.overhead_ms
-        return idle, e.overhead_busy_ms or e.overhead_ms or self.busy_overhead_ms()
 
     def dispatch_overhead_ms(self) -> float:
         """The overhead the dispatch rule counts (`gearshift.dispatch`), in the pool and the

@@ -9,12 +9,14 @@ dispatch). The state carried across boundaries is the queue head, each replica's
 the requests still being answered.
 
 Overhead: each answered request's latency is queue wait + service + overhead, where overhead is a
-draw added *after* service, from the samples of the variant and allocation in force
-(`Profile.entry_overhead_ms`: the entry's own where the calibration measured enough, else the
-profile's) for a request dispatched at once and for one that waited for a replica (the front
-end then shares the cores with busy replicas: live, 5.6-6.8 ms mean against 3.5-4.8). It
-models the front end's path (HTTP, IPC, event loop) and does not occupy a replica; the deadline
-check at dispatch counts the busy mean (`Profile.dispatch_overhead_ms`: the check judges waiting requests only).
+draw added *after* service, from the profile's `overhead_ms` samples for a request dispatched at
+once and from its `busy_overhead_ms()` for one that waited for a replica (the front end then
+shares the cores with busy replicas: live, 5.6-6.8 ms mean against 3.5-4.8); for an entry with
+overhead measured by offered rate (`AllocationProfile.overhead_by_rate`: models far faster than
+the HTTP path), from its samples at the request's rate (arrivals of the last second,
+`offered_rate_rps`), waited or not. It models the front end's path (HTTP, IPC, event loop)
+and does not occupy a replica; the deadline check at dispatch counts the busy mean
+(`Profile.dispatch_overhead_ms`: the check judges waiting requests only).
 That check follows the live pool's `DropRule`: "expired" drops a request whose deadline has
 passed when a replica would start it; "hopeless" also one whose start plus the median service
 time of the variant and allocation in force and that overhead would overrun it. A decision's
@@ -35,7 +37,7 @@ replica; the CPU contention of that overlap is not modelled.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -60,6 +62,17 @@ class RunInputs:
     sampler: ServiceSampler
     variants: tuple[str, ...]
     hopeless: bool = True
+    rate_rps: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+
+RATE_WINDOW_S = 1.0
+"""A request's offered rate, for overhead measured by rate: the arrivals of the last second."""
+
+
+def offered_rate_rps(arrival_s: np.ndarray, window_s: float = RATE_WINDOW_S) -> np.ndarray:
+    """Per request: the arrivals in (t - window_s, t], itself included, per second."""
+    before = np.searchsorted(arrival_s, arrival_s - window_s, side="right")
+    return (np.arange(1, len(arrival_s) + 1) - before) / window_s
 
 
 def make_inputs(
@@ -74,7 +87,8 @@ def make_inputs(
     deadlines = arrivals + deadline_ms / 1000.0 if drop != "never" else None
     variants = tuple(dict.fromkeys(v for v, _ in sampler.service_s))
     return RunInputs(arrivals, deadlines, float(deadline_ms), draws, sampler, variants,
-                     drop == "hopeless")
+                     drop == "hopeless", offered_rate_rps(arrivals) if sampler.rated else
+                     np.zeros(len(arrivals)))
 
 
 @dataclass(frozen=True)
@@ -226,6 +240,7 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
     n = res.n_done
     waited = res.start_s[:n] - inputs.arrival_s[lo:lo + n] >= FREE_WAIT_S
     overhead = inputs.sampler.overhead(state.variant, alloc, inputs.draws.overhead_u[lo:lo + n],
-                                       waited)
+                                       waited, inputs.rate_rps[lo:lo + n],
+                                       inputs.draws.level_u[lo:lo + n])
     block = Block(lo, rungs, res.start_s[:n], res.end_s[:n], overhead, res.choice[:n])
     return block, res.free_s

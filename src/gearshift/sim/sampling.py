@@ -1,7 +1,8 @@
 """Service and overhead times drawn from a profile's measured samples, by pre-drawn uniforms.
 
-Every request gets two uniforms in [0, 1) when the run starts (`RequestDraws`): one picks its
-service sample, the other its overhead sample. The sample *set* is chosen only when the request is
+Every request gets three uniforms in [0, 1) when the run starts (`RequestDraws`): one picks its
+service sample, one its overhead sample, and one which of two measured rates' overhead samples
+it draws from when its rate falls between them. The sample *set* is chosen only when the request is
 dispatched (variant and allocation in force then), so the random stream does not depend on the
 controller's decisions: two policies run on the same seed see the same luck (common random
 numbers), which keeps comparisons between policies and between planner candidates sharp.
@@ -20,40 +21,67 @@ from gearshift.types import Allocation
 @dataclass(frozen=True)
 class RequestDraws:
     """Per-request uniforms in [0, 1): `service_u` picks the service sample, `overhead_u` the
-    overhead sample."""
+    overhead sample, `level_u` the measured rate it is drawn at (`ServiceSampler.overhead`)."""
 
     service_u: np.ndarray
     overhead_u: np.ndarray
+    level_u: np.ndarray
 
     @classmethod
     def draw(cls, n: int, seed: int | np.random.SeedSequence) -> RequestDraws:
         rng = np.random.default_rng(seed)
-        return cls(rng.random(n), rng.random(n))
+        return cls(rng.random(n), rng.random(n), rng.random(n))
+
+
+@dataclass(frozen=True)
+class RatedOverhead:
+    """One entry's overhead samples (s) at measured offered rates (req/s, ascending)."""
+
+    rates_rps: np.ndarray
+    samples_s: tuple[np.ndarray, ...]
+
+    def draw(self, rate_rps: np.ndarray, u: np.ndarray, level_u: np.ndarray) -> np.ndarray:
+        """A sample for each request at its rate: from the measured rate nearest below or
+        above, the nearer the likelier (linear in the rate; the lowest below it, the highest
+        above it)."""
+        pos = np.interp(rate_rps, self.rates_rps, np.arange(len(self.rates_rps), dtype=float))
+        level = np.floor(pos).astype(np.intp)
+        level += level_u < pos - level
+        out = np.empty(len(u))
+        for k, samples in enumerate(self.samples_s):
+            at = level == k
+            out[at] = _pick(samples, u[at])
+        return out
 
 
 @dataclass(frozen=True)
 class ServiceSampler:
     """A profile's samples in seconds, keyed by (variant, allocation): service times, and the
-    overhead of a request dispatched at once and of one that waited for a replica while that
-    entry is in force (`Profile.entry_overhead_ms`); and the overhead the dispatch rule counts
+    overhead of a request served while that entry is in force: by offered rate where the
+    entry has it measured (`AllocationProfile.overhead_by_rate`), else the profile's, apart
+    for a request dispatched at once (`overhead_s`) and one that waited for a replica
+    (`overhead_busy_s`, `Profile.busy_overhead_ms`); and the overhead the dispatch rule counts
     (`Profile.dispatch_overhead_ms`)."""
 
     service_s: dict[tuple[str, Allocation], np.ndarray]
-    overhead_s: dict[tuple[str, Allocation], tuple[np.ndarray, np.ndarray]]
+    overhead_s: np.ndarray
+    overhead_busy_s: np.ndarray
     dispatch_overhead_ms: float
     accuracy: dict[str, float]
+    rated: dict[tuple[str, Allocation], RatedOverhead]
 
     @classmethod
     def from_profile(cls, profile: Profile) -> ServiceSampler:
         def s(ms: list[float]) -> np.ndarray:
             return np.asarray(ms, dtype=np.float64) / 1000.0
 
-        service, overhead = {}, {}
-        for e in profile.entries:
-            idle, busy = profile.entry_overhead_ms(e)
-            service[(e.variant, e.allocation)] = s(e.service_ms)
-            overhead[(e.variant, e.allocation)] = (s(idle), s(busy))
-        return cls(service, overhead, profile.dispatch_overhead_ms(), dict(profile.accuracy))
+        service = {(e.variant, e.allocation): s(e.service_ms) for e in profile.entries}
+        rated = {(e.variant, e.allocation): RatedOverhead(
+                     np.array([r.rate_rps for r in e.overhead_by_rate]),
+                     tuple(s(r.samples_ms) for r in e.overhead_by_rate))
+                 for e in profile.entries if e.overhead_by_rate}
+        return cls(service, s(profile.overhead_ms), s(profile.busy_overhead_ms()),
+                   profile.dispatch_overhead_ms(), dict(profile.accuracy), rated)
 
     def samples_s(self, variant: str, allocation: Allocation) -> np.ndarray:
         try:
@@ -66,12 +94,16 @@ class ServiceSampler:
         return _pick(self.samples_s(variant, allocation), u)
 
     def overhead(self, variant: str, allocation: Allocation, u: np.ndarray,
-                 waited: np.ndarray) -> np.ndarray:
+                 waited: np.ndarray, rate_rps: np.ndarray, level_u: np.ndarray) -> np.ndarray:
         """Serving-path overhead times (seconds) for uniforms `u` while (variant, allocation)
-        is in force: from its waited samples where `waited` (the request waited for a
-        replica), else from its dispatched-at-once ones."""
-        idle, busy = self.overhead_s[(variant, allocation)]
-        return np.where(waited, _pick(busy, u), _pick(idle, u))
+        is in force: at each request's offered rate `rate_rps` if the entry has overhead
+        measured by rate (its samples hold any wait to be dispatched, so `waited` is not
+        looked at), else the profile's busy samples where `waited` (the request waited for a
+        replica) and its others elsewhere."""
+        rated = self.rated.get((variant, allocation))
+        if rated is not None:
+            return rated.draw(rate_rps, u, level_u)
+        return np.where(waited, _pick(self.overhead_busy_s, u), _pick(self.overhead_s, u))
 
 
 def _pick(samples: np.ndarray, u: np.ndarray) -> np.ndarray:
