@@ -9,6 +9,7 @@ import pytest
 
 from gearshift.experiment.runner import ExperimentSettings, run_experiment
 from gearshift.planning.settings import PlanSettings
+from gearshift.profiling.profile import load_profile
 from gearshift.reports.frame import read_records
 
 pytestmark = pytest.mark.slow
@@ -55,5 +56,11 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
     assert "simulated on 4 paths of 3 s of the workload (seeds 0-3" in html
     assert summary["deadlines"]["paths"] == 4 and summary["deadlines"]["seeds"] == [0, 3]
     assert (out / "profile.json").is_file() and (out / "policy.json").is_file()
+    # tiny models are far faster than the HTTP path: their overhead is measured by rate
+    calibrated = load_profile(out / "profile.json")
+    for e in calibrated.entries:
+        rates = [r.rate_rps for r in e.overhead_by_rate]
+        assert len(rates) == 4 and rates == sorted(rates), (e.variant, rates)
+        assert e.throughput_rps <= summary["notes"]["http_capacity_rps"] + 0.01
     # a second run takes the profile from the cache
     assert len(list((tmp_path / "cache").glob("profile-*.json"))) == 1

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gearshift.experiment.live import (
+    ServiceSamples,
     measure_capacity_rps,
     measure_overhead_ms,
     measure_service_ms,
@@ -70,6 +71,10 @@ class CalibrationSettings:
     levels: tuple[float, ...] = (0.25, 0.5, 0.75)
     """Lower rates, as fractions of the entry's load, at which an entry fast enough is run
     again for its overhead by rate."""
+    warmup_s: float = 0.5
+    """An overhead-by-rate run is this much longer, its first requests left out: at a sudden
+    1,300 req/s the fashion pool's path took 0.25-0.5 s to settle (half of the first 250 ms
+    late at a 10 ms deadline, 0-8 % after)."""
     seed: int = 0
 
     def count(self, rate_rps: float) -> int:
@@ -154,19 +159,18 @@ def calibrate(url: str, profile: Profile, probe: list[Payload], settings: Calibr
     busy: list[float] = []
     for i, e in enumerate(profile.entries):
         progress(i + 1, n + 2, f"{e.variant} {e.allocation}: service time under load")
-        controller = static_name(e.variant, str(e.allocation))
         rate = settings.load * min(e.throughput_rps, capacity)
-        measured = measure_service_ms(url, controller, e.variant, rate, settings.count(rate),
-                                      probe, settings.seed + i)
+        lower = [f * rate for f in settings.levels]
+        by_rate = bool(lower) and min(lower) * settings.min_seconds >= MIN_ENTRY_SAMPLES
+        run = _Run(url, e.variant, static_name(e.variant, str(e.allocation)), probe, settings,
+                   settings.seed + i, settings.warmup_s if by_rate else 0.0)
+        measured = run.at(rate)
         key = (e.variant, e.replicas, e.threads)
         samples[key] = measured.service_ms
         idle += measured.idle_overhead_ms
         busy += measured.busy_overhead_ms
-        lower = [f * rate for f in settings.levels]
-        if lower and min(lower) * settings.min_seconds >= MIN_ENTRY_SAMPLES:
-            rated[key] = [(rate, measured.path_ms)] + [
-                (r, measure_service_ms(url, controller, e.variant, r, settings.count(r), probe,
-                                       settings.seed + i).path_ms) for r in lower]
+        if by_rate:
+            rated[key] = [(rate, measured.path_ms), *((r, run.at(r).path_ms) for r in lower)]
     at_rest: list[float] = []
     if len(idle) < MIN_LOADED_SAMPLES:  # too few dispatched at once: one request at a time
         progress(n + 1, n + 2, "serving path overhead at rest")
@@ -180,6 +184,25 @@ def calibrate(url: str, profile: Profile, probe: list[Payload], settings: Calibr
     calibrated = capped(calibrated, capacity)
     progress(n + 2, n + 2, "calibrated")
     return Calibration(calibrated, capacity)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One entry's calibration runs through the server: Poisson arrivals at a rate, for the
+    settings' count of requests plus `warmup_s` worth, left out of the path samples."""
+
+    url: str
+    variant: str
+    controller: str
+    probe: list[Payload]
+    settings: CalibrationSettings
+    seed: int
+    warmup_s: float
+
+    def at(self, rate_rps: float) -> ServiceSamples:
+        count = self.settings.count(rate_rps) + int(rate_rps * self.warmup_s)
+        return measure_service_ms(self.url, self.controller, self.variant, rate_rps, count,
+                                  self.probe, self.seed, warmup_s=self.warmup_s)
 
 
 def capped(profile: Profile, capacity_rps: float) -> Profile:

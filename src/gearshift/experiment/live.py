@@ -158,12 +158,14 @@ class ServiceSamples:
 
 
 def measure_service_ms(url: str, controller: str, variant: str, rate_rps: float, count: int,
-                       payloads: list[Payload], seed: int, settle_s: float = 0.3
-                       ) -> ServiceSamples:
+                       payloads: list[Payload], seed: int, settle_s: float = 0.3,
+                       warmup_s: float = 0.0) -> ServiceSamples:
     """Worker-side service times (ms) of `count` Poisson requests at `rate_rps` through HTTP,
     served by `controller` (a static policy, e.g. `static:resnet50@2x1`) with `variant` asked
     for: what a request costs with the front end and the load generator on the same cores;
-    and the overhead of those that queued (the front end beside busy replicas)."""
+    and the overhead of those that queued (the front end beside busy replicas). `path_ms`
+    leaves out the requests of the first `warmup_s` (a run starting at a high rate meets a
+    cold path for its first few hundred ms)."""
     wait_idle(url)
     set_controller(url, controller)
     time.sleep(settle_s)
@@ -177,7 +179,8 @@ def measure_service_ms(url: str, controller: str, variant: str, rate_rps: float,
     return ServiceSamples([r.service_ms for r in answered],
                           [o for o, w in zip(overhead, waited, strict=True) if not w],
                           [o for o, w in zip(overhead, waited, strict=True) if w],
-                          [max(0.0, r.latency_ms - r.service_ms) for r in answered])
+                          [max(0.0, r.latency_ms - r.service_ms) for r in answered
+                           if r.scheduled_s >= warmup_s])
 
 
 def run_policy(url: str, model: str, name: str, arrivals_s: np.ndarray,
