@@ -60,7 +60,7 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
     calibrated = load_profile(out / "profile.json")
     for e in calibrated.entries:
         rates = [r.rate_rps for r in e.overhead_by_rate]
-        assert len(rates) == 4 and rates == sorted(rates), (e.variant, rates)
+        assert len(rates) == 6 and rates == sorted(rates), (e.variant, rates)
         assert e.throughput_rps <= summary["notes"]["http_capacity_rps"] + 0.01
     # a second run takes the profile from the cache
     assert len(list((tmp_path / "cache").glob("profile-*.json"))) == 1

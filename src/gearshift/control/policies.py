@@ -141,13 +141,16 @@ class TablePolicy:
 @dataclass(frozen=True)
 class Candidate:
     """A (variant, allocation) with what the queue-aware policy needs to know of it.
-    Times in seconds, capacity in requests/s."""
+    Times in seconds, capacity in requests/s. `path_bound`: its serving path's cost was
+    measured by offered rate (a model far faster than the HTTP path), so what makes its
+    requests late is the front end's own load, which the pool's backlog does not show."""
 
     decision: Decision
     accuracy: float
     mean_service_s: float
     p95_service_s: float
     capacity_rps: float
+    path_bound: bool = False
 
     def predicted_latency_s(self, backlog: int, overhead_s: float,
                             drain_s: float | None = None) -> float:
@@ -168,6 +171,7 @@ def candidates_from(profile: Profile) -> tuple[Candidate, ...]:
             float(np.mean(e.service_ms)) / 1000.0,
             e.percentile_ms(95) / 1000.0,
             e.throughput_rps,
+            bool(e.overhead_by_rate),
         )
         for e in profile.entries
     )
@@ -231,12 +235,15 @@ class QueueAwarePolicy:
         load of the whole rate window (up to 8 s), the burst is absorbed by the queue and,
         at dispatch, by the fallbacks: at 900 ms, ResNet-50 clears a one-second burst to 30
         requests/s that the table would meet with ResNet-18. A burst that outlasts the
-        deadline fills the queue until the check fails, and the table's choice is taken."""
+        deadline fills the queue until the check fails, and the table's choice is taken.
+        Never for a path-bound candidate: its requests are late at a high rate with no
+        backlog at all (the fashion pool's fnet-l at 1,300 req/s: 10 % late, backlog 0-4),
+        and the table, planned from its cost by rate, already knows it."""
         current = obs.current
         if not isinstance(state, WindowState) or not state.counts:
             return None
         held = self._find(current.variant, current.allocation)
-        if held is None or held.accuracy <= self._accuracy(wanted.variant):
+        if held is None or held.path_bound or held.accuracy <= self._accuracy(wanted.variant):
             return None
         window_rps = sum(state.counts) / (len(state.counts) * obs.period_s)
         latency_s = held.predicted_latency_s(obs.backlog, self.overhead_s)

@@ -16,7 +16,8 @@ service behind ~2 ms of path), the path is the bottleneck, and its cost grows wi
 the front end, the load generator and the replicas share the cores, by how much depending on
 what the replicas run. So each entry is loaded at a rate the server can answer (never above
 the HTTP capacity, measured first), and an entry fast enough to give `MIN_ENTRY_SAMPLES` in a
-short run is also run at lower rates: its overhead by offered rate
+short run is also run at lower rates, closer together where the path's cost bends upward: its
+overhead by offered rate
 (`AllocationProfile.overhead_by_rate`) lets the planner see where the front end, not the
 variant, decides who is on time.
 
@@ -68,7 +69,7 @@ class CalibrationSettings:
     min_count: int = 12
     max_count: int = 40
     min_seconds: float = 1.0
-    levels: tuple[float, ...] = (0.25, 0.5, 0.75)
+    levels: tuple[float, ...] = (0.25, 0.5, 0.625, 0.75, 0.875)
     """Lower rates, as fractions of the entry's load, at which an entry fast enough is run
     again for its overhead by rate."""
     warmup_s: float = 0.5
