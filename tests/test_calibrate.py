@@ -9,8 +9,9 @@ from gearshift.experiment.calibrate import (
     MIN_LOADED_SAMPLES,
     CalibrationSettings,
     capped,
+    frontend_cpu_ms,
+    with_load_overhead,
     with_overhead,
-    with_rated_overhead,
     with_service,
 )
 from gearshift.types import Allocation
@@ -44,21 +45,30 @@ def test_overhead_under_load_is_preferred_and_split_by_waiting() -> None:
     assert with_overhead(profile, [], [], []).overhead_ms == [0.5]  # nothing measured: kept
 
 
-def test_a_fast_entry_keeps_its_overhead_by_rate_and_no_entry_outruns_the_http_path() -> None:
-    """Where the front end is the bottleneck, its cost grows with the rate and depends on what
-    the replicas beside it run: an entry's runs at several rates are kept, lowest rate first,
-    each only with enough samples; every throughput is capped at the rate the server answers
-    through HTTP."""
-    profile = make_profile({("l", A2): constant_ms(0.3), ("s", A2): constant_ms(0.1)},
-                           {"l": 0.92, "s": 0.90}, overhead_ms=[1.0])
-    enough, few = [2.0] * MIN_ENTRY_SAMPLES, [2.0] * (MIN_ENTRY_SAMPLES - 1)
-    runs = {("l", 2, 1): [(1200.0, [9.0] * MIN_ENTRY_SAMPLES), (400.0, enough), (800.0, few)]}
-    out = capped(with_rated_overhead(profile, runs), 1500.0)
-    rated = out.entry("l", A2).overhead_by_rate
-    assert [(r.rate_rps, r.samples_ms[0]) for r in rated] == [(400.0, 2.0), (1200.0, 9.0)]
-    assert out.entry("s", A2).overhead_by_rate == []
-    assert [e.throughput_rps for e in out.entries] == [1500.0, 1500.0]
+def test_fast_entries_give_one_curve_of_the_path_by_load_and_none_outruns_the_http_path(
+        ) -> None:
+    """Where the front end is the bottleneck, the path's cost grows with the load on the
+    cores: every run of the fast entries lands at the utilization its rate gives with its
+    entry (the front end's core time plus the entry's own, per request), runs within
+    LOAD_BIN share a level, a level needs MIN_ENTRY_SAMPLES; every throughput is capped at
+    the rate the server answers through HTTP."""
+    profile = make_profile({("l", A2): constant_ms(0.3), ("s", A2): constant_ms(0.1),
+                            ("big", A2): constant_ms(50.0)},
+                           {"l": 0.92, "s": 0.90, "big": 0.95}, overhead_ms=[1.0], cores=2)
+    n = MIN_ENTRY_SAMPLES
+    runs = {("l", 2, 1): [(400.0, [2.0] * n), (1000.0, [9.0] * n)],  # 0.8 x 1.3 ms / 2 cores
+            ("s", 2, 1): [(1000.0, [3.0] * (n // 2)), (1500.0, [8.0] * n)],
+            ("x", 2, 1): [(10.0, [1.0] * n)]}  # no such entry: ignored
+    out = capped(with_load_overhead(profile, 1.0, runs), 1500.0)
+    assert out.frontend_cpu_ms == 1.0
+    assert out.utilization(out.entry("l", A2), 1000.0) == pytest.approx(0.65)
+    levels = [(round(x.utilization, 4), sorted(set(x.samples_ms))) for x in out.overhead_by_load]
+    # l@400: 0.26; s@1000: 0.55 and l@1000: 0.65 are 0.1 apart; s@1500: 0.825
+    assert levels == [(0.26, [2.0]), (0.65, [9.0]), (0.825, [8.0])]  # s@1000: too few alone
+    assert [e.path_bound for e in out.entries] == [True, True, False]
+    assert [e.throughput_rps for e in out.entries][:2] == [1500.0, 1500.0]
     assert capped(profile, 1e9).entries == profile.entries
+    assert frontend_cpu_ms(profile, profile.entry("l", A2), 1000.0) == pytest.approx(1.7)
 
 
 def test_a_calibration_run_is_long_enough_for_a_tail_when_requests_come_fast() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from gearshift.control.policies import SchedulePolicy, StaticPolicy
 from gearshift.policy import Controller
-from gearshift.profiling.profile import RateOverhead
+from gearshift.profiling.profile import LoadOverhead
 from gearshift.sim.engine import offered_rate_rps
 from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.oracle import oracle_schedule
@@ -347,17 +347,21 @@ def test_a_close_fallback_takes_what_the_variant_would_make_only_usually(
     assert share == pytest.approx(heavy_share, abs=0.08)
 
 
-def test_an_entry_measured_by_rate_draws_its_overhead_at_the_offered_rate() -> None:
-    """An entry with overhead measured by offered rate gives each request a sample of the
-    measured rate nearest its own (arrivals of the last second), mixing the two around it in
-    proportion between them; another entry of the same profile keeps the profile's."""
-    profile = make_profile({("l", A1): constant_ms(0.1), ("s", A1): constant_ms(0.1)},
-                           {"l": 0.9, "s": 0.8}, overhead_ms=[1.0, 2.0])
-    rated = [RateOverhead(rate_rps=100.0, samples_ms=[3.0]),
-             RateOverhead(rate_rps=300.0, samples_ms=[8.0])]
-    entries = [e.model_copy(update={"overhead_by_rate": rated}) if e.variant == "l" else e
+def test_a_path_bound_entry_draws_its_overhead_at_the_load_its_rate_gives() -> None:
+    """A path-bound entry gives each request a sample of the measured load nearest the
+    utilization its rate (arrivals of the last second) gives with that entry, mixing the two
+    around it in proportion; a heavier entry puts more load on the cores at the same rate;
+    an entry not path-bound keeps the profile's overhead."""
+    profile = make_profile({("l", A1): constant_ms(1.0), ("s", A1): constant_ms(1.0),
+                            ("m", A1): constant_ms(1.0)},
+                           {"l": 0.9, "s": 0.8, "m": 0.85}, overhead_ms=[1.0, 2.0], cores=1)
+    entries = [e.model_copy(update={"path_bound": e.variant != "m",
+                                    "service_ms": [3.0] if e.variant == "l" else [1.0]})
                for e in profile.entries]
-    profile = profile.model_copy(update={"entries": entries})
+    profile = profile.model_copy(update={
+        "entries": entries, "frontend_cpu_ms": 1.0, "overhead_by_load": [
+            LoadOverhead(utilization=0.1, samples_ms=[3.0]),
+            LoadOverhead(utilization=0.3, samples_ms=[8.0])]})
 
     def overhead_ms(variant: str, rate_rps: float) -> np.ndarray:
         arrivals = np.arange(int(rate_rps * 20)) / rate_rps  # 20 s at a steady rate
@@ -365,8 +369,9 @@ def test_an_entry_measured_by_rate_draws_its_overhead_at_the_offered_rate() -> N
         steady = cols.arrival_s >= 1.0  # a full second of arrivals behind each
         return np.round(cols.latency_ms - cols.queue_ms - cols.service_ms, 6)[steady]
 
-    assert set(overhead_ms("l", 50.0)) == {3.0}  # below the lowest: the lowest
-    assert set(overhead_ms("l", 500.0)) == {8.0}  # above the highest: the highest
-    assert float(np.mean(overhead_ms("l", 250.0) == 8.0)) == pytest.approx(0.75, abs=0.03)
-    assert set(overhead_ms("s", 250.0)) == {1.0, 2.0}
+    assert set(overhead_ms("s", 25.0)) == {3.0}  # 25 x 2 ms: 0.05, below the lowest
+    assert set(overhead_ms("s", 200.0)) == {8.0}  # 0.4: above the highest
+    assert float(np.mean(overhead_ms("s", 125.0) == 8.0)) == pytest.approx(0.75, abs=0.03)
+    assert set(overhead_ms("l", 75.0)) == {8.0}  # 75 x 4 ms: 0.3, the same rate heavier
+    assert set(overhead_ms("m", 125.0)) == {1.0, 2.0}
     assert offered_rate_rps(np.array([0.0, 0.5, 0.9, 1.6])).tolist() == [1.0, 2.0, 3.0, 2.0]

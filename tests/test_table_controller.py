@@ -26,7 +26,7 @@ from gearshift.planning.planner import plan
 from gearshift.planning.settings import PlanSettings
 from gearshift.planning.table import PolicyTable
 from gearshift.policy import Observation, arrival_parts
-from gearshift.profiling.profile import Profile, RateOverhead
+from gearshift.profiling.profile import Profile
 from gearshift.types import Allocation, Decision
 from tests.synthetic import make_profile
 
@@ -178,11 +178,9 @@ def test_a_burst_the_deadline_holds_is_absorbed_a_sustained_one_is_not(
     assert held.fallbacks == ("light",)
     late, _ = policy.decide(obs(17, 12, backlog=4), state)  # 3 x 120 ms + tail > 255 ms
     assert late.variant == "light"
-    # the same burst where heavy's path was measured by rate: no backlog shows its lateness
-    rated = [RateOverhead(rate_rps=10.0, samples_ms=[5.0])]
+    # the same burst where heavy is path-bound: no backlog shows its lateness
     bound = profile.model_copy(update={"entries": [
-        e.model_copy(update={"overhead_by_rate": rated}) if e.variant == "heavy" else e
-        for e in profile.entries]})
+        e.model_copy(update={"path_bound": e.variant == "heavy"}) for e in profile.entries]})
     policy, _ = make_policy("table", table, bound, 300.0, profile.variants())
     state = policy.initial_state()
     for k in range(16):

@@ -141,9 +141,9 @@ class TablePolicy:
 @dataclass(frozen=True)
 class Candidate:
     """A (variant, allocation) with what the queue-aware policy needs to know of it.
-    Times in seconds, capacity in requests/s. `path_bound`: its serving path's cost was
-    measured by offered rate (a model far faster than the HTTP path), so what makes its
-    requests late is the front end's own load, which the pool's backlog does not show."""
+    Times in seconds, capacity in requests/s. `path_bound`: a model far faster than the HTTP
+    path (`AllocationProfile.path_bound`), so what makes its requests late is the load on the
+    front end, which the pool's backlog does not show."""
 
     decision: Decision
     accuracy: float
@@ -171,7 +171,7 @@ def candidates_from(profile: Profile) -> tuple[Candidate, ...]:
             float(np.mean(e.service_ms)) / 1000.0,
             e.percentile_ms(95) / 1000.0,
             e.throughput_rps,
-            bool(e.overhead_by_rate),
+            e.path_bound,
         )
         for e in profile.entries
     )
@@ -238,7 +238,7 @@ class QueueAwarePolicy:
         deadline fills the queue until the check fails, and the table's choice is taken.
         Never for a path-bound candidate: its requests are late at a high rate with no
         backlog at all (the fashion pool's fnet-l at 1,300 req/s: 10 % late, backlog 0-4),
-        and the table, planned from its cost by rate, already knows it."""
+        and the table, planned from the path's cost by load, already knows it."""
         current = obs.current
         if not isinstance(state, WindowState) or not state.counts:
             return None

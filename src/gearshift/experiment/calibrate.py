@@ -16,10 +16,12 @@ service behind ~2 ms of path), the path is the bottleneck, and its cost grows wi
 the front end, the load generator and the replicas share the cores, by how much depending on
 what the replicas run. So each entry is loaded at a rate the server can answer (never above
 the HTTP capacity, measured first), and an entry fast enough to give `MIN_ENTRY_SAMPLES` in a
-short run is also run at lower rates, closer together where the path's cost bends upward: its
-overhead by offered rate
-(`AllocationProfile.overhead_by_rate`) lets the planner see where the front end, not the
-variant, decides who is on time.
+short run is also run at lower rates, closer together where the path's cost bends upward. The
+runs of every such entry give one curve of the path's cost against the utilization of the
+cores (`Profile.overhead_by_load`): the front end's core time per request, from the HTTP
+capacity, plus the entry's own service core time, times the rate. It lets the planner see
+where the front end, not the variant, decides who is on time, and how much a heavier variant
+adds to that load.
 
 `with_service` and `with_overhead` (pure) put live samples into a profile; `calibrate` (side
 effects: HTTP) measures them.
@@ -40,7 +42,7 @@ from gearshift.experiment.live import (
 )
 from gearshift.loadgen.payloads import Payload
 from gearshift.policy import static_name
-from gearshift.profiling.profile import AllocationProfile, Profile, RateOverhead
+from gearshift.profiling.profile import AllocationProfile, LoadOverhead, Profile
 from gearshift.progress import StepCallback as Progress
 
 MIN_LOADED_SAMPLES = 20
@@ -122,20 +124,51 @@ def with_overhead(profile: Profile, at_rest: list[float], idle: list[float],
     return profile.model_copy(update=update)
 
 
-def with_rated_overhead(profile: Profile,
-                        runs: dict[tuple[str, int, int], list[tuple[float, list[float]]]]
-                        ) -> Profile:
-    """`profile` with each entry in `runs` holding its overhead by offered rate: (rate,
-    latency minus service of each answered request) per run, a run kept only if it has
-    `MIN_ENTRY_SAMPLES` samples."""
-    entries = []
-    for e in profile.entries:
-        kept = sorted((r, x) for r, x in runs.get((e.variant, e.replicas, e.threads), [])
-                      if len(x) >= MIN_ENTRY_SAMPLES)
-        entries.append(e.model_copy(update={"overhead_by_rate": [
-            RateOverhead(rate_rps=round(r, 2), samples_ms=[round(v, 4) for v in x])
-            for r, x in kept]}))
-    return profile.model_copy(update={"entries": entries})
+LOAD_BIN = 0.05
+"""Runs whose utilizations of the cores lie within this of the lowest in a group pool their
+samples into one level of `Profile.overhead_by_load`."""
+
+MAX_LEVEL_SAMPLES = 2000
+"""A level keeps at most this many samples (every k-th, in order)."""
+
+
+def frontend_cpu_ms(profile: Profile, top: AllocationProfile, capacity_rps: float) -> float:
+    """Core time (ms) the HTTP path takes per request: the cores' time per request at the
+    HTTP capacity, less the service core time of `top`, the entry it was measured with."""
+    e = profile.entry(top.variant, top.allocation)
+    service_core_ms = e.threads * float(np.mean(e.service_ms))
+    return max(0.0, 1000.0 * profile.cores / capacity_rps - service_core_ms)
+
+
+def with_load_overhead(profile: Profile, frontend_ms: float,
+                       runs: dict[tuple[str, int, int], list[tuple[float, list[float]]]]
+                       ) -> Profile:
+    """`profile` with the HTTP path's core time per request, and the serving path's cost by
+    utilization of the cores from `runs` ((rate, latency minus service of each answered
+    request) per run of each entry measured so): each run at the utilization its rate gives
+    with its entry (`Profile.utilization`), runs within `LOAD_BIN` pooled into one level, a
+    level kept if it has `MIN_ENTRY_SAMPLES`. The entries in `runs` are marked path-bound.
+    Pooled over every entry, a level is robust to one run's hiccup (a 30 ms stall is 3 % of
+    a second's requests late at a 10 ms deadline), and what an entry adds to the load, its
+    own core time, is in the utilization."""
+    profile = profile.model_copy(update={"frontend_cpu_ms": round(frontend_ms, 4)})
+    points = sorted((profile.utilization(e, r), x) for e in profile.entries
+                    for r, x in runs.get((e.variant, e.replicas, e.threads), []) if x)
+    levels: list[LoadOverhead] = []
+    group: list[tuple[float, list[float]]] = []
+    for point in [*points, (np.inf, [])]:
+        if group and point[0] - group[0][0] > LOAD_BIN:
+            pooled = [v for _, x in group for v in x]
+            if len(pooled) >= MIN_ENTRY_SAMPLES:
+                level = sum(u * len(x) for u, x in group) / len(pooled)
+                kept = pooled[::max(1, -(-len(pooled) // MAX_LEVEL_SAMPLES))]
+                levels.append(LoadOverhead(utilization=round(level, 4),
+                                           samples_ms=[round(v, 4) for v in kept]))
+            group = []
+        group.append(point)
+    entries = [e.model_copy(update={"path_bound": bool(levels) and (
+        e.variant, e.replicas, e.threads) in runs}) for e in profile.entries]
+    return profile.model_copy(update={"overhead_by_load": levels, "entries": entries})
 
 
 def calibrate(url: str, profile: Profile, probe: list[Payload], settings: CalibrationSettings,
@@ -144,8 +177,8 @@ def calibrate(url: str, profile: Profile, probe: list[Payload], settings: Calibr
     more than it takes, with the entry of the highest profiled throughput); then every entry's
     service times and the serving path's overhead under load, at `settings.load` x the lower of
     its profiled throughput and that capacity (`with_overhead`: at rest only if too few
-    requests of those runs were dispatched at once), and, for an entry fast enough, its
-    overhead at that rate and at the lower `settings.levels` (`with_rated_overhead`). Each
+    requests of those runs were dispatched at once), and, for an entry fast enough, the
+    path's cost at that rate and at the lower `settings.levels` (`with_load_overhead`). Each
     entry's throughput is then at most the HTTP capacity: no entry answers faster than the
     path in front of it. `probe` payloads should carry no tight deadline, so that nothing is
     dropped."""
@@ -181,7 +214,8 @@ def calibrate(url: str, profile: Profile, probe: list[Payload], settings: Calibr
     calibrated = with_service(profile, samples, f"live through {url}: overhead (idle and "
                               f"beside busy replicas) and service times at {settings.load:g} x "
                               "the lower of profiled throughput and HTTP capacity")
-    calibrated = with_rated_overhead(with_overhead(calibrated, at_rest, idle, busy), rated)
+    calibrated = with_overhead(calibrated, at_rest, idle, busy)
+    calibrated = with_load_overhead(calibrated, frontend_cpu_ms(calibrated, top, capacity), rated)
     calibrated = capped(calibrated, capacity)
     progress(n + 2, n + 2, "calibrated")
     return Calibration(calibrated, capacity)

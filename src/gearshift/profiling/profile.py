@@ -31,14 +31,14 @@ class MachineInfo(_Model):
     onnxruntime: str
 
 
-class RateOverhead(_Model):
+class LoadOverhead(_Model):
     """The serving path's time beyond service (latency minus service time: the front end, the
-    hand-offs, any wait to be dispatched) of every answered request of one run through the
-    live server at `rate_rps`, one entry in force. Measured for entries far faster than the
-    HTTP path, where that time, not the model, decides who is on time, and grows with the
-    rate as the front end and the replicas share the cores."""
+    hand-offs, any wait to be dispatched) of the answered requests of calibration runs through
+    the live server that kept the cores `utilization` busy (`Profile.utilization`). Measured for
+    entries far faster than the HTTP path, where that time, not the model, decides who is on
+    time, and grows as the front end, the load generator and the replicas fill the cores."""
 
-    rate_rps: float = Field(gt=0)
+    utilization: float = Field(ge=0)
     samples_ms: list[float] = Field(min_length=1)
 
 
@@ -50,11 +50,10 @@ class AllocationProfile(_Model):
     threads: int = Field(ge=1)
     service_ms: list[float] = Field(min_length=1, description="per-request service samples")
     throughput_rps: float = Field(gt=0, description="measured saturation throughput")
-    overhead_by_rate: list[RateOverhead] = Field(
-        default_factory=list,
-        description="this entry's serving path through the live server at several offered "
-                    "rates, lowest first; empty: the profile's `overhead_ms` and "
-                    "`overhead_busy_ms` at every rate")
+    path_bound: bool = Field(
+        default=False,
+        description="far faster than the HTTP path: its requests' overhead is drawn from the "
+                    "profile's `overhead_by_load` at the utilization its rate gives")
 
     @property
     def allocation(self) -> Allocation:
@@ -79,6 +78,15 @@ class Profile(_Model):
         description="the same for requests that waited for a replica, measured through the live "
                     "server with the replicas near saturation (the front end then shares the "
                     "cores with busy replicas and takes longer); empty: `overhead_ms` for both")
+    frontend_cpu_ms: float = Field(
+        default=0.0, ge=0,
+        description="core time the HTTP path (front end and load generator) takes per "
+                    "request, from the HTTP capacity: cores / capacity minus the service "
+                    "core time of the entry it was measured with")
+    overhead_by_load: list[LoadOverhead] = Field(
+        default_factory=list,
+        description="the serving path's time beyond service by utilization of the cores, "
+                    "lowest first, for path-bound entries")
     accuracy: dict[str, float] = Field(description="variant -> accuracy, copied from the spec")
     entries: list[AllocationProfile] = Field(min_length=1)
     calibration: str = Field(
@@ -103,6 +111,15 @@ class Profile(_Model):
     def busy_overhead_ms(self) -> list[float]:
         """The overhead samples of a request that waited for a replica."""
         return self.overhead_busy_ms or self.overhead_ms
+
+    def core_ms(self, e: AllocationProfile) -> float:
+        """Core time (ms) a request served by `e` takes, HTTP path included: the load it puts
+        on the cores per request."""
+        return self.frontend_cpu_ms + e.threads * float(np.mean(e.service_ms))
+
+    def utilization(self, e: AllocationProfile, rate_rps: float) -> float:
+        """The fraction of the cores busy at `rate_rps` with `e` in force."""
+        return rate_rps * self.core_ms(e) / 1000.0 / self.cores
 
     def dispatch_overhead_ms(self) -> float:
         """The overhead the dispatch rule counts (`gearshift.dispatch`), in the pool and the

@@ -11,12 +11,13 @@ the requests still being answered.
 Overhead: each answered request's latency is queue wait + service + overhead, where overhead is a
 draw added *after* service, from the profile's `overhead_ms` samples for a request dispatched at
 once and from its `busy_overhead_ms()` for one that waited for a replica (the front end then
-shares the cores with busy replicas: live, 5.6-6.8 ms mean against 3.5-4.8); for an entry with
-overhead measured by offered rate (`AllocationProfile.overhead_by_rate`: models far faster than
-the HTTP path), from its samples at the request's rate (arrivals of the last second,
-`offered_rate_rps`), waited or not. It models the front end's path (HTTP, IPC, event loop)
-and does not occupy a replica; the deadline check at dispatch counts the busy mean
-(`Profile.dispatch_overhead_ms`: the check judges waiting requests only).
+shares the cores with busy replicas: live, 5.6-6.8 ms mean against 3.5-4.8); for a path-bound
+entry (`AllocationProfile.path_bound`: a model far faster than the HTTP path), from the
+profile's `overhead_by_load` at the utilization of the cores the request's rate (arrivals of
+the last second, `offered_rate_rps`) gives with that entry, waited or not. It models the
+front end's path (HTTP, IPC, event loop) and does not occupy a replica; the deadline check at
+dispatch counts the busy mean (`Profile.dispatch_overhead_ms`: the check judges waiting
+requests only).
 That check follows the live pool's `DropRule`: "expired" drops a request whose deadline has
 passed when a replica would start it; "hopeless" also one whose start plus the median service
 time of the variant and allocation in force and that overhead would overrun it. A decision's
@@ -87,7 +88,7 @@ def make_inputs(
     deadlines = arrivals + deadline_ms / 1000.0 if drop != "never" else None
     variants = tuple(dict.fromkeys(v for v, _ in sampler.service_s))
     return RunInputs(arrivals, deadlines, float(deadline_ms), draws, sampler, variants,
-                     drop == "hopeless", offered_rate_rps(arrivals) if sampler.rated else
+                     drop == "hopeless", offered_rate_rps(arrivals) if sampler.per_request_load else
                      np.zeros(len(arrivals)))
 
 

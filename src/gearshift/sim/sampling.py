@@ -1,8 +1,8 @@
 """Service and overhead times drawn from a profile's measured samples, by pre-drawn uniforms.
 
 Every request gets three uniforms in [0, 1) when the run starts (`RequestDraws`): one picks its
-service sample, one its overhead sample, and one which of two measured rates' overhead samples
-it draws from when its rate falls between them. The sample *set* is chosen only when the request is
+service sample, one its overhead sample, and one which of two measured loads' overhead samples
+it draws from when its load falls between them. The sample *set* is chosen only when the request is
 dispatched (variant and allocation in force then), so the random stream does not depend on the
 controller's decisions: two policies run on the same seed see the same luck (common random
 numbers), which keeps comparisons between policies and between planner candidates sharp.
@@ -10,7 +10,7 @@ numbers), which keeps comparisons between policies and between planner candidate
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from gearshift.types import Allocation
 @dataclass(frozen=True)
 class RequestDraws:
     """Per-request uniforms in [0, 1): `service_u` picks the service sample, `overhead_u` the
-    overhead sample, `level_u` the measured rate it is drawn at (`ServiceSampler.overhead`)."""
+    overhead sample, `level_u` the measured load it is drawn at (`ServiceSampler.overhead`)."""
 
     service_u: np.ndarray
     overhead_u: np.ndarray
@@ -34,22 +34,22 @@ class RequestDraws:
 
 
 @dataclass(frozen=True)
-class RatedOverhead:
-    """One entry's overhead samples (s) at measured offered rates (req/s, ascending)."""
+class LevelledOverhead:
+    """Overhead samples (s) at measured levels of load (ascending)."""
 
-    rates_rps: np.ndarray
+    levels: np.ndarray
     samples_s: tuple[np.ndarray, ...]
 
-    def draw(self, rate_rps: np.ndarray, u: np.ndarray, level_u: np.ndarray) -> np.ndarray:
-        """A sample for each request at its rate: from the measured rate nearest below or
-        above, the nearer the likelier (linear in the rate; the lowest below it, the highest
+    def draw(self, level: np.ndarray, u: np.ndarray, level_u: np.ndarray) -> np.ndarray:
+        """A sample for each request at its level: from the measured level nearest below or
+        above, the nearer the likelier (linear in between; the lowest below it, the highest
         above it)."""
-        pos = np.interp(rate_rps, self.rates_rps, np.arange(len(self.rates_rps), dtype=float))
-        level = np.floor(pos).astype(np.intp)
-        level += level_u < pos - level
+        pos = np.interp(level, self.levels, np.arange(len(self.levels), dtype=float))
+        at_level = np.floor(pos).astype(np.intp)
+        at_level += level_u < pos - at_level
         out = np.empty(len(u))
         for k, samples in enumerate(self.samples_s):
-            at = level == k
+            at = at_level == k
             out[at] = _pick(samples, u[at])
         return out
 
@@ -57,10 +57,11 @@ class RatedOverhead:
 @dataclass(frozen=True)
 class ServiceSampler:
     """A profile's samples in seconds, keyed by (variant, allocation): service times, and the
-    overhead of a request served while that entry is in force: by offered rate where the
-    entry has it measured (`AllocationProfile.overhead_by_rate`), else the profile's, apart
-    for a request dispatched at once (`overhead_s`) and one that waited for a replica
-    (`overhead_busy_s`, `Profile.busy_overhead_ms`); and the overhead the dispatch rule counts
+    overhead of a request served while that entry is in force: for a path-bound entry, at the
+    utilization of the cores its rate gives (`Profile.overhead_by_load`; `per_request_load`:
+    utilization per req/s of each such entry), else the profile's, apart for a request
+    dispatched at once (`overhead_s`) and one that waited for a replica (`overhead_busy_s`,
+    `Profile.busy_overhead_ms`); and the overhead the dispatch rule counts
     (`Profile.dispatch_overhead_ms`)."""
 
     service_s: dict[tuple[str, Allocation], np.ndarray]
@@ -68,7 +69,8 @@ class ServiceSampler:
     overhead_busy_s: np.ndarray
     dispatch_overhead_ms: float
     accuracy: dict[str, float]
-    rated: dict[tuple[str, Allocation], RatedOverhead]
+    by_load: LevelledOverhead | None = None
+    per_request_load: dict[tuple[str, Allocation], float] = field(default_factory=dict)
 
     @classmethod
     def from_profile(cls, profile: Profile) -> ServiceSampler:
@@ -76,12 +78,13 @@ class ServiceSampler:
             return np.asarray(ms, dtype=np.float64) / 1000.0
 
         service = {(e.variant, e.allocation): s(e.service_ms) for e in profile.entries}
-        rated = {(e.variant, e.allocation): RatedOverhead(
-                     np.array([r.rate_rps for r in e.overhead_by_rate]),
-                     tuple(s(r.samples_ms) for r in e.overhead_by_rate))
-                 for e in profile.entries if e.overhead_by_rate}
+        levels = profile.overhead_by_load
+        by_load = LevelledOverhead(np.array([x.utilization for x in levels]),
+                                   tuple(s(x.samples_ms) for x in levels)) if levels else None
+        per_request = {(e.variant, e.allocation): profile.utilization(e, 1.0)
+                       for e in profile.entries if e.path_bound and by_load is not None}
         return cls(service, s(profile.overhead_ms), s(profile.busy_overhead_ms()),
-                   profile.dispatch_overhead_ms(), dict(profile.accuracy), rated)
+                   profile.dispatch_overhead_ms(), dict(profile.accuracy), by_load, per_request)
 
     def samples_s(self, variant: str, allocation: Allocation) -> np.ndarray:
         try:
@@ -96,13 +99,13 @@ class ServiceSampler:
     def overhead(self, variant: str, allocation: Allocation, u: np.ndarray,
                  waited: np.ndarray, rate_rps: np.ndarray, level_u: np.ndarray) -> np.ndarray:
         """Serving-path overhead times (seconds) for uniforms `u` while (variant, allocation)
-        is in force: at each request's offered rate `rate_rps` if the entry has overhead
-        measured by rate (its samples hold any wait to be dispatched, so `waited` is not
+        is in force: for a path-bound entry, at the utilization each request's offered rate
+        `rate_rps` gives (the samples hold any wait to be dispatched, so `waited` is not
         looked at), else the profile's busy samples where `waited` (the request waited for a
         replica) and its others elsewhere."""
-        rated = self.rated.get((variant, allocation))
-        if rated is not None:
-            return rated.draw(rate_rps, u, level_u)
+        per_request = self.per_request_load.get((variant, allocation))
+        if per_request is not None and self.by_load is not None:
+            return self.by_load.draw(rate_rps * per_request, u, level_u)
         return np.where(waited, _pick(self.overhead_busy_s, u), _pick(self.overhead_s, u))
 
 
