@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from gearshift.experiment.calibrate import (
@@ -10,10 +11,12 @@ from gearshift.experiment.calibrate import (
     CalibrationSettings,
     capped,
     frontend_cpu_ms,
+    monotone,
     with_load_overhead,
     with_overhead,
     with_service,
 )
+from gearshift.profiling.profile import LoadOverhead
 from gearshift.types import Allocation
 from tests.synthetic import constant_ms, make_profile
 
@@ -64,7 +67,8 @@ def test_fast_entries_give_one_curve_of_the_path_by_load_and_none_outruns_the_ht
     assert out.utilization(out.entry("l", A2), 1000.0) == pytest.approx(0.65)
     levels = [(round(x.utilization, 4), sorted(set(x.samples_ms))) for x in out.overhead_by_load]
     # l@400: 0.26; s@1000: 0.55 and l@1000: 0.65 are 0.1 apart; s@1500: 0.825
-    assert levels == [(0.26, [2.0]), (0.65, [9.0]), (0.825, [8.0])]  # s@1000: too few alone
+    # s@1000 has too few samples alone; s@1500's 8 ms is raised to the 9 ms below it
+    assert levels == [(0.26, [2.0]), (0.65, [9.0]), (0.825, [9.0])]
     assert [e.path_bound for e in out.entries] == [True, True, False]
     assert [e.throughput_rps for e in out.entries][:2] == [1500.0, 1500.0]
     assert capped(profile, 1e9).entries == profile.entries
@@ -77,3 +81,17 @@ def test_a_calibration_run_is_long_enough_for_a_tail_when_requests_come_fast() -
     assert s.count(10.0) == 25  # seconds' worth
     assert s.count(50.0) == 50  # capped at max_count, but a second's worth is more
     assert s.count(1800.0) == 1800  # a fast one: a second's worth
+
+
+def test_the_path_is_never_faster_at_a_higher_load() -> None:
+    """Each level's quantiles are raised to the level below's: a stall in a low-load run
+    carries upward, a fast high-load run does not undercut it."""
+    levels = [LoadOverhead(utilization=0.3, samples_ms=[1.0, 2.0, 30.0, 3.0]),
+              LoadOverhead(utilization=0.6, samples_ms=[1.5, 1.5, 1.5, 1.5]),
+              LoadOverhead(utilization=0.9, samples_ms=[50.0, 60.0, 70.0, 80.0])]
+    out = monotone(levels)
+    assert [x.utilization for x in out] == [0.3, 0.6, 0.9]
+    low, mid, high = (np.array(x.samples_ms) for x in out)
+    assert sorted(low) == list(low) and np.all(mid >= low) and np.all(high >= mid)
+    assert max(mid) > 19.0 and min(mid) == pytest.approx(1.5)  # the stall carried up
+    assert min(high) >= 50.0 and max(high) <= 80.0  # already slower: its own
