@@ -12,6 +12,7 @@ from gearshift.experiment.calibrate import (
     capped,
     frontend_cpu_ms,
     monotone,
+    typical_run,
     with_load_overhead,
     with_overhead,
     with_service,
@@ -95,3 +96,12 @@ def test_the_path_is_never_faster_at_a_higher_load() -> None:
     assert sorted(low) == list(low) and np.all(mid >= low) and np.all(high >= mid)
     assert max(mid) > 19.0 and min(mid) == pytest.approx(1.5)  # the stall carried up
     assert min(high) >= 50.0 and max(high) <= 80.0  # already slower: its own
+
+
+def test_a_level_is_the_typical_run_not_one_runs_stall() -> None:
+    calm = [1.0] * 100
+    stalled = [1.0] * 90 + [40.0] * 10  # a 40 ms stall: a tenth of the run late
+    typical = np.array(typical_run([calm, stalled, calm]))
+    assert len(typical) == 100 and typical.max() == pytest.approx(1.0)
+    two = np.array(typical_run([calm, stalled]))  # two runs: halfway
+    assert two.max() == pytest.approx(20.5)
