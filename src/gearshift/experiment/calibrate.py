@@ -51,10 +51,10 @@ entries' runs under load when at least this many of them did; else the overhead 
 rest stands for it (for the busy one: the idle samples)."""
 
 MIN_ENTRY_SAMPLES = 200
-"""An entry's overhead is measured by offered rate when a run at its lowest level gives at
-least this many requests (enough for the tail a tight deadline meets), and a level is kept
-when it did. Only entries far faster than the HTTP path get that many; the others share the
-pooled samples."""
+"""An entry is path-bound (the path's cost measured by load) when a run at its lowest level
+gives at least this many requests (enough for the tail a tight deadline meets), and a level is
+kept when its runs hold this many. Only entries far faster than the HTTP path get that many;
+the others share the pooled samples."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,9 @@ class CalibrationSettings:
     min_seconds: float = 1.0
     levels: tuple[float, ...] = (0.25, 0.5, 0.625, 0.75, 0.875)
     """Lower rates, as fractions of the entry's load, at which an entry fast enough is run
-    again for its overhead by rate."""
+    again for the path's cost by load."""
     warmup_s: float = 0.5
-    """An overhead-by-rate run is this much longer, its first requests left out: at a sudden
+    """A path-bound entry's run is this much longer, its first requests left out: at a sudden
     1,300 req/s the fashion pool's path took 0.25-0.5 s to settle (half of the first 250 ms
     late at a 10 ms deadline, 0-8 % after)."""
     seed: int = 0
@@ -125,11 +125,11 @@ def with_overhead(profile: Profile, at_rest: list[float], idle: list[float],
 
 
 LOAD_BIN = 0.05
-"""Runs whose utilizations of the cores lie within this of the lowest in a group pool their
-samples into one level of `Profile.overhead_by_load`."""
+"""Runs whose utilizations of the cores lie within this of the lowest in a group make one level
+of `Profile.overhead_by_load`."""
 
 MAX_LEVEL_SAMPLES = 2000
-"""A level keeps at most this many samples (every k-th, in order)."""
+"""A level keeps at most this many samples (quantiles on one grid)."""
 
 
 def frontend_cpu_ms(profile: Profile, top: AllocationProfile, capacity_rps: float) -> float:
@@ -186,10 +186,10 @@ def typical_run(runs: list[list[float]]) -> list[float]:
 def monotone(levels: list[LoadOverhead]) -> list[LoadOverhead]:
     """`levels` (ascending utilization) made no faster as the load grows: each level's
     samples, as quantiles on one grid (`MAX_LEVEL_SAMPLES` at most), raised to at least the
-    same quantiles of the level below. Near saturation the measured levels are not in order (one run's
-    stall, entries that load the cores a little differently than their core time says: 40 %
-    late at 0.92 and 17 % at 0.99), and a planner reading them as they are picks between
-    variants on noise."""
+    same quantiles of the level below. Near saturation the measured levels are not in order
+    (one run's stall, entries that load the cores a little differently than their core time
+    says: 40 % late at 0.92 and 17 % at 0.99), and a planner reading them as they are picks
+    between variants on noise."""
     if not levels:
         return []
     n = min(MAX_LEVEL_SAMPLES, max(len(x.samples_ms) for x in levels))
@@ -227,15 +227,15 @@ def calibrate(url: str, profile: Profile, probe: list[Payload], settings: Calibr
         progress(i + 1, n + 2, f"{e.variant} {e.allocation}: service time under load")
         rate = settings.load * min(e.throughput_rps, capacity)
         lower = [f * rate for f in settings.levels]
-        by_rate = bool(lower) and min(lower) * settings.min_seconds >= MIN_ENTRY_SAMPLES
+        bound = bool(lower) and min(lower) * settings.min_seconds >= MIN_ENTRY_SAMPLES
         run = _Run(url, e.variant, static_name(e.variant, str(e.allocation)), probe, settings,
-                   settings.seed + i, settings.warmup_s if by_rate else 0.0)
+                   settings.seed + i, settings.warmup_s if bound else 0.0)
         measured = run.at(rate)
         key = (e.variant, e.replicas, e.threads)
         samples[key] = measured.service_ms
         idle += measured.idle_overhead_ms
         busy += measured.busy_overhead_ms
-        if by_rate:
+        if bound:
             rated[key] = [(rate, measured.path_ms), *((r, run.at(r).path_ms) for r in lower)]
     at_rest: list[float] = []
     if len(idle) < MIN_LOADED_SAMPLES:  # too few dispatched at once: one request at a time

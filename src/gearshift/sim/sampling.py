@@ -2,10 +2,11 @@
 
 Every request gets three uniforms in [0, 1) when the run starts (`RequestDraws`): one picks its
 service sample, one its overhead sample, and one which of two measured loads' overhead samples
-it draws from when its load falls between them. The sample *set* is chosen only when the request is
-dispatched (variant and allocation in force then), so the random stream does not depend on the
-controller's decisions: two policies run on the same seed see the same luck (common random
-numbers), which keeps comparisons between policies and between planner candidates sharp.
+it draws from when its load falls between them. The sample *set* is chosen only when the
+request is dispatched (variant and allocation in force then), so the random stream does not
+depend on the controller's decisions: two policies run on the same seed see the same luck
+(common random numbers), which keeps comparisons between policies and between planner
+candidates sharp.
 """
 
 from __future__ import annotations
