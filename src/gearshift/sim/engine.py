@@ -67,7 +67,7 @@ class RunInputs:
 
 
 RATE_WINDOW_S = 1.0
-"""A request's offered rate, for overhead measured by rate: the arrivals of the last second."""
+"""A request's offered rate, for a path-bound entry's overhead: arrivals of the last second."""
 
 
 def offered_rate_rps(arrival_s: np.ndarray, window_s: float = RATE_WINDOW_S) -> np.ndarray:
