@@ -13,10 +13,9 @@ import pytest
 from gearshift.control.policies import SchedulePolicy, StaticPolicy
 from gearshift.policy import Controller
 from gearshift.profiling.profile import LoadOverhead
-from gearshift.sim.engine import offered_rate_rps
 from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.oracle import oracle_schedule
-from gearshift.sim.sampling import RequestDraws, ServiceSampler
+from gearshift.sim.sampling import RequestDraws, ServiceSampler, offered_rate_rps
 from gearshift.sim.simulator import SimSettings, serve_fixed, simulate, simulate_fixed
 from gearshift.types import Allocation, Decision, DropRule, RequestRecord, safe_quantiles
 from tests.synthetic import constant_ms, exponential_ms, make_profile
@@ -351,7 +350,8 @@ def test_a_path_bound_entry_draws_its_overhead_at_the_load_its_rate_gives() -> N
     """A path-bound entry gives each request a sample of the measured load nearest the
     utilization its rate (arrivals of the last second) gives with that entry, mixing the two
     around it in proportion; a heavier entry puts more load on the cores at the same rate;
-    an entry not path-bound keeps the profile's overhead."""
+    past the entry's throughput a request also waits for the excess to drain; an entry not
+    path-bound keeps the profile's overhead."""
     profile = make_profile({("l", A1): constant_ms(1.0), ("s", A1): constant_ms(1.0),
                             ("m", A1): constant_ms(1.0)},
                            {"l": 0.9, "s": 0.8, "m": 0.85}, overhead_ms=[1.0, 2.0], cores=1)
@@ -374,4 +374,7 @@ def test_a_path_bound_entry_draws_its_overhead_at_the_load_its_rate_gives() -> N
     assert float(np.mean(overhead_ms("s", 125.0) == 8.0)) == pytest.approx(0.75, abs=0.03)
     assert set(overhead_ms("l", 75.0)) == {8.0}  # 75 x 4 ms: 0.3, the same rate heavier
     assert set(overhead_ms("m", 125.0)) == {1.0, 2.0}
+    # past the entry's throughput (1,000 req/s): the backlog a second of the excess leaves
+    over = overhead_ms("s", 1250.0)
+    assert np.all((over >= 8.0 + 250.0) & (over <= 8.0 + 251.0))  # 1,250-1,251 in a second
     assert offered_rate_rps(np.array([0.0, 0.5, 0.9, 1.6])).tolist() == [1.0, 2.0, 3.0, 2.0]

@@ -45,7 +45,7 @@ import numpy as np
 from gearshift.cores import assign_slots, sharing_cores
 from gearshift.dispatch import FREE_WAIT_S, ladder, rung_times_s
 from gearshift.sim.kernel import run_fcfs
-from gearshift.sim.sampling import RequestDraws, ServiceSampler
+from gearshift.sim.sampling import RequestDraws, ServiceSampler, offered_rate_rps
 from gearshift.types import Allocation, Decision, DropRule, safe_quantiles
 
 
@@ -64,16 +64,6 @@ class RunInputs:
     variants: tuple[str, ...]
     hopeless: bool = True
     rate_rps: np.ndarray = field(default_factory=lambda: np.empty(0))
-
-
-RATE_WINDOW_S = 1.0
-"""A request's offered rate, for a path-bound entry's overhead: arrivals of the last second."""
-
-
-def offered_rate_rps(arrival_s: np.ndarray, window_s: float = RATE_WINDOW_S) -> np.ndarray:
-    """Per request: the arrivals in (t - window_s, t], itself included, per second."""
-    before = np.searchsorted(arrival_s, arrival_s - window_s, side="right")
-    return (np.arange(1, len(arrival_s) + 1) - before) / window_s
 
 
 def make_inputs(

@@ -34,6 +34,16 @@ class RequestDraws:
         return cls(rng.random(n), rng.random(n), rng.random(n))
 
 
+RATE_WINDOW_S = 1.0
+"""A request's offered rate, for a path-bound entry's overhead: arrivals of the last second."""
+
+
+def offered_rate_rps(arrival_s: np.ndarray, window_s: float = RATE_WINDOW_S) -> np.ndarray:
+    """Per request: the arrivals in (t - window_s, t], itself included, per second."""
+    before = np.searchsorted(arrival_s, arrival_s - window_s, side="right")
+    return (np.arange(1, len(arrival_s) + 1) - before) / window_s
+
+
 @dataclass(frozen=True)
 class LevelledOverhead:
     """Overhead samples (s) at measured levels of load (ascending)."""
@@ -72,6 +82,7 @@ class ServiceSampler:
     accuracy: dict[str, float]
     by_load: LevelledOverhead | None = None
     per_request_load: dict[tuple[str, Allocation], float] = field(default_factory=dict)
+    capacity_rps: dict[tuple[str, Allocation], float] = field(default_factory=dict)
 
     @classmethod
     def from_profile(cls, profile: Profile) -> ServiceSampler:
@@ -84,8 +95,10 @@ class ServiceSampler:
                                    tuple(s(x.samples_ms) for x in levels)) if levels else None
         per_request = {(e.variant, e.allocation): profile.utilization(e, 1.0)
                        for e in profile.entries if e.path_bound and by_load is not None}
+        capacity = {k: profile.entry(*k).throughput_rps for k in per_request}
         return cls(service, s(profile.overhead_ms), s(profile.busy_overhead_ms()),
-                   profile.dispatch_overhead_ms(), dict(profile.accuracy), by_load, per_request)
+                   profile.dispatch_overhead_ms(), dict(profile.accuracy), by_load, per_request,
+                   capacity)
 
     def samples_s(self, variant: str, allocation: Allocation) -> np.ndarray:
         try:
@@ -106,8 +119,22 @@ class ServiceSampler:
         replica) and its others elsewhere."""
         per_request = self.per_request_load.get((variant, allocation))
         if per_request is not None and self.by_load is not None:
-            return self.by_load.draw(rate_rps * per_request, u, level_u)
+            drawn = self.by_load.draw(rate_rps * per_request, u, level_u)
+            out: np.ndarray = drawn + self.overload_s(variant, allocation, rate_rps)
+            return out
         return np.where(waited, _pick(self.overhead_busy_s, u), _pick(self.overhead_s, u))
+
+
+    def overload_s(self, variant: str, allocation: Allocation,
+                   rate_rps: np.ndarray) -> np.ndarray:
+        """The wait a path-bound entry's request meets when the offered rate is above what the
+        entry answers (its throughput, at most the HTTP capacity): the backlog a second of
+        that excess leaves, at the rate it drains. Calibration never loads an entry past
+        0.9 x that capacity, so its curve says nothing of overload; live, a flash crowd to
+        1.1 x capacity made nearly every request late within its first second."""
+        capacity = self.capacity_rps[(variant, allocation)]
+        excess: np.ndarray = np.maximum(0.0, rate_rps - capacity)
+        return excess / capacity * RATE_WINDOW_S
 
 
 def _pick(samples: np.ndarray, u: np.ndarray) -> np.ndarray:
