@@ -135,8 +135,7 @@ MAX_LEVEL_SAMPLES = 2000
 def frontend_cpu_ms(profile: Profile, top: AllocationProfile, capacity_rps: float) -> float:
     """Core time (ms) the HTTP path takes per request: the cores' time per request at the
     HTTP capacity, less the service core time of `top`, the entry it was measured with."""
-    e = profile.entry(top.variant, top.allocation)
-    service_core_ms = e.threads * float(np.mean(e.service_ms))
+    service_core_ms = profile.entry(top.variant, top.allocation).service_core_ms()
     return max(0.0, 1000.0 * profile.cores / capacity_rps - service_core_ms)
 
 
@@ -178,9 +177,14 @@ def typical_run(runs: list[list[float]]) -> list[float]:
     10 ms deadline; pooled, it set the level's tail (9.8 % late at 0.78 of the cores, where
     live runs of 40 s were 0.3-4 % late); the median of the runs leaves it out."""
     n = min(MAX_LEVEL_SAMPLES, max(len(x) for x in runs))
-    at = (np.arange(n) + 0.5) / n
-    quantiles = np.median([np.quantile(np.asarray(x), at) for x in runs], axis=0)
+    quantiles = np.median([_on_grid(x, n) for x in runs], axis=0)
     return [round(float(v), 4) for v in quantiles]
+
+
+def _on_grid(samples: list[float], n: int) -> np.ndarray:
+    """`samples` as their n quantiles at (k + 0.5) / n: one grid for runs and levels alike."""
+    grid: np.ndarray = np.quantile(np.asarray(samples), (np.arange(n) + 0.5) / n)
+    return grid
 
 
 def monotone(levels: list[LoadOverhead]) -> list[LoadOverhead]:
@@ -193,11 +197,10 @@ def monotone(levels: list[LoadOverhead]) -> list[LoadOverhead]:
     if not levels:
         return []
     n = min(MAX_LEVEL_SAMPLES, max(len(x.samples_ms) for x in levels))
-    at = (np.arange(n) + 0.5) / n  # one quantile grid for every level
     out: list[LoadOverhead] = []
     floor = np.zeros(n)
     for x in levels:
-        floor = np.maximum(floor, np.quantile(np.asarray(x.samples_ms), at))
+        floor = np.maximum(floor, _on_grid(x.samples_ms, n))
         out.append(LoadOverhead(utilization=x.utilization,
                                 samples_ms=[round(float(v), 4) for v in floor]))
     return out

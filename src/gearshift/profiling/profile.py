@@ -62,6 +62,10 @@ class AllocationProfile(_Model):
     def percentile_ms(self, q: float) -> float:
         return float(np.percentile(self.service_ms, q))
 
+    def service_core_ms(self) -> float:
+        """Core time (ms) of a request's service: its mean service time on its threads."""
+        return self.threads * float(np.mean(self.service_ms))
+
 
 class Profile(_Model):
     version: int = PROFILE_VERSION
@@ -115,7 +119,7 @@ class Profile(_Model):
     def core_ms(self, e: AllocationProfile) -> float:
         """Core time (ms) a request served by `e` takes, HTTP path included: the load it puts
         on the cores per request."""
-        return self.frontend_cpu_ms + e.threads * float(np.mean(e.service_ms))
+        return self.frontend_cpu_ms + e.service_core_ms()
 
     def utilization(self, e: AllocationProfile, rate_rps: float) -> float:
         """The fraction of the cores busy at `rate_rps` with `e` in force."""

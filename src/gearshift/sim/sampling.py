@@ -66,11 +66,33 @@ class LevelledOverhead:
 
 
 @dataclass(frozen=True)
+class PathBound:
+    """What a path-bound entry's requests meet on the serving path: the profile's curve of its
+    cost by utilization of the cores (`Profile.overhead_by_load`), the utilization each req/s
+    of this entry adds (`Profile.utilization`), and the rate the entry answers (its
+    throughput, at most the HTTP capacity)."""
+
+    curve: LevelledOverhead
+    load_per_rps: float
+    capacity_rps: float
+
+    def draw(self, rate_rps: np.ndarray, u: np.ndarray, level_u: np.ndarray) -> np.ndarray:
+        """Overhead (s) at each request's offered rate: the curve's sample at the load that
+        rate gives, plus, above the entry's capacity, the backlog a second of the excess
+        leaves, at the rate it drains. Calibration never loads an entry past 0.9 x that
+        capacity, so the curve says nothing of overload; live, a flash crowd to 1.1 x
+        capacity made nearly every request late within its first second."""
+        drawn = self.curve.draw(rate_rps * self.load_per_rps, u, level_u)
+        excess = np.maximum(0.0, rate_rps - self.capacity_rps)
+        out: np.ndarray = drawn + excess / self.capacity_rps * RATE_WINDOW_S
+        return out
+
+
+@dataclass(frozen=True)
 class ServiceSampler:
     """A profile's samples in seconds, keyed by (variant, allocation): service times, and the
-    overhead of a request served while that entry is in force: for a path-bound entry, at the
-    utilization of the cores its rate gives (`Profile.overhead_by_load`; `per_request_load`:
-    utilization per req/s of each such entry), else the profile's, apart for a request
+    overhead of a request served while that entry is in force: for a path-bound entry
+    (`path_bound`), at the load its rate gives, else the profile's, apart for a request
     dispatched at once (`overhead_s`) and one that waited for a replica (`overhead_busy_s`,
     `Profile.busy_overhead_ms`); and the overhead the dispatch rule counts
     (`Profile.dispatch_overhead_ms`)."""
@@ -80,9 +102,7 @@ class ServiceSampler:
     overhead_busy_s: np.ndarray
     dispatch_overhead_ms: float
     accuracy: dict[str, float]
-    by_load: LevelledOverhead | None = None
-    per_request_load: dict[tuple[str, Allocation], float] = field(default_factory=dict)
-    capacity_rps: dict[tuple[str, Allocation], float] = field(default_factory=dict)
+    path_bound: dict[tuple[str, Allocation], PathBound] = field(default_factory=dict)
 
     @classmethod
     def from_profile(cls, profile: Profile) -> ServiceSampler:
@@ -91,14 +111,15 @@ class ServiceSampler:
 
         service = {(e.variant, e.allocation): s(e.service_ms) for e in profile.entries}
         levels = profile.overhead_by_load
-        by_load = LevelledOverhead(np.array([x.utilization for x in levels]),
-                                   tuple(s(x.samples_ms) for x in levels)) if levels else None
-        per_request = {(e.variant, e.allocation): profile.utilization(e, 1.0)
-                       for e in profile.entries if e.path_bound and by_load is not None}
-        capacity = {k: profile.entry(*k).throughput_rps for k in per_request}
+        bound: dict[tuple[str, Allocation], PathBound] = {}
+        if levels:
+            curve = LevelledOverhead(np.array([x.utilization for x in levels]),
+                                     tuple(s(x.samples_ms) for x in levels))
+            bound = {(e.variant, e.allocation): PathBound(curve, profile.utilization(e, 1.0),
+                                                          e.throughput_rps)
+                     for e in profile.entries if e.path_bound}
         return cls(service, s(profile.overhead_ms), s(profile.busy_overhead_ms()),
-                   profile.dispatch_overhead_ms(), dict(profile.accuracy), by_load, per_request,
-                   capacity)
+                   profile.dispatch_overhead_ms(), dict(profile.accuracy), bound)
 
     def samples_s(self, variant: str, allocation: Allocation) -> np.ndarray:
         try:
@@ -113,28 +134,14 @@ class ServiceSampler:
     def overhead(self, variant: str, allocation: Allocation, u: np.ndarray,
                  waited: np.ndarray, rate_rps: np.ndarray, level_u: np.ndarray) -> np.ndarray:
         """Serving-path overhead times (seconds) for uniforms `u` while (variant, allocation)
-        is in force: for a path-bound entry, at the utilization each request's offered rate
-        `rate_rps` gives (the samples hold any wait to be dispatched, so `waited` is not
+        is in force: for a path-bound entry, at each request's offered rate `rate_rps`
+        (`PathBound.draw`: its samples hold any wait to be dispatched, so `waited` is not
         looked at), else the profile's busy samples where `waited` (the request waited for a
         replica) and its others elsewhere."""
-        per_request = self.per_request_load.get((variant, allocation))
-        if per_request is not None and self.by_load is not None:
-            drawn = self.by_load.draw(rate_rps * per_request, u, level_u)
-            out: np.ndarray = drawn + self.overload_s(variant, allocation, rate_rps)
-            return out
+        bound = self.path_bound.get((variant, allocation))
+        if bound is not None:
+            return bound.draw(rate_rps, u, level_u)
         return np.where(waited, _pick(self.overhead_busy_s, u), _pick(self.overhead_s, u))
-
-
-    def overload_s(self, variant: str, allocation: Allocation,
-                   rate_rps: np.ndarray) -> np.ndarray:
-        """The wait a path-bound entry's request meets when the offered rate is above what the
-        entry answers (its throughput, at most the HTTP capacity): the backlog a second of
-        that excess leaves, at the rate it drains. Calibration never loads an entry past
-        0.9 x that capacity, so its curve says nothing of overload; live, a flash crowd to
-        1.1 x capacity made nearly every request late within its first second."""
-        capacity = self.capacity_rps[(variant, allocation)]
-        excess: np.ndarray = np.maximum(0.0, rate_rps - capacity)
-        return excess / capacity * RATE_WINDOW_S
 
 
 def _pick(samples: np.ndarray, u: np.ndarray) -> np.ndarray:
