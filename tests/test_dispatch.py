@@ -135,6 +135,29 @@ def test_the_queue_behind_closes_the_heavy_rungs() -> None:
     assert choose_rung(0.1, 0.25, one, one, 10, 0.0, 0.0, 1, oh) == 0  # no ladder, no say
 
 
+def test_a_queue_arriving_faster_than_the_lightest_rung_drains_gets_the_lightest() -> None:
+    """The queue's arrival rate (`span_s` from the head's arrival to the last one's) against
+    the lightest rung's drain (15 ms of replica time each, one replica): at rho >= 1 nothing
+    but the lightest; below it the last one behind keeps rho / (1 - rho) lightest services of
+    headroom; two behind are too few to read a rate from."""
+    safe, slack = np.array([0.20, 0.08, 0.03]), np.array([0.15, 0.06, 0.02])
+    oh = 0.005
+
+    def rung(behind: int, last_left: float, span: float) -> int:
+        pick = choose_rung(0.1, 0.25, safe, slack, behind, 0.5, last_left, 1, oh, span)
+        assert pick == choose_rung.py_func(0.1, 0.25, safe, slack, behind, 0.5, last_left,
+                                           1, oh, span)
+        return int(pick)
+
+    assert rung(10, 0.5, math.inf) == 0  # no rate: the deadline check alone
+    assert rung(10, 0.5, 1.0) == 0  # rho 0.15: 145 + 135 + 20 + 3 ms fits 500 ms
+    assert rung(10, 0.5, 0.15) == 2  # rho 1: any heavier rung's time is never recovered
+    assert rung(10, 0.5, 0.0) == 2  # all at once: the same
+    assert rung(10, 0.31, math.inf) == 0  # 300 ms fits 310 ms ...
+    assert rung(10, 0.31, 0.2) == 1  # ... but not with rho 0.75's 45 ms of headroom
+    assert rung(2, 0.55, 0.001) == 0  # too few to say
+
+
 def test_rung_times_of_a_few_replies_are_numpys_to_the_last_bit() -> None:
     """The pool's last replies (a deque of floats) are summarised in plain Python, the
     simulator's profile samples by np.quantile: one statistic, the same numbers."""

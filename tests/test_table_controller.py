@@ -271,12 +271,14 @@ def test_the_risk_term_prefers_a_flat_candidate_to_a_steep_one_of_the_same_mean(
     assert hedged[1] == pytest.approx(0.70) and hedged[0] < hedged[1]
 
 
-def test_a_switching_policy_starts_from_the_best_candidate_over_the_load_grid(
-        planned: tuple[Profile, PolicyTable]) -> None:
+def test_a_switching_policy_starts_from_the_best_candidate_over_the_load_grid() -> None:
     """Before its first period it knows no rate: `table` and `queue-aware` start from the
-    candidate best on average over the grid, not the lightest load's (heavy) choice, which
-    `table:paper` keeps."""
-    profile, table = planned
+    candidate best on average over the grid (here reaching well past the heavy variant's
+    capacity), not the lightest load's (heavy) choice, which `table:paper` keeps."""
+    profile = two_core_profile()
+    rates = [float(r) for r in np.linspace(0.5, 80.0, 60)]
+    table = plan(profile, 300.0, rates, PlanSettings(duration_s=60.0, headroom=0.85), seed=0,
+                 fallbacks=fallback_ladders(profile))
     keys = sorted({(p.variant, p.replicas, p.threads) for p in table.grid})
     mean = {k: np.mean([p.effective_accuracy for p in table.grid
                         if (p.variant, p.replicas, p.threads) == k]) for k in keys}

@@ -17,7 +17,14 @@ them and the last, each after the head's and the others' service shared over the
 heavy variant in force meeting a burst (an idle server's choice, a load step inside a period)
 thus serves the burst's head with a light rung instead of making ten requests behind it late
 (live, a cold start into 1.1 x capacity at 250 ms: 14 drops in the first second against the
-static variant's 2). A request that waited under
+static variant's 2). The queue's own arrival rate has a say too: the requests waiting, over
+the time between the head's arrival and the last one's, against what the lightest rung drains
+(rho). At rho >= 1 only the lightest rung is open, since what a heavier one adds delays every
+later request for as long as the load lasts (simulated, a step from 0.2 x to 1.1 x capacity
+caught on ResNet-101 left a backlog of 24 that was shed over the next 8 s); below it, the last
+request behind keeps, besides, a stationary queue's mean wait at that rho as headroom,
+rho / (1 - rho) lightest services per replica, against the bursts a busy queue meets. At
+light load that headroom is a few ms and changes nothing. A request that waited under
 `FREE_WAIT_S` found a replica free and is always served by rung 0 (it could not have been
 helped, and it keeps the service estimates honest); one whose deadline has passed never is.
 
@@ -36,17 +43,18 @@ import numba
 import numpy as np
 
 FREE_WAIT_S = 0.001
+RATE_MIN_BEHIND = 3
 
 
 @numba.njit(cache=True, nogil=True)
 def choose_rung(waited_s: float, left_s: float, safe_s: np.ndarray, slack_s: np.ndarray,
                 behind: int = 0, first_left_s: float = math.inf, last_left_s: float = math.inf,
-                replicas: int = 1, overhead_s: float = 0.0) -> int:
+                replicas: int = 1, overhead_s: float = 0.0, span_s: float = math.inf) -> int:
     """The rung (0-based) to serve with, or -1 to drop. `waited_s`: time queued so far;
     `left_s`: time to the deadline from now (negative: passed). The queue behind: `behind`
     requests, the first and the last with `first_left_s` and `last_left_s` to their deadlines;
     `replicas` serve the queue; `overhead_s` is the part of each rung's times that does not
-    occupy a replica.
+    occupy a replica; `span_s`: from the head's arrival to the last one's behind it.
 
     One function, calling no other compiled one: the pool runs it as plain Python
     (`choose_rung.py_func`), and a compiled callee would be compiled there, in the serving
@@ -66,11 +74,19 @@ def choose_rung(waited_s: float, left_s: float, safe_s: np.ndarray, slack_s: np.
         first_counts = light_busy / replicas + slack_s[light] <= first_left_s
         last_counts = (light_busy + others_s) / replicas + slack_s[light] <= last_left_s
         top = light
-        for m in range(light):
+        # the queue's own arrival rate, against what the lightest rung drains: at or past it
+        # (rho >= 1) any heavier service delays every later request for good; below it, the
+        # last request keeps a stationary queue's mean wait as headroom besides
+        rho = 0.0
+        if behind >= RATE_MIN_BEHIND:
+            rho = behind * light_busy / (replicas * span_s) if span_s > 0.0 else math.inf
+        headroom = rho / (1.0 - rho) * light_busy / replicas if rho < 1.0 else 0.0
+        for m in range(light if rho < 1.0 else 0):
             busy = slack_s[m] - overhead_s
             if first_counts and busy / replicas + slack_s[light] > first_left_s:
                 continue
-            if last_counts and (busy + others_s) / replicas + slack_s[light] > last_left_s:
+            if last_counts and ((busy + others_s) / replicas + slack_s[light] + headroom
+                                > last_left_s):
                 continue
             top = m
             break

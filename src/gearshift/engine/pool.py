@@ -297,7 +297,7 @@ class ReplicaPool:
         rung = choose_rung.py_func(
             waited_s, left_s, safe, slack, len(self._queue), _left_s(first, now),
             _left_s(last, now), max(1, len(self._roster.allocated())),
-            self.settings.overhead_ms / 1000.0)
+            self.settings.overhead_ms / 1000.0, last.enqueued_s - job.enqueued_s)
         if rung < 0:
             if left_s < 0:
                 return rungs[0], _passed(waited_s)

@@ -86,7 +86,8 @@ def _fcfs(
             behind = tail - i
             first_left = deadlines_s[i + 1] - s if behind else math.inf
             pick = choose_rung(s - a, deadlines_s[i] - s, safe_s, slack_s, behind, first_left,
-                               deadlines_s[tail] - s, c, overhead_s)
+                               deadlines_s[tail] - s, c, overhead_s,
+                               arrivals_s[tail] - a)
         choice[i] = pick
         if pick < 0:
             end_s[i] = math.nan
