@@ -37,14 +37,24 @@ demo: install
 
 # gearshift beside Ray Serve, MLServer, Triton (PyTriton) and a bare Starlette endpoint: each
 # peer in its own venv under $(OUT)/bench/peers, servers and load in a loopback-only network
-# namespace (needs root); prints the table, writes peers.json and frontend.png.
-# Then one line per benchmark of our own (pool/raw, simulator, planner, send lag, switching
-# over seeds and at cluster scale; the last two read the demo's experiment if it ran).
+# namespace (needs root). In turn: the front end on a trivial model (table, peers.json,
+# frontend.png), ResNet-18 through each system against raw ONNX Runtime with each one's
+# effective capacity, and each ResNet deployed statically on Ray Serve and MLServer against
+# gearshift's switching on the demo's arrivals (the demo runs first if it has not). Then one
+# line per benchmark of our own (pool/raw, simulator, planner, send lag, switching over seeds
+# and at cluster scale). About 40 minutes on 2 cores; nothing else should run beside it.
+BENCH := $(OUT)/bench
 bench: install
-	$(BIN)/python benchmarks/peers.py --out $(OUT)/bench/peers
-	$(BIN)/gearshift zoo build resnet --out $(OUT)/bench/zoo/resnet
-	$(BIN)/python benchmarks/headlines.py --pool $(OUT)/bench/zoo/resnet/pool.yaml \
-		--experiment $(OUT)/demo/$(POOL)
+	$(BIN)/python benchmarks/peers.py --out $(BENCH)/peers
+	$(BIN)/gearshift zoo build resnet --out $(BENCH)/zoo/resnet
+	$(BIN)/python benchmarks/peers_resnet.py --pool $(BENCH)/zoo/resnet/pool.yaml \
+		--peers-out $(BENCH)/peers --json $(BENCH)/resnet.json
+	@[ -f $(OUT)/demo/resnet/summary.json ] || $(MAKE) demo POOL=resnet
+	$(BIN)/python benchmarks/peers_switching.py $(OUT)/demo/resnet \
+		--pool $(OUT)/demo/zoo/resnet/pool.yaml --peers-out $(BENCH)/peers \
+		--json $(BENCH)/switching.json
+	$(BIN)/python benchmarks/headlines.py --pool $(BENCH)/zoo/resnet/pool.yaml \
+		--experiment $(OUT)/demo/resnet
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
