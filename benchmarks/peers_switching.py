@@ -4,11 +4,12 @@ deadline, against gearshift's live switching on the same arrivals (from the expe
 records).
 
 Each variant in turn. Ray Serve: 2 replicas x 1 thread (one CPU each), binary tensors (the
-KServe binary extension, as gearshift's client sends), and the settings a user who cares about
-a deadline would choose: `max_ongoing_requests` 1 (a replica runs one inference at a time) and
-`max_queued_requests` = what the replicas can serve within the deadline at their measured
-throughput (beyond it Ray answers 503 at once instead of serving late); `--ray-defaults`: Ray's
-own. MLServer: 2 parallel workers x 1 thread, JSON (its REST server takes no binary tensors),
+KServe binary extension, as gearshift's client sends), set up two ways, each a system of its
+own: `ray`, Ray's own queue settings (`max_ongoing_requests` 1000, unbounded queue), and
+`ray-bounded`, what a user who cares about a deadline would choose: `max_ongoing_requests` 1 (a
+replica runs one inference at a time) and `max_queued_requests` = what the replicas can serve
+within the deadline at their measured throughput (beyond it Ray answers 503 at once instead of
+serving late). MLServer: 2 parallel workers x 1 thread, JSON (its REST server takes no binary tensors),
 its defaults (it has no queue bound or deadline). The arrivals are the experiment's `table`
 run's (`records/table.csv`, scheduled times), sent open loop by gearshift's client; on time =
 answered within the deadline at the client. Effective accuracy = on-time fraction x the
@@ -16,7 +17,7 @@ variant's declared accuracy, as the experiment's. Runs inside a loopback-only ne
 (needs root); the peers from `peers.py`'s venvs.
 
     .venv/bin/python benchmarks/peers_switching.py out/demo/resnet --pool out/demo/zoo/resnet/pool.yaml
-        [--peers-out out/bench/peers] [--systems ray,mlserver]
+        [--peers-out out/bench/peers] [--systems ray,ray-bounded,mlserver]
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from gearshift.experiment.live import free_port
+
+RAY_ONGOING = {"ray": 1000, "ray-bounded": 1}
+"""Ray Serve's two set-ups, by `max_ongoing_requests`; the bounded one also bounds its queue."""
 
 
 def scheduled(records: Path) -> np.ndarray:
@@ -63,17 +67,17 @@ def run_inside(a: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="peers-switching-"))
     rows: dict[str, dict[str, dict[str, float]]] = {}
     for system in a.systems.split(","):
-        python = venvs / system / "bin" / "python"
+        python = venvs / ("ray" if system in RAY_ONGOING else system) / "bin" / "python"
         for variant in spec.variant_names():
             model = spec.model_path(variant)
-            if system == "ray":
+            if system in RAY_ONGOING:
                 rps = profile.entry(variant, Allocation(2, 1)).throughput_rps
                 # what 2 replicas clear within the deadline; -1: Ray's default (unbounded)
                 queued = (max(1, math.floor(rps * deadline / 1000.0) - 2)
-                          if not a.ray_defaults else -1)
+                          if system == "ray-bounded" else -1)
                 port = free_port()
                 proc = start([str(python), "ray_app.py", str(model), str(port), "2", "1",
-                              str(queued), str(1000 if a.ray_defaults else 1)], cwd=APPS)
+                              str(queued), str(RAY_ONGOING[system])], cwd=APPS)
                 url, payloads = f"127.0.0.1:{port}", binary
             else:
                 queued = -1
@@ -95,24 +99,26 @@ def run_inside(a: argparse.Namespace) -> None:
                     "seconds": time.perf_counter() - t0}
             finally:
                 stop(proc)
-    report(rows, live, len(arrivals), deadline, a.ray_defaults)
+    report(rows, live, len(arrivals), deadline)
     if a.json:
         a.json.write_text(json.dumps({**rows, "gearshift": {k: live[k] for k in live}},
                                      indent=1))
 
 
 def report(rows: dict[str, dict[str, dict[str, float]]], live: dict[str, dict[str, float]],
-           requests: int, deadline: float, ray_defaults: bool) -> None:
+           requests: int, deadline: float) -> None:
     """The table: every static deployment, gearshift's switching, and the margin over the
-    best static deployment of each system."""
-    names = {"ray": "Ray Serve", "mlserver": "MLServer"}
+    best static deployment of each system and of them all."""
+    names = {"ray": "Ray Serve (defaults)", "ray-bounded": "Ray Serve (bounded queue)",
+             "mlserver": "MLServer"}
     print(f"{requests} requests (the experiment's arrivals), deadline {deadline:g} ms")
     print("| system | policy | effective accuracy | on time | shed (503) |")
     print("|---|---|---|---|---|")
     for system, by_variant in rows.items():
         for variant, r in by_variant.items():
-            how = (f" (max_queued_requests {r['max_queued']:g}, max_ongoing_requests "
-                   f"{1000 if ray_defaults else 1})" if system == "ray" else "")
+            bound = f"{r['max_queued']:g}" if r["max_queued"] >= 0 else "unbounded"
+            how = (f" (max_queued_requests {bound}, max_ongoing_requests "
+                   f"{RAY_ONGOING[system]})" if system in RAY_ONGOING else "")
             print(f"| {names[system]} | static {variant}{how} | {r['effective_accuracy']:.3f} | "
                   f"{r['on_time']:.3f} | {r['shed']:.3f} |")
     for name in ("table", "queue-aware"):
@@ -124,6 +130,10 @@ def report(rows: dict[str, dict[str, dict[str, float]]], live: dict[str, dict[st
         if best is not None and "table" in live:
             print(f"gearshift `table` over the best static {names[system]} deployment: "
                   f"{live['table']['effective_accuracy'] - best['effective_accuracy']:+.3f}")
+    every = [r["effective_accuracy"] for by_variant in rows.values() for r in by_variant.values()]
+    if every and "table" in live:
+        print(f"gearshift `table` over the best static deployment on any peer: "
+              f"{live['table']['effective_accuracy'] - max(every):+.3f}")
 
 
 def main() -> None:
@@ -131,10 +141,8 @@ def main() -> None:
     ap.add_argument("experiment", type=Path, help="an experiment's --out folder (make demo)")
     ap.add_argument("--pool", type=Path, required=True, help="the experiment's pool.yaml")
     ap.add_argument("--peers-out", type=Path, default=Path("out/bench/peers"))
-    ap.add_argument("--ray-defaults", action="store_true",
-                    help="Ray's own queue settings (unbounded queue, max_ongoing_requests "
-                         "1000) instead of a deadline-minded bound")
-    ap.add_argument("--systems", default="ray,mlserver", help="peers, commas: ray, mlserver")
+    ap.add_argument("--systems", default="ray,ray-bounded,mlserver",
+                    help="peers, commas: ray (its defaults), ray-bounded, mlserver")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     a.experiment, a.pool = a.experiment.resolve(), a.pool.resolve()
