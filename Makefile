@@ -39,17 +39,20 @@ demo: install
 # peer in its own venv under $(OUT)/bench/peers, servers and load in a loopback-only network
 # namespace (needs root). In turn: the front end on a trivial model (table, peers.json,
 # frontend.png), ResNet-18 through each system against raw ONNX Runtime with each one's
-# effective capacity, and each ResNet deployed statically on Ray Serve and MLServer against
-# gearshift's switching on the demo's arrivals (the demo runs first if it has not). Then one
+# effective capacity (and gearshift's switching over the whole pool at the same rates), and
+# each ResNet deployed statically on Ray Serve (its defaults; a bounded queue) and MLServer
+# against gearshift's switching on the demo's arrivals (the demo runs first if it has not,
+# as the switching parts use its plan). Then one
 # line per benchmark of our own (pool/raw, simulator, planner, send lag, switching over seeds
 # and at cluster scale). About 40 minutes on 2 cores; nothing else should run beside it.
 BENCH := $(OUT)/bench
 bench: install
 	$(BIN)/python benchmarks/peers.py --out $(BENCH)/peers
 	$(BIN)/gearshift zoo build resnet --out $(BENCH)/zoo/resnet
-	$(BIN)/python benchmarks/peers_resnet.py --pool $(BENCH)/zoo/resnet/pool.yaml \
-		--peers-out $(BENCH)/peers --json $(BENCH)/resnet.json
 	@[ -f $(OUT)/demo/resnet/summary.json ] || $(MAKE) demo POOL=resnet
+	$(BIN)/python benchmarks/peers_resnet.py --pool $(BENCH)/zoo/resnet/pool.yaml \
+		--peers-out $(BENCH)/peers --json $(BENCH)/resnet.json \
+		--switching $(OUT)/demo/resnet --switching-pool $(OUT)/demo/zoo/resnet/pool.yaml
 	$(BIN)/python benchmarks/peers_switching.py $(OUT)/demo/resnet \
 		--pool $(OUT)/demo/zoo/resnet/pool.yaml --peers-out $(BENCH)/peers \
 		--json $(BENCH)/switching.json

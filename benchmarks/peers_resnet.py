@@ -98,24 +98,79 @@ async def closed_loop(url: str, model: str, body: bytes, headers: dict[str, str]
 async def on_time_at(url: str, model: str, body: bytes, headers: dict[str, str],
                      rate: float, seconds: float, deadline_ms: float, seed: int) -> float:
     """Fraction of Poisson arrivals at `rate` answered 200 within `deadline_ms`."""
+    answers = await answers_at(url, model, body, headers, rate, seconds, deadline_ms, seed)
+    return sum(on_time for on_time, _ in answers) / max(1, len(answers))
+
+
+async def answers_at(url: str, model: str, body: bytes, headers: dict[str, str],
+                     rate: float, seconds: float, deadline_ms: float, seed: int
+                     ) -> list[tuple[bool, str]]:
+    """Per Poisson arrival at `rate`: (answered 200 within `deadline_ms`, the variant that
+    answered, as gearshift names it in the answer's parameters; '' if none)."""
     gaps = np.random.default_rng(seed).exponential(1.0 / rate, int(rate * seconds * 1.5))
     arrivals = np.cumsum(gaps)
     arrivals = arrivals[arrivals < seconds]
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
     async with httpx.AsyncClient(timeout=30, limits=limits) as http:
-        async def one(at: float, t0: float) -> bool:
+        async def one(at: float, t0: float) -> tuple[bool, str]:
             await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
             sent = time.perf_counter()
             try:
                 r = await http.post(f"{url}/v2/models/{model}/infer", content=body,
                                     headers=headers)
             except httpx.HTTPError:
-                return False
-            return r.status_code == 200 and (time.perf_counter() - sent) * 1000 <= deadline_ms
+                return False, ""
+            in_time = (time.perf_counter() - sent) * 1000 <= deadline_ms
+            return r.status_code == 200 and in_time, answered_by(r)
 
         t0 = time.perf_counter()
-        ok = await asyncio.gather(*(one(at, t0) for at in arrivals))
-    return sum(ok) / max(1, len(ok))
+        return list(await asyncio.gather(*(one(at, t0) for at in arrivals)))
+
+
+def answered_by(r: httpx.Response) -> str:
+    """The variant a gearshift answer names (`parameters.variant` of its JSON part); ''."""
+    if r.status_code != 200:
+        return ""
+    n = r.headers.get("inference-header-content-length")
+    try:
+        head = json.loads(r.content[:int(n)] if n else r.content)
+    except ValueError:
+        return ""
+    params = head.get("parameters") if isinstance(head, dict) else None
+    return str(params.get("variant", "")) if isinstance(params, dict) else ""
+
+
+def switching_capacity(a: argparse.Namespace, body: bytes, headers: dict[str, str]
+                       ) -> dict[str, object]:
+    """gearshift switching (`table`, the experiment's plan and pool) at each of `--rates`:
+    on-time fraction and effective accuracy (on time x the answering variant's declared
+    accuracy), and the effective capacity as for the static systems."""
+    from peers import start, stop, wait_ready, why_not
+
+    from gearshift.zoo.spec import load_pool_spec
+
+    spec = load_pool_spec(a.switching_pool)
+    port = free_port()
+    proc = start([sys.executable, "-m", "gearshift.cli", "serve", str(a.switching_pool),
+                  "--policy", str(a.switching / "policy.json"), "--controller", "table",
+                  "--port", str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not wait_ready(url, proc, 240):  # type: ignore[arg-type]
+            return {"not_measured": why_not(proc)}  # type: ignore[arg-type]
+        by_rate: dict[str, dict[str, float]] = {}
+        capacity, failed = 0.0, False  # the last rate before the first failure
+        for rate in (float(x) for x in a.rates.split(",")):
+            answers = asyncio.run(answers_at(url, spec.application, body, headers, rate,
+                                             a.seconds, a.deadline_ms, seed=int(rate)))
+            on_time = sum(ok for ok, _ in answers) / max(1, len(answers))
+            eff = sum(spec.accuracy_of(v) for ok, v in answers if ok) / max(1, len(answers))
+            by_rate[f"{rate:g}"] = {"on_time": on_time, "effective_accuracy": eff}
+            failed = failed or on_time < 0.99
+            capacity = capacity if failed else rate
+        return {"effective_capacity_rps": capacity, "by_rate": by_rate}
+    finally:
+        stop(proc)  # type: ignore[arg-type]
 
 
 def bodies(pool: Path, deadline_ms: float) -> dict[str, tuple[bytes, dict[str, str]]]:
@@ -225,6 +280,20 @@ def run_inside(a: argparse.Namespace, pythons: dict[str, Path]) -> None:
                   f"{r['effective_capacity_rps']:g} |")
         for name, why in missing.items():
             print(f"{name}: not measured ({why})")
+    if a.switching is not None:
+        body, headers = kinds["binary"]
+        result = switching_capacity(a, body, headers)
+        out["switching"] = result
+        print("\ngearshift switching (`table`, the demo's plan, its whole pool on 2 cores; "
+              "binary), open loop:")
+        if "not_measured" in result:
+            print(f"not measured ({result['not_measured']})")
+        else:
+            for rate, r in result["by_rate"].items():  # type: ignore[union-attr]
+                print(f"  {rate} req/s: on time {r['on_time']:.3f}, effective accuracy "
+                      f"{r['effective_accuracy']:.3f}")
+            print(f"  effective capacity {result['effective_capacity_rps']:g} req/s "
+                  f"(>= 99 % within {a.deadline_ms:g} ms)")
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
 
@@ -240,8 +309,16 @@ def main() -> None:
     ap.add_argument("--rates", default="20,30,40,45,50,55", help="req/s for the capacity")
     ap.add_argument("--deadline-ms", type=float, default=300.0)
     ap.add_argument("--skip", default="", help="peers not to run, commas")
+    ap.add_argument("--switching", type=Path,
+                    help="an experiment's folder (make demo): also gearshift switching over "
+                         "its whole pool, with its plan, at each of --rates")
+    ap.add_argument("--switching-pool", type=Path, help="that experiment's pool.yaml")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
+    if a.switching is not None:
+        if a.switching_pool is None:
+            ap.error("--switching needs --switching-pool (the experiment's pool.yaml)")
+        a.switching, a.switching_pool = a.switching.resolve(), a.switching_pool.resolve()
     from peers import NETNS_ENV, PEERS, in_namespace  # run as a script, beside it
 
     a.pool = a.pool.resolve()
