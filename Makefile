@@ -42,9 +42,9 @@ demo: install
 # effective capacity (and gearshift's switching over the whole pool at the same rates), and
 # each ResNet deployed statically on Ray Serve (its defaults; a bounded queue) and MLServer
 # against gearshift's switching on the demo's arrivals (the demo runs first if it has not,
-# as the switching parts use its plan). Then one
-# line per benchmark of our own (pool/raw, simulator, planner, send lag, switching over seeds
-# and at cluster scale). About 40 minutes on 2 cores; nothing else should run beside it.
+# as the switching parts use its plan). Then one line per benchmark of our own (pool/raw,
+# simulator, planner, send lag, switching over seeds and at cluster scale). About 40 minutes
+# on 2 cores; nothing else should run beside it.
 BENCH := $(OUT)/bench
 bench: install
 	$(BIN)/python benchmarks/peers.py --out $(BENCH)/peers
