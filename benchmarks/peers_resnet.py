@@ -106,25 +106,27 @@ async def answers_at(url: str, model: str, body: bytes, headers: dict[str, str],
                      rate: float, seconds: float, deadline_ms: float, seed: int
                      ) -> list[tuple[bool, str]]:
     """Per Poisson arrival at `rate`: (answered 200 within `deadline_ms`, the variant that
-    answered, as gearshift names it in the answer's parameters; '' if none)."""
+    answered, as gearshift names it in the answer's parameters; '' if none). The answers are
+    read once the run is over: the client shares the cores with the server."""
     gaps = np.random.default_rng(seed).exponential(1.0 / rate, int(rate * seconds * 1.5))
     arrivals = np.cumsum(gaps)
     arrivals = arrivals[arrivals < seconds]
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
     async with httpx.AsyncClient(timeout=30, limits=limits) as http:
-        async def one(at: float, t0: float) -> tuple[bool, str]:
+        async def one(at: float, t0: float) -> tuple[bool, httpx.Response | None]:
             await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
             sent = time.perf_counter()
             try:
                 r = await http.post(f"{url}/v2/models/{model}/infer", content=body,
                                     headers=headers)
             except httpx.HTTPError:
-                return False, ""
+                return False, None
             in_time = (time.perf_counter() - sent) * 1000 <= deadline_ms
-            return r.status_code == 200 and in_time, answered_by(r)
+            return r.status_code == 200 and in_time, r
 
         t0 = time.perf_counter()
-        return list(await asyncio.gather(*(one(at, t0) for at in arrivals)))
+        done = await asyncio.gather(*(one(at, t0) for at in arrivals))
+    return [(ok, answered_by(r) if r is not None else "") for ok, r in done]
 
 
 def answered_by(r: httpx.Response) -> str:
@@ -145,16 +147,13 @@ def switching_capacity(a: argparse.Namespace, body: bytes, headers: dict[str, st
     """gearshift switching (`table`, the experiment's plan and pool) at each of `--rates`:
     on-time fraction and effective accuracy (on time x the answering variant's declared
     accuracy), and the effective capacity as for the static systems."""
-    from peers import start, stop, wait_ready, why_not
+    from peers import start_gearshift, stop, wait_ready, why_not
 
     from gearshift.zoo.spec import load_pool_spec
 
     spec = load_pool_spec(a.switching_pool)
-    port = free_port()
-    proc = start([sys.executable, "-m", "gearshift.cli", "serve", str(a.switching_pool),
-                  "--policy", str(a.switching / "policy.json"), "--controller", "table",
-                  "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
+    # `gearshift serve`'s default controller is `table`
+    proc, url, _ = start_gearshift(a.switching_pool, a.switching / "policy.json")
     try:
         if not wait_ready(url, proc, 240):  # type: ignore[arg-type]
             return {"not_measured": why_not(proc)}  # type: ignore[arg-type]
