@@ -49,8 +49,13 @@ def two_core_profile() -> Profile:
 
 @pytest.fixture(scope="module")
 def planned() -> tuple[Profile, PolicyTable]:
+    return planned_up_to(60.0)
+
+
+def planned_up_to(max_rps: float) -> tuple[Profile, PolicyTable]:
+    """The two-core profile planned at 300 ms over 60 loads from 0.5 to `max_rps`."""
     profile = two_core_profile()
-    rates = [float(r) for r in np.linspace(0.5, 60.0, 60)]
+    rates = [float(r) for r in np.linspace(0.5, max_rps, 60)]
     table = plan(profile, 300.0, rates, PlanSettings(duration_s=60.0, headroom=0.85), seed=0,
                  fallbacks=fallback_ladders(profile))
     return profile, table
@@ -275,10 +280,7 @@ def test_a_switching_policy_starts_from_the_best_candidate_over_the_load_grid() 
     """Before its first period it knows no rate: `table` and `queue-aware` start from the
     candidate best on average over the grid (here reaching well past the heavy variant's
     capacity), not the lightest load's (heavy) choice, which `table:paper` keeps."""
-    profile = two_core_profile()
-    rates = [float(r) for r in np.linspace(0.5, 80.0, 60)]
-    table = plan(profile, 300.0, rates, PlanSettings(duration_s=60.0, headroom=0.85), seed=0,
-                 fallbacks=fallback_ladders(profile))
+    profile, table = planned_up_to(80.0)
     keys = sorted({(p.variant, p.replicas, p.threads) for p in table.grid})
     mean = {k: np.mean([p.effective_accuracy for p in table.grid
                         if (p.variant, p.replicas, p.threads) == k]) for k in keys}
