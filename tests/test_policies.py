@@ -17,6 +17,7 @@ from gearshift.control.policies import (
     SchedulePolicy,
     StaticPolicy,
     TablePolicy,
+    candidates_from,
 )
 from gearshift.errors import SpecError
 from gearshift.planning.ladders import fallback_ladders
@@ -108,6 +109,18 @@ def test_table_policy_state_is_logged_by_the_controller() -> None:
     assert isinstance(controller.state, RateState)
 
 
+def test_a_wrapped_state_is_logged_field_by_field() -> None:
+    """queue-aware's state wraps its rate policy's: the log shows the rate policy's fields
+    and the table's own choice while a rescue is in force."""
+    policy = QueueAwarePolicy(two_range_table(60.0), three_variant_profile(), deadline_ms=300.0)
+    controller = Controller(policy)
+    controller.step(obs(1.0, 5))
+    assert controller.log[-1].state == {"smoothed_rps": 5.0, "range_index": 0,
+                                        "table_choice": None}
+    assert controller.step(obs(2.0, 5, backlog=10)).variant == "mid"  # a rescue
+    assert controller.log[-1].state["table_choice"] == "('heavy', 1, 1)"
+
+
 # --- QueueAwarePolicy -----------------------------------------------------------------------
 
 
@@ -130,7 +143,7 @@ def test_queue_aware_shifts_on_backlog_and_back_when_it_drains() -> None:
     assert d.variant == "mid" and d.reason.startswith("queue")  # heavy: 10 x 50 ms > 300 ms
     d, state = policy.decide(obs(3.0, 5, backlog=30), state)
     assert d.variant == "light"  # mid: 30 x 20 ms > 300 ms
-    assert state.smoothed_rps < 10  # the rate estimate has not moved
+    assert state.rate.smoothed_rps < 10  # the rate estimate has not moved
     d, state = policy.decide(obs(4.0, 5, backlog=1000), state)
     assert d.variant == "heavy"  # nothing fits: the table's choice, fallbacks clear the rest
     d, state = policy.decide(obs(5.0, 5, backlog=0), state)
@@ -238,5 +251,19 @@ def test_queue_aware_leaves_a_backlog_the_fallbacks_can_drain_to_them() -> None:
     state = policy.initial_state()
     d, state = policy.decide(obs(1.0, 5, backlog=10), state)
     assert d.variant == "heavy" and d.fallbacks == ("mid",)
+    # 13 x 20 ms + mid's 20: a request arriving now is answered by mid in time, though
+    # heavy's 50 ms after the backlog would not be (no rescue: the fallback serves it)
+    d, state = policy.decide(obs(1.5, 5, backlog=13), state)
+    assert d.variant == "heavy" and d.reason.startswith("table")
     d, state = policy.decide(obs(2.0, 5, backlog=20), state)
     assert d.variant == "light" and d.reason.startswith("queue")
+
+
+def test_a_slower_host_brings_the_rescue_forward() -> None:
+    """The predicted latency scales the service times (not the overhead) by how much slower
+    than profiled the host acts."""
+    heavy = next(c for c in candidates_from(three_variant_profile())
+                 if c.decision.variant == "heavy")  # one replica, 50 ms
+    assert heavy.predicted_latency_s(3, 0.001) == pytest.approx(3 * 0.050 + 0.050 + 0.001)
+    assert heavy.predicted_latency_s(3, 0.001, slow=1.5) == pytest.approx(
+        1.5 * (3 * 0.050 + 0.050) + 0.001)

@@ -193,6 +193,31 @@ def test_a_burst_the_deadline_holds_is_absorbed_a_sustained_one_is_not(
     assert policy.decide(obs(16, 12, backlog=1), state)[0].variant == "light"
 
 
+def test_a_rescue_lasts_one_period_then_queue_aware_decides_as_table(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """A backlog that even heavy's fallback (light at 1x2) would not clear in time is rescued
+    by light at 2x1 for one period; in the next, the burst that `table` absorbs with heavy
+    (its own choice in force) is absorbed by `queue-aware` too, not met by the rescue's
+    light."""
+    profile, table = planned
+    aware, _ = make_policy("queue-aware", table, profile, 300.0, profile.variants())
+    plain, _ = make_policy("table", table, profile, 300.0, profile.variants())
+    state, plain_state = aware.initial_state(), plain.initial_state()
+    for k in range(16):
+        _, state = aware.decide(obs(k, 1), state)
+        _, plain_state = plain.decide(obs(k, 1), plain_state)
+    # light at 1x2: 14 x 20 ms + its tail > 300 ms; at 2x1: 13 x 15 ms + its tail fits
+    rescue, state = aware.decide(obs(16, 1, backlog=14), state)
+    kept, plain_state = plain.decide(obs(16, 1, backlog=14), plain_state)
+    assert rescue.reason.startswith("queue: backlog") and rescue.variant == "light"
+    assert rescue.allocation == A21 and kept.variant == "heavy"
+    after, _ = aware.decide(replace(obs(17, 12, backlog=1), current=rescue), state)
+    plain_after, _ = plain.decide(obs(17, 12, backlog=1), plain_state)
+    assert plain_after.variant == "heavy" and plain_after.reason.startswith("queue: absorbs")
+    assert (after.variant, after.allocation) == ("heavy", A12)
+    assert after.reason.startswith("queue: absorbs")
+
+
 def test_controller_options_reach_the_policy_and_bad_ones_are_named(
         planned: tuple[Profile, PolicyTable]) -> None:
     profile, table = planned

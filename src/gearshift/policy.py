@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from typing import Generic, Protocol, TypeVar
 
 import numpy as np
@@ -94,11 +94,19 @@ class Controller(Generic[S]):
 
     def step(self, obs: Observation) -> Decision:
         decision, self.state = self.policy.decide(obs, self.state)
-        snapshot = getattr(self.state, "__dict__", {}) if self.state is not None else {}
-        self.last = ControlStep(obs, decision, {k: _plain(v) for k, v in snapshot.items()})
+        self.last = ControlStep(obs, decision, {k: _plain(v) for k, v in _fields(self.state)})
         if self.keep_log:
             self.log.append(self.last)
         return decision
+
+
+def _fields(state: object) -> list[tuple[str, object]]:
+    """A state's fields, those of a state it wraps (a dataclass field) in its place."""
+    out: list[tuple[str, object]] = []
+    for k, v in (getattr(state, "__dict__", {}) if state is not None else {}).items():
+        wraps = is_dataclass(v) and not isinstance(v, type)
+        out += _fields(v) if wraps else [(k, v)]
+    return out
 
 
 def _plain(v: object) -> int | float | str | bool | None:

@@ -152,15 +152,13 @@ class Candidate:
     capacity_rps: float
     path_bound: bool = False
 
-    def predicted_latency_s(self, backlog: int, overhead_s: float,
-                            drain_s: float | None = None) -> float:
+    def predicted_latency_s(self, backlog: int, overhead_s: float, slow: float = 1.0) -> float:
         """Latency of a request arriving now behind `backlog` requests (queued + in service):
-        it starts once backlog - R + 1 of them finish, at R / `drain_s` per second (default:
-        this candidate's mean service time)."""
+        it starts once backlog - R + 1 of them finish, at R per mean service time, on a host
+        `slow` x slower than profiled."""
         r = self.decision.allocation.replicas
-        per_s = self.mean_service_s if drain_s is None else drain_s
-        wait_s = max(0, backlog - r + 1) * per_s / r
-        return wait_s + self.p95_service_s + overhead_s
+        wait_s = max(0, backlog - r + 1) * self.mean_service_s / r
+        return slow * (wait_s + self.p95_service_s) + overhead_s
 
 
 def candidates_from(profile: Profile) -> tuple[Candidate, ...]:
@@ -177,19 +175,41 @@ def candidates_from(profile: Profile) -> tuple[Candidate, ...]:
     )
 
 
+@dataclass(frozen=True)
+class QueueState:
+    """`QueueAwarePolicy`'s state: its rate policy's (`rate`) and, while a rescue is in force,
+    the (variant, R, T) the table's own decision was (`table_choice`, else None)."""
+
+    rate: Any
+    table_choice: tuple[str, int, int] | None = None
+
+    @property
+    def rate_rps(self) -> float:
+        return float(self.rate.rate_rps)
+
+
 class QueueAwarePolicy:
     """A rate-driven table policy, corrected by the backlog: `table` (`rescues=False`) and
     `queue-aware` are both this, around `ExpectedTablePolicy`.
 
     Every period: take the rate policy's decision; if it would leave a more accurate variant in
     force, keep that one while the backlog allows (`absorb`). With `rescues`, also predict the
-    latency of a request arriving now from the backlog (queue + in flight), drained at the
-    pace of the decision's lightest fallback (the fallbacks take the queue's head at
-    dispatch), plus its own p95 service time and the mean overhead; if even that exceeds the
-    deadline, choose the most accurate candidate of another variant that fits it and can
-    sustain the rate (ties: higher capacity); if none does, keep the decision (its fallbacks
-    and the drop rule clear what cannot be saved: a lowest-latency pick traded capacity away).
-    Once the backlog drains the decision fits again and is used.
+    latency of a request arriving now from the backlog (queue + in flight) were it served by
+    the decision's lightest fallback, which the dispatch rule gives a late request: the
+    backlog drained at its pace, its p95 service time, both scaled by how much slower than
+    profiled the host acts (the rate policy's `load_factor`), and the mean overhead. Only if
+    even that exceeds the deadline is a rescue needed: choose the most accurate candidate of
+    another variant that fits it and can sustain the rate (ties: higher capacity); if none
+    does, keep the decision (its fallbacks and the drop rule clear what cannot be saved: a
+    lowest-latency pick traded capacity away). A backlog the fallbacks clear in time is left
+    to them: the rescue predicted with the table's own variant behind it (rather than its
+    fallback) switched a whole period to ResNet-18 for a backlog of five that the dispatch
+    rule cleared in 60 ms, and lost to `table` by 0.003-0.004 on 3 of 560 simulated paths.
+    Once the backlog drains the decision fits again and is used. A rescue lasts a period: the
+    next one is decided as `table` would, from the table's own decision (not the rescue) as
+    the one in force, so that the two differ only where a rescue fires (on a steps path at
+    225 ms, a rescue to ResNet-18 that `absorb` then could not undo kept it for three periods
+    in which `table`'s ResNet-50 made every deadline: 0.004 of effective accuracy).
     """
 
     def __init__(self, table: PolicyTable, profile: Profile, deadline_ms: float,
@@ -205,30 +225,38 @@ class QueueAwarePolicy:
         self.headroom = table.headroom
         self.overhead_s = profile.dispatch_overhead_ms() / 1000.0  # a request behind a backlog
 
-    def initial_state(self) -> RateState | WindowState:
-        return self.table_policy.initial_state()
+    def initial_state(self) -> QueueState:
+        return QueueState(self.table_policy.initial_state())
 
-    def decide(self, obs: Observation, state: Any) -> tuple[Decision, Any]:
-        wanted, state = self.table_policy.decide(obs, state)
-        held = self.absorb(obs, state, wanted)
+    def decide(self, obs: Observation, state: QueueState) -> tuple[Decision, QueueState]:
+        wanted, rate_state = self.table_policy.decide(obs, state.rate)
+        in_force = obs.current
+        if state.table_choice is not None:  # a rescue: `table` would have its own choice
+            variant, replicas, threads = state.table_choice
+            in_force = Decision(variant, Allocation(replicas, threads))
+        held = self.absorb(obs, rate_state, wanted, in_force)
         if held is not None:
-            return held, state
+            return held, QueueState(rate_state)
         chosen = self._candidate(wanted.variant, wanted.allocation)
         lightest = self._find(wanted.fallbacks[-1], wanted.allocation) if wanted.fallbacks \
             else None
-        drain_s = (lightest or chosen).mean_service_s
-        latency_s = chosen.predicted_latency_s(obs.backlog, self.overhead_s, drain_s)
+        slow = float(getattr(rate_state, "load_factor", 1.0))
+        latency_s = (lightest or chosen).predicted_latency_s(obs.backlog, self.overhead_s, slow)
         if latency_s <= self.deadline_s or not self.rescues:
-            return wanted, state
-        pick = self.rescue(obs.backlog, state.rate_rps, wanted.variant, obs.current.allocation)
+            return wanted, QueueState(rate_state)
+        pick = self.rescue(obs.backlog, rate_state.rate_rps, wanted.variant,
+                           obs.current.allocation, slow)
         if pick is None:  # nothing would do better: fallbacks and the drop rule take the rest
-            return wanted, state
+            return wanted, QueueState(rate_state)
         reason = (f"queue: backlog {obs.backlog}, table choice predicts "
                   f"{latency_s * 1000:.0f} ms > {self.deadline_s * 1000:.0f} ms")
         fallbacks = self.table_policy.fallbacks.get(pick.decision.variant, ())
-        return replace(pick.decision, reason=reason, fallbacks=fallbacks), state
+        table_choice = (wanted.variant, wanted.allocation.replicas, wanted.allocation.threads)
+        return (replace(pick.decision, reason=reason, fallbacks=fallbacks),
+                QueueState(rate_state, table_choice))
 
-    def absorb(self, obs: Observation, state: Any, wanted: Decision) -> Decision | None:
+    def absorb(self, obs: Observation, state: Any, wanted: Decision,
+               current: Decision) -> Decision | None:
         """The decision in force, kept through a burst, or None. When the table would move to
         a less accurate variant, but the one in force would still answer a request arriving
         now within the planned fraction of the deadline at this backlog, and sustains the
@@ -238,8 +266,8 @@ class QueueAwarePolicy:
         deadline fills the queue until the check fails, and the table's choice is taken.
         Never for a path-bound candidate: its requests are late at a high rate with no
         backlog at all (the fashion pool's fnet-l at 1,300 req/s: 10 % late, backlog 0-4),
-        and the table, planned from the path's cost by load, already knows it."""
-        current = obs.current
+        and the table, planned from the path's cost by load, already knows it. `current`: the
+        decision in force (after a rescue, the table's own)."""
         if not isinstance(state, WindowState) or not state.counts:
             return None
         held = self._find(current.variant, current.allocation)
@@ -258,7 +286,7 @@ class QueueAwarePolicy:
         return next(c.accuracy for c in self.candidates if c.decision.variant == variant)
 
     def rescue(self, backlog: int, rate_rps: float, table_variant: str,
-               in_force: Allocation) -> Candidate | None:
+               in_force: Allocation, slow: float = 1.0) -> Candidate | None:
         """The most accurate candidate of another variant than the table's predicted to meet
         the deadline at this backlog and sustain the rate, or None if none is (a deadline too
         tight for any p95, or a backlog beyond saving: the table's choice stays, its fallbacks
@@ -271,8 +299,8 @@ class QueueAwarePolicy:
         fits = [
             c for c in self.candidates
             if c.decision.variant != table_variant
-            and c.predicted_latency_s(backlog, self.overhead_s) <= self.deadline_s
-            and c.capacity_rps >= rate_rps
+            and c.predicted_latency_s(backlog, self.overhead_s, slow) <= self.deadline_s
+            and c.capacity_rps >= slow * rate_rps
         ]
         return max(fits, key=lambda c: (c.accuracy, c.decision.allocation == in_force,
                                         c.capacity_rps)) if fits else None
