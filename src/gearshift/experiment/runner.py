@@ -84,6 +84,8 @@ class ExperimentSettings:
     # load levels, and which static variant it favours is luck (BENCHMARKS.md); one long path
     # of a Markov load is as much luck, in which levels it dwells on
     sweep_seconds: float = 600.0
+    # how the profile is re-measured through the server (its seed is the run's)
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,7 @@ def _calibrate(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float, profil
     from it; the server takes up the new table at the next controller switch. The default
     mmpp is scaled to what both the pool and the HTTP front end answer."""
     probe = random_payloads(spec, 8, s.seed, 60_000.0)  # no deadline cuts a probe short
-    cal = calibrate(url, profile, probe, CalibrationSettings(seed=s.seed),
+    cal = calibrate(url, profile, probe, replace(s.calibration, seed=s.seed),
                     stage("calibrating through HTTP"))
     capacity_rps = min(cal.profile.capacity_rps(), cal.http_capacity_rps)
     save_profile(cal.profile, s.out / "profile.json")
