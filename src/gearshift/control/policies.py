@@ -183,10 +183,6 @@ class QueueState:
     rate: Any
     table_choice: tuple[str, int, int] | None = None
 
-    @property
-    def rate_rps(self) -> float:
-        return float(self.rate.rate_rps)
-
 
 class QueueAwarePolicy:
     """A rate-driven table policy, corrected by the backlog: `table` (`rescues=False`) and
