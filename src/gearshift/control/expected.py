@@ -189,26 +189,26 @@ class ExpectedTablePolicy:
     """gearshift's table controller. Every period: the arrival rate over the longest recent
     window in which it has not changed (`window_rate`), each candidate of the planner's grid
     scored by its effective accuracy averaged over what the load may be (normal, sd the larger
-    of the window's Poisson noise and a relative uncertainty x the rate, as the planner's
-    robust scores; that uncertainty is `rel_uncertainty` until `min_drift_periods` of the
-    load's drift are measured, then the drift if smaller: `_drift`) at the load the host
-    acts as if it had: the rate times the smallest of `LOAD_FACTORS` at which the candidates
-    in force have missed no more deadlines than their plans expected (within `miss_z` Poisson
-    sd, over about 1 / (1 - `memory`) periods): a host slower than its profile, as a busy
-    machine or a calibration that saw no tails makes it, moves every candidate's score
-    alike, towards those with room to spare, rather than the one in force's alone. Each score is the mean over those loads less `risk` x its
-    standard deviation over them: a candidate on the steep side of its curve (ResNet-50 at
-    its capacity, a standing queue absorbed by fallbacks) loses to a flat one of nearly the
-    same mean, as a burst the Poisson plan does not see would have it (live, a Twitter-trace
-    path at 500 ms: 36 drops in two one-second spikes against static ResNet-18's few). The
-    best is taken unless the choice in force is within `keep_margin` of it (`realloc_margin`
-    more when the best needs another R x T: a handover in which the new replicas wait for the
-    old ones' cores). Candidates within `tie_tol` of the best are ties, broken as the planner
-    does (fewer cores, more replicas). With no arrival in the whole window the choice in force
-    stays: there is nothing to serve and nothing to go on, and an idle server that went to its
-    heaviest variant met the next burst with it (live, a run opening at 1.1 x capacity: 22
-    requests dropped in its first second behind one 214 ms inference, against 1 for static
-    ResNet-18).
+    of the window's Poisson noise and a relative uncertainty x the rate, as the planner's robust
+    scores; that uncertainty is `rel_uncertainty` until `min_drift_periods` of the load's drift
+    are measured, then the drift if smaller: `_drift`) at the load the host acts as if it had:
+    the rate times the smallest of `LOAD_FACTORS` at which the candidates in force have missed
+    no more deadlines than their plans expected (within `miss_z` Poisson sd, over about 1 / (1 -
+    `memory`) periods): a host slower than its profile, as a busy machine or a calibration that
+    saw no tails makes it, moves every candidate's score alike, towards those with room to
+    spare, rather than the one in force's alone. Each score is the mean over those loads less
+    `risk` x its standard deviation over them: a candidate on the steep side of its curve
+    (ResNet-50 at its capacity, a standing queue absorbed by fallbacks) loses to a flat one of
+    nearly the same mean, as a burst the Poisson plan does not see would have it (live, a
+    Twitter-trace path at 500 ms: 36 drops in two one-second spikes against static ResNet-18's
+    few). The best is taken unless the choice in force is within `keep_margin` of it
+    (`realloc_margin` more when the best needs another R x T: a handover in which the new
+    replicas wait for the old ones' cores). Candidates within `tie_tol` of the best are ties,
+    broken as the planner does (fewer cores, more replicas). With no arrival in the whole window
+    the choice in force stays: there is nothing to serve and nothing to go on, and an idle
+    server that went to its heaviest variant met the next burst with it (live, a run opening at
+    1.1 x capacity: 22 requests dropped in its first second behind one 214 ms inference, against
+    1 for static ResNet-18).
 
     Against `TablePolicy` (the paper's: smoothed one-period counts, ranges, hysteresis): on a
     steady light load a 0.5 s count of 1-2 arrivals no longer sends the server to a heavy
