@@ -103,7 +103,7 @@ class Controller(Generic[S]):
 def _fields(state: object) -> list[tuple[str, object]]:
     """A state's fields, those of a state it wraps (a dataclass field) in its place."""
     out: list[tuple[str, object]] = []
-    for k, v in (getattr(state, "__dict__", {}) if state is not None else {}).items():
+    for k, v in getattr(state, "__dict__", {}).items():
         wraps = is_dataclass(v) and not isinstance(v, type)
         out += _fields(v) if wraps else [(k, v)]
     return out

@@ -237,14 +237,15 @@ class QueueAwarePolicy:
         lightest = self._find(wanted.fallbacks[-1], wanted.allocation) if wanted.fallbacks \
             else None
         slow = float(getattr(rate_state, "load_factor", 1.0))
-        latency_s = (lightest or chosen).predicted_latency_s(obs.backlog, self.overhead_s, slow)
+        last_rung = lightest or chosen
+        latency_s = last_rung.predicted_latency_s(obs.backlog, self.overhead_s, slow)
         if latency_s <= self.deadline_s or not self.rescues:
             return wanted, QueueState(rate_state)
         pick = self.rescue(obs.backlog, rate_state.rate_rps, wanted.variant,
                            obs.current.allocation, slow)
         if pick is None:  # nothing would do better: fallbacks and the drop rule take the rest
             return wanted, QueueState(rate_state)
-        reason = (f"queue: backlog {obs.backlog}, table choice predicts "
+        reason = (f"queue: backlog {obs.backlog}, even {last_rung.decision.variant} predicts "
                   f"{latency_s * 1000:.0f} ms > {self.deadline_s * 1000:.0f} ms")
         fallbacks = self.table_policy.fallbacks.get(pick.decision.variant, ())
         table_choice = (wanted.variant, wanted.allocation.replicas, wanted.allocation.threads)
