@@ -37,6 +37,10 @@ import numpy as np
 from gearshift.experiment.live import free_port
 from gearshift.types import Allocation
 
+CAPACITY_ON_TIME = 0.99
+"""A system's effective capacity: the last offered rate, before the first that falls short,
+at which it answers at least this fraction of the requests within the deadline."""
+
 
 class _Answers(asyncio.Protocol):
     """One keep-alive connection of `closed_loop`: sends a request, waits for its answer."""
@@ -142,9 +146,9 @@ def answered_by(r: httpx.Response) -> str:
     return str(params.get("variant", "")) if isinstance(params, dict) else ""
 
 
-def switching_capacity(a: argparse.Namespace, body: bytes, headers: dict[str, str]
-                       ) -> dict[str, object]:
-    """gearshift switching (`table`, the experiment's plan and pool) at each of `--rates`:
+def switching_capacity(a: argparse.Namespace, rates: list[float], body: bytes,
+                       headers: dict[str, str]) -> dict[str, object]:
+    """gearshift switching (`table`, the experiment's plan and pool) at each of `rates`:
     on-time fraction and effective accuracy (on time x the answering variant's declared
     accuracy), and the effective capacity as for the static systems."""
     from peers import start_gearshift, stop, wait_ready, why_not
@@ -159,13 +163,13 @@ def switching_capacity(a: argparse.Namespace, body: bytes, headers: dict[str, st
             return {"not_measured": why_not(proc)}  # type: ignore[arg-type]
         by_rate: dict[str, dict[str, float]] = {}
         capacity, failed = 0.0, False  # the last rate before the first failure
-        for rate in (float(x) for x in a.rates.split(",")):
+        for rate in rates:
             answers = asyncio.run(answers_at(url, spec.application, body, headers, rate,
                                              a.seconds, a.deadline_ms, seed=int(rate)))
             on_time = sum(ok for ok, _ in answers) / max(1, len(answers))
             eff = sum(spec.accuracy_of(v) for ok, v in answers if ok) / max(1, len(answers))
             by_rate[f"{rate:g}"] = {"on_time": on_time, "effective_accuracy": eff}
-            failed = failed or on_time < 0.99
+            failed = failed or on_time < CAPACITY_ON_TIME
             capacity = capacity if failed else rate
         return {"effective_capacity_rps": capacity, "by_rate": by_rate}
     finally:
@@ -258,7 +262,7 @@ def run_inside(a: argparse.Namespace, pythons: dict[str, Path]) -> None:
                         body, headers = kinds[kind]
                         ok = asyncio.run(on_time_at(url, model, body, headers, rate, a.seconds,
                                                     a.deadline_ms, seed=int(rate)))
-                        if ok >= 0.99:
+                        if ok >= CAPACITY_ON_TIME:
                             capacity[name] = rate
                         else:
                             failed.add(name)
@@ -281,7 +285,7 @@ def run_inside(a: argparse.Namespace, pythons: dict[str, Path]) -> None:
             print(f"{name}: not measured ({why})")
     if a.switching is not None:
         body, headers = kinds["binary"]
-        result = switching_capacity(a, body, headers)
+        result = switching_capacity(a, rates, body, headers)
         out["switching"] = result
         print("\ngearshift switching (`table`, the demo's plan, its whole pool on 2 cores; "
               "binary), open loop:")
