@@ -194,6 +194,22 @@ def test_a_burst_the_deadline_holds_is_absorbed_a_sustained_one_is_not(
     assert policy.decide(obs(16, 12, backlog=1), state)[0].variant == "light"
 
 
+def test_a_load_a_little_beyond_capacity_is_held_while_the_queue_it_grows_fits(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """heavy@1x2 sustains 10 requests/s. Over a window at 10.1 the queue grows by a twentieth
+    of a request a period: heavy is kept (the deadline holds what it grows). At 20 requests/s
+    it would grow by five in the next period, beyond what 255 ms holds: light."""
+    profile, table = planned
+    for per_period, held in ((5, True), (10, False)):
+        policy, _ = make_policy("table", table, profile, 300.0, profile.variants())
+        state = policy.initial_state()
+        for k in range(15):
+            _, state = policy.decide(obs(k, per_period), state)
+        decision, _ = policy.decide(obs(15, per_period + 1, backlog=1), state)
+        assert (decision.variant == "heavy") is held, decision.reason
+        assert decision.reason.startswith("queue: absorbs") is held
+
+
 def test_a_rescue_lasts_one_period_then_queue_aware_decides_as_table(
         planned: tuple[Profile, PolicyTable]) -> None:
     """A backlog that even heavy's fallback (light at 1x2) would not clear in time is rescued
