@@ -163,7 +163,7 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             text = line()
-        except Exception as exc:  # one benchmark failing must not hide the others
+        except Exception as exc:  # noqa: BLE001 - one benchmark failing must not hide the others
             text = f"{name}: failed: {type(exc).__name__}: {exc}"
         print(f"{text} ({time.perf_counter() - t0:.0f} s)", flush=True)
 

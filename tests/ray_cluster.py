@@ -144,14 +144,14 @@ def main() -> None:
         ray_cli(workdir, "start", "--address", f"127.0.0.1:{HEAD_PORT}", *common)
         os.environ["HOME"] = str(workdir)
         out = scenario(pool, policy)
-    except Exception as exc:  # said in the result, for the test to show
+    except Exception as exc:  # noqa: BLE001 - said in the result, for the test to show
         out["error"] = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, subprocess.CalledProcessError):
             out["error"] += f" {exc.stderr.decode(errors='replace')[-2000:]}"
     finally:
         try:
             ray_cli(workdir, "stop", "--force")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - said in the result
             out["stop_error"] = str(exc)
         if not os.environ.get("GEARSHIFT_KEEP_RAY_LOGS"):
             shutil.rmtree(temp, ignore_errors=True)

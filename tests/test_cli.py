@@ -44,9 +44,9 @@ def test_prewarm_table_loads_what_the_controller_may_choose() -> None:
     """The table and queue-aware controllers choose among every candidate of the planner's
     grid, so `--prewarm table` loads its allocations too; table:paper and statics keep to
     the ranges'."""
-    from gearshift.serving.server import prewarm_allocations
     from gearshift.errors import GearshiftError
     from gearshift.planning.table import GridPoint, PolicyRange, PolicyTable
+    from gearshift.serving.server import prewarm_allocations
 
     def point(r: int, t: int) -> GridPoint:
         return GridPoint(rate_rps=1.0, variant="a", replicas=r, threads=t, p_on_time=1.0,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 
-from gearshift.policy import Controller
 from gearshift.cluster import ClusterControl, ClusterView, NodeReport
+from gearshift.policy import Controller
 from gearshift.types import Allocation, Decision
 from tests.servers import ScriptedPolicy
 

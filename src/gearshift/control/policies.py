@@ -47,6 +47,12 @@ class RateState:
     def rate_rps(self) -> float:
         return self.smoothed_rps
 
+    @property
+    def load_factor(self) -> float:
+        """How much heavier than its rate the load acts on the host: the paper's controller
+        takes the host as profiled (`WindowState.load_factor` measures it)."""
+        return 1.0
+
 
 def is_jump(prev_rps: float, rate_rps: float, period_s: float, jump_z: float) -> bool:
     """Whether the last period's count is more than `jump_z` Poisson standard deviations from
@@ -237,7 +243,7 @@ class QueueAwarePolicy:
         chosen = self._candidate(wanted.variant, wanted.allocation)
         lightest = self._find(wanted.fallbacks[-1], wanted.allocation) if wanted.fallbacks \
             else None
-        slow = float(getattr(rate_state, "load_factor", 1.0))
+        slow = rate_state.load_factor
         last_rung = lightest or chosen
         latency_s = last_rung.predicted_latency_s(obs.backlog, self.overhead_s, slow)
         if latency_s <= self.deadline_s or not self.rescues:

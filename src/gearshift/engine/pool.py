@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Self
 
 import numpy as np
 
@@ -246,7 +247,7 @@ class ReplicaPool:
             if job is not None:
                 self._fail(job, ShuttingDown("the server shut down while serving"))
 
-    async def __aenter__(self) -> ReplicaPool:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -52,7 +52,7 @@ def _serve_one(runtime: Runtime, call: InferCall, slot: SlotReader | None) -> In
         outputs = runtime.infer(call.variant, inputs)
     except GearshiftError as exc:
         return InferReply(call.request_id, error=exc.message, error_status=exc.status)
-    except Exception as exc:  # a runtime failure must still answer the request
+    except Exception as exc:  # noqa: BLE001 - a runtime failure must still answer the request
         return InferReply(call.request_id, error=f"runtime error: {exc}", error_status=500)
     return InferReply(call.request_id, outputs, (time.perf_counter() - t0) * 1000.0)
 
@@ -64,7 +64,7 @@ def worker_main(conn: Connection) -> None:
     t0 = time.perf_counter()
     try:
         runtime = _load(config)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to load is reported to the pool
         send(conn, WorkerStartFailed(config.worker_id, f"{type(exc).__name__}: {exc}"))
         return
     slot = SlotReader(config.slot_name, config.slot_size) if config.slot_name else None

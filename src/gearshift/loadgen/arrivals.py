@@ -314,9 +314,9 @@ def open_text(path: str | Path) -> Iterator[TextIO]:
     with path.open("rb") as raw:
         magic = raw.read(3)
     if magic[:2] == b"\x1f\x8b":
-        stream: TextIO = gzip.open(path, "rt", encoding="utf-8")
+        stream: TextIO = gzip.open(path, "rt", encoding="utf-8")  # noqa: SIM115 - closed below
     elif magic == b"BZh":
-        stream = bz2.open(path, "rt", encoding="utf-8")
+        stream = bz2.open(path, "rt", encoding="utf-8")  # noqa: SIM115 - closed below
     else:
         stream = path.open("r", encoding="utf-8")
     with stream:

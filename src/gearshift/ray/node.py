@@ -104,7 +104,7 @@ class PoolNode:
                 decision = await self._report(self.take_report(self._clock()))
                 if decision is not None:
                     self.actuator.apply(decision)
-            except Exception as exc:  # a lost controller must not stop serving
+            except Exception as exc:  # noqa: BLE001 - a lost controller must not stop serving
                 self.last_error = f"report failed: {type(exc).__name__}: {exc}"
                 log.warning(self.last_error)
 

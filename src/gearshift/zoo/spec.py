@@ -201,7 +201,7 @@ def check_model_files(spec: PoolSpec, where: Path) -> None:
             )
         try:
             model = onnx.load(str(p), load_external_data=False)
-        except Exception as exc:  # onnx raises several types for a bad file
+        except Exception as exc:  # noqa: BLE001 - onnx raises several types for a bad file
             raise SpecError(f"invalid pool spec {where}: {field}: {p} is not an ONNX model ({exc})")
         _check_input(spec, model, f"invalid pool spec {where}: variants[{i}] ({v.name})")
 
@@ -225,7 +225,7 @@ def model_outputs(spec: PoolSpec) -> dict[str, list[OutputInfo]]:
     for v in spec.variants:
         try:
             model = onnx.load(str(spec.model_path(v.name)), load_external_data=False)
-        except Exception:  # onnx raises several types for a bad file; the pool will say why
+        except Exception:  # noqa: BLE001, S112 - onnx raises several types for a bad file; the pool will say why
             continue
         found[v.name] = [
             OutputInfo(o.name,
