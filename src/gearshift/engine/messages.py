@@ -101,5 +101,6 @@ def recv(conn: Connection) -> Message:
     buffers = [conn.recv_bytes() for _ in range(count)]  # arrays are rebuilt read-only over these
     msg = pickle.loads(memoryview(first)[_COUNT.size :], buffers=buffers)
     if not isinstance(msg, _MESSAGE_TYPES):
-        raise EOFError(f"not a gearshift message: {type(msg).__name__}")  # noqa: TRY004 - a broken peer
+        # the peer is broken: the reader's end-of-stream, not a type error of the caller's
+        raise EOFError(f"not a gearshift message: {type(msg).__name__}")  # noqa: TRY004
     return msg

@@ -61,7 +61,7 @@ class NodeRouter:
             answer = await self._call(inputs, variant, budget_s)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the node (or its process) was lost with the request
+        except Exception as exc:  # noqa: BLE001 - the node (or its process) lost with the request
             log.warning("node call failed: %s: %s", type(exc).__name__, exc)
             raise Overloaded(f"the node serving this request was lost "
                              f"({type(exc).__name__}); retry", retry_after_s=1.0) from None

@@ -225,8 +225,8 @@ def model_outputs(spec: PoolSpec) -> dict[str, list[OutputInfo]]:
     for v in spec.variants:
         try:
             model = onnx.load(str(spec.model_path(v.name)), load_external_data=False)
-        except Exception:  # noqa: BLE001, S112 - onnx raises several types for a bad file; the pool will say why
-            continue
+        except Exception:  # noqa: BLE001, S112 - onnx raises several types for a bad file
+            continue  # the pool will say why
         found[v.name] = [
             OutputInfo(o.name,
                        np.dtype(onnx.helper.tensor_dtype_to_np_dtype(
