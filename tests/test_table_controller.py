@@ -196,7 +196,7 @@ def test_a_burst_the_deadline_holds_is_absorbed_a_sustained_one_is_not(
 
 def test_a_load_a_little_beyond_capacity_is_held_while_the_queue_it_grows_fits(
         planned: tuple[Profile, PolicyTable]) -> None:
-    """heavy@1x2 sustains 10 requests/s. Over a window at 10.1 the queue grows by a twentieth
+    """heavy@1x2 sustains 10 requests/s. Over a window at 10.1 the queue grows by a sixteenth
     of a request a period: heavy is kept (the deadline holds what it grows). At 20 requests/s
     it would grow by five in the next period, beyond what 255 ms holds: light."""
     profile, table = planned
