@@ -210,6 +210,38 @@ def test_a_load_a_little_beyond_capacity_is_held_while_the_queue_it_grows_fits(
         assert decision.reason.startswith("queue: absorbs") is held
 
 
+def test_a_load_beyond_capacity_a_long_deadline_holds_is_ridden_out_on_the_queue() -> None:
+    """heavy@1x2 sustains 10 requests/s; light@1x2 is in force. At 14 requests/s over 2 s
+    the table plans heavy for a load that lasts and takes light; at 2 s the queue that load
+    grows as long again (8 requests) fits, and heavy rides it out. At 300 ms it does not fit;
+    a step to 5 x heavy's capacity grows too much within one period even at 2 s; at 9
+    requests/s, within heavy's capacity, the table's plan stands."""
+    profile = two_core_profile()
+    rates = [float(r) for r in np.linspace(0.5, 60.0, 60)]
+    long_table = plan(profile, 2000.0, rates, PlanSettings(duration_s=60.0, headroom=0.85),
+                      seed=0, fallbacks=fallback_ladders(profile))
+    _, short_table = planned_up_to(60.0)
+    light = Decision("light", A12)
+
+    def last(table: PolicyTable, deadline_ms: float, counts: list[int]) -> Decision:
+        policy, _ = make_policy("table", table, profile, deadline_ms, profile.variants())
+        state = policy.initial_state()
+        for k, n in enumerate(counts):
+            decision, state = policy.decide(replace(obs(k, n), current=light), state)
+        return decision
+
+    beyond = [7] * 4  # 14 requests/s
+    ridden = last(long_table, 2000.0, beyond)
+    assert (ridden.variant, ridden.allocation) == ("heavy", A12), ridden.reason
+    assert ridden.reason.startswith("queue: rides out 14.0 rps over 2 s")
+    assert ridden.fallbacks == ("light",)
+    assert last(short_table, 300.0, beyond).variant == "light"
+    step = last(long_table, 2000.0, [1] * 15 + [25])  # 50 requests/s: 20 more in 0.5 s
+    assert step.variant == "light" and not step.reason.startswith("queue: rides"), step.reason
+    within = last(long_table, 2000.0, [4, 5] * 8)  # 9 requests/s
+    assert not within.reason.startswith("queue: rides"), within.reason
+
+
 def test_a_rescue_lasts_one_period_then_queue_aware_decides_as_table(
         planned: tuple[Profile, PolicyTable]) -> None:
     """A backlog that even heavy's fallback (light at 1x2) would not clear in time is rescued
