@@ -78,3 +78,38 @@ def test_plan_options_default_to_the_plan_settings() -> None:
     assert (d["points"], d["sim_seconds"], d["headroom"], d["period_s"]) == (
         DEFAULT_PLAN.points, DEFAULT_PLAN.duration_s, DEFAULT_PLAN.headroom,
         DEFAULT_PLAN.period_s)
+
+
+def test_a_served_controller_plans_for_the_tables_deadline_not_the_pools(
+        tiny_spec, tmp_path: Path) -> None:
+    """A table planned for 900 ms on a pool whose requests default to its own deadline: the
+    controller `gearshift serve` builds (at start and at a controller switch) judges its
+    backlog against 900 ms, the deadline its table's choices were planned for (with the
+    pool's, `absorb` refused to hold a heavier variant behind a backlog that 600 ms held)."""
+    import numpy as np
+
+    from gearshift.cli import _policies_from_files
+    from gearshift.control.policies import QueueAwarePolicy
+    from gearshift.planning.planner import plan
+    from gearshift.planning.settings import PlanSettings
+    from gearshift.planning.table import save_policy
+    from gearshift.profiling.profile import save_profile
+    from tests.synthetic import make_profile
+
+    a12 = Allocation(1, 2)
+    small, large = tiny_spec.variant_names()[:2]
+    profile = make_profile({(large, a12): [20.0] * 50, (small, a12): [5.0] * 50},
+                           {large: 0.8, small: 0.6}, overhead_ms=[1.0], cores=2)
+    profile = profile.model_copy(update={"application": tiny_spec.application,
+                                         "pool_digest": tiny_spec.digest()})
+    deadline_ms = 3 * tiny_spec.deadline_ms
+    table = plan(profile, deadline_ms, [float(r) for r in np.linspace(1.0, 200.0, 10)],
+                 PlanSettings(duration_s=5.0))
+    save_profile(profile, tmp_path / "profile.json")
+    save_policy(table, tmp_path / "policy.json")
+    build = _policies_from_files(tiny_spec, tmp_path / "policy.json", tmp_path / "profile.json",
+                                 {}, tiny_spec.digest())
+    for name in ("table", "queue-aware"):
+        policy, _ = build(name)
+        assert isinstance(policy, QueueAwarePolicy)
+        assert policy.deadline_s == pytest.approx(deadline_ms / 1000.0)

@@ -332,7 +332,7 @@ def serve(
         profile_path = profile_path or policy.parent / "profile.json"
         prof = load_profile(profile_path, digest) if profile_path.is_file() else None
         options = parse_options(controller_option or [])
-        pol, initial = make_policy(controller, table, prof, spec.deadline_ms,
+        pol, initial = make_policy(controller, table, prof, table.deadline_ms,
                                    spec.variant_names(), options)
         token = read_token_file(auth_token_file) if auth_token_file else None
         if management not in ("auto", "open", "token", "closed"):
@@ -345,6 +345,10 @@ def serve(
         console.print(f"[yellow]warning:[/] binding {host}: reachable beyond this machine"
                       f"{'' if token else '; no --auth-token-file: anyone can call it'}; "
                       f"management endpoints {access.management}")
+    if table.deadline_ms != spec.deadline_ms:
+        console.print(f"note: the controller plans for the table's deadline, "
+                      f"{table.deadline_ms:g} ms; a request that names none gets the pool's, "
+                      f"{spec.deadline_ms:g} ms")
     try:
         warm = prewarm_allocations(table, controller, prewarm)
     except GearshiftError as exc:
@@ -380,15 +384,18 @@ def _policies_from_files(spec: PoolSpec, policy: Path, profile: Path,
     must match `digest`, the pool's as loaded at start (the replicas serve those files; hashing
     every model file again per call read hundreds of MB for a ResNet pool). The command line's
     controller options go to a policy of the same kind (the table's to queue-aware, and back);
-    another kind starts from its defaults."""
+    another kind starts from its defaults. The policy judges the backlog against the deadline
+    the table was planned for (`gearshift experiment --deadline-ms` plans for its own), not
+    the pool's default for requests that name none."""
     from gearshift.control.factory import make_policy, options_for
     from gearshift.planning.table import load_policy
     from gearshift.profiling.profile import load_profile
 
     def build(name: str) -> tuple[Any, Decision]:
         prof = load_profile(profile, digest) if profile.is_file() else None
-        return make_policy(name, load_policy(policy, digest), prof, spec.deadline_ms,
-                           spec.variant_names(), options_for(name, options))
+        table = load_policy(policy, digest)
+        return make_policy(name, table, prof, table.deadline_ms, spec.variant_names(),
+                           options_for(name, options))
 
     return build
 
