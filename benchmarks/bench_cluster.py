@@ -96,7 +96,7 @@ def main() -> None:
         t1 = time.perf_counter()
         ea = {}
         for name in names:
-            policy, initial = make_policy(name, table, node, a.deadline, variants)
+            policy, initial = make_policy(name, table, node, variants)
             res = simulate_cluster(node, Controller(policy, keep_log=False), arrivals,
                                    a.deadline, initial, a.seed, n,
                                    SimSettings(period_s=a.period, duration_s=a.duration),
@@ -109,9 +109,8 @@ def main() -> None:
               f"{time.perf_counter() - t1:.0f} s |")
     print("controller time per period (aggregation and decision), table policy:")
     for n in (8, 64, 512):
-        cost = controller_cost_ms(lambda: make_policy(TABLE, table, node, a.deadline,
-                                                      variants)[0],
-                                  make_policy(TABLE, table, node, a.deadline, variants)[1], n)
+        cost = controller_cost_ms(lambda: make_policy(TABLE, table, node, variants)[0],
+                                  make_policy(TABLE, table, node, variants)[1], n)
         figures.setdefault("controller_ms", {})[str(n)] = cost
         print(f"  {n} nodes: {cost:.2f} ms")
     if a.json:

@@ -137,7 +137,7 @@ def cluster(experiment: Path | None, traces: Path) -> str:
     arrivals = parse_workload(family["trace"](1)).arrivals(60.0, 1, capacity * 8)
     ea = {}
     for name in [*(static_name(v) for v in node.variants()), TABLE]:
-        policy, initial = make_policy(name, table, node, 300.0, node.variants())
+        policy, initial = make_policy(name, table, node, node.variants())
         ea[name] = simulate_cluster(node, Controller(policy, keep_log=False), arrivals, 300.0,
                                     initial, 1, 8, SimSettings(period_s=0.5, duration_s=60.0)
                                     ).effective_accuracy(node.accuracy)

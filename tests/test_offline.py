@@ -62,7 +62,7 @@ def test_simulate_passes_controller_options_and_lists_the_registrys(tmp_path, mo
     real = offline.make_policy
 
     def spy(*args: object) -> object:
-        seen.append(args[5])
+        seen.append(args[4])  # options
         return real(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(offline, "make_policy", spy)

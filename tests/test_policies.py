@@ -112,7 +112,7 @@ def test_table_policy_state_is_logged_by_the_controller() -> None:
 def test_a_wrapped_state_is_logged_field_by_field() -> None:
     """queue-aware's state wraps its rate policy's: the log shows the rate policy's fields
     and the table's own choice while a rescue is in force."""
-    policy = QueueAwarePolicy(two_range_table(60.0), three_variant_profile(), deadline_ms=300.0)
+    policy = QueueAwarePolicy(two_range_table(60.0), three_variant_profile())
     controller = Controller(policy)
     controller.step(obs(1.0, 5))
     assert controller.log[-1].state == {"smoothed_rps": 5.0, "range_index": 0,
@@ -135,7 +135,7 @@ def three_variant_profile() -> Profile:
 
 
 def test_queue_aware_shifts_on_backlog_and_back_when_it_drains() -> None:
-    policy = QueueAwarePolicy(two_range_table(60.0), three_variant_profile(), deadline_ms=300.0)
+    policy = QueueAwarePolicy(two_range_table(60.0), three_variant_profile())
     state = policy.initial_state()
     d, state = policy.decide(obs(1.0, 5), state)
     assert d.variant == "heavy"  # table choice at 5 rps, no backlog
@@ -163,7 +163,7 @@ def test_queue_aware_reacts_to_a_burst_the_rate_estimate_misses() -> None:
         return res.decisions[5], int(np.count_nonzero(~res.columns.on_time))
 
     table_at_6, table_missed = run(TablePolicy(table))
-    aware_at_6, aware_missed = run(QueueAwarePolicy(table, profile, 300.0))
+    aware_at_6, aware_missed = run(QueueAwarePolicy(table, profile))
     assert table_at_6.variant == "heavy" and aware_at_6.variant != "heavy"
     assert aware_missed < table_missed
 
@@ -192,19 +192,19 @@ def test_policy_names_build_table_paper_table_and_pinned_statics() -> None:
                             ("heavy", A2): constant_ms(60.0), ("light", A2): constant_ms(6.0)},
                            {"heavy": 0.9, "light": 0.7}, cores=2)
     table, names = two_range_table(60.0), ["heavy", "light"]
-    policy, first = make_policy("table", table, profile, 300.0, names)
+    policy, first = make_policy("table", table, profile, names)
     assert first == Decision("heavy", A1, "table", ("light",))
     d, _ = policy.decide(obs(1.0, 5), policy.initial_state())
     assert d.fallbacks == ("light",)
-    paper, first = make_policy("table:paper", table, profile, 300.0, names)
+    paper, first = make_policy("table:paper", table, profile, names)
     assert first.fallbacks == () and paper.decide(obs(1.0, 5), paper.initial_state())[0] \
         .fallbacks == ()
-    _, pinned = make_policy("static:light@1x2", table, profile, 300.0, names)
+    _, pinned = make_policy("static:light@1x2", table, profile, names)
     assert pinned == Decision("light", Allocation(1, 2), "static")
     with pytest.raises(SpecError, match="does not use the 2 cores; use one of 2x1, 1x2"):
-        make_policy("static:light@1x1", table, profile, 300.0, names)
+        make_policy("static:light@1x1", table, profile, names)
     with pytest.raises(SpecError, match="'2y1' is not an RxT"):
-        make_policy("static:light@2y1", table, profile, 300.0, names)
+        make_policy("static:light@2y1", table, profile, names)
 
 
 def test_fallbacks_rescue_a_spike_in_the_simulator() -> None:
@@ -234,7 +234,7 @@ def test_queue_aware_leaves_the_table_variants_r_x_t_to_the_table() -> None:
                         cores=1, ranges=[PolicyRange(min_rps=0.0, max_rps=math.inf,
                                                      variant="light", replicas=1, threads=1,
                                                      p_on_time=1.0, effective_accuracy=0.7)])
-    policy = QueueAwarePolicy(table, profile, deadline_ms=60.0)
+    policy = QueueAwarePolicy(table, profile)
     d, _ = policy.decide(obs(1.0, 5, backlog=2, current=Decision("light", A1)),
                          policy.initial_state())
     assert d.variant == "light" and d.allocation == A1 and d.reason.startswith("table")
@@ -246,8 +246,7 @@ def test_queue_aware_leaves_a_backlog_the_fallbacks_can_drain_to_them() -> None:
     either, is rescued with another variant."""
     profile = three_variant_profile()
     table = two_range_table(60.0)
-    policy = QueueAwarePolicy(table, profile, 300.0,
-                              TablePolicy(table, fallbacks={"heavy": ("mid",)}))
+    policy = QueueAwarePolicy(table, profile, TablePolicy(table, fallbacks={"heavy": ("mid",)}))
     state = policy.initial_state()
     d, state = policy.decide(obs(1.0, 5, backlog=10), state)
     assert d.variant == "heavy" and d.fallbacks == ("mid",)

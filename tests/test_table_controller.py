@@ -172,7 +172,7 @@ def test_a_burst_the_deadline_holds_is_absorbed_a_sustained_one_is_not(
     make the planned deadline behind the backlog. Once the backlog says it would not, or the
     whole window's load is beyond heavy's capacity, the switch happens."""
     profile, table = planned
-    policy, _ = make_policy("table", table, profile, 300.0, profile.variants())
+    policy, _ = make_policy("table", table, profile, profile.variants())
     bare = ExpectedTablePolicy.from_table(table, {})
     state, bare_state = policy.initial_state(), bare.initial_state()
     for k in range(16):
@@ -187,7 +187,7 @@ def test_a_burst_the_deadline_holds_is_absorbed_a_sustained_one_is_not(
     # the same burst where heavy is path-bound: no backlog shows its lateness
     bound = profile.model_copy(update={"entries": [
         e.model_copy(update={"path_bound": e.variant == "heavy"}) for e in profile.entries]})
-    policy, _ = make_policy("table", table, bound, 300.0, profile.variants())
+    policy, _ = make_policy("table", table, bound, profile.variants())
     state = policy.initial_state()
     for k in range(16):
         _, state = policy.decide(obs(k, 1), state)
@@ -201,7 +201,7 @@ def test_a_load_a_little_beyond_capacity_is_held_while_the_queue_it_grows_fits(
     it would grow by five in the next period, beyond what 255 ms holds: light."""
     profile, table = planned
     for per_period, held in ((5, True), (10, False)):
-        policy, _ = make_policy("table", table, profile, 300.0, profile.variants())
+        policy, _ = make_policy("table", table, profile, profile.variants())
         state = policy.initial_state()
         for k in range(15):
             _, state = policy.decide(obs(k, per_period), state)
@@ -223,22 +223,22 @@ def test_a_load_beyond_capacity_a_long_deadline_holds_is_ridden_out_on_the_queue
     _, short_table = planned_up_to(60.0)
     light = Decision("light", A12)
 
-    def last(table: PolicyTable, deadline_ms: float, counts: list[int]) -> Decision:
-        policy, _ = make_policy("table", table, profile, deadline_ms, profile.variants())
+    def last(table: PolicyTable, counts: list[int]) -> Decision:
+        policy, _ = make_policy("table", table, profile, profile.variants())
         state = policy.initial_state()
         for k, n in enumerate(counts):
             decision, state = policy.decide(replace(obs(k, n), current=light), state)
         return decision
 
     beyond = [7] * 4  # 14 requests/s
-    ridden = last(long_table, 2000.0, beyond)
+    ridden = last(long_table, beyond)
     assert (ridden.variant, ridden.allocation) == ("heavy", A12), ridden.reason
     assert ridden.reason.startswith("queue: rides out 14.0 rps over 2 s")
     assert ridden.fallbacks == ("light",)
-    assert last(short_table, 300.0, beyond).variant == "light"
-    step = last(long_table, 2000.0, [1] * 15 + [25])  # 50 requests/s: 20 more in 0.5 s
+    assert last(short_table, beyond).variant == "light"
+    step = last(long_table, [1] * 15 + [25])  # 50 requests/s: 20 more in 0.5 s
     assert step.variant == "light" and not step.reason.startswith("queue: rides"), step.reason
-    within = last(long_table, 2000.0, [4, 5] * 8)  # 9 requests/s
+    within = last(long_table, [4, 5] * 8)  # 9 requests/s
     assert not within.reason.startswith("queue: rides"), within.reason
 
 
@@ -249,8 +249,8 @@ def test_a_rescue_lasts_one_period_then_queue_aware_decides_as_table(
     (its own choice in force) is absorbed by `queue-aware` too, not met by the rescue's
     light."""
     profile, table = planned
-    aware, _ = make_policy("queue-aware", table, profile, 300.0, profile.variants())
-    plain, _ = make_policy("table", table, profile, 300.0, profile.variants())
+    aware, _ = make_policy("queue-aware", table, profile, profile.variants())
+    plain, _ = make_policy("table", table, profile, profile.variants())
     state, plain_state = aware.initial_state(), plain.initial_state()
     for k in range(16):
         _, state = aware.decide(obs(k, 1), state)
@@ -297,20 +297,20 @@ def test_a_steady_load_is_trusted_closer_to_a_cliff_than_the_planners_15_percent
 def test_controller_options_reach_the_policy_and_bad_ones_are_named(
         planned: tuple[Profile, PolicyTable]) -> None:
     profile, table = planned
-    policy, _ = make_policy("queue-aware", table, profile, 300.0, profile.variants(),
+    policy, _ = make_policy("queue-aware", table, profile, profile.variants(),
                             parse_options(["jump_z=2.5", "keep_margin=0"]))
     assert isinstance(policy, QueueAwarePolicy)
     assert isinstance(policy.table_policy, ExpectedTablePolicy)
     assert (policy.table_policy.jump_z, policy.table_policy.keep_margin) == (2.5, 0.0)
     with pytest.raises(SpecError, match=r"no option alpha_up; its options: jump_z \(default 3\)"):
-        make_policy("table", table, profile, 300.0, profile.variants(), {"alpha_up": 0.5})
-    paper, _ = make_policy("table:paper", table, profile, 300.0, profile.variants(),
+        make_policy("table", table, profile, profile.variants(), {"alpha_up": 0.5})
+    paper, _ = make_policy("table:paper", table, profile, profile.variants(),
                            {"alpha_up": 0.5})
     assert isinstance(paper, TablePolicy) and paper.alpha_up == 0.5
     with pytest.raises(SpecError, match="'jump_z' is not KEY=NUMBER"):
         parse_options(["jump_z"])
     with pytest.raises(SpecError, match="unknown controller 'tabel'; use table, queue-aware"):
-        make_policy("tabel", table, profile, 300.0, profile.variants())
+        make_policy("tabel", table, profile, profile.variants())
 
 
 def test_a_host_missing_more_than_planned_acts_as_a_heavier_load(
@@ -387,10 +387,10 @@ def test_a_switching_policy_starts_from_the_best_candidate_over_the_load_grid() 
                         if (p.variant, p.replicas, p.threads) == k]) for k in keys}
     best = max(keys, key=lambda k: mean[k])
     for name in ("table", "queue-aware"):
-        _, first = make_policy(name, table, profile, 300.0, profile.variants())
+        _, first = make_policy(name, table, profile, profile.variants())
         assert (first.variant, first.allocation.replicas, first.allocation.threads) == best
         assert first.fallbacks == tuple(table.fallbacks.get(first.variant, ()))
-    _, paper = make_policy("table:paper", table, profile, 300.0, profile.variants())
+    _, paper = make_policy("table:paper", table, profile, profile.variants())
     assert paper.variant == table.ranges[0].variant == "heavy" != best[0]
 
 

@@ -332,8 +332,7 @@ def serve(
         profile_path = profile_path or policy.parent / "profile.json"
         prof = load_profile(profile_path, digest) if profile_path.is_file() else None
         options = parse_options(controller_option or [])
-        pol, initial = make_policy(controller, table, prof, table.deadline_ms,
-                                   spec.variant_names(), options)
+        pol, initial = make_policy(controller, table, prof, spec.variant_names(), options)
         token = read_token_file(auth_token_file) if auth_token_file else None
         if management not in ("auto", "open", "token", "closed"):
             raise GearshiftError(f"--management {management!r}: use auto, open, token or closed")
@@ -394,7 +393,7 @@ def _policies_from_files(spec: PoolSpec, policy: Path, profile: Path,
     def build(name: str) -> tuple[Any, Decision]:
         prof = load_profile(profile, digest) if profile.is_file() else None
         table = load_policy(policy, digest)
-        return make_policy(name, table, prof, table.deadline_ms, spec.variant_names(),
+        return make_policy(name, table, prof, spec.variant_names(),
                            options_for(name, options))
 
     return build

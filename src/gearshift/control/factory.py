@@ -45,13 +45,12 @@ def best_allocation(table: PolicyTable, profile: Profile | None, variant: str) -
 @dataclass(frozen=True)
 class PolicyRequest:
     """What a policy is built from: the name asked for (`static:resnet50@2x1`), the plan, the
-    profile (None if there is none), the deadline, the pool's variants, the fallback ladders
+    profile (None if there is none), the pool's variants, the fallback ladders
     the table was planned with, the decision at the lightest load, and controller options."""
 
     name: str
     table: PolicyTable
     profile: Profile | None
-    deadline_ms: float
     variants: list[str]
     fallbacks: dict[str, tuple[str, ...]]
     first: Decision
@@ -101,7 +100,7 @@ def _table(r: PolicyRequest, rescues: bool, name: str) -> tuple[Policy[Any], Dec
         if rescues:
             raise SpecError(f"the {name} policy needs the profile (--profile profile.json)")
         return rate_policy, r.first
-    return QueueAwarePolicy(r.table, r.profile, r.deadline_ms, rate_policy, rescues=rescues,
+    return QueueAwarePolicy(r.table, r.profile, rate_policy, rescues=rescues,
                             name=name), r.first
 
 
@@ -174,11 +173,12 @@ def options_for(name: str, options: Mapping[str, float]) -> dict[str, float]:
     return dict(options) if kind is not None and set(options) <= set(kind.options) else {}
 
 
-def make_policy(name: str, table: PolicyTable, profile: Profile | None, deadline_ms: float,
-                variants: list[str], options: Mapping[str, float] | None = None
-                ) -> tuple[Policy[Any], Decision]:
+def make_policy(name: str, table: PolicyTable, profile: Profile | None, variants: list[str],
+                options: Mapping[str, float] | None = None) -> tuple[Policy[Any], Decision]:
     """The policy and the decision to start from: what it would pick at the lightest load, or
-    for a switching policy, which knows no rate until its first period, `robust_start`.
+    for a switching policy, which knows no rate until its first period, `robust_start`. The
+    deadline a policy plans for is the one `table` was planned for (a host whose requests
+    default to another would otherwise judge its backlog against that one).
     `options`: controller settings by name (`jump_z=3`), checked against the kind's."""
     kind = REGISTRY.get(name) or (REGISTRY[STATIC] if static_variant(name) is not None
                                   else None)
@@ -195,8 +195,8 @@ def make_policy(name: str, table: PolicyTable, profile: Profile | None, deadline
     fallbacks = ({v: tuple(f) for v, f in table.fallbacks.items()}
                  or (fallback_ladders(profile) if profile is not None else {}))
     first = replace(first, fallbacks=fallbacks.get(first.variant, ()))
-    return kind.build(PolicyRequest(name, table, profile, deadline_ms, variants, fallbacks,
-                                    first, dict(options or {})))
+    return kind.build(PolicyRequest(name, table, profile, variants, fallbacks, first,
+                                    dict(options or {})))
 
 
 def robust_start(table: PolicyTable) -> Decision:

@@ -217,16 +217,17 @@ class QueueAwarePolicy:
     in which `table`'s ResNet-50 made every deadline: 0.004 of effective accuracy).
     """
 
-    def __init__(self, table: PolicyTable, profile: Profile, deadline_ms: float,
+    def __init__(self, table: PolicyTable, profile: Profile,
                  smoothing: TablePolicy | ExpectedTablePolicy | None = None,
                  rescues: bool = True, name: str = "queue-aware") -> None:
-        """`smoothing`: the table policy (and its smoothing and hysteresis settings) to start
-        from; by default `TablePolicy(table)`. `rescues`: False keeps only `absorb`."""
+        """The backlog is judged against the deadline `table` was planned for. `smoothing`:
+        the table policy (and its smoothing and hysteresis settings) to start from; by default
+        `TablePolicy(table)`. `rescues`: False keeps only `absorb`."""
         self.table_policy = smoothing or TablePolicy(table)
         self.rescues = rescues
         self.name = name
         self.candidates = candidates_from(profile)
-        self.deadline_s = deadline_ms / 1000.0
+        self.deadline_s = table.deadline_ms / 1000.0
         self.headroom = table.headroom
         self.overhead_s = profile.dispatch_overhead_ms() / 1000.0  # a request behind a backlog
 

@@ -78,7 +78,7 @@ def simulate_policy(name: str, profile: Profile, table: PolicyTable, variants: l
         sched = oracle_schedule(profile, arrivals_s, deadline_ms, seed, period_s)
         policy, initial = SchedulePolicy(sched.decisions, period_s), sched.decisions[0]
     else:
-        policy, initial = make_policy(name, table, profile, deadline_ms, variants, options)
+        policy, initial = make_policy(name, table, profile, variants, options)
     result = simulate(served_by or profile, Controller(policy), arrivals_s, deadline_ms, initial,
                       seed, settings)
     return SimRun(result.columns, (initial, *result.decisions))

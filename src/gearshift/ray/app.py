@@ -99,8 +99,8 @@ def _load(config: ClusterConfig) -> tuple[Loaded, Controller[Any], Decision]:
     path = config.profile_path()
     prof = load_profile(path, digest) if path.is_file() else None
     options = parse_options([o for o in config.controller_options.split(",") if o])
-    policy, initial = make_policy(config.controller, table, prof, table.deadline_ms,
-                                  spec.variant_names(), options)
+    policy, initial = make_policy(config.controller, table, prof, spec.variant_names(),
+                                  options)
     return Loaded(spec, table, prof), Controller(policy, keep_log=False), initial
 
 
