@@ -288,8 +288,7 @@ class QueueAwarePolicy:
         if held is None or held.path_bound or held.accuracy <= self._accuracy(wanted.variant):
             return None
         window_rps = sum(state.counts) / (len(state.counts) * obs.period_s)
-        grown = obs.backlog + max(0.0, window_rps - held.capacity_rps) * obs.period_s
-        latency_s = held.predicted_latency_s(grown, self.overhead_s)
+        latency_s = self._projected_latency_s(held, obs.backlog, window_rps, obs.period_s)
         if latency_s > self.deadline_s * self.headroom:
             return None
         reason = (f"queue: absorbs the burst (backlog {obs.backlog}, {latency_s * 1000:.0f} ms "
@@ -323,8 +322,7 @@ class QueueAwarePolicy:
             if (c.path_bound or c.accuracy <= floor or c.capacity_rps >= state.rate_rps
                     or c.decision.allocation != current.allocation):
                 continue
-            grown = obs.backlog + (state.rate_rps - c.capacity_rps) * horizon_s
-            latency_s = c.predicted_latency_s(grown, self.overhead_s)
+            latency_s = self._projected_latency_s(c, obs.backlog, state.rate_rps, horizon_s)
             if latency_s <= self.deadline_s * self.headroom:
                 fits.append((c, latency_s))
         if not fits:
@@ -335,6 +333,13 @@ class QueueAwarePolicy:
                   f"({latency_s * 1000:.0f} ms predicted)")
         return Decision(variant, pick.decision.allocation, reason,
                         self.table_policy.fallbacks.get(variant, ()))
+
+    def _projected_latency_s(self, c: Candidate, backlog: int, rate_rps: float,
+                             horizon_s: float) -> float:
+        """Latency on `c` of a request arriving `horizon_s` from now, the backlog grown
+        meanwhile by what `rate_rps` exceeds `c`'s capacity by (`absorb`, `ride_out`)."""
+        grown = backlog + max(0.0, rate_rps - c.capacity_rps) * horizon_s
+        return c.predicted_latency_s(grown, self.overhead_s)
 
     def _accuracy(self, variant: str) -> float:
         return next(c.accuracy for c in self.candidates if c.decision.variant == variant)
