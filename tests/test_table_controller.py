@@ -194,6 +194,24 @@ def test_a_burst_the_deadline_holds_is_absorbed_a_sustained_one_is_not(
     assert policy.decide(obs(16, 12, backlog=1), state)[0].variant == "light"
 
 
+def test_a_step_the_lighter_variant_could_not_take_over_from_is_not_absorbed(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """After a quiet stretch on heavy@1x2, one period at 60 requests/s (light's capacity or
+    beyond). Over the whole window the load is within heavy's 10 requests/s and heavy would
+    still answer a request arriving now in time, but were the step to last, light would
+    inherit the 25 more heavy queues meanwhile: at 60 requests/s it never drains them, so
+    the switch happens now. A burst to 24 requests/s, which light would drain, is absorbed."""
+    profile, table = planned
+    for per_period, absorbed in ((12, True), (30, False)):
+        policy, _ = make_policy("table", table, profile, profile.variants())
+        state = policy.initial_state()
+        for k in range(15):
+            _, state = policy.decide(obs(k, 1), state)
+        decision, _ = policy.decide(obs(15, per_period, backlog=1), state)
+        assert decision.reason.startswith("queue: absorbs") is absorbed, decision.reason
+        assert (decision.variant == "heavy") is absorbed, decision.reason
+
+
 def test_a_load_a_little_beyond_capacity_is_held_while_the_queue_it_grows_fits(
         planned: tuple[Profile, PolicyTable]) -> None:
     """heavy@1x2 sustains 10 requests/s. Over a window at 10.1 the queue grows by a sixteenth

@@ -278,6 +278,13 @@ class QueueAwarePolicy:
         and ResNet-18 for eight periods in which static ResNet-50 made every deadline: 0.011
         below it; the rate estimate rather than the window's, there 26-54 requests/s, ends
         most absorptions and lost 0.017).
+        Nor when the table's choice could not take over the queue, were the load the rate
+        estimate says to last: grown by one more period on the one in force, then by the
+        estimate's excess over the taker's capacity, a request behind it would miss the
+        planned fraction of the deadline on the taker too. A step onto the light variant's capacity is then met at once: on a steps
+        path at 900 ms, ResNet-50 held one period into a step to 60 requests/s (ResNet-18 2x1
+        sustains 50) handed ResNet-18 a queue it never drained, and `table` ended 0.004 below
+        static ResNet-18.
         Never for a path-bound candidate: its requests are late at a high rate with no
         backlog at all (the fashion pool's fnet-l at 1,300 req/s: 10 % late, backlog 0-4),
         and the table, planned from the path's cost by load, already knows it. `current`: the
@@ -291,6 +298,12 @@ class QueueAwarePolicy:
         latency_s = self._projected_latency_s(held, obs.backlog, window_rps, obs.period_s)
         if latency_s > self.deadline_s * self.headroom:
             return None
+        taker = self._find(wanted.variant, wanted.allocation)
+        if taker is not None and not math.isnan(state.rate_rps):
+            grown = obs.backlog + max(0.0, state.rate_rps - held.capacity_rps) * obs.period_s
+            takeover_s = self._projected_latency_s(taker, grown, state.rate_rps, obs.period_s)
+            if takeover_s > self.deadline_s * self.headroom:
+                return None
         reason = (f"queue: absorbs the burst (backlog {obs.backlog}, {latency_s * 1000:.0f} ms "
                   f"predicted, {window_rps:.1f} rps over the window)")
         return Decision(current.variant, current.allocation, reason,
@@ -334,7 +347,7 @@ class QueueAwarePolicy:
         return Decision(variant, pick.decision.allocation, reason,
                         self.table_policy.fallbacks.get(variant, ()))
 
-    def _projected_latency_s(self, c: Candidate, backlog: int, rate_rps: float,
+    def _projected_latency_s(self, c: Candidate, backlog: float, rate_rps: float,
                              horizon_s: float) -> float:
         """Latency on `c` of a request arriving `horizon_s` from now, the backlog grown
         meanwhile by what `rate_rps` exceeds `c`'s capacity by (`absorb`, `ride_out`)."""
