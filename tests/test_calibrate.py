@@ -12,6 +12,7 @@ from gearshift.experiment.calibrate import (
     capped,
     frontend_cpu_ms,
     monotone,
+    service_samples,
     typical_run,
     with_load_overhead,
     with_overhead,
@@ -105,3 +106,18 @@ def test_a_level_is_the_typical_run_not_one_runs_stall() -> None:
     assert len(typical) == 100 and typical.max() == pytest.approx(1.0)
     two = np.array(typical_run([calm, stalled]))  # two runs: halfway
     assert two.max() == pytest.approx(20.5)
+
+
+def test_an_entrys_service_samples_are_its_typical_run_one_stalled_run_left_out() -> None:
+    """Three runs of an entry, one met by a host stall (a fifth of its requests 50 % slower):
+    the samples are the calm runs'. One run is kept as it is; runs that answered nothing are
+    left out, and an entry with nothing at all keeps its profiled samples (absent here)."""
+    calm = [80.0 + k for k in range(40)]
+    stalled = [x * 1.5 if k >= 32 else x for k, x in enumerate(calm)]
+    out = service_samples({("m", 2, 1): [calm, stalled, calm], ("s", 1, 2): [[], calm],
+                           ("x", 2, 1): [[], []]})
+    assert out[("m", 2, 1)] == pytest.approx(calm, abs=0.5)  # quantiles of the calm runs
+    assert out[("s", 1, 2)] == calm
+    assert ("x", 2, 1) not in out
+    two = service_samples({("m", 2, 1): [calm, stalled]})[("m", 2, 1)]
+    assert max(two) < max(stalled)  # halfway: the stall's weight halved
