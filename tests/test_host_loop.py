@@ -138,12 +138,15 @@ class FakePlane:
         return Window(arrivals=2)
 
 
-def run_until_seen(policy: Alternate, plane: FakePlane, periods: int) -> ControlLoop:
-    """A ControlLoop on a fake clock (each tick 30 ms late), run until `policy` has seen
-    `periods` observations, still running then, and stopped."""
+def run_until_seen(policy: Alternate, plane: FakePlane, periods: int,
+                   start_after_s: float = 0.0) -> ControlLoop:
+    """A ControlLoop on a fake clock (each tick 30 ms late), run `start_after_s` after it was
+    made (a server's replicas starting) until `policy` has seen `periods` observations, still
+    running then, and stopped."""
     clock = FakeClock()
     loop = ControlLoop(plane, Controller(policy, keep_log=False), 0.5,  # type: ignore[arg-type]
                        clock=clock, sleep=clock.sleep)
+    clock.now += start_after_s
 
     async def main() -> None:
         task = asyncio.create_task(loop.run())
@@ -165,6 +168,14 @@ def test_the_server_ticks_on_a_fixed_schedule_with_an_injected_clock() -> None:
     assert [round(o.t_s, 3) for o in policy.seen] == [0.53, 1.03, 1.53, 2.03, 2.53, 3.03]
     assert all(o.rate_rps == 4.0 for o in policy.seen)
     assert plane.pool.switched == ["b", "a", "b", "a", "b", "a"]
+
+
+def test_control_starts_its_schedule_when_it_starts_not_when_the_server_was_made() -> None:
+    """The replicas start between the server's making and its first tick: 8 s there used to
+    give 16 ticks at one instant, each observing a 0.5 s period that had not passed."""
+    policy = Alternate()
+    run_until_seen(policy, FakePlane(), 3, start_after_s=8.0)
+    assert [round(o.t_s, 3) for o in policy.seen] == [0.53, 1.03, 1.53]
 
 
 def test_the_server_starts_with_the_whole_initial_decision(tiny_spec: PoolSpec,

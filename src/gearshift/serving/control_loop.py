@@ -72,9 +72,15 @@ class ControlLoop:
         return self.host_loop.period_s
 
     async def run(self) -> None:
-        """Tick every period until cancelled, on the host loop's fixed schedule."""
+        """Tick every period from now until cancelled, on the host loop's fixed schedule. The
+        schedule starts here, not when the loop was made: the replicas start in between, and
+        the ticks due meanwhile would all run at once, each observing a period that had not
+        passed."""
         def failed(message: str) -> None:
             self.last_error = message
+
+        self._t0 = self._clock()
+        self.host_loop.start_s = self._t0
 
         try:
             await run_periods(self.host_loop, self._clock, self._sleep, self.tick, failed)
