@@ -81,10 +81,11 @@ class CalibrationSettings:
     passes: int = 3
     """Runs of each entry that is not path-bound, one per round over the entries; its service
     samples are their typical run (`typical_run`). A host stall of a few seconds then lands
-    in one run of a few entries and is left out: with one run, 1 in 3-4 live calibrations of
-    the ResNet pool had an entry 20-50 % slower than every other calibration measured it
-    (ResNet-50 2x1 at a median 88-101 ms against 77-85, its tenth slowest beyond 115), and
-    the simulator, from that profile, put static ResNet-50 on time 92 % against 98.5 % live."""
+    in one run of a few entries and is left out: with one run, 3 of 17 live calibrations of
+    the ResNet pool had an entry 20-55 % slower than every other calibration measured it,
+    and a demo's had ResNet-50 2x1 at a mean 96 ms (its tenth slowest beyond 115) where its
+    live static run served at 79: the simulator, from that profile, put static ResNet-50 on
+    time 92 % against 98.5 % live."""
     seed: int = 0
 
     def count(self, rate_rps: float) -> int:
