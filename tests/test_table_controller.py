@@ -375,6 +375,24 @@ def test_a_host_missing_more_than_planned_acts_as_a_heavier_load(
         assert state.load_factor == 1.0 and state.missed == 0.0
 
 
+def test_misses_in_an_overload_the_plan_foresaw_say_nothing_of_the_hosts_speed() -> None:
+    """Light in force at 120 requests/s, twice what it sustains, missing as many as it answers
+    (a crowd met with a queue already standing, say): its plan expects most of them late there
+    too, and an overload's misses depend on the queue it began with, which a steady plan does
+    not know. They are not counted: the load factor stays 1 and, the crowd over, the host is
+    taken as profiled at once (counted, they read it 2 x slower for tens of seconds)."""
+    _, table = planned_up_to(150.0)
+    policy = ExpectedTablePolicy.from_table(table, {})
+    light = Decision("light", A21)
+    state = policy.initial_state()
+    for k in range(30):
+        observed = Observation(t_s=(k + 1) * PERIOD_S, period_s=PERIOD_S, arrivals=60,
+                               queue_length=40, in_flight=2, completed=30, missed=30,
+                               latency_p99_ms=290.0, current=light)
+        _, state = policy.decide(observed, state)
+        assert state.load_factor == 1.0 and state.missed == 0.0
+
+
 def _in_force(policy: ExpectedTablePolicy, state: WindowState) -> tuple[str, Allocation]:
     """The decision the host would report in force: the policy's last choice."""
     variant, replicas, threads = policy.scores.keys[max(state.choice, 0)]
