@@ -194,9 +194,10 @@ class ExpectedTablePolicy:
     are measured, then the drift if smaller: `_drift`) at the load the host acts as if it had:
     the rate times the smallest of `LOAD_FACTORS` at which the candidates in force have missed
     no more deadlines than their plans expected (within `miss_z` Poisson sd, over about 1 / (1 -
-    `memory`) periods, at loads their plans expect them to hold: `_tally`): a host slower than its profile, as a busy machine or a calibration that
-    saw no tails makes it, moves every candidate's score alike, towards those with room to
-    spare, rather than the one in force's alone. Each score is the mean over those loads less
+    `memory`) periods, at loads their plans expect them to hold: `_tally`): a host slower than
+    its profile, as a busy machine or a calibration that saw no tails makes it, moves every
+    candidate's score alike, towards those with room to spare, rather than the one in force's
+    alone. Each score is the mean over those loads less
     `risk` x its standard deviation over them: a candidate on the steep side of its curve
     (ResNet-50 at its capacity, a standing queue absorbed by fallbacks) loses to a flat one of
     nearly the same mean, as a burst the Poisson plan does not see would have it (live, a

@@ -281,10 +281,10 @@ class QueueAwarePolicy:
         Nor when the table's choice could not take over the queue, were the load the rate
         estimate says to last: grown by one more period on the one in force, then by the
         estimate's excess over the taker's capacity, a request behind it would miss the
-        planned fraction of the deadline on the taker too. A step onto the light variant's capacity is then met at once: on a steps
-        path at 900 ms, ResNet-50 held one period into a step to 60 requests/s (ResNet-18 2x1
-        sustains 50) handed ResNet-18 a queue it never drained, and `table` ended 0.004 below
-        static ResNet-18.
+        planned fraction of the deadline on the taker too. A step onto the light variant's
+        capacity is then met at once: on a steps path at 900 ms, ResNet-50 held one period
+        into a step to 60 requests/s (ResNet-18 2x1 sustains 50) handed ResNet-18 a queue it
+        never drained, and `table` ended 0.004 below static ResNet-18.
         Never for a path-bound candidate: its requests are late at a high rate with no
         backlog at all (the fashion pool's fnet-l at 1,300 req/s: 10 % late, backlog 0-4),
         and the table, planned from the path's cost by load, already knows it. `current`: the
