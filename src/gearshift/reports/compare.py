@@ -4,7 +4,8 @@ Targets: the on-time fraction within `ON_TIME_TOL` (absolute) and p99 latency wi
 `P99_REL_TOL` of the measured p99 (relative: |simulated - measured| <= 0.15 x measured).
 Where a policy is out of tolerance, `SimCheck.why` says what the two runs' own figures show:
 a saturated run (one that sheds `SATURATED_SHED` of its requests or more), runs that switched
-a different number of times, a p99 that rests on a few answers.
+a different number of times, a static run whose replicas served faster or slower than the
+calibrated profile, a p99 that rests on a few answers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ P99_REL_TOL = 0.15
 SATURATED_SHED = 0.05
 """A run that sheds (answers with an error) this share of its requests or more is past its
 capacity, where the on-time fraction moves by points for each percent the service time is off."""
+SERVICE_DRIFT = 0.05
+"""A run of one variant whose mean service time is this far off the simulated run's (from
+the calibrated profile) met a host faster or slower than calibrated; the reason says by how
+much (a host here drifts 10-20 % over minutes)."""
 FEW_TAIL_ANSWERS = 20
 """A p99 resting on fewer answers beyond it than this is a sample of a handful."""
 
@@ -32,6 +37,7 @@ class RunCounts:
     requests: int
     errors: int
     switches: int
+    service_ms: float = math.nan  # mean service time of the answered requests
 
     @property
     def shed(self) -> float:
@@ -86,6 +92,11 @@ class SimCheck:
         elif sim.switches != live.switches:
             reasons.append(f"switched {live.switches} times live, {sim.switches} simulated: "
                            "the runs served different variants at different moments")
+        if (sim.switches == live.switches == 0 and sim.service_ms > 0
+                and abs(live.service_ms / sim.service_ms - 1.0) >= SERVICE_DRIFT):
+            reasons.append(f"the replicas served at {live.service_ms / sim.service_ms:.2f} x "
+                           f"the calibrated service time ({live.service_ms:.0f} ms mean live, "
+                           f"{sim.service_ms:.0f} simulated): the host's speed had moved")
         if not self.p99_ok and live.requests // 100 < FEW_TAIL_ANSWERS:
             reasons.append(f"the p99 of {live.requests} requests rests on its slowest "
                            f"{max(live.requests // 100, 1)}")
@@ -106,7 +117,7 @@ def compare(measured: Mapping[str, PolicySummary],
 
 
 def _counts(p: PolicySummary) -> RunCounts:
-    return RunCounts(p.requests, p.errors, p.switches)
+    return RunCounts(p.requests, p.errors, p.switches, p.service_ms)
 
 
 def compare_json(summary: Mapping[str, object]) -> list[SimCheck]:

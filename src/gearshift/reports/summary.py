@@ -51,6 +51,7 @@ class PolicyJSON(TypedDict):
     requests: int
     errors: int
     switches: int
+    service_ms: NotRequired[float | None]  # absent from summaries written before it was kept
 
 
 class SweepJSON(TypedDict):
@@ -88,6 +89,7 @@ class PolicySummary:
     requests: int
     errors: int
     switches: int
+    service_ms: float = math.nan  # mean worker-side service time of the answered requests
 
     def to_json(self) -> PolicyJSON:
         """Plain JSON values: fractions rounded to 6 digits, ms to 3, NaN as null."""
@@ -99,6 +101,7 @@ class PolicySummary:
             "requests": int(self.requests),
             "errors": int(self.errors),
             "switches": int(self.switches),
+            "service_ms": _round(self.service_ms, _MS_DIGITS),
         }
 
     @classmethod
@@ -108,7 +111,8 @@ class PolicySummary:
             return math.nan if x is None else float(x)
 
         return cls(f(d["effective_accuracy"]), f(d["on_time"]), f(d["p50_ms"]), f(d["p99_ms"]),
-                   int(d["requests"]), int(d["errors"]), int(d["switches"]))
+                   int(d["requests"]), int(d["errors"]), int(d["switches"]),
+                   f(d.get("service_ms")))
 
 
 def on_time_mask(frame: RecordFrame, deadline_ms: float | None = None) -> np.ndarray:
@@ -161,6 +165,8 @@ def summarize(frame: RecordFrame, accuracy: Mapping[str, float], basis: Basis,
     n = len(frame)
     answered = frame.latency_ms[frame.answered]
     p50, p99 = np.percentile(answered, [50, 99]) if len(answered) else (math.nan, math.nan)
+    service = frame.service_ms[frame.answered]
+    service = service[np.isfinite(service)]
     return PolicySummary(
         effective_accuracy=float(np.mean(credit(frame, accuracy, basis, on_time))) if n
         else math.nan,
@@ -170,6 +176,7 @@ def summarize(frame: RecordFrame, accuracy: Mapping[str, float], basis: Basis,
         requests=n,
         errors=int(np.count_nonzero(~frame.answered)),
         switches=_switches(frame, decisions),
+        service_ms=float(np.mean(service)) if len(service) else math.nan,
     )
 
 
