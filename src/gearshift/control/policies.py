@@ -168,6 +168,12 @@ class Candidate:
         return slow * (wait_s + self.p95_service_s) + overhead_s
 
 
+def _grown(c: Candidate, backlog: float, rate_rps: float, horizon_s: float) -> float:
+    """The backlog after `horizon_s` on `c` at `rate_rps`: grown by the rate's excess over its
+    capacity (never shrunk: a fluid drain is not counted on)."""
+    return backlog + max(0.0, rate_rps - c.capacity_rps) * horizon_s
+
+
 def candidates_from(profile: Profile) -> tuple[Candidate, ...]:
     return tuple(
         Candidate(
@@ -300,7 +306,7 @@ class QueueAwarePolicy:
             return None
         taker = self._find(wanted.variant, wanted.allocation)
         if taker is not None and not math.isnan(state.rate_rps):
-            grown = obs.backlog + max(0.0, state.rate_rps - held.capacity_rps) * obs.period_s
+            grown = _grown(held, obs.backlog, state.rate_rps, obs.period_s)
             takeover_s = self._projected_latency_s(taker, grown, state.rate_rps, obs.period_s)
             if takeover_s > self.deadline_s * self.headroom:
                 return None
@@ -351,8 +357,7 @@ class QueueAwarePolicy:
                              horizon_s: float) -> float:
         """Latency on `c` of a request arriving `horizon_s` from now, the backlog grown
         meanwhile by what `rate_rps` exceeds `c`'s capacity by (`absorb`, `ride_out`)."""
-        grown = backlog + max(0.0, rate_rps - c.capacity_rps) * horizon_s
-        return c.predicted_latency_s(grown, self.overhead_s)
+        return c.predicted_latency_s(_grown(c, backlog, rate_rps, horizon_s), self.overhead_s)
 
     def _accuracy(self, variant: str) -> float:
         return next(c.accuracy for c in self.candidates if c.decision.variant == variant)

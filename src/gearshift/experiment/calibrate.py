@@ -240,31 +240,32 @@ def calibrate(url: str, profile: Profile, probe: list[Payload], settings: Calibr
     path in front of it. `probe` payloads should carry no tight deadline, so that nothing is
     dropped."""
     n = len(profile.entries)
-    steps = n * max(1, settings.passes) + 2
+    passes = max(1, settings.passes)
+    steps = n * passes + 2
     progress(0, steps, "HTTP capacity")
     top = max(profile.entries, key=lambda e: e.throughput_rps)
     set_controller(url, static_name(top.variant, str(top.allocation)))
     capacity = measure_capacity_rps(url, top.variant, probe, 1.5 * top.throughput_rps)
+    rates = [settings.load * min(e.throughput_rps, capacity) for e in profile.entries]
+    lowers = [[f * rate for f in settings.levels] for rate in rates]
+    bounds = [bool(lower) and min(lower) * settings.min_seconds >= MIN_ENTRY_SAMPLES
+              for lower in lowers]
     runs: dict[tuple[str, int, int], list[list[float]]] = {}
     rated: dict[tuple[str, int, int], list[tuple[float, list[float]]]] = {}
     idle: list[float] = []
     busy: list[float] = []
-    done = 0
-    for round_ in range(max(1, settings.passes)):
+    for round_ in range(passes):
         for i, e in enumerate(profile.entries):
-            rate = settings.load * min(e.throughput_rps, capacity)
-            lower = [f * rate for f in settings.levels]
-            bound = bool(lower) and min(lower) * settings.min_seconds >= MIN_ENTRY_SAMPLES
-            key = (e.variant, e.replicas, e.threads)
-            done += 1
+            rate, lower, bound = rates[i], lowers[i], bounds[i]
             if round_ > 0 and bound:  # its many samples over several levels suffice
                 continue
-            progress(done, steps, f"{e.variant} {e.allocation}: service time under load"
-                     + (f" (run {round_ + 1})" if round_ else ""))
+            progress(round_ * n + i + 1, steps, f"{e.variant} {e.allocation}: service time "
+                     "under load" + (f" (run {round_ + 1})" if round_ else ""))
             run = _Run(url, e.variant, static_name(e.variant, str(e.allocation)), probe,
                        settings, settings.seed + i + round_ * n,
                        settings.warmup_s if bound else 0.0)
             measured = run.at(rate)
+            key = (e.variant, e.replicas, e.threads)
             runs.setdefault(key, []).append(measured.service_ms)
             idle += measured.idle_overhead_ms
             busy += measured.busy_overhead_ms
@@ -281,7 +282,7 @@ def calibrate(url: str, profile: Profile, probe: list[Payload], settings: Calibr
     calibrated = with_service(profile, samples, f"live through {url}: overhead (idle and "
                               f"beside busy replicas) and service times at {settings.load:g} x "
                               "the lower of profiled throughput and HTTP capacity, typical of "
-                              f"{max(1, settings.passes)} runs")
+                              f"{passes} runs")
     calibrated = with_overhead(calibrated, at_rest, idle, busy)
     calibrated = with_load_overhead(calibrated, frontend_cpu_ms(calibrated, top, capacity), rated)
     calibrated = capped(calibrated, capacity)

@@ -92,9 +92,9 @@ class SimCheck:
         elif sim.switches != live.switches:
             reasons.append(f"switched {live.switches} times live, {sim.switches} simulated: "
                            "the runs served different variants at different moments")
-        if (sim.switches == live.switches == 0 and sim.service_ms > 0
-                and abs(live.service_ms / sim.service_ms - 1.0) >= SERVICE_DRIFT):
-            reasons.append(f"the replicas served at {live.service_ms / sim.service_ms:.2f} x "
+        ratio = live.service_ms / sim.service_ms if sim.service_ms > 0 else math.nan
+        if sim.switches == live.switches == 0 and abs(ratio - 1.0) >= SERVICE_DRIFT:
+            reasons.append(f"the replicas served at {ratio:.2f} x "
                            f"the calibrated service time ({live.service_ms:.0f} ms mean live, "
                            f"{sim.service_ms:.0f} simulated): the host's speed had moved")
         if not self.p99_ok and live.requests // 100 < FEW_TAIL_ANSWERS:
