@@ -111,7 +111,8 @@ class WindowState:
     force expected of them were the load `LOAD_FACTORS[k]` x the rate (decaying sums,
     `ExpectedTablePolicy.memory`). `load_factor`: the one of `LOAD_FACTORS` the scores were
     read at. `in_force`: the (variant, R, T) the host last reported in force, and `since_s`
-    the host time it first did."""
+    the host time it first did. `drift`, `drift_periods`, `drift_weight`: the load's measured
+    drift (`ExpectedTablePolicy._drift`)."""
 
     counts: tuple[int, ...] = ()
     rate_rps: float = math.nan
@@ -126,6 +127,7 @@ class WindowState:
     since_s: float = 0.0
     drift: float = 0.0
     drift_periods: float = 0.0
+    drift_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -254,8 +256,8 @@ class ExpectedTablePolicy:
             if onset is not None and onset[0] > rate > older:
                 rate, window_s = onset
         noise = math.sqrt(max(rate * window_s, 1.0)) / window_s
-        drift, periods = (self._drift(obs, state) if window_s > obs.period_s
-                          else (state.drift, state.drift_periods))
+        drift, periods, weight = (self._drift(obs, state) if window_s > obs.period_s
+                                  else (state.drift, state.drift_periods, state.drift_weight))
         rel = self.rel_uncertainty
         if periods >= self.min_drift_periods:
             rel = min(rel, math.sqrt(drift))
@@ -285,25 +287,35 @@ class ExpectedTablePolicy:
                             f"{expected[pick]:.3f}", self.fallbacks.get(variant, ()))
         return decision, WindowState(counts, rate, window_s, pick, float(expected[pick]),
                                      resolved, missed, tuple(planned.tolist()), LOAD_FACTORS[k],
-                                     key, since_s, drift, periods)
+                                     key, since_s, drift, periods, weight)
 
-    def _drift(self, obs: Observation, state: WindowState) -> tuple[float, float]:
-        """(drift, periods): how far, relative to it and beyond Poisson noise, a period's
-        count strayed from the last estimate's prediction (the mean of its squares, decaying
-        as `memory`), and over how many periods (decaying alike); `decide` skips a period in
-        which the window saw a change (a step is the window's to follow, not noise). On a
-        steady load the 15 % a rate may be off, which the planner assumes, is far more than a
-        steady load strays: at 1,180 req/s the Fashion-MNIST pool's fnet-l, 0.1 of its
-        capacity below a front-end cliff, was given up for fnet-s though it made every
-        deadline (simulated, 20 of 120 paths more than 0.002 below the best static, worst
-        -0.015; with the drift measured 16, worst -0.011; the ResNet bench unchanged)."""
+    def _drift(self, obs: Observation, state: WindowState) -> tuple[float, float, float]:
+        """(drift, periods, weight): how far, relative to it and beyond noise, a period's
+        count strayed from the last estimate's prediction (the noise: the count's Poisson
+        variance and the estimate's own, one period over its window of them), the mean of its
+        squares decaying as `memory`, over how many periods (decaying alike), and the weight
+        behind it; `decide` skips a period in which the window saw a change (a step is the
+        window's to follow, not noise). On a steady load the 15 % a rate may be off, which the
+        planner assumes, is far more than a steady load strays: at 1,180 req/s the
+        Fashion-MNIST pool's fnet-l, 0.1 of its capacity below a front-end cliff, was given up
+        for fnet-s though it made every deadline (simulated, 20 of 120 paths more than 0.002
+        below the best static, worst -0.015; with the drift measured 16, worst -0.011; the
+        ResNet bench unchanged). Each period weighs as much as it says of a relative drift
+        (the inverse of its excess's variance, its count squared over the noise's ratio to it
+        squared): a spell at 100 req/s, where one count 3 sd off weighs an excess of 0.25
+        into the mean, had read as a drift of 11 % and given fnet-l up again at 1,040 req/s
+        (simulated, Fashion-MNIST steps at 10 ms, seed 106: -0.0085 below static fnet-l, now
+        -0.0054)."""
         if math.isnan(state.rate_rps) or state.rate_rps <= 0:
-            return state.drift, state.drift_periods
+            return state.drift, state.drift_periods, state.drift_weight
         mean = state.rate_rps * obs.period_s
-        excess = max(0.0, (obs.arrivals - mean) ** 2 - mean) / mean ** 2
+        noise = mean * (1.0 + obs.period_s / max(state.window_s, obs.period_s))
+        excess = max(0.0, (obs.arrivals - mean) ** 2 - noise) / mean ** 2
+        weight = (mean / noise) ** 2 * mean ** 2
         periods = state.drift_periods * self.memory + 1.0
-        drift = state.drift + (excess - state.drift) / periods
-        return drift, periods
+        total = state.drift_weight * self.memory + weight
+        drift = state.drift + (excess - state.drift) * weight / total
+        return drift, periods, total
 
     def _tally(self, obs: Observation, state: WindowState, key: tuple[str, int, int],
                since_s: float) -> tuple[float, float, np.ndarray]:
