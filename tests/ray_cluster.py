@@ -105,12 +105,12 @@ def scenario(pool: Path, policy: Path) -> dict[str, Any]:
     out["low_decision"] = status()["variant"]
     codes: list[int] = []
     with ThreadPoolExecutor(1) as ex:
-        high = ex.submit(phase, x, 60, 4.0)
+        high = ex.submit(phase, x, 60, 6.0)  # the nodes' shares of it move with Ray's routing
         t_high = time.monotonic()
         try:
             out["switched_s"] = wait_for(
                 "every node on the light variant",
-                lambda: node_variants() == ["tiny-s", "tiny-s"], 4.0)
+                lambda: node_variants() == ["tiny-s", "tiny-s"], 6.0)
         except RuntimeError as exc:
             out["switched_s"] = None
             out["switch_error"] = str(exc)
