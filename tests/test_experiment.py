@@ -46,12 +46,14 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
     assert summary["deadlines"]["duration_s"] == 12.0
     assert summary["deadlines"]["requests"] > 3 * summary["policies"]["table"]["requests"]
     assert "table:paper" in summary["simulated"]  # the ablation: the table without fallbacks
+    assert list(summary.get("replayed", {})) == names  # each live run, its own service times
     assert json.loads((out / "summary.json").read_text()) == summary
     n = summary["policies"]["table"]["requests"]
     for name in names:
         live = read_records(out / "records" / f"{name.replace(':', '-')}.csv")
         sim = read_records(out / "records" / f"sim-{name.replace(':', '-')}.csv")
-        assert len(live) == len(sim) == n  # the same schedule, one record per request
+        replay = read_records(out / "records" / f"replay-{name.replace(':', '-')}.csv")
+        assert len(live) == len(sim) == len(replay) == n  # the same schedule, one record each
         assert sorted(live.request_id) == list(range(n))
         assert summary["policies"][name]["errors"] == 0
     static_l = summary["policies"]["static:tiny-l"]

@@ -17,7 +17,7 @@ import pytest
 from gearshift.policy import Observation
 from gearshift.records import write_records
 from gearshift.reports import figures
-from gearshift.reports.compare import RunCounts, SimCheck, compare
+from gearshift.reports.compare import Replay, RunCounts, SimCheck, compare
 from gearshift.reports.control_log import (
     ControlTrace,
     Segment,
@@ -332,6 +332,25 @@ def test_a_check_out_of_tolerance_says_why_from_the_runs_own_figures() -> None:
     assert "served at" not in within and "served at" not in mixed
 
 
+def test_a_run_replayed_with_its_own_service_times_says_whether_the_model_holds() -> None:
+    """Off as simulated from the calibrated profile (0.93 against 0.84 on time); replayed with
+    the run's own service times within both tolerances: the host's speed had moved. A replay
+    still off says so; a check without a replay says nothing of one."""
+    sim, live = RunCounts(658, 40, 0, 79.0), RunCounts(658, 100, 0, 90.0)
+    held = SimCheck("static:a", 0.93, 0.84, 295.0, 317.0, sim, live, Replay(0.86, 300.0))
+    assert held.replay_ok is True and not held.ok
+    assert held.why.endswith("replayed with the run's own service times: on time 0.860, p99 "
+                             "300 ms, within both tolerances (the model holds; the host's "
+                             "speed had moved)")
+    still = SimCheck("static:a", 0.93, 0.84, 295.0, 317.0, sim, live, Replay(0.90, 300.0))
+    assert still.replay_ok is False and "still off" in still.why
+    assert SimCheck("static:a", 0.93, 0.84, 295.0, 317.0, sim, live).replay_ok is None
+    checks = compare({"static:a": PolicySummary(0.7, 0.84, 50.0, 317.0, 658, 100, 0)},
+                     {"static:a": PolicySummary(0.7, 0.93, 50.0, 295.0, 658, 40, 0)},
+                     {"static:a": PolicySummary(0.7, 0.86, 50.0, 300.0, 658, 90, 0)})
+    assert checks[0].replayed == Replay(0.86, 300.0) and checks[0].replay_ok
+
+
 def test_a_policy_summary_keeps_its_mean_service_time_and_reads_older_summaries() -> None:
     p = PolicySummary(0.7, 0.9, 50.0, 120.0, 100, 2, 0, 79.1234)
     assert PolicySummary.from_json(p.to_json()) == dataclasses.replace(p, service_ms=79.123)
@@ -348,7 +367,7 @@ def _figures(tmp_path: Path, frame: RecordFrame) -> list[Path]:
     late = dataclasses.replace(frame, completed_s=frame.completed_s + 0.02)
     frames = {"table": frame, "static:a": late, "static:b": frame}
     sweep = deadline_sweep(frames, ACC, "declared", [20, 60, 100, 200, 400])
-    check = SimCheck("table", 0.6, 0.625, 120.0, 147.5)
+    check = SimCheck("table", 0.6, 0.625, 120.0, 147.5, replayed=Replay(0.62, 140.0))
     return [
         figures.plot_switching_trace(offered_load(frame),
                                      {"table": segments_from_control(trace),
@@ -369,7 +388,8 @@ def test_figures_are_png(tmp_path: Path, frame: RecordFrame) -> None:
 def test_html_report_is_self_contained(tmp_path: Path, frame: RecordFrame) -> None:
     pols = _summaries(frame)
     sim = {"table": PolicySummary(0.45, 0.70, 80.0, 120.0, 8, 2, 4)}
-    doc = build_summary(D, "labels", pols, None, sim, {"note": "<hand-made>"})
+    replayed = {"table": PolicySummary(0.45, 0.64, 80.0, 145.0, 8, 2, 4)}
+    doc = build_summary(D, "labels", pols, None, sim, {"note": "<hand-made>"}, replayed)
     figs = _figures(tmp_path / "figs", frame)
     path = write_report(tmp_path / "out", doc, figs,
                         {"pool": "a, b", "workload": "hand-made", "duration_s": 4.0,
@@ -386,6 +406,7 @@ def test_html_report_is_self_contained(tmp_path: Path, frame: RecordFrame) -> No
     assert "answered on time and correct" in html  # the labels basis sentence
     assert '<td class="fail">fail</td>' in html  # on time 0.70 vs 0.625: off by 0.075
     assert "<th>why off</th>" in html and "shed live" in html  # 2 of 8 simulated shed
+    assert "Replayed with each run's own service times: 1 of 1 within both." in html
     assert "&lt;hand-made&gt;" in html  # notes escaped
     assert "hand-made" in html and "cpu: test" in html
 

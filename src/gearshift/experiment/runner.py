@@ -23,6 +23,7 @@ from gearshift.errors import SpecError
 from gearshift.experiment import offline
 from gearshift.experiment.calibrate import CalibrationSettings, calibrate
 from gearshift.experiment.live import LiveRun, ServerArgs, live_server, run_policy
+from gearshift.experiment.replay import replay_profile
 from gearshift.loadgen.payloads import Payload, labelled_payloads, random_payloads
 from gearshift.loadgen.workload import parse_workload
 from gearshift.planning.planner import plan_table
@@ -124,7 +125,8 @@ def run_experiment(s: ExperimentSettings, stage: Stage) -> SummaryDoc:
     payloads, basis = _payloads(s, spec, deadline_ms)
     run = _live(s, spec, deadline_ms, profile, names, payloads, stage)
     sims = _simulate(s, run, names, stage("simulating"))
-    return _write_results(s, run, sims, names, basis, stage)
+    replays = _replay(s, run, sims, names, stage("replaying with the runs' service times"))
+    return _write_results(s, run, sims, replays, names, basis, stage)
 
 
 def _offline(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float,
@@ -232,6 +234,26 @@ def _simulate(s: ExperimentSettings, run: _Run, names: list[str],
     return sims
 
 
+def _replay(s: ExperimentSettings, run: _Run, sims: dict[str, offline.SimRun],
+            names: list[str], progress: Progress) -> dict[str, offline.SimRun]:
+    """Each live run simulated again, its service times the run's own (`replay`)."""
+    variants = run.spec.variant_names()
+    out: dict[str, offline.SimRun] = {}
+    for i, name in enumerate(names):
+        progress(i, len(names), name)
+        served = replay_profile(run.profile, RecordFrame.from_records(run.live[name].records),
+                                RecordFrame.from_columns(sims[name].columns))
+        table = (plan_table(run.profile, run.deadline_ms, _plan_settings(s), False, s.seed)
+                 if name == PAPER else run.table)
+        out[name] = offline.simulate_policy(name, run.profile, table, variants,
+                                            run.arrivals_s, run.deadline_ms, s.seed, s.period_s,
+                                            s.duration_s,
+                                            options_for(name, s.controller_options), served)
+        out[name].columns.write_csv(s.out / "records" / f"replay-{_file(name)}.csv")
+    progress(len(names), len(names), "replays done")
+    return out
+
+
 def _file(name: str) -> str:
     return name.replace(":", "-").replace("/", "-")
 
@@ -252,7 +274,8 @@ def _traces(s: ExperimentSettings, run: _Run) -> dict[str, ControlTrace]:
 
 
 def _write_results(s: ExperimentSettings, run: _Run, sims: dict[str, offline.SimRun],
-                   names: list[str], basis: Basis, stage: Stage) -> SummaryDoc:
+                   replays: dict[str, offline.SimRun], names: list[str], basis: Basis,
+                   stage: Stage) -> SummaryDoc:
     sweep = _sweep(s, run, stage("deadline sweep (simulated)"))
     progress = stage("report")
     progress(0, 2, "summary")
@@ -263,12 +286,14 @@ def _write_results(s: ExperimentSettings, run: _Run, sims: dict[str, offline.Sim
     sim_frames = {n: RecordFrame.from_columns(r.columns) for n, r in sims.items()}
     simulated = {n: summarize(f, acc, "declared") for n, f in sim_frames.items()}
     measured[ORACLE] = simulated[ORACLE]
+    replayed = {n: summarize(RecordFrame.from_columns(r.columns), acc, "declared")
+                for n, r in replays.items()}
     summary = build_summary(run.deadline_ms, basis, measured, sweep,
                             {n: v for n, v in simulated.items() if n != ORACLE},
-                            _notes(run, basis))
+                            _notes(run, basis), replayed)
     (s.out / "summary.json").write_text(json.dumps(summary, indent=1))
     progress(1, 2, "figures and report")
-    figs = _figures(s, run, frames, traces, measured, simulated, sweep, acc)
+    figs = _figures(s, run, frames, traces, measured, simulated, replayed, sweep, acc)
     write_report(s.out, summary, figs, _context(s, run, sweep))
     progress(2, 2, "done")
     return summary
@@ -294,8 +319,8 @@ def _sweep(s: ExperimentSettings, run: _Run, progress: Progress) -> SweepResult:
 
 def _figures(s: ExperimentSettings, run: _Run, frames: dict[str, RecordFrame],
              traces: dict[str, ControlTrace], measured: dict[str, PolicySummary],
-             simulated: dict[str, PolicySummary], sweep: SweepResult,
-             acc: dict[str, float]) -> list[Path]:
+             simulated: dict[str, PolicySummary], replayed: dict[str, PolicySummary],
+             sweep: SweepResult, acc: dict[str, float]) -> list[Path]:
     d = s.out / "figures"
     d.mkdir(parents=True, exist_ok=True)
     adaptive = [n for n in SWITCHING if n in traces]
@@ -309,7 +334,7 @@ def _figures(s: ExperimentSettings, run: _Run, frames: dict[str, RecordFrame],
         figures.plot_latency_cdf(frames, run.deadline_ms, acc, d / "latency_cdf.png"),
         figures.plot_sim_vs_measured(
             compare({n: m for n, m in measured.items() if n in frames},
-                    {n: v for n, v in simulated.items() if n in frames}),
+                    {n: v for n, v in simulated.items() if n in frames}, replayed),
             acc, d / "sim_vs_measured.png"),
     ]
     return paths
@@ -320,6 +345,9 @@ def _notes(run: _Run, basis: Basis) -> dict[str, JSON]:
         "oracle": "simulated hindsight upper bound (per period, best variant and RxT knowing "
                   "the actual arrivals)",
         "simulated": "same arrival schedule and profile, in the discrete-event simulator",
+        "replayed": "each live run simulated again with its replicas' own service times "
+                    "(each variant's, quantile by quantile): the simulator's model without "
+                    "the host's change of speed since calibration",
         "accuracy": {v.name: {"value": v.accuracy.value, "kind": v.accuracy.kind.value,
                               "metric": v.accuracy.metric} for v in run.spec.variants},
         "basis": basis,

@@ -5,7 +5,9 @@ Targets: the on-time fraction within `ON_TIME_TOL` (absolute) and p99 latency wi
 Where a policy is out of tolerance, `SimCheck.why` says what the two runs' own figures show:
 a saturated run (one that sheds `SATURATED_SHED` of its requests or more), runs that switched
 a different number of times, a static run whose replicas served faster or slower than the
-calibrated profile, a p99 that rests on a few answers.
+calibrated profile, a p99 that rests on a few answers. And where the run was also replayed
+with its replicas' own service times (`experiment.replay`), whether that replay is within both
+tolerances: if it is, the simulator models the server, and the host's speed had moved.
 """
 
 from __future__ import annotations
@@ -45,6 +47,14 @@ class RunCounts:
 
 
 @dataclass(frozen=True)
+class Replay:
+    """A live run replayed with its own service times: on-time fraction and p99 (ms)."""
+
+    on_time: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
 class SimCheck:
     """One policy's simulated and measured on-time fraction and p99 (ms), and whether each is
     within tolerance (False when either side is NaN)."""
@@ -56,15 +66,15 @@ class SimCheck:
     p99_measured_ms: float
     simulated: RunCounts | None = None
     measured: RunCounts | None = None
+    replayed: Replay | None = None
 
     @property
     def on_time_ok(self) -> bool:
-        return abs(self.on_time_simulated - self.on_time_measured) <= ON_TIME_TOL + 1e-12
+        return _on_time_within(self.on_time_simulated, self.on_time_measured)
 
     @property
     def p99_ok(self) -> bool:
-        err = abs(self.p99_simulated_ms - self.p99_measured_ms)
-        return err <= P99_REL_TOL * self.p99_measured_ms + 1e-9
+        return _p99_within(self.p99_simulated_ms, self.p99_measured_ms)
 
     @property
     def p99_rel_error(self) -> float:
@@ -76,6 +86,14 @@ class SimCheck:
     @property
     def ok(self) -> bool:
         return self.on_time_ok and self.p99_ok
+
+    @property
+    def replay_ok(self) -> bool | None:
+        """Whether the replay is within both tolerances (None without one)."""
+        if self.replayed is None:
+            return None
+        return (_on_time_within(self.replayed.on_time, self.on_time_measured)
+                and _p99_within(self.replayed.p99_ms, self.p99_measured_ms))
 
     @property
     def why(self) -> str:
@@ -104,16 +122,36 @@ class SimCheck:
             reasons.append("neither saturated nor switching differently: the live server's "
                            "service or overhead times under this load left the calibrated "
                            "profile's")
+        if self.replayed is not None:
+            r = self.replayed
+            reasons.append(
+                f"replayed with the run's own service times: on time {r.on_time:.3f}, p99 "
+                f"{r.p99_ms:.0f} ms, " + ("within both tolerances (the model holds; the "
+                                          "host's speed had moved)" if self.replay_ok else
+                                          "still off (beyond the service times: overhead, "
+                                          "the client, or the model)"))
         return "; ".join(reasons)
 
 
 def compare(measured: Mapping[str, PolicySummary],
-            simulated: Mapping[str, PolicySummary]) -> list[SimCheck]:
-    """A check per policy run both ways (the oracle, simulated only, is left out)."""
+            simulated: Mapping[str, PolicySummary],
+            replayed: Mapping[str, PolicySummary] | None = None) -> list[SimCheck]:
+    """A check per policy run both ways (the oracle, simulated only, is left out), with its
+    replay where `replayed` has one."""
     names = [n for n in policy_order(measured) if n in simulated and n != ORACLE]
+    replays = replayed or {}
     return [SimCheck(n, simulated[n].on_time, measured[n].on_time, simulated[n].p99_ms,
-                     measured[n].p99_ms, _counts(simulated[n]), _counts(measured[n]))
+                     measured[n].p99_ms, _counts(simulated[n]), _counts(measured[n]),
+                     Replay(replays[n].on_time, replays[n].p99_ms) if n in replays else None)
             for n in names]
+
+
+def _on_time_within(on_time: float, measured: float) -> bool:
+    return abs(on_time - measured) <= ON_TIME_TOL + 1e-12
+
+
+def _p99_within(p99_ms: float, measured_ms: float) -> bool:
+    return abs(p99_ms - measured_ms) <= P99_REL_TOL * measured_ms + 1e-9
 
 
 def _counts(p: PolicySummary) -> RunCounts:
@@ -128,4 +166,4 @@ def compare_json(summary: Mapping[str, object]) -> list[SimCheck]:
             raise TypeError(f"summary[{key!r}] must be an object of policy summaries")
         return {k: PolicySummary.from_json(v) for k, v in entries.items()}
 
-    return compare(load("policies"), load("simulated"))
+    return compare(load("policies"), load("simulated"), load("replayed"))

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,8 +20,10 @@ import matplotlib
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
@@ -219,40 +222,51 @@ def plot_sim_vs_measured(checks: Sequence[SimCheck], accuracy: Mapping[str, floa
                          path: str | Path) -> Path:
     """Two panels of grouped bars per policy: on-time fraction and p99 (ms), simulated (hatched)
     next to measured (solid). The whisker on a measured bar is the band the simulated value must
-    fall in (on time +-0.03; p99 +-15% of measured); ok / off above each group."""
+    fall in (on time +-0.03; p99 +-15% of measured); ok / off above each group. A black
+    diamond on a simulated bar: the run replayed with its own service times, where there is
+    one."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5))
     names = [c.policy for c in checks]
     styles = policy_styles(names, accuracy)
     colors = [styles[n].color for n in names]
     sim_ot = [c.on_time_simulated for c in checks]
     meas_ot = [c.on_time_measured for c in checks]
+    replays = [c.replayed for c in checks]
     _grouped(left, names, colors, sim_ot, meas_ot, [ON_TIME_TOL] * len(checks),
-             [c.on_time_ok for c in checks])
+             [c.on_time_ok for c in checks],
+             [r.on_time if r is not None else math.nan for r in replays])
     left.set_ylabel("fraction of requests on time")
     left.set_ylim(0, 1.15)
     left.set_title(f"On time (target: within {ON_TIME_TOL:g})", fontsize=11)
     meas_p99 = [c.p99_measured_ms for c in checks]
     _grouped(right, names, colors, [c.p99_simulated_ms for c in checks], meas_p99,
-             [P99_REL_TOL * m for m in meas_p99], [c.p99_ok for c in checks])
+             [P99_REL_TOL * m for m in meas_p99], [c.p99_ok for c in checks],
+             [r.p99_ms if r is not None else math.nan for r in replays])
     right.set_ylabel("p99 latency of answered requests (ms)")
-    right.set_ylim(0, 1.25 * np.nanmax([1.0, *meas_p99, *[c.p99_simulated_ms for c in checks]]))
+    right.set_ylim(0, 1.25 * np.nanmax([1.0, *meas_p99, *[c.p99_simulated_ms for c in checks],
+                                        *[r.p99_ms for r in replays if r is not None]]))
     right.set_title(f"p99 latency (target: within {P99_REL_TOL:.0%} of measured)", fontsize=11)
-    handles = [Patch(facecolor="0.75", hatch="///", edgecolor="0.3", label="simulated"),
-               Patch(facecolor="0.45", edgecolor="0.3", label="measured (whisker = tolerance)")]
-    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=9)
+    handles: list[Artist] = [
+        Patch(facecolor="0.75", hatch="///", edgecolor="0.3", label="simulated"),
+        Patch(facecolor="0.45", edgecolor="0.3", label="measured (whisker = tolerance)")]
+    if any(r is not None for r in replays):
+        handles.append(Line2D([], [], color="black", marker="D", linestyle="none",
+                              label="replayed with the run's own service times"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9)
     fig.suptitle("Simulator vs live server, per policy", fontsize=13)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return _save(fig, path)
 
 
 def _grouped(ax: Axes, names: list[str], colors: list[str], sim: list[float], meas: list[float],
-             tol: list[float], ok: list[bool]) -> None:
+             tol: list[float], ok: list[bool], replayed: list[float]) -> None:
     x = np.arange(len(names))
     w = 0.38
     ax.bar(x - w / 2, sim, w, color=colors, alpha=0.35, hatch="///", edgecolor=colors)
+    ax.plot(x - w / 2, replayed, "D", color="black", markersize=6, linestyle="none")
     ax.bar(x + w / 2, meas, w, color=colors, edgecolor=colors, yerr=tol, capsize=5,
            error_kw={"ecolor": "0.25", "elinewidth": 1.2})
-    top = [np.nanmax([s, m + t]) for s, m, t in zip(sim, meas, tol)]
+    top = [np.nanmax([s, m + t, r]) for s, m, t, r in zip(sim, meas, tol, replayed)]
     for xi, yi, good in zip(x, top, ok):
         ax.annotate("ok" if good else "off", (xi, yi), xytext=(0, 4),
                     textcoords="offset points", ha="center", fontsize=9, fontweight="bold",

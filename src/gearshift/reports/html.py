@@ -196,8 +196,13 @@ def _sim_table(checks: Sequence[SimCheck]) -> str:
             f"<td class=\"num\">{ms(c.p99_measured_ms)}</td><td class=\"num\">{err}</td>"
             f"{_verdict(c.p99_ok)}{f'<td>{escape(c.why)}</td>' if why else ''}</tr>")
     passed = sum(c.ok for c in checks)
+    replays = [c for c in checks if c.replayed is not None]
+    within = sum(bool(c.replay_ok) for c in replays)
+    replayed = (f" Replayed with each run's own service times: {within} of {len(replays)} "
+                "within both." if replays else "")
     return ("<table>" + "\n".join(lines) + "</table>"
-            f'<p class="note">{passed} of {len(checks)} policies within both tolerances.</p>')
+            f'<p class="note">{passed} of {len(checks)} policies within both tolerances.'
+            f'{replayed}</p>')
 
 
 def _verdict(ok: bool) -> str:

@@ -75,6 +75,7 @@ class SummaryDoc(TypedDict):
     deadlines: SweepJSON
     simulated: dict[str, PolicyJSON]
     notes: dict[str, JSON]
+    replayed: NotRequired[dict[str, PolicyJSON]]  # absent from summaries written before it
 
 
 @dataclass(frozen=True)
@@ -273,13 +274,15 @@ def deadline_sweep(frames: Mapping[str, RecordFrame], accuracy: Mapping[str, flo
 def build_summary(deadline_ms: float, basis: Basis, policies: Mapping[str, PolicySummary],
                   deadlines: SweepResult | None = None,
                   simulated: Mapping[str, PolicySummary] | None = None,
-                  notes: JSONObject | None = None) -> SummaryDoc:
+                  notes: JSONObject | None = None,
+                  replayed: Mapping[str, PolicySummary] | None = None) -> SummaryDoc:
     """The summary.json document:
     `{"deadline_ms", "accuracy_basis", "policies": {name: PolicySummary.to_json()},
     "deadlines": SweepResult.to_json() ({"deadline_ms": [...], "source": "simulated"|"measured",
     "policies": {name: [effective accuracy at each deadline]}[, "duration_s": simulated seconds,
     "requests": n, "paths": load paths, "seeds": [first, last]]}),
-    "simulated": {name: {...}}, "notes": {...}}`.
+    "simulated": {name: {...}}, "notes": {...}[, "replayed": {name: {...}}]}` (`replayed`:
+    each live run simulated with its own service times, `experiment.replay`; only if given).
     Policy names: `table`, `queue-aware`, `static:<variant>`, `oracle` (listed in that order).
     Without a sweep, `deadlines` has empty lists (source "measured"); without simulated runs,
     `simulated` is {}. Raises ValueError on notes that are not JSON."""
@@ -293,6 +296,8 @@ def build_summary(deadline_ms: float, basis: Basis, policies: Mapping[str, Polic
         "simulated": {k: sims[k].to_json() for k in policy_order(sims)},
         "notes": dict(notes or {}),
     }
+    if replayed:
+        doc["replayed"] = {k: replayed[k].to_json() for k in policy_order(replayed)}
     try:
         json.dumps(doc, allow_nan=False)
     except (TypeError, ValueError) as exc:
