@@ -47,6 +47,9 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
     assert summary["deadlines"]["requests"] > 3 * summary["policies"]["table"]["requests"]
     assert "table:paper" in summary["simulated"]  # the ablation: the table without fallbacks
     assert list(summary.get("replayed", {})) == names  # each live run, its own service times
+    periods = round(settings.duration_s / settings.period_s) + 1
+    for doc in (summary["simulated"], summary["replayed"]):  # decisions, not fallbacks' answers
+        assert all(p["switches"] <= periods for p in doc.values()), doc
     assert json.loads((out / "summary.json").read_text()) == summary
     n = summary["policies"]["table"]["requests"]
     for name in names:

@@ -1,15 +1,21 @@
-"""The experiment's simulated deadline sweep: every policy at every deadline, the same numbers
-whether the deadlines run in this process or are shared among worker processes."""
+"""The experiment's simulations: the deadline sweep (every policy at every deadline, the same
+numbers whether the deadlines run in this process or are shared among worker processes), and
+a simulated run's switches."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
 
-from gearshift.experiment.offline import ORACLE, PAPER, SweepJob, deadline_sweep
+from gearshift.experiment.offline import ORACLE, PAPER, SweepJob, deadline_sweep, simulate_policy
 from gearshift.planning.settings import PlanSettings
+from gearshift.reports.frame import RecordFrame
+from gearshift.reports.summary import summarize
 from gearshift.types import Allocation
 from tests.synthetic import exponential_ms, make_profile
+from tests.test_table_controller import planned_up_to
 
 A2 = Allocation(2, 1)
 PLAN = PlanSettings(points=12, duration_s=10.0)
@@ -76,3 +82,20 @@ def test_simulate_passes_controller_options_and_lists_the_registrys(tmp_path, mo
     assert SWITCHING == tuple(n for n, k in REGISTRY.items() if k.switching) != ()
     assert all(n in POLICY_NAMES for n in REGISTRY if n != "static")
     assert all(o in OPTION_HELP for k in REGISTRY.values() for o in k.options)
+
+
+def test_a_simulated_runs_switches_are_its_decisions_not_its_fallbacks_answers() -> None:
+    """At 10 requests/s, about heavy's capacity, the table keeps heavy for most periods and
+    its fallback (light) answers the requests heavy would answer late: the answering variant
+    changes dozens of times, the decided one a few. The experiment counts a simulated run's
+    switches as a live run's, from the decisions."""
+    profile, table = planned_up_to(80.0)
+    arrivals = np.cumsum(np.random.default_rng(1).exponential(0.1, 200))
+    run = simulate_policy("table", profile, table, profile.variants(), arrivals, 300.0, 0, 0.5,
+                          20.0)
+    frame = RecordFrame.from_columns(run.columns)
+    decided = run.decided_variants
+    assert set(decided) == {"heavy", "light"} and len(decided) == len(run.decisions)
+    switches = summarize(frame, profile.accuracy, "declared", decided).switches
+    assert switches == sum(a != b for a, b in itertools.pairwise(decided))
+    assert summarize(frame, profile.accuracy, "declared").switches > 5 * switches

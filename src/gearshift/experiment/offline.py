@@ -62,6 +62,13 @@ class SimRun:
     columns: RequestColumns
     decisions: tuple[Decision, ...]  # decisions[k] was taken at the end of period k
 
+    @property
+    def decided_variants(self) -> list[str]:
+        """The variant decided period by period: a run's switches are counted from these, as
+        a live run's from its control log (its answering variants would count each answer a
+        fallback gave too)."""
+        return [d.variant for d in self.decisions]
+
 
 def simulate_policy(name: str, profile: Profile, table: PolicyTable, variants: list[str],
                     arrivals_s: np.ndarray, deadline_ms: float, seed: int,

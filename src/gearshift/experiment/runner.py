@@ -284,10 +284,11 @@ def _write_results(s: ExperimentSettings, run: _Run, sims: dict[str, offline.Sim
     frames = {n: RecordFrame.from_records(run.live[n].records) for n in names}
     measured = {n: summarize(frames[n], acc, basis, traces.get(n)) for n in names}
     sim_frames = {n: RecordFrame.from_columns(r.columns) for n, r in sims.items()}
-    simulated = {n: summarize(f, acc, "declared") for n, f in sim_frames.items()}
+    simulated = {n: summarize(f, acc, "declared", sims[n].decided_variants)
+                 for n, f in sim_frames.items()}
     measured[ORACLE] = simulated[ORACLE]
-    replayed = {n: summarize(RecordFrame.from_columns(r.columns), acc, "declared")
-                for n, r in replays.items()}
+    replayed = {n: summarize(RecordFrame.from_columns(r.columns), acc, "declared",
+                             r.decided_variants) for n, r in replays.items()}
     summary = build_summary(run.deadline_ms, basis, measured, sweep,
                             {n: v for n, v in simulated.items() if n != ORACLE},
                             _notes(run, basis), replayed)
