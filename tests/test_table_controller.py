@@ -380,6 +380,35 @@ def test_a_host_missing_more_than_planned_acts_as_a_heavier_load(
         assert state.load_factor == 1.0 and state.missed == 0.0
 
 
+def test_one_stalled_period_is_not_read_as_a_slower_host(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """heavy@1x2 at 8 requests/s, as its plan expects, but for one period in which the host
+    stalled and 30 requests came back late at once: that period counts as its plan's misses
+    plus 3 sd at most, the slowdown stays 1 and heavy is kept. The same 30 misses spread over
+    ten periods, a host missing period after period, still read as a slower one."""
+    _, table = planned
+    policy = ExpectedTablePolicy.from_table(table, {})
+
+    def run(late: dict[int, int]) -> tuple[list[str], list[float]]:
+        state = policy.initial_state()
+        picks, factors = [], []
+        for k in range(40):
+            current = Decision(*_in_force(policy, state))
+            missed = late.get(k, 0) if current.variant == "heavy" else 0
+            observed = Observation(t_s=(k + 1) * PERIOD_S, period_s=PERIOD_S, arrivals=4,
+                                   queue_length=0, in_flight=0, completed=4, missed=missed,
+                                   latency_p99_ms=50.0, current=current)
+            decision, state = policy.decide(observed, state)
+            picks.append(decision.variant)
+            factors.append(state.load_factor)
+        return picks, factors
+
+    picks, factors = run({20: 30})
+    assert set(picks) == {"heavy"} and set(factors) == {1.0}
+    picks, factors = run({k: 3 for k in range(20, 30)})
+    assert max(factors) > 1.0 and "light" in picks
+
+
 def test_misses_in_an_overload_the_plan_foresaw_say_nothing_of_the_hosts_speed() -> None:
     """Light in force at 120 requests/s, twice what it sustains, missing as many as it answers
     (a crowd met with a queue already standing, say): its plan expects most of them late there
