@@ -124,8 +124,10 @@ def run_experiment(s: ExperimentSettings, stage: Stage) -> SummaryDoc:
     names = list(s.policies) or offline.policy_names(spec.variant_names())
     payloads, basis = _payloads(s, spec, deadline_ms)
     run = _live(s, spec, deadline_ms, profile, names, payloads, stage)
-    sims = _simulate(s, run, names, stage("simulating"))
-    replays = _replay(s, run, sims, names, stage("replaying with the runs' service times"))
+    paper = plan_table(run.profile, run.deadline_ms, _plan_settings(s), False, s.seed)
+    sims = _simulate(s, run, paper, names, stage("simulating"))
+    replays = _replay(s, run, paper, sims, names,
+                      stage("replaying with the runs' service times"))
     return _write_results(s, run, sims, replays, names, basis, stage)
 
 
@@ -217,10 +219,11 @@ def _calibrate(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float, profil
     return _Calibrated(cal.profile, table, capacity_rps, cal.http_capacity_rps)
 
 
-def _simulate(s: ExperimentSettings, run: _Run, names: list[str],
+def _simulate(s: ExperimentSettings, run: _Run, paper: PolicyTable, names: list[str],
               progress: Progress) -> dict[str, offline.SimRun]:
+    """Each policy, the paper's table without fallbacks and the oracle on the live schedule,
+    in the simulator (`paper`: the table `table:paper` plans with)."""
     variants = run.spec.variant_names()
-    paper = plan_table(run.profile, run.deadline_ms, _plan_settings(s), False, s.seed)
     sims: dict[str, offline.SimRun] = {}
     for i, name in enumerate([*names, PAPER, ORACLE]):
         progress(i, len(names) + 2, name)
@@ -234,8 +237,9 @@ def _simulate(s: ExperimentSettings, run: _Run, names: list[str],
     return sims
 
 
-def _replay(s: ExperimentSettings, run: _Run, sims: dict[str, offline.SimRun],
-            names: list[str], progress: Progress) -> dict[str, offline.SimRun]:
+def _replay(s: ExperimentSettings, run: _Run, paper: PolicyTable,
+            sims: dict[str, offline.SimRun], names: list[str],
+            progress: Progress) -> dict[str, offline.SimRun]:
     """Each live run simulated again, its service times the run's own (`replay`)."""
     variants = run.spec.variant_names()
     out: dict[str, offline.SimRun] = {}
@@ -243,9 +247,8 @@ def _replay(s: ExperimentSettings, run: _Run, sims: dict[str, offline.SimRun],
         progress(i, len(names), name)
         served = replay_profile(run.profile, RecordFrame.from_records(run.live[name].records),
                                 RecordFrame.from_columns(sims[name].columns))
-        table = (plan_table(run.profile, run.deadline_ms, _plan_settings(s), False, s.seed)
-                 if name == PAPER else run.table)
-        out[name] = offline.simulate_policy(name, run.profile, table, variants,
+        out[name] = offline.simulate_policy(name, run.profile,
+                                            paper if name == PAPER else run.table, variants,
                                             run.arrivals_s, run.deadline_ms, s.seed, s.period_s,
                                             s.duration_s,
                                             options_for(name, s.controller_options), served)
