@@ -345,24 +345,9 @@ def test_a_host_missing_more_than_planned_acts_as_a_heavier_load(
     belong to the backlog of the choice before."""
     _, table = planned
     policy = ExpectedTablePolicy.from_table(table, {})
-
-    def run(heavy_misses: bool) -> tuple[list[str], list[float]]:
-        state = policy.initial_state()
-        picks, factors = [], []
-        for k in range(40):
-            current = Decision(*_in_force(policy, state))
-            late = 2 if heavy_misses and current.variant == "heavy" else 0
-            observed = Observation(t_s=(k + 1) * PERIOD_S, period_s=PERIOD_S, arrivals=4,
-                                   queue_length=0, in_flight=0, completed=4, missed=late,
-                                   latency_p99_ms=50.0, current=current)
-            decision, state = policy.decide(observed, state)
-            picks.append(decision.variant)
-            factors.append(state.load_factor)
-        return picks, factors
-
-    picks, factors = run(heavy_misses=False)
+    picks, factors = _heavy_missing(policy, {})
     assert set(picks) == {"heavy"} and set(factors) == {1.0}
-    picks, factors = run(heavy_misses=True)
+    picks, factors = _heavy_missing(policy, dict.fromkeys(range(40), 2))
     settle = int((table.deadline_ms / 1000.0 + PERIOD_S) / PERIOD_S)
     assert picks[:settle + 1] == ["heavy"] * (settle + 1)  # nothing counted before it settles
     assert "light" in picks[:settle + 6] and max(factors) > 1.0
@@ -384,29 +369,32 @@ def test_one_stalled_period_is_not_read_as_a_slower_host(
         planned: tuple[Profile, PolicyTable]) -> None:
     """heavy@1x2 at 8 requests/s, as its plan expects, but for one period in which the host
     stalled and 30 requests came back late at once: that period counts as its plan's misses
-    plus 3 sd at most, the slowdown stays 1 and heavy is kept. The same 30 misses spread over
+    plus one sd at most, the slowdown stays 1 and heavy is kept. The same 30 misses spread over
     ten periods, a host missing period after period, still read as a slower one."""
     _, table = planned
     policy = ExpectedTablePolicy.from_table(table, {})
-
-    def run(late: dict[int, int]) -> tuple[list[str], list[float]]:
-        state = policy.initial_state()
-        picks, factors = [], []
-        for k in range(40):
-            current = Decision(*_in_force(policy, state))
-            missed = late.get(k, 0) if current.variant == "heavy" else 0
-            observed = Observation(t_s=(k + 1) * PERIOD_S, period_s=PERIOD_S, arrivals=4,
-                                   queue_length=0, in_flight=0, completed=4, missed=missed,
-                                   latency_p99_ms=50.0, current=current)
-            decision, state = policy.decide(observed, state)
-            picks.append(decision.variant)
-            factors.append(state.load_factor)
-        return picks, factors
-
-    picks, factors = run({20: 30})
+    picks, factors = _heavy_missing(policy, {20: 30})
     assert set(picks) == {"heavy"} and set(factors) == {1.0}
-    picks, factors = run({k: 3 for k in range(20, 30)})
+    picks, factors = _heavy_missing(policy, dict.fromkeys(range(20, 30), 3))
     assert max(factors) > 1.0 and "light" in picks
+
+
+def _heavy_missing(policy: ExpectedTablePolicy, late: dict[int, int]
+                   ) -> tuple[list[str], list[float]]:
+    """40 periods of 4 requests, the host reporting `late[k]` of period k's late while heavy
+    is in force (none while light is): the variants decided and the slowdowns read."""
+    state = policy.initial_state()
+    picks, factors = [], []
+    for k in range(40):
+        current = Decision(*_in_force(policy, state))
+        missed = late.get(k, 0) if current.variant == "heavy" else 0
+        observed = Observation(t_s=(k + 1) * PERIOD_S, period_s=PERIOD_S, arrivals=4,
+                               queue_length=0, in_flight=0, completed=4, missed=missed,
+                               latency_p99_ms=50.0, current=current)
+        decision, state = policy.decide(observed, state)
+        picks.append(decision.variant)
+        factors.append(state.load_factor)
+    return picks, factors
 
 
 def test_misses_in_an_overload_the_plan_foresaw_say_nothing_of_the_hosts_speed() -> None:
