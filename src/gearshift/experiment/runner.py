@@ -126,9 +126,11 @@ def run_experiment(s: ExperimentSettings, stage: Stage) -> SummaryDoc:
     run = _live(s, spec, deadline_ms, profile, names, payloads, stage)
     paper = plan_table(run.profile, run.deadline_ms, _plan_settings(s), False, s.seed)
     sims = _simulate(s, run, paper, names, stage("simulating"))
-    replays = _replay(s, run, paper, sims, names,
+    frames = {n: RecordFrame.from_records(run.live[n].records) for n in names}
+    twins = {n: RecordFrame.from_columns(r.columns) for n, r in sims.items()}
+    replays = _replay(s, run, paper, frames, twins, names,
                       stage("replaying with the runs' service times"))
-    return _write_results(s, run, sims, replays, names, basis, stage)
+    return _write_results(s, run, frames, sims, twins, replays, names, basis, stage)
 
 
 def _offline(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float,
@@ -238,15 +240,15 @@ def _simulate(s: ExperimentSettings, run: _Run, paper: PolicyTable, names: list[
 
 
 def _replay(s: ExperimentSettings, run: _Run, paper: PolicyTable,
-            sims: dict[str, offline.SimRun], names: list[str],
+            frames: dict[str, RecordFrame], twins: dict[str, RecordFrame], names: list[str],
             progress: Progress) -> dict[str, offline.SimRun]:
-    """Each live run simulated again, its service times the run's own (`replay`)."""
+    """Each live run (`frames`) simulated again, its service times the run's own against its
+    simulated twin's (`twins`; `replay`)."""
     variants = run.spec.variant_names()
     out: dict[str, offline.SimRun] = {}
     for i, name in enumerate(names):
         progress(i, len(names), name)
-        served = replay_profile(run.profile, RecordFrame.from_records(run.live[name].records),
-                                RecordFrame.from_columns(sims[name].columns))
+        served = replay_profile(run.profile, frames[name], twins[name])
         out[name] = offline.simulate_policy(name, run.profile,
                                             paper if name == PAPER else run.table, variants,
                                             run.arrivals_s, run.deadline_ms, s.seed, s.period_s,
@@ -276,7 +278,8 @@ def _traces(s: ExperimentSettings, run: _Run) -> dict[str, ControlTrace]:
     return out
 
 
-def _write_results(s: ExperimentSettings, run: _Run, sims: dict[str, offline.SimRun],
+def _write_results(s: ExperimentSettings, run: _Run, frames: dict[str, RecordFrame],
+                   sims: dict[str, offline.SimRun], twins: dict[str, RecordFrame],
                    replays: dict[str, offline.SimRun], names: list[str], basis: Basis,
                    stage: Stage) -> SummaryDoc:
     sweep = _sweep(s, run, stage("deadline sweep (simulated)"))
@@ -284,11 +287,9 @@ def _write_results(s: ExperimentSettings, run: _Run, sims: dict[str, offline.Sim
     progress(0, 2, "summary")
     acc = {v.name: v.accuracy.value for v in run.spec.variants}
     traces = _traces(s, run)
-    frames = {n: RecordFrame.from_records(run.live[n].records) for n in names}
     measured = {n: summarize(frames[n], acc, basis, traces.get(n)) for n in names}
-    sim_frames = {n: RecordFrame.from_columns(r.columns) for n, r in sims.items()}
     simulated = {n: summarize(f, acc, "declared", sims[n].decided_variants)
-                 for n, f in sim_frames.items()}
+                 for n, f in twins.items()}
     measured[ORACLE] = simulated[ORACLE]
     replayed = {n: summarize(RecordFrame.from_columns(r.columns), acc, "declared",
                              r.decided_variants) for n, r in replays.items()}
