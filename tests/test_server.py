@@ -153,6 +153,12 @@ def test_metrics_and_status_follow_the_controller(tiny_spec) -> None:
         policy = server.loop.controller.policy
         assert any(o.arrivals > 0 for o in policy.seen)  # the controller saw the load
         assert all(sum(o.arrival_parts) == o.arrivals for o in policy.seen)  # when, too
+        # and every answer's service time, by the variant and its replica's threads (tiny-l
+        # on the old 2x1 replicas too, while the new 1x2 one came up)
+        assert all(sum(x.count for x in o.service) == o.completed for o in policy.seen)
+        served = {(x.variant, x.threads) for o in policy.seen for x in o.service if x.total_ms > 0}
+        assert {v for v, _ in served} == {"tiny-s", "tiny-l"} and served <= {
+            ("tiny-s", 1), ("tiny-l", 1), ("tiny-l", 2)}
 
 
 # ----- bad input is a 4xx that says why; the controller sees valid requests only ---------------

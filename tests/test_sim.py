@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gearshift.control.policies import SchedulePolicy, StaticPolicy
-from gearshift.policy import Controller
+from gearshift.policy import Controller, ServiceTimes
 from gearshift.profiling.profile import LoadOverhead
 from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.oracle import oracle_schedule
@@ -194,6 +194,9 @@ def test_variant_switch_applies_to_requests_dispatched_after_it() -> None:
                 for q in range(4)]
     assert first.arrival_parts == tuple(quarters) and sum(quarters) == 20
     assert first.current == Decision("slow", A1) and res.observations[1].current.variant == "fast"
+    # the service times of the period's dispatches, per (variant, threads): 8 x 125 ms of slow
+    assert first.service == (ServiceTimes("slow", A1.threads, 8, pytest.approx(1000.0)),)
+    assert {x.variant for x in res.observations[1].service} == {"fast"}
 
 
 def test_reallocation_delay_keeps_old_replicas_serving_until_new_ones_are_up() -> None:

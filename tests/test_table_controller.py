@@ -26,7 +26,7 @@ from gearshift.planning.ladders import fallback_ladders
 from gearshift.planning.planner import plan
 from gearshift.planning.settings import PlanSettings
 from gearshift.planning.table import PolicyTable
-from gearshift.policy import Observation, arrival_parts
+from gearshift.policy import Observation, ServiceTimes, arrival_parts
 from gearshift.profiling.profile import Profile
 from gearshift.types import Allocation, Decision
 from tests.synthetic import make_profile
@@ -395,6 +395,39 @@ def _heavy_missing(policy: ExpectedTablePolicy, late: dict[int, int]
         picks.append(decision.variant)
         factors.append(state.load_factor)
     return picks, factors
+
+
+def test_service_times_slower_than_profiled_read_as_a_heavier_load_before_any_miss(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """heavy@1x2 at 8 requests/s, every deadline made: served as profiled (100 ms) the host
+    reads as profiled and heavy is kept; served 1.5 x slower, the load acts as 1.5 x itself,
+    past what heavy holds, and light is taken though nothing has missed. Without service
+    times (a host that does not measure them), or with no profile to hold them against, only
+    misses can say so, and heavy is kept."""
+    profile, table = planned
+    measured = ExpectedTablePolicy.from_table(table, {}, profile)
+    profiled_ms = {(e.variant, e.threads): float(np.mean(e.service_ms)) for e in profile.entries}
+
+    def run(policy: ExpectedTablePolicy, slowdown: float, measures: bool = True
+            ) -> tuple[list[str], float]:
+        state, picks = policy.initial_state(), []
+        for k in range(30):
+            current = Decision(*_in_force(policy, state))
+            key = (current.variant, current.allocation.threads)
+            times = (ServiceTimes(*key, 4, 4 * slowdown * profiled_ms[key]),) if measures else ()
+            observed = Observation(t_s=(k + 1) * PERIOD_S, period_s=PERIOD_S, arrivals=4,
+                                   queue_length=0, in_flight=0, completed=4, missed=0,
+                                   latency_p99_ms=150.0, current=current, service=times)
+            decision, state = policy.decide(observed, state)
+            picks.append(decision.variant)
+        return picks, state.speed
+
+    picks, speed = run(measured, 1.0)
+    assert set(picks) == {"heavy"} and speed == 1.0
+    picks, speed = run(measured, 1.5)
+    assert picks[-1] == "light" and 1.4 < speed < 1.5  # less two sd of the profile's spread
+    assert set(run(measured, 1.5, measures=False)[0]) == {"heavy"}
+    assert set(run(ExpectedTablePolicy.from_table(table, {}), 1.5)[0]) == {"heavy"}
 
 
 def test_misses_in_an_overload_the_plan_foresaw_say_nothing_of_the_hosts_speed() -> None:

@@ -10,7 +10,7 @@ host. Nothing here reads a clock: time arrives in the observation.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, is_dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -35,6 +35,27 @@ def arrival_parts(times_s: Sequence[float] | np.ndarray, end_s: float, period_s:
 
 
 @dataclass(frozen=True)
+class ServiceTimes:
+    """The inferences (variant on replicas of `threads` threads) that finished service in a
+    period: how many, and their service times' sum (ms)."""
+
+    variant: str
+    threads: int
+    count: int
+    total_ms: float
+
+
+def service_times(parts: Iterable[tuple[str, int, int, float]]) -> tuple[ServiceTimes, ...]:
+    """(variant, threads, count, total_ms) parts (an inference each, say) summed per (variant,
+    threads), in the order first met."""
+    sums: dict[tuple[str, int], tuple[int, float]] = {}
+    for variant, threads, count, total_ms in parts:
+        n, total = sums.get((variant, threads), (0, 0.0))
+        sums[(variant, threads)] = n + count, total + total_ms
+    return tuple(ServiceTimes(v, t, n, total) for (v, t), (n, total) in sums.items())
+
+
+@dataclass(frozen=True)
 class Observation:
     """The last period, as the host saw it. Times in seconds on the host's clock."""
 
@@ -49,6 +70,8 @@ class Observation:
     current: Decision  # what is being served now
     arrival_parts: tuple[int, ...] = ()  # the arrivals in ARRIVAL_PARTS equal parts, oldest
     # first (empty if the host does not count them)
+    service: tuple[ServiceTimes, ...] = ()  # the period's inferences' service times (empty if
+    # the host does not measure them)
 
     @property
     def rate_rps(self) -> float:

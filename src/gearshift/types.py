@@ -163,6 +163,7 @@ class ObservationJSON(TypedDict):
     missed: NotRequired[int]
     latency_p99_ms: NotRequired[float | None]
     arrival_parts: NotRequired[list[int]]
+    service: NotRequired[list[tuple[str, int, int, float]]]  # (variant, threads, count, total ms)
 
 
 class ControlLine(TypedDict):

@@ -7,7 +7,7 @@ as if it had, the choice in force kept within noise. Pure: `decide(observation, 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +16,7 @@ from gearshift.planning.planner import tie_order
 from gearshift.planning.settings import PlanSettings
 from gearshift.planning.table import GridPoint, PolicyTable
 from gearshift.policy import Observation
+from gearshift.profiling.profile import Profile
 from gearshift.types import Allocation, Decision
 
 WINDOWS = (1, 2, 4, 8, 16)
@@ -112,7 +113,9 @@ class WindowState:
     `ExpectedTablePolicy.memory`). `load_factor`: the one of `LOAD_FACTORS` the scores were
     read at. `in_force`: the (variant, R, T) the host last reported in force, and `since_s`
     the host time it first did. `drift`, `drift_periods`, `drift_weight`: the load's measured
-    drift (`ExpectedTablePolicy._drift`)."""
+    drift (`ExpectedTablePolicy._drift`). `service_ms`, `profiled_ms`, `profiled_var`,
+    `service_count`: the inferences' measured service times, their profiled means and
+    variances, and their count (decaying sums); `speed`: how much slower than profiled the host serves (`ExpectedTablePolicy._speed`)."""
 
     counts: tuple[int, ...] = ()
     rate_rps: float = math.nan
@@ -128,6 +131,11 @@ class WindowState:
     drift: float = 0.0
     drift_periods: float = 0.0
     drift_weight: float = 0.0
+    service_ms: float = 0.0
+    profiled_ms: float = 0.0
+    profiled_var: float = 0.0
+    service_count: float = 0.0
+    speed: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -196,10 +204,11 @@ class ExpectedTablePolicy:
     are measured, then the drift if smaller: `_drift`) at the load the host acts as if it had:
     the rate times the smallest of `LOAD_FACTORS` at which the candidates in force have missed
     no more deadlines than their plans expected (within `miss_z` Poisson sd, over about 1 / (1 -
-    `memory`) periods, at loads their plans expect them to hold: `_tally`): a host slower than
-    its profile, as a busy machine or a calibration that saw no tails makes it, moves every
-    candidate's score alike, towards those with room to spare, rather than the one in force's
-    alone. Each score is the mean over those loads less
+    `memory`) periods, at loads their plans expect them to hold: `_tally`), or if more, its
+    inferences' service times over their profiled means (`_speed`, given the profile): a host
+    slower than its profile, as a busy machine or a calibration that saw no tails makes it,
+    moves every candidate's score alike, towards those with room to spare, rather than the one
+    in force's alone. Each score is the mean over those loads less
     `risk` x its standard deviation over them: a candidate on the steep side of its curve
     (ResNet-50 at its capacity, a standing queue absorbed by fallbacks) loses to a flat one of
     nearly the same mean, as a burst the Poisson plan does not see would have it (live, a
@@ -234,16 +243,26 @@ class ExpectedTablePolicy:
     min_drift_periods: float = 16.0
     overload_on_time: float = 0.9
     stall_z: float = 1.0
+    profiled_service_ms: Mapping[tuple[str, int], tuple[float, float]] = field(
+        default_factory=dict)  # (variant, threads) -> the profile's mean and variance (ms, ms²)
+    min_service_count: float = 20.0
+    speed_z: float = 2.0
     name: str = "table"
 
     @classmethod
-    def from_table(cls, table: PolicyTable, fallbacks: dict[str, tuple[str, ...]]
-                   ) -> ExpectedTablePolicy:
+    def from_table(cls, table: PolicyTable, fallbacks: dict[str, tuple[str, ...]],
+                   profile: Profile | None = None) -> ExpectedTablePolicy:
         """Needs the table's grid (every table `gearshift plan` writes has one); candidates
-        are ruled out where the planner ruled them out (`PolicyTable.max_fallback_share`)."""
+        are ruled out where the planner ruled them out (`PolicyTable.max_fallback_share`).
+        With the `profile` the table was planned on, the host's speed is read from its
+        service times as well as from its misses."""
         if not table.grid:
             raise ValueError("the table has no planner grid to score candidates on")
-        return cls(table, GridScores.from_grid(table.grid, table.max_fallback_share), fallbacks)
+        profiled = ({(e.variant, e.threads): (float(np.mean(e.service_ms)),
+                                              float(np.var(e.service_ms)))
+                     for e in profile.entries} if profile is not None else {})
+        return cls(table, GridScores.from_grid(table.grid, table.max_fallback_share), fallbacks,
+                   profiled_service_ms=profiled)
 
     def initial_state(self) -> WindowState:
         return WindowState()
@@ -270,11 +289,13 @@ class ExpectedTablePolicy:
         since_s = state.since_s if key == state.in_force else obs.t_s - obs.period_s
         resolved, missed, planned = self._tally(obs, state, key, since_s)
         k = self._load_level(resolved, missed, planned)
-        load = LOAD_FACTORS[k] * rate
+        service = self._speed(obs, state)
+        factor = max(LOAD_FACTORS[k], min(service[-1], LOAD_FACTORS[-1]))
+        load = factor * rate
         allowed = self.scores.allowed(load)
         if state.choice >= 0:
             allowed[state.choice] = self.scores.allowed(load - sd)[state.choice]
-        expected = self.scores.expected(load, LOAD_FACTORS[k] * sd, self.risk) * allowed
+        expected = self.scores.expected(load, factor * sd, self.risk) * allowed
         pick = self._pick(expected, state.choice)
         if not any(counts) and key in self.scores.keys:
             pick = self.scores.keys.index(key)  # idle: nothing to serve, no evidence to act on
@@ -288,7 +309,7 @@ class ExpectedTablePolicy:
                             f"{expected[pick]:.3f}", self.fallbacks.get(variant, ()))
         return decision, WindowState(counts, rate, window_s, pick, float(expected[pick]),
                                      resolved, missed, tuple(planned.tolist()), LOAD_FACTORS[k],
-                                     key, since_s, drift, periods, weight)
+                                     key, since_s, drift, periods, weight, *service)
 
     def _drift(self, obs: Observation, state: WindowState) -> tuple[float, float, float]:
         """(drift, periods, weight): how far, relative to it and beyond noise, a period's
@@ -317,6 +338,35 @@ class ExpectedTablePolicy:
         total = state.drift_weight * self.memory + weight
         drift = state.drift + (excess - state.drift) * weight / total
         return drift, periods, total
+
+    def _speed(self, obs: Observation, state: WindowState
+               ) -> tuple[float, float, float, float, float]:
+        """(service_ms, profiled_ms, profiled_var, count, speed): the period's inferences'
+        service times and their profiled means and variances added to the decaying sums
+        (`memory`), and the ratio of the two sums less `speed_z` of its sd were the host as
+        profiled, once `min_service_count` inferences are behind it (else 1; at least 1): a
+        ratio within noise of 1 is a host as profiled (simulated, on a host exactly as
+        profiled, a first period's 1.017 had the Fashion-MNIST pool serve fnet-m for 10 s
+        where fnet-l made its deadlines). A host that serves
+        1.2 x slower than its profile acts as if its load were 1.2 x, at any load, where its
+        misses say so only at loads that miss (live, ResNet-50 1x2 served at 64 ms against 46
+        profiled for 10 s before its misses at 120 ms showed it). An inference of a (variant,
+        threads) the profile has not measured is not counted."""
+        measured = state.service_ms * self.memory
+        profiled = state.profiled_ms * self.memory
+        var = state.profiled_var * self.memory
+        count = state.service_count * self.memory
+        for x in obs.service:
+            known = self.profiled_service_ms.get((x.variant, x.threads))
+            if known is not None and x.count > 0:
+                measured += x.total_ms
+                profiled += known[0] * x.count
+                var += known[1] * x.count
+                count += x.count
+        speed = 1.0
+        if count >= self.min_service_count and profiled > 0:
+            speed = max(1.0, (measured - self.speed_z * math.sqrt(var)) / profiled)
+        return measured, profiled, var, count, speed
 
     def _tally(self, obs: Observation, state: WindowState, key: tuple[str, int, int],
                since_s: float) -> tuple[float, float, np.ndarray]:

@@ -95,7 +95,7 @@ PAPER_OPTIONS = _float_fields(TablePolicy, ("alpha_up", "alpha_down", "band", "n
 
 
 def _table(r: PolicyRequest, rescues: bool, name: str) -> tuple[Policy[Any], Decision]:
-    rate_policy = table_policy(r.table, r.fallbacks, r.options)
+    rate_policy = table_policy(r.table, r.fallbacks, r.options, r.profile)
     if r.profile is None or not r.table.grid:
         if rescues:
             raise SpecError(f"the {name} policy needs the profile (--profile profile.json)")
@@ -227,13 +227,15 @@ def parse_options(items: list[str]) -> dict[str, float]:
 
 
 def table_policy(table: PolicyTable, fallbacks: dict[str, tuple[str, ...]],
-                 options: Mapping[str, float] | None = None
+                 options: Mapping[str, float] | None = None, profile: Profile | None = None
                  ) -> ExpectedTablePolicy | TablePolicy:
     """The rate-driven part of `table` and `queue-aware`: on the planner's grid
-    (`ExpectedTablePolicy`, with `options`); for a table without one (written by hand), the
-    paper's range lookup with these fallbacks."""
+    (`ExpectedTablePolicy`, with `options`, reading the host's speed against `profile` if
+    given); for a table without one (written by hand), the paper's range lookup with these
+    fallbacks."""
     if table.grid:
-        return _with_options(ExpectedTablePolicy.from_table(table, fallbacks), options or {})
+        return _with_options(ExpectedTablePolicy.from_table(table, fallbacks, profile),
+                             options or {})
     return TablePolicy(table, fallbacks=fallbacks)
 
 

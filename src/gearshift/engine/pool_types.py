@@ -50,6 +50,7 @@ class InferResult:
     queue_ms: float
     service_ms: float
     worker_id: int
+    threads: int = 0  # of the replica that served it
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from gearshift.engine.pool import ReplicaPool
 from gearshift.host_loop import HostLoop
-from gearshift.policy import Controller, ControlStep, Observation, arrival_parts
+from gearshift.policy import Controller, ControlStep, Observation, arrival_parts, service_times
 from gearshift.serving.actuator import Actuator
 from gearshift.serving.dataplane import DataPlane
 from gearshift.types import ControlLine, Decision, DecisionJSON, ObservationJSON
@@ -105,6 +105,7 @@ class ControlLoop:
             missed=w.missed, latency_p99_ms=w.p99_ms(),
             current=Decision(st.variant, st.allocation),
             arrival_parts=arrival_parts(w.arrival_s, t_s, self.period_s),
+            service=service_times((v, t, 1, ms) for v, t, ms in w.service),
         )
         self.last_rate_rps = obs.rate_rps
         return obs
@@ -179,6 +180,7 @@ def step_json(step: ControlStep) -> ControlLine:
         "latency_p99_ms": None if math.isnan(o.latency_p99_ms) else o.latency_p99_ms,
         "current": _decision_json(o.current), "rate_rps": o.rate_rps,
         "arrival_parts": list(o.arrival_parts),
+        "service": [(x.variant, x.threads, x.count, round(x.total_ms, 3)) for x in o.service],
     }
     return {"t_s": round(o.t_s, 3), "observation": obs,
             "decision": _decision_json(step.decision), "state": step.state}

@@ -37,6 +37,8 @@ class Window:
     completed: int = 0
     missed: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    service: list[tuple[str, int, float]] = field(default_factory=list)  # (variant, threads,
+    # service ms) of each answer
 
     def p99_ms(self) -> float:
         return float(np.percentile(self.latencies_ms, 99)) if self.latencies_ms else math.nan
@@ -45,8 +47,11 @@ class Window:
         self.arrivals += 1
         self.arrival_s.append(t_s)
 
-    def answered(self, latency_ms: float, on_time: bool) -> None:
+    def answered(self, latency_ms: float, on_time: bool,
+                 service: tuple[str, int, float] | None = None) -> None:
         self.completed += 1
+        if service is not None:
+            self.service.append(service)
         self.latencies_ms.append(latency_ms)
         self.missed += 0 if on_time else 1
 
@@ -160,7 +165,8 @@ class DataPlane:
             raise
         latency_ms = (self._clock() - t0) * 1000.0
         on_time = latency_ms <= deadline_ms
-        self._account(result.variant, latency_ms, on_time)
+        self._account(result.variant, latency_ms, on_time,
+                      (result.variant, result.threads, result.service_ms))
         outputs = result.outputs
         if req.outputs is not None:
             unknown = [n for n in req.outputs if n not in outputs]
@@ -174,8 +180,9 @@ class DataPlane:
             "on_time": on_time}
         return Answer(outputs, params)
 
-    def _account(self, variant: str, latency_ms: float, on_time: bool) -> None:
-        self.window.answered(latency_ms, on_time)
+    def _account(self, variant: str, latency_ms: float, on_time: bool,
+                 service: tuple[str, int, float]) -> None:
+        self.window.answered(latency_ms, on_time, service)
         self.metrics.answered.labels(variant).inc()
         self.metrics.latency.labels(variant).observe(latency_ms / 1000.0)
         if on_time:

@@ -135,6 +135,7 @@ class Block:
     `start_s`: dispatch or drop time (s). `end_s`: service end (s), NaN if dropped.
     `overhead_s`: overhead draws (s), added after service for answered requests.
     `choice`: per request, the ladder index of the variant that served it (-1: dropped).
+    `threads`: of the replicas that served them.
     """
 
     lo: int
@@ -143,6 +144,7 @@ class Block:
     end_s: np.ndarray
     overhead_s: np.ndarray
     choice: np.ndarray
+    threads: int = 0
 
     @property
     def served(self) -> np.ndarray:
@@ -213,7 +215,7 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
                    lambda f: (f, alloc) in inputs.sampler.service_s)
     if lo >= hi:  # nothing queued: do not look up (variant, allocation), it may be unprofiled
         empty = np.empty(0)
-        return (Block(lo, rungs, empty, empty, empty, np.empty(0, dtype=np.int64)),
+        return (Block(lo, rungs, empty, empty, empty, np.empty(0, dtype=np.int64), alloc.threads),
                 state.servers.free_s)
     u = inputs.draws.service_u[lo:hi]
     service = np.column_stack([inputs.sampler.service(v, alloc, u) for v in rungs])
@@ -233,5 +235,6 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
     overhead = inputs.sampler.overhead(state.variant, alloc, inputs.draws.overhead_u[lo:lo + n],
                                        waited, inputs.rate_rps[lo:lo + n],
                                        inputs.draws.level_u[lo:lo + n])
-    block = Block(lo, rungs, res.start_s[:n], res.end_s[:n], overhead, res.choice[:n])
+    block = Block(lo, rungs, res.start_s[:n], res.end_s[:n], overhead, res.choice[:n],
+                  alloc.threads)
     return block, res.free_s

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from gearshift.host_loop import HostLoop
-from gearshift.policy import Controller, Observation, arrival_parts
+from gearshift.policy import Controller, Observation, ServiceTimes, arrival_parts, service_times
 from gearshift.profiling.profile import Profile
 from gearshift.sim.engine import (
     Answering,
@@ -193,9 +193,23 @@ def observe(
         latency_p99_ms=quantile(latency_ms, 0.99),
         current=after.decision,
         arrival_parts=arrival_parts(inputs.arrival_s[first_arrival:arrived], t1, period_s),
+        service=_service_times(blocks),
     )
     left = ~done
     return obs, Answering(pool.arrival_s[left], pool.end_s[left], pool.completed_s[left])
+
+
+def _service_times(blocks: list[Block]) -> tuple[ServiceTimes, ...]:
+    """The blocks' inferences' service times, per (variant, threads): in the simulator a
+    service time is known at dispatch, so they count in the period they started in."""
+    parts = []
+    for b in blocks:
+        served = b.served
+        ms = (b.end_s[served] - b.start_s[served]) * 1000.0
+        choice = b.choice[served]
+        parts += [(b.ladder[c], b.threads, int(np.count_nonzero(choice == c)),
+                   float(ms[choice == c].sum())) for c in np.unique(choice).tolist()]
+    return service_times(parts)
 
 
 def quantile(x: np.ndarray, q: float) -> float:
