@@ -137,6 +137,12 @@ class WindowState:
     service_count: float = 0.0
     speed: float = 1.0
 
+    @property
+    def slowdown(self) -> float:
+        """How much slower than profiled the host acts: its misses' load factor or its
+        service times' speed, whichever says more (at most the largest of `LOAD_FACTORS`)."""
+        return max(self.load_factor, min(self.speed, LOAD_FACTORS[-1]))
+
 
 @dataclass(frozen=True)
 class GridScores:
@@ -290,7 +296,7 @@ class ExpectedTablePolicy:
         resolved, missed, planned = self._tally(obs, state, key, since_s)
         k = self._load_level(resolved, missed, planned)
         service = self._speed(obs, state)
-        factor = max(LOAD_FACTORS[k], min(service[-1], LOAD_FACTORS[-1]))
+        factor = WindowState(load_factor=LOAD_FACTORS[k], speed=service[-1]).slowdown
         load = factor * rate
         allowed = self.scores.allowed(load)
         if state.choice >= 0:

@@ -48,9 +48,9 @@ class RateState:
         return self.smoothed_rps
 
     @property
-    def load_factor(self) -> float:
-        """How much heavier than its rate the load acts on the host: the paper's controller
-        takes the host as profiled (`WindowState.load_factor` measures it)."""
+    def slowdown(self) -> float:
+        """How much slower than profiled the host acts: the paper's controller takes the host
+        as profiled (`WindowState.slowdown` measures it)."""
         return 1.0
 
 
@@ -208,7 +208,7 @@ class QueueAwarePolicy:
     latency of a request arriving now from the backlog (queue + in flight) were it served by
     the decision's lightest fallback, which the dispatch rule gives a late request: the
     backlog drained at its pace, its p95 service time, both scaled by how much slower than
-    profiled the host acts (the rate policy's `load_factor`), and the mean overhead. Only if
+    profiled the host acts (the rate policy's `slowdown`), and the mean overhead. Only if
     even that exceeds the deadline is a rescue needed: choose the most accurate candidate of
     another variant that fits it and can sustain the rate (ties: higher capacity); if none
     does, keep the decision (its fallbacks and the drop rule clear what cannot be saved: a
@@ -253,7 +253,7 @@ class QueueAwarePolicy:
         chosen = self._candidate(wanted.variant, wanted.allocation)
         lightest = self._find(wanted.fallbacks[-1], wanted.allocation) if wanted.fallbacks \
             else None
-        slow = rate_state.load_factor
+        slow = rate_state.slowdown
         last_rung = lightest or chosen
         latency_s = last_rung.predicted_latency_s(obs.backlog, self.overhead_s, slow)
         if latency_s <= self.deadline_s or not self.rescues:
