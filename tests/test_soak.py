@@ -13,7 +13,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_five_times_capacity_gets_one_answer_each_and_recovers(tmp_path: Path) -> None:
-    res = run_soak(tmp_path, seconds=4.0, factor=5.0)
+    # a queue of 8, not the benchmark's 32: the drop rule sheds hopeless requests as fast as
+    # they come, so a queue of 32 filled in some runs and not in others (a capacity measured
+    # low on a busy machine offers less than 5 x the real one)
+    res = run_soak(tmp_path, seconds=4.0, factor=5.0, max_queue=8)
     # the readiness target (100 ms) is held at p99 here; the max is recorded, not asserted: on a
     # shared 2-core machine one probe can wait behind another process for the CPU
     assert [p for p in res.problems() if not p.startswith("readiness max")] == []
