@@ -115,7 +115,8 @@ class WindowState:
     the host time it first did. `drift`, `drift_periods`, `drift_weight`: the load's measured
     drift (`ExpectedTablePolicy._drift`). `service_ms`, `profiled_ms`, `profiled_var`,
     `service_count`: the inferences' measured service times, their profiled means and
-    variances, and their count (decaying sums); `speed`: how much slower than profiled the host serves (`ExpectedTablePolicy._speed`)."""
+    variances, and their count (decaying sums); `speed`: how much slower than profiled the
+    host serves (`ExpectedTablePolicy._speed`)."""
 
     counts: tuple[int, ...] = ()
     rate_rps: float = math.nan
@@ -139,9 +140,14 @@ class WindowState:
 
     @property
     def slowdown(self) -> float:
-        """How much slower than profiled the host acts: its misses' load factor or its
-        service times' speed, whichever says more (at most the largest of `LOAD_FACTORS`)."""
-        return max(self.load_factor, min(self.speed, LOAD_FACTORS[-1]))
+        """`host_slowdown` of this state's load factor and speed."""
+        return host_slowdown(self.load_factor, self.speed)
+
+
+def host_slowdown(load_factor: float, speed: float) -> float:
+    """How much slower than profiled the host acts: its misses' load factor or its service
+    times' speed, whichever says more (at most the largest of `LOAD_FACTORS`)."""
+    return max(load_factor, min(speed, LOAD_FACTORS[-1]))
 
 
 @dataclass(frozen=True)
@@ -296,7 +302,7 @@ class ExpectedTablePolicy:
         resolved, missed, planned = self._tally(obs, state, key, since_s)
         k = self._load_level(resolved, missed, planned)
         service = self._speed(obs, state)
-        factor = WindowState(load_factor=LOAD_FACTORS[k], speed=service[-1]).slowdown
+        factor = host_slowdown(LOAD_FACTORS[k], service[-1])
         load = factor * rate
         allowed = self.scores.allowed(load)
         if state.choice >= 0:
@@ -353,11 +359,11 @@ class ExpectedTablePolicy:
         profiled, once `min_service_count` inferences are behind it (else 1; at least 1): a
         ratio within noise of 1 is a host as profiled (simulated, on a host exactly as
         profiled, a first period's 1.017 had the Fashion-MNIST pool serve fnet-m for 10 s
-        where fnet-l made its deadlines). A host that serves
-        1.2 x slower than its profile acts as if its load were 1.2 x, at any load, where its
-        misses say so only at loads that miss (live, ResNet-50 1x2 served at 64 ms against 46
-        profiled for 10 s before its misses at 120 ms showed it). An inference of a (variant,
-        threads) the profile has not measured is not counted."""
+        where fnet-l made its deadlines). A host that serves 1.2 x slower than its profile
+        acts as if its load were 1.2 x, at any load, where its misses say so only at loads
+        that miss (live, ResNet-50 1x2 served at 64 ms against 46 profiled for 10 s before
+        its misses at 120 ms showed it). An inference of a (variant, threads) the profile has
+        not measured is not counted."""
         measured = state.service_ms * self.memory
         profiled = state.profiled_ms * self.memory
         var = state.profiled_var * self.memory

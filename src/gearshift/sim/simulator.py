@@ -202,7 +202,7 @@ def observe(
 def _service_times(blocks: list[Block]) -> tuple[ServiceTimes, ...]:
     """The blocks' inferences' service times, per (variant, threads): in the simulator a
     service time is known at dispatch, so they count in the period they started in."""
-    parts = []
+    parts: list[tuple[str, int, int, float]] = []
     for b in blocks:
         served = b.served
         ms = (b.end_s[served] - b.start_s[served]) * 1000.0
