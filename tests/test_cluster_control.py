@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from gearshift.cluster import ClusterControl, ClusterView, NodeReport
-from gearshift.policy import Controller
+from gearshift.policy import Controller, ServiceTimes
 from gearshift.types import Allocation, Decision
 from tests.servers import ScriptedPolicy
 
@@ -14,10 +14,12 @@ HEAVY, LIGHT = Decision("heavy", Allocation(1, 2)), Decision("light", Allocation
 
 
 def report(node: str, arrivals: int, current: Decision = HEAVY, queue: int = 0) -> NodeReport:
+    threads = current.allocation.threads
     return NodeReport(node=node, period_s=0.5, arrivals=arrivals,
                       arrival_parts=(arrivals // 4,) * 4, queue_length=queue, in_flight=1,
                       completed=arrivals, missed=0, latency_p99_ms=40.0 if arrivals else math.nan,
-                      current=current, workers_ready=1)
+                      current=current, workers_ready=1,
+                      service=(ServiceTimes(current.variant, threads, arrivals, 10.0 * arrivals),))
 
 
 def test_the_policy_sees_one_nodes_share_and_forgets_a_silent_node() -> None:
@@ -30,6 +32,8 @@ def test_the_policy_sees_one_nodes_share_and_forgets_a_silent_node() -> None:
     assert (obs.arrivals, obs.queue_length, obs.in_flight) == (30, 3, 1)
     assert obs.arrival_parts == (7, 7, 7, 7) and obs.latency_p99_ms == 40.0
     assert obs.current == HEAVY  # what most nodes have in force
+    # every node's service times, summed per (variant, threads): the speed is read from all
+    assert obs.service == (ServiceTimes("heavy", 2, 60, 600.0), ServiceTimes("light", 1, 30, 300.0))
     # "a" and "b" not heard from for more than three periods: only "c" is left
     view.add(report("c", 8, current=LIGHT), now_s=12.0)
     obs = view.observation(t_s=6.0, now_s=12.0)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gearshift.host_loop import HostLoop
-from gearshift.policy import ARRIVAL_PARTS, Controller, Observation
+from gearshift.policy import ARRIVAL_PARTS, Controller, Observation, ServiceTimes, service_times
 from gearshift.types import Allocation, Decision, PoolStatus
 
 
@@ -44,6 +44,7 @@ class NodeReport:
     failed: int = 0
     expired: int = 0
     rejected: int = 0
+    service: tuple[ServiceTimes, ...] = ()  # the period's inferences' service times
 
 
 @dataclass
@@ -66,7 +67,8 @@ class ClusterView:
     def observation(self, t_s: float, now_s: float) -> Observation | None:
         """One node's share of the last period: the live nodes' mean arrivals (and their
         parts), queue, in flight, answers and misses, rounded; the worst p99; in force, what
-        most nodes have. None if no node is live."""
+        most nodes have; every node's service times (the host's speed is read from all of
+        them). None if no node is live."""
         nodes = self.live(now_s)
         if not nodes:
             return None
@@ -87,7 +89,9 @@ class ClusterView:
             completed=mean([r.completed for r in nodes]), missed=mean([r.missed for r in nodes]),
             latency_p99_ms=max(p99s) if p99s else math.nan,
             current=Decision(variant, Allocation(allocation.replicas, allocation.threads)),
-            arrival_parts=tuple(parts))
+            arrival_parts=tuple(parts),
+            service=service_times((x.variant, x.threads, x.count, x.total_ms)
+                                  for r in nodes for x in r.service))
 
 
 class ClusterControl:

@@ -22,7 +22,7 @@ from gearshift.cluster import NodeReport
 from gearshift.engine.pool import PoolSettings, ReplicaPool
 from gearshift.engine.pool_types import InferResult
 from gearshift.errors import GearshiftError
-from gearshift.policy import arrival_parts
+from gearshift.policy import arrival_parts, service_times
 from gearshift.serving.actuator import Actuator
 from gearshift.serving.dataplane import Window
 from gearshift.types import Allocation, Decision
@@ -76,7 +76,8 @@ class PoolNode:
             self.window.failed(exc)
             return NodeError(type(exc).__name__, str(exc), getattr(exc, "retry_after_s", None))
         latency_ms = (self._clock() - t0) * 1000.0
-        self.window.answered(latency_ms, latency_ms <= budget_s * 1000.0)
+        self.window.answered(latency_ms, latency_ms <= budget_s * 1000.0,
+                             (result.variant, result.threads, result.service_ms))
         return result
 
     def healthy(self) -> bool:
@@ -93,7 +94,8 @@ class PoolNode:
             queue_length=st.queue_length, in_flight=st.in_flight, completed=w.completed,
             missed=w.missed, latency_p99_ms=w.p99_ms(), current=Decision(st.variant, st.allocation),
             pid=os.getpid(), workers_ready=st.workers_ready, served=c.served, failed=c.failed,
-            expired=c.expired, rejected=c.rejected)
+            expired=c.expired, rejected=c.rejected,
+            service=service_times((v, t, 1, ms) for v, t, ms in w.service))
 
     async def _run(self) -> None:
         due = self._clock()

@@ -87,7 +87,7 @@ class _ClusterHost:
             o = h.observe(t_s)
             self.view.add(NodeReport(str(k), o.period_s, o.arrivals, o.arrival_parts,
                                      o.queue_length, o.in_flight, o.completed, o.missed,
-                                     o.latency_p99_ms, o.current), t_s)
+                                     o.latency_p99_ms, o.current, service=o.service), t_s)
         obs = self.view.observation(t_s, t_s)
         assert obs is not None  # every node reported just now
         self.observations.append(obs)
