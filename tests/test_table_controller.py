@@ -383,18 +383,30 @@ def _heavy_missing(policy: ExpectedTablePolicy, late: dict[int, int]
                    ) -> tuple[list[str], list[float]]:
     """40 periods of 4 requests, the host reporting `late[k]` of period k's late while heavy
     is in force (none while light is): the variants decided and the slowdowns read."""
+    picks, states = _drive(policy, 40, late)
+    return picks, [s.load_factor for s in states]
+
+
+def _drive(policy: ExpectedTablePolicy, periods: int, late: dict[int, int],
+           service_ms: dict[tuple[str, int], float] | None = None
+           ) -> tuple[list[str], list[WindowState]]:
+    """`periods` periods of 4 requests, `late[k]` of period k's late while heavy is in force
+    (none while light is), each served in `service_ms[(variant, threads)]` if given (else no
+    service times reported): the variants decided and the states after each period."""
     state = policy.initial_state()
-    picks, factors = [], []
-    for k in range(40):
+    picks, states = [], []
+    for k in range(periods):
         current = Decision(*_in_force(policy, state))
         missed = late.get(k, 0) if current.variant == "heavy" else 0
+        key = (current.variant, current.allocation.threads)
+        times = (ServiceTimes(*key, 4, 4 * service_ms[key]),) if service_ms else ()
         observed = Observation(t_s=(k + 1) * PERIOD_S, period_s=PERIOD_S, arrivals=4,
                                queue_length=0, in_flight=0, completed=4, missed=missed,
-                               latency_p99_ms=50.0, current=current)
+                               latency_p99_ms=50.0, current=current, service=times)
         decision, state = policy.decide(observed, state)
         picks.append(decision.variant)
-        factors.append(state.load_factor)
-    return picks, factors
+        states.append(state)
+    return picks, states
 
 
 def test_service_times_slower_than_profiled_read_as_a_heavier_load_before_any_miss(
@@ -407,27 +419,15 @@ def test_service_times_slower_than_profiled_read_as_a_heavier_load_before_any_mi
     profile, table = planned
     measured = ExpectedTablePolicy.from_table(table, {}, profile)
     profiled_ms = {(e.variant, e.threads): float(np.mean(e.service_ms)) for e in profile.entries}
+    slower_ms = {k: 1.5 * v for k, v in profiled_ms.items()}
 
-    def run(policy: ExpectedTablePolicy, slowdown: float, measures: bool = True
-            ) -> tuple[list[str], float]:
-        state, picks = policy.initial_state(), []
-        for k in range(30):
-            current = Decision(*_in_force(policy, state))
-            key = (current.variant, current.allocation.threads)
-            times = (ServiceTimes(*key, 4, 4 * slowdown * profiled_ms[key]),) if measures else ()
-            observed = Observation(t_s=(k + 1) * PERIOD_S, period_s=PERIOD_S, arrivals=4,
-                                   queue_length=0, in_flight=0, completed=4, missed=0,
-                                   latency_p99_ms=150.0, current=current, service=times)
-            decision, state = policy.decide(observed, state)
-            picks.append(decision.variant)
-        return picks, state.speed
-
-    picks, speed = run(measured, 1.0)
-    assert set(picks) == {"heavy"} and speed == 1.0
-    picks, speed = run(measured, 1.5)
-    assert picks[-1] == "light" and 1.4 < speed < 1.5  # less two sd of the profile's spread
-    assert set(run(measured, 1.5, measures=False)[0]) == {"heavy"}
-    assert set(run(ExpectedTablePolicy.from_table(table, {}), 1.5)[0]) == {"heavy"}
+    picks, states = _drive(measured, 30, {}, profiled_ms)
+    assert set(picks) == {"heavy"} and states[-1].speed == 1.0
+    picks, states = _drive(measured, 30, {}, slower_ms)
+    assert picks[-1] == "light" and 1.4 < states[-1].speed < 1.5  # less two sd of the spread
+    assert set(_drive(measured, 30, {})[0]) == {"heavy"}
+    assert set(_drive(ExpectedTablePolicy.from_table(table, {}), 30, {}, slower_ms)[0]) == {
+        "heavy"}
 
 
 def test_misses_in_an_overload_the_plan_foresaw_say_nothing_of_the_hosts_speed() -> None:

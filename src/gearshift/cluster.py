@@ -90,8 +90,7 @@ class ClusterView:
             latency_p99_ms=max(p99s) if p99s else math.nan,
             current=Decision(variant, Allocation(allocation.replicas, allocation.threads)),
             arrival_parts=tuple(parts),
-            service=service_times((x.variant, x.threads, x.count, x.total_ms)
-                                  for r in nodes for x in r.service))
+            service=service_times(x for r in nodes for x in r.service))
 
 
 class ClusterControl:

@@ -45,13 +45,13 @@ class ServiceTimes:
     total_ms: float
 
 
-def service_times(parts: Iterable[tuple[str, int, int, float]]) -> tuple[ServiceTimes, ...]:
-    """(variant, threads, count, total_ms) parts (an inference each, say) summed per (variant,
-    threads), in the order first met."""
+def service_times(parts: Iterable[ServiceTimes]) -> tuple[ServiceTimes, ...]:
+    """Parts (an inference each, or a node's period) summed per (variant, threads), in the
+    order first met."""
     sums: dict[tuple[str, int], tuple[int, float]] = {}
-    for variant, threads, count, total_ms in parts:
-        n, total = sums.get((variant, threads), (0, 0.0))
-        sums[(variant, threads)] = n + count, total + total_ms
+    for x in parts:
+        n, total = sums.get((x.variant, x.threads), (0, 0.0))
+        sums[(x.variant, x.threads)] = n + x.count, total + x.total_ms
     return tuple(ServiceTimes(v, t, n, total) for (v, t), (n, total) in sums.items())
 
 

@@ -76,8 +76,8 @@ class PoolNode:
             self.window.failed(exc)
             return NodeError(type(exc).__name__, str(exc), getattr(exc, "retry_after_s", None))
         latency_ms = (self._clock() - t0) * 1000.0
-        self.window.answered(latency_ms, latency_ms <= budget_s * 1000.0,
-                             (result.variant, result.threads, result.service_ms))
+        self.window.answered(latency_ms, latency_ms <= budget_s * 1000.0, result.variant,
+                             result.threads, result.service_ms)
         return result
 
     def healthy(self) -> bool:
@@ -95,7 +95,7 @@ class PoolNode:
             missed=w.missed, latency_p99_ms=w.p99_ms(), current=Decision(st.variant, st.allocation),
             pid=os.getpid(), workers_ready=st.workers_ready, served=c.served, failed=c.failed,
             expired=c.expired, rejected=c.rejected,
-            service=service_times((v, t, 1, ms) for v, t, ms in w.service))
+            service=service_times(w.service))
 
     async def _run(self) -> None:
         due = self._clock()

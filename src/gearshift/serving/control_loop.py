@@ -105,7 +105,7 @@ class ControlLoop:
             missed=w.missed, latency_p99_ms=w.p99_ms(),
             current=Decision(st.variant, st.allocation),
             arrival_parts=arrival_parts(w.arrival_s, t_s, self.period_s),
-            service=service_times((v, t, 1, ms) for v, t, ms in w.service),
+            service=service_times(w.service),
         )
         self.last_rate_rps = obs.rate_rps
         return obs

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gearshift.engine.pool import ReplicaPool
+from gearshift.engine.pool_types import InferResult
 from gearshift.errors import BadRequest, GearshiftError, ModelNotFound
+from gearshift.policy import ServiceTimes
 from gearshift.protocol import DecodedRequest, InputSignature, datatype_of
 from gearshift.serving.metrics import Metrics
 from gearshift.types import JSONObject
@@ -37,8 +39,7 @@ class Window:
     completed: int = 0
     missed: int = 0
     latencies_ms: list[float] = field(default_factory=list)
-    service: list[tuple[str, int, float]] = field(default_factory=list)  # (variant, threads,
-    # service ms) of each answer
+    service: list[ServiceTimes] = field(default_factory=list)  # each answer's
 
     def p99_ms(self) -> float:
         return float(np.percentile(self.latencies_ms, 99)) if self.latencies_ms else math.nan
@@ -47,11 +48,10 @@ class Window:
         self.arrivals += 1
         self.arrival_s.append(t_s)
 
-    def answered(self, latency_ms: float, on_time: bool,
-                 service: tuple[str, int, float] | None = None) -> None:
+    def answered(self, latency_ms: float, on_time: bool, variant: str, threads: int,
+                 service_ms: float) -> None:
         self.completed += 1
-        if service is not None:
-            self.service.append(service)
+        self.service.append(ServiceTimes(variant, threads, 1, service_ms))
         self.latencies_ms.append(latency_ms)
         self.missed += 0 if on_time else 1
 
@@ -165,8 +165,7 @@ class DataPlane:
             raise
         latency_ms = (self._clock() - t0) * 1000.0
         on_time = latency_ms <= deadline_ms
-        self._account(result.variant, latency_ms, on_time,
-                      (result.variant, result.threads, result.service_ms))
+        self._account(result, latency_ms, on_time)
         outputs = result.outputs
         if req.outputs is not None:
             unknown = [n for n in req.outputs if n not in outputs]
@@ -180,9 +179,9 @@ class DataPlane:
             "on_time": on_time}
         return Answer(outputs, params)
 
-    def _account(self, variant: str, latency_ms: float, on_time: bool,
-                 service: tuple[str, int, float]) -> None:
-        self.window.answered(latency_ms, on_time, service)
+    def _account(self, result: InferResult, latency_ms: float, on_time: bool) -> None:
+        variant = result.variant
+        self.window.answered(latency_ms, on_time, variant, result.threads, result.service_ms)
         self.metrics.answered.labels(variant).inc()
         self.metrics.latency.labels(variant).observe(latency_ms / 1000.0)
         if on_time:

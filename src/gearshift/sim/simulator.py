@@ -202,13 +202,13 @@ def observe(
 def _service_times(blocks: list[Block]) -> tuple[ServiceTimes, ...]:
     """The blocks' inferences' service times, per (variant, threads): in the simulator a
     service time is known at dispatch, so they count in the period they started in."""
-    parts: list[tuple[str, int, int, float]] = []
+    parts: list[ServiceTimes] = []
     for b in blocks:
         served = b.served
         ms = (b.end_s[served] - b.start_s[served]) * 1000.0
         choice = b.choice[served]
-        parts += [(b.ladder[c], b.threads, int(np.count_nonzero(choice == c)),
-                   float(ms[choice == c].sum())) for c in np.unique(choice).tolist()]
+        parts += [ServiceTimes(b.ladder[c], b.threads, int(np.count_nonzero(choice == c)),
+                               float(ms[choice == c].sum())) for c in np.unique(choice).tolist()]
     return service_times(parts)
 
 
