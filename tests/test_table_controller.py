@@ -430,6 +430,24 @@ def test_service_times_slower_than_profiled_read_as_a_heavier_load_before_any_mi
         "heavy"}
 
 
+def test_a_slower_service_weighs_as_its_share_of_a_requests_core_time(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """The same 1.5 x slower service, on a host whose front end takes ten times heavy@1x2's
+    core time per request (a model far faster than the HTTP path): the requests' core time is
+    5 % heavier, not 50 %, and heavy is kept; as profiled it reads 1."""
+    profile, table = planned
+    heavy = profile.entry("heavy", A12)
+    fronted = profile.model_copy(update={"frontend_cpu_ms": 10 * heavy.service_core_ms()})
+    policy = ExpectedTablePolicy.from_table(table, {}, fronted)
+    profiled_ms = {(e.variant, e.threads): float(np.mean(e.service_ms)) for e in profile.entries}
+    slower_ms = {k: 1.5 * v for k, v in profiled_ms.items()}
+
+    picks, states = _drive(policy, 30, {}, slower_ms)
+    assert set(picks) == {"heavy"} and 1.0 <= states[-1].speed < 1.05
+    picks, states = _drive(policy, 30, {}, profiled_ms)
+    assert set(picks) == {"heavy"} and states[-1].speed == 1.0
+
+
 def test_misses_in_an_overload_the_plan_foresaw_say_nothing_of_the_hosts_speed() -> None:
     """Light in force at 120 requests/s, twice what it sustains, missing as many as it answers
     (a crowd met with a queue already standing, say): its plan expects most of them late there

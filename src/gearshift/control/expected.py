@@ -113,10 +113,11 @@ class WindowState:
     `ExpectedTablePolicy.memory`). `load_factor`: the one of `LOAD_FACTORS` the scores were
     read at. `in_force`: the (variant, R, T) the host last reported in force, and `since_s`
     the host time it first did. `drift`, `drift_periods`, `drift_weight`: the load's measured
-    drift (`ExpectedTablePolicy._drift`). `service_ms`, `profiled_ms`, `profiled_var`,
-    `service_count`: the inferences' measured service times, their profiled means and
-    variances, and their count (decaying sums); `speed`: how much slower than profiled the
-    host serves (`ExpectedTablePolicy._speed`)."""
+    drift (`ExpectedTablePolicy._drift`). `core_ms`, `profiled_core_ms`, `profiled_core_var`,
+    `service_count`: the core time the inferences' requests took (measured service, the
+    front end's profiled share), its profiled mean and variance, and their count (decaying
+    sums); `speed`: how much slower than profiled the host serves
+    (`ExpectedTablePolicy._speed`)."""
 
     counts: tuple[int, ...] = ()
     rate_rps: float = math.nan
@@ -132,9 +133,9 @@ class WindowState:
     drift: float = 0.0
     drift_periods: float = 0.0
     drift_weight: float = 0.0
-    service_ms: float = 0.0
-    profiled_ms: float = 0.0
-    profiled_var: float = 0.0
+    core_ms: float = 0.0
+    profiled_core_ms: float = 0.0
+    profiled_core_var: float = 0.0
     service_count: float = 0.0
     speed: float = 1.0
 
@@ -216,8 +217,9 @@ class ExpectedTablePolicy:
     are measured, then the drift if smaller: `_drift`) at the load the host acts as if it had:
     the rate times the smallest of `LOAD_FACTORS` at which the candidates in force have missed
     no more deadlines than their plans expected (within `miss_z` Poisson sd, over about 1 / (1 -
-    `memory`) periods, at loads their plans expect them to hold: `_tally`), or if more, its
-    inferences' service times over their profiled means (`_speed`, given the profile): a host
+    `memory`) periods, at loads their plans expect them to hold: `_tally`), or if more, the
+    core time its requests took (service and the front end's share) over its profiled mean
+    (`_speed`, given the profile): a host
     slower than its profile, as a busy machine or a calibration that saw no tails makes it,
     moves every candidate's score alike, towards those with room to spare, rather than the one
     in force's alone. Each score is the mean over those loads less
@@ -257,6 +259,7 @@ class ExpectedTablePolicy:
     stall_z: float = 1.0
     profiled_service_ms: Mapping[tuple[str, int], tuple[float, float]] = field(
         default_factory=dict)  # (variant, threads) -> the profile's mean and variance (ms, ms²)
+    frontend_ms: float = 0.0  # the front end's core time per request (`Profile.frontend_cpu_ms`)
     min_service_count: float = 20.0
     speed_z: float = 2.0
     name: str = "table"
@@ -274,7 +277,8 @@ class ExpectedTablePolicy:
                                               float(np.var(e.service_ms)))
                      for e in profile.entries} if profile is not None else {})
         return cls(table, GridScores.from_grid(table.grid, table.max_fallback_share), fallbacks,
-                   profiled_service_ms=profiled)
+                   profiled_service_ms=profiled,
+                   frontend_ms=profile.frontend_cpu_ms if profile is not None else 0.0)
 
     def initial_state(self) -> WindowState:
         return WindowState()
@@ -353,27 +357,33 @@ class ExpectedTablePolicy:
 
     def _speed(self, obs: Observation, state: WindowState
                ) -> tuple[float, float, float, float, float]:
-        """(service_ms, profiled_ms, profiled_var, count, speed): the period's inferences'
-        service times and their profiled means and variances added to the decaying sums
-        (`memory`), and the ratio of the two sums less `speed_z` of its sd were the host as
-        profiled, once `min_service_count` inferences are behind it (else 1; at least 1): a
+        """(core_ms, profiled_core_ms, profiled_core_var, count, speed): the core time the
+        period's inferences' requests took (threads x service time, plus the front end's
+        profiled share, `frontend_ms`) and its profiled mean and variance added to the
+        decaying sums (`memory`), and the ratio of the two sums less `speed_z` of its sd were
+        the host as profiled, once `min_service_count` inferences are behind it (else 1; at least 1): a
         ratio within noise of 1 is a host as profiled (simulated, on a host exactly as
         profiled, a first period's 1.017 had the Fashion-MNIST pool serve fnet-m for 10 s
         where fnet-l made its deadlines). A host that serves 1.2 x slower than its profile
         acts as if its load were 1.2 x, at any load, where its misses say so only at loads
         that miss (live, ResNet-50 1x2 served at 64 ms against 46 profiled for 10 s before
-        its misses at 120 ms showed it). An inference of a (variant, threads) the profile has
-        not measured is not counted."""
-        measured = state.service_ms * self.memory
-        profiled = state.profiled_ms * self.memory
-        var = state.profiled_var * self.memory
+        its misses at 120 ms showed it). The ratio is of core time, not of service time alone,
+        as the load on the cores is what a slower service adds to: where a request's cost is
+        mostly the front end's, its service time slower by half is a load a few percent
+        heavier (live, the Fashion-MNIST pool's service at 0.16 ms against 0.10 calibrated,
+        the front end's 1.07 ms per request besides, read as 1.5-1.8 x: fnet-xs served at
+        1,000 requests/s where static fnet-s made 99.6 % of its deadlines). An inference of a
+        (variant, threads) the profile has not measured is not counted."""
+        measured = state.core_ms * self.memory
+        profiled = state.profiled_core_ms * self.memory
+        var = state.profiled_core_var * self.memory
         count = state.service_count * self.memory
         for x in obs.service:
             known = self.profiled_service_ms.get((x.variant, x.threads))
             if known is not None and x.count > 0:
-                measured += x.total_ms
-                profiled += known[0] * x.count
-                var += known[1] * x.count
+                measured += x.threads * x.total_ms + self.frontend_ms * x.count
+                profiled += (x.threads * known[0] + self.frontend_ms) * x.count
+                var += x.threads ** 2 * known[1] * x.count
                 count += x.count
         speed = 1.0
         if count >= self.min_service_count and profiled > 0:
