@@ -219,10 +219,9 @@ class ExpectedTablePolicy:
     no more deadlines than their plans expected (within `miss_z` Poisson sd, over about 1 / (1 -
     `memory`) periods, at loads their plans expect them to hold: `_tally`), or if more, the
     core time its requests took (service and the front end's share) over its profiled mean
-    (`_speed`, given the profile): a host
-    slower than its profile, as a busy machine or a calibration that saw no tails makes it,
-    moves every candidate's score alike, towards those with room to spare, rather than the one
-    in force's alone. Each score is the mean over those loads less
+    (`_speed`, given the profile): a host slower than its profile, as a busy machine or a
+    calibration that saw no tails makes it, moves every candidate's score alike, towards those
+    with room to spare, rather than the one in force's alone. Each score is the mean over those loads less
     `risk` x its standard deviation over them: a candidate on the steep side of its curve
     (ResNet-50 at its capacity, a standing queue absorbed by fallbacks) loses to a flat one of
     nearly the same mean, as a burst the Poisson plan does not see would have it (live, a
@@ -361,8 +360,8 @@ class ExpectedTablePolicy:
         period's inferences' requests took (threads x service time, plus the front end's
         profiled share, `frontend_ms`) and its profiled mean and variance added to the
         decaying sums (`memory`), and the ratio of the two sums less `speed_z` of its sd were
-        the host as profiled, once `min_service_count` inferences are behind it (else 1; at least 1): a
-        ratio within noise of 1 is a host as profiled (simulated, on a host exactly as
+        the host as profiled, once `min_service_count` inferences are behind it (else 1; at
+        least 1): a ratio within noise of 1 is a host as profiled (simulated, on a host exactly as
         profiled, a first period's 1.017 had the Fashion-MNIST pool serve fnet-m for 10 s
         where fnet-l made its deadlines). A host that serves 1.2 x slower than its profile
         acts as if its load were 1.2 x, at any load, where its misses say so only at loads
