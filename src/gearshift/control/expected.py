@@ -256,8 +256,9 @@ class ExpectedTablePolicy:
     min_drift_periods: float = 16.0
     overload_on_time: float = 0.9
     stall_z: float = 1.0
-    profiled_service_ms: Mapping[tuple[str, int], tuple[float, float]] = field(
-        default_factory=dict)  # (variant, threads) -> the profile's mean and variance (ms, ms²)
+    profiled_core_ms: Mapping[tuple[str, int], tuple[float, float]] = field(
+        default_factory=dict)  # (variant, threads) -> a request's profiled core time: mean
+    # (`Profile.core_ms`) and variance (ms, ms²)
     frontend_ms: float = 0.0  # the front end's core time per request (`Profile.frontend_cpu_ms`)
     min_service_count: float = 20.0
     speed_z: float = 2.0
@@ -272,11 +273,11 @@ class ExpectedTablePolicy:
         service times as well as from its misses."""
         if not table.grid:
             raise ValueError("the table has no planner grid to score candidates on")
-        profiled = ({(e.variant, e.threads): (float(np.mean(e.service_ms)),
-                                              float(np.var(e.service_ms)))
+        profiled = ({(e.variant, e.threads): (profile.core_ms(e),
+                                              e.threads ** 2 * float(np.var(e.service_ms)))
                      for e in profile.entries} if profile is not None else {})
         return cls(table, GridScores.from_grid(table.grid, table.max_fallback_share), fallbacks,
-                   profiled_service_ms=profiled,
+                   profiled_core_ms=profiled,
                    frontend_ms=profile.frontend_cpu_ms if profile is not None else 0.0)
 
     def initial_state(self) -> WindowState:
@@ -378,11 +379,11 @@ class ExpectedTablePolicy:
         var = state.profiled_core_var * self.memory
         count = state.service_count * self.memory
         for x in obs.service:
-            known = self.profiled_service_ms.get((x.variant, x.threads))
+            known = self.profiled_core_ms.get((x.variant, x.threads))
             if known is not None and x.count > 0:
                 measured += x.threads * x.total_ms + self.frontend_ms * x.count
-                profiled += (x.threads * known[0] + self.frontend_ms) * x.count
-                var += x.threads ** 2 * known[1] * x.count
+                profiled += known[0] * x.count
+                var += known[1] * x.count
                 count += x.count
         speed = 1.0
         if count >= self.min_service_count and profiled > 0:
