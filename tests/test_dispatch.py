@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gearshift.cores import Slot
-from gearshift.dispatch import FREE_WAIT_S, choose_rung, rung_times_s
+from gearshift.dispatch import FREE_WAIT_S, PathOverhead, choose_rung, rung_times_s
 from gearshift.dispatch import ladder as dispatch_ladder
 from gearshift.engine.messages import InferReply
 from gearshift.engine.pool import ReplicaPool, _Job
@@ -169,18 +169,17 @@ def test_rung_times_of_a_few_replies_are_numpys_to_the_last_bit() -> None:
 
 
 def test_service_stats_follow_the_replies_and_start_from_the_profile() -> None:
-    seeded = ServiceStats(PoolSettings(service_samples_ms={("a", 1): (100.0,) * 5},
-                                       overhead_ms=2.0))
-    assert seeded.rung_times_s("a", 1, 0.9) == pytest.approx((0.102, 0.102))
+    seeded = ServiceStats(PoolSettings(service_samples_ms={("a", 1): (100.0,) * 5}))
+    assert seeded.rung_times_s("a", 1, 0.9, 2.0) == pytest.approx((0.102, 0.102))
     for _ in range(3):
         seeded.record("a", 1, 50.0)
-    assert seeded.rung_times_s("a", 1, 0.9) == pytest.approx((0.052, 0.052))
+    assert seeded.rung_times_s("a", 1, 0.9, 2.0) == pytest.approx((0.052, 0.052))
     for _ in range(RECENT):
         seeded.record("a", 1, 80.0)
-    assert seeded.rung_times_s("a", 1, 0.9) == pytest.approx((0.082, 0.082))  # last 16 only
+    assert seeded.rung_times_s("a", 1, 0.9, 2.0) == pytest.approx((0.082, 0.082))  # last 16
     expected = ServiceStats(PoolSettings(expected_service_ms={("a", 1): 40.0}))
-    assert expected.rung_times_s("a", 1, 0.9) == pytest.approx((0.040, 0.040))
-    assert ServiceStats(PoolSettings(drop="expired")).rung_times_s("a", 1, 0.9) == (0.0, 0.0)
+    assert expected.rung_times_s("a", 1, 0.9, 0.0) == pytest.approx((0.040, 0.040))
+    assert ServiceStats(PoolSettings(drop="expired")).rung_times_s("a", 1, 0.9, 2.0) == (0, 0)
 
 
 def test_apply_keeps_the_decisions_fallbacks(tiny_spec: PoolSpec) -> None:
@@ -213,6 +212,33 @@ def test_a_new_overhead_moves_the_rule(tiny_spec: PoolSpec) -> None:
     assert pool._choose(job, 1, now=0.010)[1].startswith("deadline cannot be met")
     with pytest.raises(ValueError, match="overhead_ms"):
         pool.set_overhead_ms(-1.0)
+
+
+def test_a_path_bound_entry_is_judged_by_its_path_cost_at_the_pool_offered_rate(
+        tiny_spec: PoolSpec) -> None:
+    """With a path-bound entry in force the rule counts the path's cost at the requests the
+    pool took in the last second (`PathOverhead`), not one overhead for every load: a request
+    that waited 2 ms with 8 ms left is served while the pool is quiet (the path costs 2 ms
+    there), dropped after 900 requests in a second (20 ms), served again once they have aged
+    out; another variant in force is judged by the settings' overhead (9 ms: dropped)."""
+    path_bound, other = (v.name for v in tiny_spec.variants[:2])
+    curve = PathOverhead(load_per_rps=0.001, utilization=(0.1, 0.9), mean_ms=(2.0, 20.0))
+    pool = ReplicaPool(tiny_spec, PoolSettings(
+        service_samples_ms={(v, 1): (2.0,) * 5 for v in (path_bound, other)}, overhead_ms=9.0,
+        path_overhead={(path_bound, 1): curve}))
+    route(pool, Decision(path_bound, A1))
+    futures = asyncio.get_event_loop_policy().new_event_loop()
+
+    def job(at_s: float) -> _Job:
+        return _Job(0, None, {}, futures.create_future(), enqueued_s=at_s,
+                    expires_s=at_s + 0.010)
+
+    assert pool._choose(job(0.0), 1, now=0.002) == (path_bound, "")
+    pool._arrivals.extend(np.linspace(-0.899, 0.0, 900).tolist())
+    assert pool._choose(job(0.0), 1, now=0.002)[1].startswith("deadline cannot be met")
+    assert pool._choose(job(1.5), 1, now=1.502) == (path_bound, "")  # the 900 aged out
+    route(pool, Decision(other, A1))
+    assert pool._choose(job(1.5), 1, now=1.502)[1].startswith("deadline cannot be met")
 
 
 # --- whole runs: the kernel against the live pool's own dispatch ---------------------------

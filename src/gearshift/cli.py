@@ -21,7 +21,9 @@ from gearshift.progress import StepCallback
 from gearshift.types import Allocation, Decision, allocations_for
 
 if TYPE_CHECKING:
+    from gearshift.dispatch import PathOverhead
     from gearshift.engine.check import CheckRow
+    from gearshift.serving.server import OverheadSource
     from gearshift.zoo.spec import PoolSpec
 
 HELP = (
@@ -399,13 +401,17 @@ def _policies_from_files(spec: PoolSpec, policy: Path, profile: Path,
     return build
 
 
-def _overhead_from_file(profile: Path, digest: str) -> Callable[[], float | None]:
+def _overhead_from_file(profile: Path, digest: str) -> OverheadSource:
     """Reads the dispatch rule's overhead from the profile on disk at each controller switch
     (`gearshift experiment` calibrates the profile through the running server)."""
     from gearshift.profiling.profile import load_profile
+    from gearshift.serving.server import path_overheads
 
-    def read() -> float | None:
-        return load_profile(profile, digest).dispatch_overhead_ms() if profile.is_file() else None
+    def read() -> tuple[float, dict[tuple[str, int], PathOverhead]] | None:
+        if not profile.is_file():
+            return None
+        prof = load_profile(profile, digest)
+        return prof.dispatch_overhead_ms(), path_overheads(prof)
 
     return read
 

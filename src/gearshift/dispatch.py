@@ -40,11 +40,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 FREE_WAIT_S = 0.001
+RATE_WINDOW_S = 1.0
+"""The offered rate a path-bound entry's overhead is read at: the arrivals of the last second."""
 RATE_MIN_BEHIND = 3
 
 
@@ -99,6 +102,32 @@ def choose_rung(waited_s: float, left_s: float, safe_s: np.ndarray, slack_s: np.
         if slack_s[m] <= left_s:
             return m
     return -1
+
+
+@dataclass(frozen=True)
+class PathOverhead:
+    """The overhead the rule counts while a path-bound entry (a model far faster than the HTTP
+    path, `AllocationProfile.path_bound`) is in force: the path's mean cost at the load on the
+    cores, `mean_ms[k]` at `utilization[k]` (ascending, from `Profile.overhead_by_load`), each
+    request per second adding `load_per_rps` (`Profile.utilization`). Such a path's cost
+    climbs steeply with the load, from 2-4 ms to 20 beyond the HTTP capacity; one figure for
+    every load, the mean of a calibration's runs near that capacity, counted 9 ms against
+    every waiting request (live, the Fashion-MNIST pool at 800 requests/s and a 10 ms
+    deadline: a tenth of the requests dropped with 8-9 ms left, where the path took 1.3-2.8)."""
+
+    load_per_rps: float
+    utilization: tuple[float, ...]
+    mean_ms: tuple[float, ...]
+
+    def at(self, rate_rps: float) -> float:
+        """The mean overhead (ms) at `rate_rps`: linear between the measured loads, the
+        nearest one's beyond them."""
+        return float(np.interp(rate_rps * self.load_per_rps, self.utilization, self.mean_ms))
+
+    def at_each(self, rate_rps: np.ndarray) -> np.ndarray:
+        """`at` of each of `rate_rps`."""
+        out: np.ndarray = np.interp(rate_rps * self.load_per_rps, self.utilization, self.mean_ms)
+        return out
 
 
 def ladder(variant: str, fallbacks: Sequence[str], hopeless: bool,

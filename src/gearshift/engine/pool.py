@@ -35,7 +35,7 @@ from typing import Self
 
 import numpy as np
 
-from gearshift.dispatch import choose_rung, ladder
+from gearshift.dispatch import RATE_WINDOW_S, PathOverhead, choose_rung, ladder
 from gearshift.engine.lifecycle import Lifecycle, LifecycleEvents
 from gearshift.engine.messages import (
     InferReply,
@@ -93,6 +93,7 @@ class ReplicaPool:
         self._quantiles = safe_quantiles([self._accuracy[self._variant]])  # per ladder entry
         self._roster: Roster[_Job] = Roster()
         self._queue: deque[_Job] = deque()
+        self._arrivals: deque[float] = deque()  # enqueue times within the last RATE_WINDOW_S
         self._ids = itertools.count()
         self._drained = asyncio.Event()
         self._pumping = False
@@ -136,12 +137,16 @@ class ReplicaPool:
             return done
         return loop.create_task(self._life.apply(decision.allocation))
 
-    def set_overhead_ms(self, overhead_ms: float) -> None:
-        """The serving path's mean overhead (ms) the dispatch rule counts from now on (a
-        profile calibrated through the front end measures it after the pool has started)."""
+    def set_overhead_ms(self, overhead_ms: float,
+                        path: dict[tuple[str, int], PathOverhead] | None = None) -> None:
+        """The serving path's mean overhead (ms) the dispatch rule counts from now on, and
+        with `path` its cost by load for the path-bound (variant, threads) (a profile
+        calibrated through the front end measures them after the pool has started)."""
         if not overhead_ms >= 0:
             raise ValueError(f"overhead_ms must be >= 0, got {overhead_ms}")
-        self.settings = replace(self.settings, overhead_ms=float(overhead_ms))
+        self.settings = replace(self.settings, overhead_ms=float(overhead_ms),
+                                path_overhead=self.settings.path_overhead if path is None
+                                else dict(path))
         self._stats.retune(self.settings)
 
     async def prewarm(self, allocations: list[Allocation]) -> None:
@@ -191,6 +196,9 @@ class ReplicaPool:
             next(self._ids), variant, inputs, asyncio.get_running_loop().create_future(),
             self._clock(), deadline_s,
         )
+        if self.settings.path_overhead:  # the offered rate a path-bound entry's cost is read at
+            self._arrivals.append(job.enqueued_s)
+            self._offered_rps(job.enqueued_s)
         self._queue.append(job)
         self._drained.clear()
         self._pump()
@@ -290,7 +298,8 @@ class ReplicaPool:
             return rungs[0], ""
         quantiles = (self._quantiles if rungs == (self._variant, *self._fallbacks)
                      else safe_quantiles([self._accuracy[v] for v in rungs]))
-        times = [self._stats.rung_times_s(v, threads, q)
+        overhead_ms = self._dispatch_overhead_ms(threads, now)
+        times = [self._stats.rung_times_s(v, threads, q, overhead_ms)
                  for v, q in zip(rungs, quantiles, strict=True)]
         safe, slack = (np.array(t) for t in zip(*times, strict=True))
         waited_s, left_s = now - job.enqueued_s, job.expires_s - now
@@ -298,7 +307,7 @@ class ReplicaPool:
         rung = choose_rung.py_func(
             waited_s, left_s, safe, slack, len(self._queue), _left_s(first, now),
             _left_s(last, now), max(1, len(self._roster.allocated())),
-            self.settings.overhead_ms / 1000.0, last.enqueued_s - job.enqueued_s)
+            overhead_ms / 1000.0, last.enqueued_s - job.enqueued_s)
         if rung < 0:
             if left_s < 0:
                 return rungs[0], _passed(waited_s)
@@ -308,6 +317,18 @@ class ReplicaPool:
         if rung > 0:
             self.counters.fallbacks += 1
         return rungs[rung], ""
+
+    def _dispatch_overhead_ms(self, threads: int, now: float) -> float:
+        """The path's overhead the rule counts: for a path-bound entry in force, its curve at
+        the arrivals of the last `RATE_WINDOW_S` (`PathOverhead`), else the settings'."""
+        path = self.settings.path_overhead.get((self._variant, threads))
+        return self.settings.overhead_ms if path is None else path.at(self._offered_rps(now))
+
+    def _offered_rps(self, now: float) -> float:
+        """Requests per second enqueued in the last `RATE_WINDOW_S` (those older dropped)."""
+        while self._arrivals and self._arrivals[0] <= now - RATE_WINDOW_S:
+            self._arrivals.popleft()
+        return len(self._arrivals) / RATE_WINDOW_S
 
     def _check_drained(self) -> None:
         if not self._queue and not self._roster.jobs():

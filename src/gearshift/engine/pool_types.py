@@ -7,6 +7,7 @@ from typing import Literal
 
 import numpy as np
 
+from gearshift.dispatch import PathOverhead
 from gearshift.errors import BadRequest
 from gearshift.types import DropRule
 from gearshift.zoo.spec import PoolSpec
@@ -39,6 +40,9 @@ class PoolSettings:
     # enough to make it (`types.safe_quantiles`); the pool's own recent times replace these.
     service_samples_ms: dict[tuple[str, int], tuple[float, ...]] = field(default_factory=dict)
     overhead_ms: float = 0.0
+    # ... except while a path-bound entry (variant, threads) is in force: its path's cost at
+    # the pool's offered rate of the last second (`gearshift.dispatch.PathOverhead`)
+    path_overhead: dict[tuple[str, int], PathOverhead] = field(default_factory=dict)
     slot_items: int = 8  # the slot holds a batch of this many items; larger batches go inline
     cores: tuple[int, ...] | None = None  # None: the cores this process may run on
 

@@ -26,16 +26,17 @@ class ServiceStats:
         """A reply's service time (ms)."""
         self._recent.setdefault((variant, threads), deque(maxlen=RECENT)).append(service_ms)
 
-    def rung_times_s(self, variant: str, threads: int, quantile: float) -> tuple[float, float]:
+    def rung_times_s(self, variant: str, threads: int, quantile: float,
+                     overhead_ms: float) -> tuple[float, float]:
         """`dispatch.rung_times_s` of `variant` from its last replies, else the settings'
-        samples (a profile's), else its expected time; under a drop rule other than
-        "hopeless", (0, 0): only an expired request is dropped."""
+        samples (a profile's), else its expected time, each with `overhead_ms`; under a drop
+        rule other than "hopeless", (0, 0): only an expired request is dropped."""
         s = self._settings
         if s.drop != "hopeless":
             return 0.0, 0.0
         samples = self._recent.get((variant, threads)) or s.service_samples_ms.get(
             (variant, threads))
         if samples:
-            return rung_times_s(samples, quantile, s.overhead_ms)
-        expected_s = (s.expected_service_ms.get((variant, threads), 0.0) + s.overhead_ms) / 1000.0
+            return rung_times_s(samples, quantile, overhead_ms)
+        expected_s = (s.expected_service_ms.get((variant, threads), 0.0) + overhead_ms) / 1000.0
         return expected_s, expected_s

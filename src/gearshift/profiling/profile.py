@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from gearshift.dispatch import PathOverhead
 from gearshift.errors import SpecError
 from gearshift.files import read_json_model
 from gearshift.types import Allocation
@@ -125,9 +126,20 @@ class Profile(_Model):
         """The fraction of the cores busy at `rate_rps` with `e` in force."""
         return rate_rps * self.core_ms(e) / 1000.0 / self.cores
 
+    def path_overheads(self) -> dict[tuple[str, Allocation], PathOverhead]:
+        """What the dispatch rule counts for each path-bound entry: the mean of each level of
+        `overhead_by_load`, by the utilization the entry's requests give (empty without)."""
+        if not self.overhead_by_load:
+            return {}
+        levels = tuple(x.utilization for x in self.overhead_by_load)
+        means = tuple(float(np.mean(x.samples_ms)) for x in self.overhead_by_load)
+        return {(e.variant, e.allocation): PathOverhead(self.utilization(e, 1.0), levels, means)
+                for e in self.entries if e.path_bound}
+
     def dispatch_overhead_ms(self) -> float:
         """The overhead the dispatch rule counts (`gearshift.dispatch`), in the pool and the
-        simulator alike: the mean of a waiting request's, as the rule judges only those."""
+        simulator alike: the mean of a waiting request's, as the rule judges only those; for
+        a path-bound entry, its `path_overheads` at the load instead."""
         return float(np.mean(self.busy_overhead_ms()))
 
     def capacity_rps(self) -> float:

@@ -29,6 +29,7 @@ import numpy as np
 import uvicorn
 
 from gearshift.control.factory import SWITCHING
+from gearshift.dispatch import PathOverhead
 from gearshift.engine.pool import PoolSettings, ReplicaPool
 from gearshift.errors import GearshiftError, SpecError
 from gearshift.planning.table import PolicyTable
@@ -103,7 +104,13 @@ def pool_settings(prof: Profile | None, max_queue: int) -> PoolSettings:
         expected_service_ms={(e.variant, e.threads): float(np.mean(e.service_ms))
                              for e in entries},
         service_samples_ms={(e.variant, e.threads): tuple(e.service_ms) for e in entries},
-        overhead_ms=prof.dispatch_overhead_ms() if prof else 0.0)
+        overhead_ms=prof.dispatch_overhead_ms() if prof else 0.0,
+        path_overhead=path_overheads(prof) if prof else {})
+
+
+def path_overheads(prof: Profile) -> dict[tuple[str, int], PathOverhead]:
+    """`Profile.path_overheads` keyed as the pool keys its service times: (variant, threads)."""
+    return {(v, a.threads): p for (v, a), p in prof.path_overheads().items()}
 
 
 def prewarm_allocations(table: PolicyTable, controller: str, mode: str
@@ -122,9 +129,9 @@ def prewarm_allocations(table: PolicyTable, controller: str, mode: str
 
 
 PolicyFactory = Callable[[str], tuple[Policy[Any], Decision]]
-OverheadSource = Callable[[], float | None]
-"""Reads the serving path's mean overhead (ms) that the dispatch rule should count, from the
-profile on disk (None: keep the one in force)."""
+OverheadSource = Callable[[], tuple[float, dict[tuple[str, int], PathOverhead]] | None]
+"""Reads what the dispatch rule should count of the serving path, from the profile on disk:
+its mean overhead (ms) and the path-bound entries' cost by load (None: keep those in force)."""
 
 
 class Server:
@@ -212,9 +219,9 @@ class Server:
             try:
                 policy, initial = await asyncio.to_thread(factory, name)
                 if self._overhead is not None:  # the profile's, as measured: taken as it is
-                    overhead_ms = await asyncio.to_thread(self._overhead)
-                    if overhead_ms is not None:
-                        self.pool.set_overhead_ms(overhead_ms)
+                    overhead = await asyncio.to_thread(self._overhead)
+                    if overhead is not None:
+                        self.pool.set_overhead_ms(*overhead)
             except GearshiftError:
                 raise
             except Exception as exc:

@@ -17,7 +17,8 @@ profile's `overhead_by_load` at the utilization of the cores the request's rate 
 the last second, `offered_rate_rps`) gives with that entry, waited or not. It models the
 front end's path (HTTP, IPC, event loop) and does not occupy a replica; the deadline check at
 dispatch counts the busy mean (`Profile.dispatch_overhead_ms`: the check judges waiting
-requests only).
+requests only), or for a path-bound entry the curve's mean at the request's offered rate
+(`Profile.path_overheads`; the live pool: at its arrivals of the last second).
 That check follows the live pool's `DropRule`: "expired" drops a request whose deadline has
 passed when a replica would start it; "hopeless" also one whose start plus the median service
 time of the variant and allocation in force and that overhead would overrun it. A decision's
@@ -220,16 +221,20 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
     u = inputs.draws.service_u[lo:hi]
     service = np.column_stack([inputs.sampler.service(v, alloc, u) for v in rungs])
     deadlines = None if inputs.deadline_s is None else inputs.deadline_s[lo:hi]
-    slack = safe = None
+    slack = safe = path_s = None
     overhead_ms = 0.0
     if inputs.hopeless:
-        overhead_ms = inputs.sampler.dispatch_overhead_ms
+        path = inputs.sampler.dispatch_path.get((state.variant, alloc))
+        if path is None:
+            overhead_ms = inputs.sampler.dispatch_overhead_ms
+        else:  # each request's path cost at its offered rate, on top of the rung times
+            path_s = path.at_each(inputs.rate_rps[lo:hi]) / 1000.0
         quantiles = safe_quantiles([inputs.sampler.accuracy[v] for v in rungs])
         times = [rung_times_s(inputs.sampler.samples_s(v, alloc) * 1000.0, q, overhead_ms)
                  for v, q in zip(rungs, quantiles, strict=True)]
         safe, slack = (np.array(t) for t in zip(*times, strict=True))
     res = run_fcfs(inputs.arrival_s[lo:hi], service, state.servers.free_s, deadlines, horizon_s,
-                   slack, safe, overhead_ms / 1000.0)
+                   slack, safe, overhead_ms / 1000.0, path_s)
     n = res.n_done
     waited = res.start_s[:n] - inputs.arrival_s[lo:lo + n] >= FREE_WAIT_S
     overhead = inputs.sampler.overhead(state.variant, alloc, inputs.draws.overhead_u[lo:lo + n],

@@ -55,6 +55,8 @@ def _fcfs(
     safe_s: np.ndarray,
     slack_s: np.ndarray,
     overhead_s: float,
+    path_s: np.ndarray,
+    use_path: bool,
     free_s: np.ndarray,
     horizon_s: float,
     start_s: np.ndarray,
@@ -65,6 +67,8 @@ def _fcfs(
     resolved."""
     c = free_s.shape[0]
     n = arrivals_s.shape[0]
+    safe_i = safe_s.copy()  # with the request's own path cost, if `use_path`
+    slack_i = slack_s.copy()
     tail = 0  # the last request arrived before the dispatch (dispatch times never decrease)
     for i in range(n):
         k = 0
@@ -85,8 +89,12 @@ def _fcfs(
                 tail += 1
             behind = tail - i
             first_left = deadlines_s[i + 1] - s if behind else math.inf
-            pick = choose_rung(s - a, deadlines_s[i] - s, safe_s, slack_s, behind, first_left,
-                               deadlines_s[tail] - s, c, overhead_s,
+            path = path_s[i] if use_path else 0.0
+            for m in range(safe_s.shape[0]):
+                safe_i[m] = safe_s[m] + path
+                slack_i[m] = slack_s[m] + path
+            pick = choose_rung(s - a, deadlines_s[i] - s, safe_i, slack_i, behind, first_left,
+                               deadlines_s[tail] - s, c, overhead_s + path,
                                arrivals_s[tail] - a)
         choice[i] = pick
         if pick < 0:
@@ -107,6 +115,7 @@ def run_fcfs(
     slack_s: np.ndarray | None = None,
     safe_s: np.ndarray | None = None,
     overhead_s: float = 0.0,
+    path_s: np.ndarray | None = None,
 ) -> KernelResult:
     """Serve sorted `arrivals_s` (seconds) FCFS on `len(free_s)` servers.
 
@@ -118,6 +127,8 @@ def run_fcfs(
     leave before the deadline (default 0: only an expired request is dropped); `safe_s`: the
     same, tried first (default `slack_s`); `overhead_s`: the part of those times that does not
     occupy a server (the dispatch rule's view of the queue behind a request needs the rest).
+    `path_s`: per request, the path's cost (seconds) the rule adds to those times and to
+    `overhead_s` for it (a path-bound entry's cost at the request's offered rate); None: none.
     `horizon_s`: stop before the first request that would be dispatched at or after it.
     The inputs are not modified.
     """
@@ -143,8 +154,12 @@ def run_fcfs(
     start = np.empty_like(arrivals)
     end = np.empty_like(arrivals)
     choice = np.zeros(len(arrivals), dtype=np.int64)
+    use_path = path_s is not None
+    path = np.ascontiguousarray(path_s, dtype=np.float64) if use_path else arrivals
+    if path.shape != arrivals.shape:
+        raise ValueError("need one path cost per arrival")
     n_done = _fcfs(arrivals, service, deadlines, use_deadlines, safe, slack, float(overhead_s),
-                   free, float(horizon_s), start, end, choice)
+                   path, use_path, free, float(horizon_s), start, end, choice)
     served = np.zeros(len(arrivals), dtype=bool)
     served[:n_done] = ~np.isnan(end[:n_done])
     return KernelResult(start, end, served, free, int(n_done), choice)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gearshift.dispatch import RATE_WINDOW_S, PathOverhead
 from gearshift.profiling.profile import Profile
 from gearshift.types import Allocation
 
@@ -32,10 +33,6 @@ class RequestDraws:
     def draw(cls, n: int, seed: int | np.random.SeedSequence) -> RequestDraws:
         rng = np.random.default_rng(seed)
         return cls(rng.random(n), rng.random(n), rng.random(n))
-
-
-RATE_WINDOW_S = 1.0
-"""A request's offered rate, for a path-bound entry's overhead: arrivals of the last second."""
 
 
 def offered_rate_rps(arrival_s: np.ndarray, window_s: float = RATE_WINDOW_S) -> np.ndarray:
@@ -95,7 +92,8 @@ class ServiceSampler:
     (`path_bound`), at the load its rate gives, else the profile's, apart for a request
     dispatched at once (`overhead_s`) and one that waited for a replica (`overhead_busy_s`,
     `Profile.busy_overhead_ms`); and the overhead the dispatch rule counts
-    (`Profile.dispatch_overhead_ms`)."""
+    (`Profile.dispatch_overhead_ms`; for a path-bound entry, at the load:
+    `Profile.path_overheads`)."""
 
     service_s: dict[tuple[str, Allocation], np.ndarray]
     overhead_s: np.ndarray
@@ -103,6 +101,7 @@ class ServiceSampler:
     dispatch_overhead_ms: float
     accuracy: dict[str, float]
     path_bound: dict[tuple[str, Allocation], PathBound] = field(default_factory=dict)
+    dispatch_path: dict[tuple[str, Allocation], PathOverhead] = field(default_factory=dict)
 
     @classmethod
     def from_profile(cls, profile: Profile) -> ServiceSampler:
@@ -119,7 +118,8 @@ class ServiceSampler:
                                                           e.throughput_rps)
                      for e in profile.entries if e.path_bound}
         return cls(service, s(profile.overhead_ms), s(profile.busy_overhead_ms()),
-                   profile.dispatch_overhead_ms(), dict(profile.accuracy), bound)
+                   profile.dispatch_overhead_ms(), dict(profile.accuracy), bound,
+                   profile.path_overheads())
 
     def samples_s(self, variant: str, allocation: Allocation) -> np.ndarray:
         try:
