@@ -222,7 +222,7 @@ def test_a_path_bound_entry_is_judged_by_its_path_cost_at_the_pool_offered_rate(
     there), dropped after 900 requests in a second (20 ms), served again once they have aged
     out; another variant in force is judged by the settings' overhead (9 ms: dropped)."""
     path_bound, other = (v.name for v in tiny_spec.variants[:2])
-    curve = PathOverhead(load_per_rps=0.001, utilization=(0.1, 0.9), mean_ms=(2.0, 20.0))
+    curve = PathOverhead(load_per_rps=0.001, utilization=(0.1, 0.9), median_ms=(2.0, 20.0))
     pool = ReplicaPool(tiny_spec, PoolSettings(
         service_samples_ms={(v, 1): (2.0,) * 5 for v in (path_bound, other)}, overhead_ms=9.0,
         path_overhead={(path_bound, 1): curve}))

@@ -385,17 +385,18 @@ def test_a_path_bound_entry_draws_its_overhead_at_the_load_its_rate_gives() -> N
 
 def test_a_waiting_request_on_a_path_bound_entry_is_judged_by_the_path_cost_at_the_load(
         ) -> None:
-    """At dispatch the rule counts, for a path-bound entry in force, the path's mean cost at
+    """At dispatch the rule counts, for a path-bound entry in force, the path's median cost at
     the offered rate (`Profile.path_overheads`), as the live pool does, not the busy mean
     over every load: a request that waited 2 ms for a replica with 8 ms left is served after
-    a quiet spell (the path costs 2 ms there) and dropped after two seconds at 450 requests/s
-    (0.9 of the core: 20 ms); the busy mean, 9 ms, would drop it after both."""
+    a quiet spell (the path's median there 2 ms; its mean, 11.3, is a tail's) and dropped
+    after two seconds at 450 requests/s (0.9 of the core: 20 ms); the busy mean, 9 ms, would
+    drop it after both."""
     profile = make_profile({("p", A1): constant_ms(2.0)}, {"p": 0.9}, overhead_ms=[2.0],
                            cores=1)
     profile = profile.model_copy(update={
         "overhead_busy_ms": [9.0],
         "entries": [e.model_copy(update={"path_bound": True}) for e in profile.entries],
-        "overhead_by_load": [LoadOverhead(utilization=0.1, samples_ms=[2.0]),
+        "overhead_by_load": [LoadOverhead(utilization=0.1, samples_ms=[2.0, 2.0, 30.0]),
                              LoadOverhead(utilization=0.9, samples_ms=[20.0])]})
     pair = np.array([10.0, 10.0])  # the second waits 2 ms behind the first
     quiet = simulate_fixed(profile, "p", A1, pair, 10.0, seed=5)

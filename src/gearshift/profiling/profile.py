@@ -127,13 +127,14 @@ class Profile(_Model):
         return rate_rps * self.core_ms(e) / 1000.0 / self.cores
 
     def path_overheads(self) -> dict[tuple[str, Allocation], PathOverhead]:
-        """What the dispatch rule counts for each path-bound entry: the mean of each level of
+        """What the dispatch rule counts for each path-bound entry: the median of each level of
         `overhead_by_load`, by the utilization the entry's requests give (empty without)."""
         if not self.overhead_by_load:
             return {}
         levels = tuple(x.utilization for x in self.overhead_by_load)
-        means = tuple(float(np.mean(x.samples_ms)) for x in self.overhead_by_load)
-        return {(e.variant, e.allocation): PathOverhead(self.utilization(e, 1.0), levels, means)
+        medians = tuple(float(np.median(x.samples_ms)) for x in self.overhead_by_load)
+        return {(e.variant, e.allocation): PathOverhead(self.utilization(e, 1.0), levels,
+                                                        medians)
                 for e in self.entries if e.path_bound}
 
     def dispatch_overhead_ms(self) -> float:

@@ -17,7 +17,7 @@ profile's `overhead_by_load` at the utilization of the cores the request's rate 
 the last second, `offered_rate_rps`) gives with that entry, waited or not. It models the
 front end's path (HTTP, IPC, event loop) and does not occupy a replica; the deadline check at
 dispatch counts the busy mean (`Profile.dispatch_overhead_ms`: the check judges waiting
-requests only), or for a path-bound entry the curve's mean at the request's offered rate
+requests only), or for a path-bound entry the curve's median at the request's offered rate
 (`Profile.path_overheads`; the live pool: at its arrivals of the last second).
 That check follows the live pool's `DropRule`: "expired" drops a request whose deadline has
 passed when a replica would start it; "hopeless" also one whose start plus the median service
