@@ -4,11 +4,13 @@ accurate first) serves it, or whether it is dropped (answered 504) instead of se
 
 A rung m is described by two times, both from the same statistic of its service samples
 (`rung_times_s`): `safe_s[m]`, its service time at the ladder's quantile for that rung
-(`types.safe_quantiles`) plus the mean overhead, and `slack_s[m]`, its median service time plus
-the mean overhead. The request is served by the first rung whose safe time fits what is left
-before its deadline, else the first whose median does, else dropped: a request that its
-median service and the path's overhead would not bring in on time is more likely late than
-not, and its replica time is better spent on the next one.
+(`types.safe_quantiles`) plus the path's overhead, and `slack_s[m]`, its median service time
+plus that overhead: the busy mean (`Profile.dispatch_overhead_ms`), or while a path-bound
+entry is in force, the path's median cost at the offered rate (`PathOverhead`). The request
+is served by the first rung whose safe time fits what is left before its deadline, else the
+first whose median does, else dropped: a request that its median service and the path's
+overhead would not bring in on time is more likely late than not, and its replica time is
+better spent on the next one.
 
 The queue behind it has a say: a rung is open to the request only if the requests waiting
 behind it could still be answered in time by the lightest rung at its median: the first of
