@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from gearshift.dispatch import PathOverhead
 from gearshift.serving.server import ServerSettings
 from gearshift.types import Allocation, Decision
 from tests.live import serving
@@ -109,10 +110,14 @@ def test_a_policy_that_raises_is_shown_in_status_and_control_goes_on(tiny_spec) 
 
 
 def test_a_controller_switch_retunes_the_dispatch_rule_from_the_profile(tiny_spec) -> None:
-    """The overhead the pool's drop rule counts is read again with each switch (an experiment
-    calibrates the profile through the running server); what the rule then does with it is
-    `test_dispatch.test_a_new_overhead_moves_the_rule`."""
-    read: list[float | None] = [None, 40.0]
+    """The overhead the pool's drop rule counts, and the path-bound entries' cost by load, are
+    read again with each switch (an experiment calibrates the profile through the running
+    server); what the rule then does with them is `test_dispatch.test_a_new_overhead_moves_the_
+    rule` and `test_dispatch.test_a_path_bound_entry_is_judged_by_its_path_cost_at_the_pool_
+    offered_rate`."""
+    curve = PathOverhead(load_per_rps=0.001, utilization=(0.1, 0.9), median_ms=(2.0, 20.0))
+    read: list[tuple[float, dict[tuple[str, int], PathOverhead]] | None] = [
+        None, (40.0, {("tiny-s", 1): curve})]
     settings = ServerSettings(port=free_port(), period_s=3600.0)
     with serving(tiny_spec, DECISIONS["a"], settings, _factory([]),
                  lambda: read.pop(0)) as (url, server):
@@ -120,5 +125,7 @@ def test_a_controller_switch_retunes_the_dispatch_rule_from_the_profile(tiny_spe
         before = server.pool.settings.overhead_ms
         assert httpx.put(put, json={"controller": "a"}, timeout=60).status_code == 200
         assert server.pool.settings.overhead_ms == before  # None: kept
+        assert server.pool.settings.path_overhead == {}
         assert httpx.put(put, json={"controller": "a"}, timeout=60).status_code == 200
         assert server.pool.settings.overhead_ms == 40.0
+        assert server.pool.settings.path_overhead == {("tiny-s", 1): curve}
