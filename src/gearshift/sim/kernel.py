@@ -89,11 +89,14 @@ def _fcfs(
                 tail += 1
             behind = tail - i
             first_left = deadlines_s[i + 1] - s if behind else math.inf
-            path = path_s[i] if use_path else 0.0
-            for m in range(safe_s.shape[0]):
-                safe_i[m] = safe_s[m] + path
-                slack_i[m] = slack_s[m] + path
-            pick = choose_rung(s - a, deadlines_s[i] - s, safe_i, slack_i, behind, first_left,
+            path = 0.0
+            if use_path:
+                path = path_s[i]
+                for m in range(safe_s.shape[0]):
+                    safe_i[m] = safe_s[m] + path
+                    slack_i[m] = slack_s[m] + path
+            pick = choose_rung(s - a, deadlines_s[i] - s, safe_i if use_path else safe_s,
+                               slack_i if use_path else slack_s, behind, first_left,
                                deadlines_s[tail] - s, c, overhead_s + path,
                                arrivals_s[tail] - a)
         choice[i] = pick
