@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gearshift.engine.pool import PoolSettings, ReplicaPool
+from gearshift.profiling.profiler import closed_loop
 from gearshift.types import Allocation, Decision
 from gearshift.zoo.spec import load_pool_spec
 
@@ -32,18 +33,9 @@ TWO_BY_ONE, ONE_BY_TWO = Allocation(2, 1), Allocation(1, 2)
 async def _serve(pool: ReplicaPool, x: dict[str, np.ndarray], variant: str, count: int,
                  concurrency: int) -> list[float]:
     """Service times (ms) of `count` requests for `variant`, `concurrency` outstanding, in the
-    order they were answered."""
-    out: list[float] = []
-    left = count
-
-    async def client() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            out.append((await pool.infer(x, variant=variant)).service_ms)
-
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    return out
+    order they were answered (`profiler.closed_loop`)."""
+    service, _, _ = await closed_loop(pool, x, variant, count, concurrency)
+    return service
 
 
 async def run(pool_yaml: Path, heavy: str, light: str, rounds: int, first: int,

@@ -125,16 +125,16 @@ class PathOverhead:
     utilization: tuple[float, ...]
     median_ms: tuple[float, ...]
 
-    def at(self, rate_rps: float) -> float:
-        """The overhead (ms) at `rate_rps`: linear between the measured loads, the nearest
-        one's beyond them."""
-        return float(np.interp(rate_rps * self.load_per_rps, self.utilization, self.median_ms))
-
     def at_each(self, rate_rps: np.ndarray) -> np.ndarray:
-        """`at` of each of `rate_rps`."""
+        """The overhead (ms) at each of `rate_rps`: linear between the measured loads, the
+        nearest one's beyond them."""
         out: np.ndarray = np.interp(rate_rps * self.load_per_rps, self.utilization,
                                     self.median_ms)
         return out
+
+    def at(self, rate_rps: float) -> float:
+        """`at_each` of one rate."""
+        return float(self.at_each(np.asarray(rate_rps)))
 
 
 def ladder(variant: str, fallbacks: Sequence[str], hopeless: bool,

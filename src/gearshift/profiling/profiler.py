@@ -48,7 +48,7 @@ def machine_info(cores: int) -> MachineInfo:
     )
 
 
-async def _closed_loop(
+async def closed_loop(
     pool: ReplicaPool, x: dict[str, np.ndarray], variant: str, count: int, concurrency: int
 ) -> tuple[list[float], list[float], float]:
     """Serve `count` requests with `concurrency` outstanding; (service_ms, overhead_ms, secs)."""
@@ -92,7 +92,7 @@ async def measure(
         progress(done, total, "serving-path overhead")
         await pool.apply(Decision(pool.variant, allocs[0]))
         lightest = min(entries, key=lambda e: float(np.median(e.service_ms))).variant
-        _, overhead, _ = await _closed_loop(pool, x, lightest, settings.overhead_samples, 1)
+        _, overhead, _ = await closed_loop(pool, x, lightest, settings.overhead_samples, 1)
         progress(total, total, "done")
     return Profile(
         application=spec.application, pool_digest=spec.digest(), cores=settings.cores,
@@ -107,8 +107,8 @@ async def _measure_one(
     settings: ProfileSettings,
 ) -> AllocationProfile:
     outstanding = 2 * alloc.replicas
-    await _closed_loop(pool, x, variant, settings.warmup * alloc.replicas, outstanding)
-    service, _, secs = await _closed_loop(pool, x, variant, settings.samples, outstanding)
+    await closed_loop(pool, x, variant, settings.warmup * alloc.replicas, outstanding)
+    service, _, secs = await closed_loop(pool, x, variant, settings.samples, outstanding)
     return AllocationProfile(
         variant=variant, replicas=alloc.replicas, threads=alloc.threads,
         service_ms=[round(s, 4) for s in service], throughput_rps=len(service) / secs,
