@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,25 @@ def test_errors_are_one_clear_line(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "choose resnet, resnet-int8, resnet-mixed, fashion, tiny" in r.output
     r = runner.invoke(app, ["pool", "check", str(tmp_path / "nope.yaml"), "--allocation", "2by1"])
     assert r.exit_code == 2
+    r = runner.invoke(app, ["experiment", str(tmp_path / "pool.yaml"), "--rounds", "0"])
+    assert r.exit_code == 2 and "--rounds" in r.output
+
+
+def test_an_experiment_of_rounds_prints_each_round_and_the_margins(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from gearshift.cli_experiment import print_summary
+    from gearshift.reports.summary import PolicySummary, build_summary, rounds_entry
+
+    def ran(ea: float) -> PolicySummary:
+        return PolicySummary(ea, 1.0, 50.0, 90.0, 10, 0, 0)
+
+    runs = {"table": [ran(0.74), ran(0.73)], "static:a": [ran(0.70), ran(0.76)]}
+    entry = rounds_entry([["table", "static:a"], ["static:a", "table"]], runs)
+    print_summary(build_summary(100.0, "declared", {k: v[0] for k, v in runs.items()},
+                                rounds=entry), None)
+    printed = capsys.readouterr().out
+    assert "effective accuracy in each of 2 rounds" in printed
+    assert re.search(r"table - best static\W+\+0\.040\W+-0\.030\W+\+0\.005", printed)
 
 
 def test_prewarm_table_loads_what_the_controller_may_choose() -> None:

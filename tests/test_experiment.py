@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from gearshift.errors import SpecError
 from gearshift.experiment.calibrate import CalibrationSettings
-from gearshift.experiment.runner import ExperimentSettings, run_experiment
+from gearshift.experiment.runner import ExperimentSettings, round_orders, run_experiment
 from gearshift.planning.settings import PlanSettings
 from gearshift.profiling.profile import load_profile
 from gearshift.reports.frame import read_records
@@ -32,7 +33,7 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
         # the lowest level at half the entry's load: a tiny entry is path-bound (its lowest
         # level's second holds MIN_ENTRY_SAMPLES requests) once HTTP takes ~450 req/s, which
         # a busy machine gives (at the default quarter it needed ~900: 802 measured, failed)
-        calibration=CalibrationSettings(levels=(0.5, 0.625, 0.75, 0.875)))
+        calibration=CalibrationSettings(levels=(0.5, 0.625, 0.75, 0.875)), rounds=2)
     summary = run_experiment(settings, stage)
     assert stages[:2] == ["profiling", "planning"] and "live runs" in stages
     names = ["table", "queue-aware", "static:tiny-s", "static:tiny-m", "static:tiny-l"]
@@ -59,10 +60,22 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
         assert len(live) == len(sim) == len(replay) == n  # the same schedule, one record each
         assert sorted(live.request_id) == list(range(n))
         assert summary["policies"][name]["errors"] == 0
+    # a second round ran every policy again on the same schedule, in the reverse order
+    rounds = summary["rounds"]
+    assert rounds["orders"] == [names, names[::-1]]
+    assert list(rounds["policies"]) == names
+    for name in names:
+        first, second = rounds["policies"][name]
+        assert first == summary["policies"][name]  # round 1 is the headline
+        assert second["requests"] == n and second["errors"] == 0
+        again = read_records(out / "records" / "round2" / f"{name.replace(':', '-')}.csv")
+        assert sorted(again.request_id) == list(range(n))
+    assert set(rounds["margin_over_best_static"]) == {"table", "queue-aware"}
     static_l = summary["policies"]["static:tiny-l"]
     assert static_l["effective_accuracy"] == pytest.approx(0.8 * static_l["on_time"], abs=1e-6)
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4 and "static:tiny-m" in html
+    assert "Effective accuracy in each of 2 rounds" in html
     assert "simulated on 4 paths of 3 s of the workload (seeds 0-3" in html
     assert summary["deadlines"]["paths"] == 4 and summary["deadlines"]["seeds"] == [0, 3]
     assert (out / "profile.json").is_file() and (out / "policy.json").is_file()
@@ -75,3 +88,11 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
         assert e.throughput_rps <= summary["notes"]["http_capacity_rps"] + 0.01
     # a second run takes the profile from the cache
     assert len(list((tmp_path / "cache").glob("profile-*.json"))) == 1
+
+
+def test_rounds_alternate_the_order_and_a_bad_count_is_refused() -> None:
+    names = ["table", "static:a", "static:b"]
+    assert round_orders(names, 1) == (tuple(names),)
+    assert round_orders(names, 3) == (tuple(names), tuple(names[::-1]), tuple(names))
+    with pytest.raises(SpecError, match="at least 1"):
+        round_orders(names, 0)

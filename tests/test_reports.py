@@ -37,6 +37,7 @@ from gearshift.reports.summary import (
     build_summary,
     deadline_sweep,
     effective_accuracy_at,
+    rounds_entry,
     summarize,
 )
 from gearshift.sim.records import RequestColumns
@@ -274,6 +275,38 @@ def test_build_summary_shape(frame: RecordFrame) -> None:
     assert empty["simulated"] == {}
     with pytest.raises(ValueError, match="notes"):
         build_summary(D, "declared", pols, None, None, {"x": object()})  # type: ignore[dict-item]
+
+
+def _ran(ea: float) -> PolicySummary:
+    return PolicySummary(ea, 1.0, 50.0, 90.0, 10, 0, 0)
+
+
+def test_rounds_keep_each_run_the_mean_and_the_margins_over_the_best_static(
+        tmp_path: Path, frame: RecordFrame) -> None:
+    # static:b is the better static variant in round 1, static:a in round 2 and on the mean
+    runs = {"static:a": [_ran(0.70), _ran(0.76)], "table": [_ran(0.74), _ran(0.73)],
+            "static:b": [_ran(0.72), _ran(0.68)]}
+    orders = [["table", "static:a", "static:b"], ["static:b", "static:a", "table"]]
+    entry = rounds_entry(orders, runs)
+    assert list(entry["policies"]) == ["table", "static:a", "static:b"]
+    assert entry["orders"] == orders
+    assert entry["policies"]["table"][1]["effective_accuracy"] == 0.73
+    assert entry["mean_effective_accuracy"] == pytest.approx(
+        {"table": 0.735, "static:a": 0.73, "static:b": 0.70})
+    # round 1: 0.74 - 0.72; round 2: 0.73 - 0.76; the means: 0.735 - 0.73
+    assert entry["margin_over_best_static"] == {"table": pytest.approx([0.02, -0.03, 0.005])}
+    with pytest.raises(ValueError, match="one run per round"):
+        rounds_entry(orders, {**runs, "table": [_ran(0.74)]})
+    pols = _summaries(frame)
+    doc = build_summary(D, "declared", pols, None, None, None, None, entry)
+    assert doc["rounds"] == entry and json.loads(json.dumps(doc, allow_nan=False)) == doc
+    html = write_report(tmp_path, doc, [], {}).read_text()
+    assert "Effective accuracy in each of 2 rounds" in html
+    assert "round 2: static:b, static:a, table" in html
+    assert '<tr><td>table − best static</td><td class="num">+0.0200</td>' in html
+    assert "rounds" not in build_summary(D, "declared", pols, None, None, None)
+    assert "each of" not in write_report(tmp_path, build_summary(
+        D, "declared", pols, None, None, None), [], {}).read_text()
 
 
 def test_sweep_result_validates_and_keeps_the_json_layout() -> None:

@@ -21,7 +21,7 @@ from gearshift.errors import GearshiftError
 from gearshift.policy import ORACLE, TABLE
 
 if TYPE_CHECKING:
-    from gearshift.reports.summary import SummaryDoc
+    from gearshift.reports.summary import RoundsJSON, SummaryDoc
 
 console = Console(stderr=True)
 out = Console()
@@ -44,8 +44,31 @@ def print_summary(summary: SummaryDoc, report: Path | None) -> None:
                   _f(p["p50_ms"], 1), _f(p["p99_ms"], 1), str(p["requests"]), str(p["errors"]),
                   str(p["switches"]))
     out.print(t)
+    if "rounds" in summary:
+        out.print(_rounds_table(summary["rounds"]))
     if report is not None:
         out.print(f"report: [bold]{report}[/]")
+
+
+def _rounds_table(rounds: RoundsJSON) -> Table:
+    """Each policy's effective accuracy in each round and their mean, and the switching
+    policies' margins over the best static variant."""
+    n = len(rounds["orders"])
+    t = Table(title=f"effective accuracy in each of {n} rounds (the table above: round 1)")
+    t.add_column("policy", no_wrap=True)
+    for r in range(n):
+        t.add_column(f"round {r + 1}", justify="right")
+    t.add_column("mean", justify="right")
+    for name, runs in rounds["policies"].items():
+        t.add_row(name, *(_f(p["effective_accuracy"], 3) for p in runs),
+                  _f(rounds["mean_effective_accuracy"][name], 3))
+    for name, margins in rounds["margin_over_best_static"].items():
+        t.add_row(f"{name} - best static", *(_signed(m) for m in margins))
+    return t
+
+
+def _signed(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.3f}"
 
 
 def _f(x: float | None, digits: int) -> str:
@@ -71,6 +94,10 @@ def experiment(
         min=0)] = 600.0,
     controller_option: Annotated[list[str] | None, typer.Option(
         help=OPTION_HELP + "; each policy gets them if it takes them all")] = None,
+    rounds: Annotated[int, typer.Option(
+        help="run every policy this many times live on the same schedule, in alternating "
+             "order (as listed, then reversed), so that a drift of the host's speed weighs on "
+             "all alike; the summary adds each round and the mean", min=1)] = 1,
 ) -> None:
     """Profile, plan, serve and replay one arrival schedule against every policy, live and
     simulated; write records, summary.json and report.html."""
@@ -86,7 +113,7 @@ def experiment(
         pool=pool, workload=workload, duration_s=duration, out=out_dir, cache_dir=cache,
         deadline_ms=deadline_ms, seed=seed, cores=cores or len(os.sched_getaffinity(0)),
         samples=samples, period_s=period_s, data=data, sweep_seconds=sweep_seconds,
-        controller_options=options)
+        controller_options=options, rounds=rounds)
     try:
         with stages(console) as stage:
             summary = run_experiment(settings, stage)

@@ -3,7 +3,8 @@ policy live and in the simulator (plus a hindsight oracle), then write records, 
 figures and report.html.
 
 Layout of `out`: profile.json, policy.json, server.log, control.jsonl, records/<policy>.csv,
-records/sim-<policy>.csv, figures/*.png, summary.json, report.html.
+records/sim-<policy>.csv, records/replay-<policy>.csv, figures/*.png, summary.json,
+report.html; with `rounds` > 1, records/round<r>/<policy>.csv for rounds 2 and on.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from gearshift.reports.summary import (
     SweepCoverage,
     SweepResult,
     build_summary,
+    rounds_entry,
     summarize,
 )
 from gearshift.types import JSON, ControlLine
@@ -75,6 +77,10 @@ class ExperimentSettings:
     settle_s: float = 1.0
     data: str | None = None  # a labelled data set ("fashion-test"): correctness per request
     policies: tuple[str, ...] = ()  # () = table, queue-aware and every static variant
+    # each policy runs this many times live on the one schedule, in orders that alternate
+    # (`round_orders`), so that a drift of the host's speed over the minutes of a run weighs
+    # on every policy alike; the figures and the simulated comparison are round 1's
+    rounds: int = 1
     sweep: tuple[float, ...] = SWEEP
     plan: PlanSettings = DEFAULT_PLAN  # for the run's tables, at the run's period_s
     # controller settings by name (`--controller-option`): each policy gets them if its kind
@@ -99,9 +105,20 @@ class _Run:
     profile: Profile
     table: PolicyTable
     arrivals_s: np.ndarray
-    live: dict[str, LiveRun]
+    live: dict[str, LiveRun]  # round 1's
     capacity_rps: float  # what the default mmpp is scaled to
     http_capacity_rps: float
+    orders: tuple[tuple[str, ...], ...]  # the policies in the order each round ran them
+    rounds: dict[str, list[LiveRun]]  # each policy's run in each round
+
+
+def round_orders(names: list[str], rounds: int) -> tuple[tuple[str, ...], ...]:
+    """The order each round runs the policies in: as given, then reversed, and so on. Two
+    rounds put every policy at the same mean position, so a drift of the host's speed that is
+    linear in time weighs on each alike. Raises SpecError for fewer than one round."""
+    if rounds < 1:
+        raise SpecError(f"rounds must be at least 1, got {rounds}")
+    return tuple(tuple(names if r % 2 == 0 else reversed(names)) for r in range(rounds))
 
 
 @dataclass(frozen=True)
@@ -118,6 +135,7 @@ def run_experiment(s: ExperimentSettings, stage: Stage) -> SummaryDoc:
     """Run everything; returns the summary document (also written to `out/summary.json`)."""
     spec = load_pool_spec(s.pool)
     parse_workload(s.workload)  # a bad spec fails now, not after profiling
+    round_orders([], s.rounds)  # as does a bad count of rounds
     deadline_ms = s.deadline_ms or spec.deadline_ms
     s.out.mkdir(parents=True, exist_ok=True)
     profile = _offline(s, spec, deadline_ms, stage)
@@ -191,20 +209,26 @@ def _live(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float, profile: Pr
                       controller_options=tuple(options_for(TABLE, s.controller_options)
                                                .items()))
     (s.out / "control.jsonl").unlink(missing_ok=True)
-    live: dict[str, LiveRun] = {}
+    orders = round_orders(names, s.rounds)
+    runs: dict[str, list[LiveRun]] = {name: [] for name in names}
+    total = len(names) * len(orders)
     with live_server(args) as url:
         cal = _calibrate(s, spec, deadline_ms, profile, url, stage)
         arrivals_s = _draw_arrivals(s, cal.capacity_rps)
         progress = stage("live runs")
-        for i, name in enumerate(names):
-            progress(i, len(names), f"{name}: {len(arrivals_s)} requests")
-            one = run_policy(url, spec.application, name, arrivals_s, payloads, deadline_ms,
-                             s.settle_s)
-            write_records(s.out / "records" / f"{_file(name)}.csv", one.records)
-            live[name] = one
-        progress(len(names), len(names), "live runs done")
-    return _Run(spec, deadline_ms, cal.profile, cal.table, arrivals_s, live, cal.capacity_rps,
-                cal.http_capacity_rps)
+        for r, order in enumerate(orders):
+            folder = s.out / "records" / ("" if r == 0 else f"round{r + 1}")
+            label = f"round {r + 1} of {len(orders)}, " if len(orders) > 1 else ""
+            for i, name in enumerate(order):
+                progress(r * len(names) + i, total, f"{label}{name}: {len(arrivals_s)} requests")
+                one = run_policy(url, spec.application, name, arrivals_s, payloads,
+                                 deadline_ms, s.settle_s)
+                write_records(folder / f"{_file(name)}.csv", one.records)
+                runs[name].append(one)
+        progress(total, total, "live runs done")
+    return _Run(spec, deadline_ms, cal.profile, cal.table, arrivals_s,
+                {name: r[0] for name, r in runs.items()}, cal.capacity_rps,
+                cal.http_capacity_rps, orders, runs)
 
 
 def _calibrate(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float, profile: Profile,
@@ -293,9 +317,12 @@ def _write_results(s: ExperimentSettings, run: _Run, frames: dict[str, RecordFra
     measured[ORACLE] = simulated[ORACLE]
     replayed = {n: summarize(RecordFrame.from_columns(r.columns), acc, "declared",
                              r.decided_variants) for n, r in replays.items()}
+    rounds = None if len(run.orders) < 2 else rounds_entry(
+        run.orders, {n: [summarize(RecordFrame.from_records(one.records), acc, basis)
+                         for one in run.rounds[n]] for n in names})
     summary = build_summary(run.deadline_ms, basis, measured, sweep,
                             {n: v for n, v in simulated.items() if n != ORACLE},
-                            _notes(run, basis), replayed)
+                            _notes(run, basis), replayed, rounds)
     (s.out / "summary.json").write_text(json.dumps(summary, indent=1))
     progress(1, 2, "figures and report")
     figs = _figures(s, run, frames, traces, measured, simulated, replayed, sweep, acc)

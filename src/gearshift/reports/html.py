@@ -70,6 +70,7 @@ def write_report(out_dir: str | Path, summary: SummaryDoc, figures: Sequence[Pat
         f"<h1>{escape(title)}</h1>",
         "<h2>What was run</h2>", _context_html(context, summary),
         "<h2>Summary</h2>", _basis_html(summary), _summary_table(summary),
+        _rounds_html(summary),
         "<h2>Figures</h2>", *[_figure_html(Path(p), context) for p in figures],
         "<h2>Simulated vs measured</h2>", _sim_table(compare_json(summary)),
         _notes_html(summary["notes"]),
@@ -161,6 +162,38 @@ def _summary_table(summary: SummaryDoc) -> str:
     note = ('<p class="note">Highlighted: the best value in each column among the policies run '
             "(highest effective accuracy and on-time, lowest latency and errors).</p>")
     return "<table>" + "\n".join(lines) + "</table>" + note
+
+
+def _rounds_html(summary: SummaryDoc) -> str:
+    """Each policy's effective accuracy in each round, their mean, and the switching policies'
+    margins over the best static variant (nothing for a run of one round)."""
+    rounds = summary.get("rounds")
+    if rounds is None:
+        return ""
+    n = len(rounds["orders"])
+    fmt = _num(4)
+    head = ("<tr><th>policy</th>" + "".join(f"<th>round {r + 1}</th>" for r in range(n))
+            + "<th>mean</th></tr>")
+    lines = [head]
+    for name, runs in rounds["policies"].items():
+        cells = [fmt(p["effective_accuracy"]) for p in runs]
+        cells.append(fmt(rounds["mean_effective_accuracy"][name]))
+        lines.append(f"<tr><td>{escape(name)}</td>"
+                     + "".join(f'<td class="num">{escape(c)}</td>' for c in cells) + "</tr>")
+    for name, margins in rounds["margin_over_best_static"].items():
+        lines.append(f"<tr><td>{escape(name)} − best static</td>"
+                     + "".join(f'<td class="num">{escape(_signed(m))}</td>' for m in margins)
+                     + "</tr>")
+    orders = "; ".join(f"round {r + 1}: " + ", ".join(o) for r, o in enumerate(rounds["orders"]))
+    return (f"<h3>Effective accuracy in each of {n} rounds</h3>"
+            '<p class="note">Every policy ran the same schedule once per round, each round in '
+            "the order below, so that a drift of the host's speed weighs on all alike. The "
+            "table above, the figures and the simulated comparison are round 1's. Orders: "
+            f"{escape(orders)}.</p><table>" + "\n".join(lines) + "</table>")
+
+
+def _signed(v: float | None) -> str:
+    return "—" if v is None else f"{v:+.4f}"
 
 
 def _figure_html(path: Path, context: JSONObject) -> str:

@@ -66,6 +66,16 @@ class SweepJSON(TypedDict):
     seeds: NotRequired[list[int]]
 
 
+class RoundsJSON(TypedDict):
+    """The summary's `rounds` entry, for an experiment that ran every policy more than once
+    (`rounds_entry`)."""
+
+    orders: list[list[str]]
+    policies: dict[str, list[PolicyJSON]]
+    mean_effective_accuracy: dict[str, float | None]
+    margin_over_best_static: dict[str, list[float | None]]
+
+
 class SummaryDoc(TypedDict):
     """The summary.json document (`build_summary`)."""
 
@@ -76,6 +86,7 @@ class SummaryDoc(TypedDict):
     simulated: dict[str, PolicyJSON]
     notes: dict[str, JSON]
     replayed: NotRequired[dict[str, PolicyJSON]]  # absent from summaries written before it
+    rounds: NotRequired[RoundsJSON]  # only when every policy ran more than once
 
 
 @dataclass(frozen=True)
@@ -275,14 +286,16 @@ def build_summary(deadline_ms: float, basis: Basis, policies: Mapping[str, Polic
                   deadlines: SweepResult | None = None,
                   simulated: Mapping[str, PolicySummary] | None = None,
                   notes: JSONObject | None = None,
-                  replayed: Mapping[str, PolicySummary] | None = None) -> SummaryDoc:
+                  replayed: Mapping[str, PolicySummary] | None = None,
+                  rounds: RoundsJSON | None = None) -> SummaryDoc:
     """The summary.json document:
     `{"deadline_ms", "accuracy_basis", "policies": {name: PolicySummary.to_json()},
     "deadlines": SweepResult.to_json() ({"deadline_ms": [...], "source": "simulated"|"measured",
     "policies": {name: [effective accuracy at each deadline]}[, "duration_s": simulated seconds,
     "requests": n, "paths": load paths, "seeds": [first, last]]}),
     "simulated": {name: {...}}, "notes": {...}[, "replayed": {name: {...}}]}` (`replayed`:
-    each live run simulated with its own service times, `experiment.replay`; only if given).
+    each live run simulated with its own service times, `experiment.replay`; only if given)
+    `[, "rounds": RoundsJSON]` (`rounds_entry`; only if given: `policies` is then round 1).
     Policy names: `table`, `queue-aware`, `static:<variant>`, `oracle` (listed in that order).
     Without a sweep, `deadlines` has empty lists (source "measured"); without simulated runs,
     `simulated` is {}. Raises ValueError on notes that are not JSON."""
@@ -298,11 +311,44 @@ def build_summary(deadline_ms: float, basis: Basis, policies: Mapping[str, Polic
     }
     if replayed:
         doc["replayed"] = {k: replayed[k].to_json() for k in policy_order(replayed)}
+    if rounds is not None:
+        doc["rounds"] = rounds
     try:
         json.dumps(doc, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"summary is not plain JSON (check notes): {exc}") from exc
     return doc
+
+
+def rounds_entry(orders: Sequence[Sequence[str]],
+                 runs: Mapping[str, Sequence[PolicySummary]]) -> RoundsJSON:
+    """The summary's `rounds` entry: `orders[r]`, the policies in the order round r ran them;
+    `runs[name][r]`, the policy's run in round r (every round replays the same schedule).
+    `mean_effective_accuracy`: each policy's over the rounds; `margin_over_best_static`: each
+    switching policy's effective accuracy less the best static variant's, in each round and
+    (last) of the means. Raises ValueError if a policy lacks a round."""
+    n = len(orders)
+    short = [name for name, r in runs.items() if len(r) != n]
+    if short:
+        raise ValueError(f"every policy needs one run per round ({n}); not {short}")
+    names = policy_order(runs)
+    per_round = [{k: runs[k][r].effective_accuracy for k in names} for r in range(n)]
+    mean = {k: float(np.mean([p[k] for p in per_round])) for k in names}
+    return {
+        "orders": [list(o) for o in orders],
+        "policies": {k: [p.to_json() for p in runs[k]] for k in names},
+        "mean_effective_accuracy": {k: _round(v, _FRACTION_DIGITS) for k, v in mean.items()},
+        "margin_over_best_static": {k: [_round(m, _FRACTION_DIGITS)
+                                        for m in (*(_margin(p, k) for p in per_round),
+                                                  _margin(mean, k))]
+                                    for k in names if k in SWITCHING},
+    }
+
+
+def _margin(ea: Mapping[str, float], name: str) -> float:
+    """`name`'s effective accuracy less the best static variant's (NaN without one)."""
+    statics = [v for k, v in ea.items() if static_variant(k) is not None]
+    return ea[name] - max(statics) if statics else math.nan
 
 
 def policy_order(names: Iterable[str]) -> list[str]:
@@ -330,6 +376,6 @@ def _round(x: float | None, digits: int) -> float | None:
     return round(float(x), digits)
 
 
-__all__ = ["PolicyJSON", "PolicySummary", "SummaryDoc", "SweepCoverage", "SweepJSON",
+__all__ = ["PolicyJSON", "PolicySummary", "RoundsJSON", "SummaryDoc", "SweepCoverage", "SweepJSON",
            "SweepResult", "build_summary", "credit", "deadline_sweep",
-           "effective_accuracy_at", "on_time_mask", "policy_order", "summarize"]
+           "effective_accuracy_at", "on_time_mask", "policy_order", "rounds_entry", "summarize"]
