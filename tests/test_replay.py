@@ -49,3 +49,20 @@ def test_a_variants_service_times_take_the_live_runs_mean_and_tail_on_every_allo
     assert a21.throughput_rps == pytest.approx(
         old.throughput_rps * np.mean(base) / np.mean(a21.service_ms))
     assert b21.service_ms == profile.entry("b", A21).service_ms
+
+
+def test_a_path_bound_entry_keeps_the_paths_capacity_less_what_its_service_adds() -> None:
+    """fnet-like: 0.2 ms of service on one thread behind a 1 ms front end per request, the
+    entry answering 1,600 req/s (the HTTP path's). Served 1.5 x slower live, a request takes
+    1.1 ms of core time instead of 1.0: the entry's capacity goes down by that, 1/1.1, not
+    by the service's 1/1.5."""
+    base = np.full(200, 0.2)
+    profile = make_profile({("a", A21): base.tolist()}, {"a": 0.9}, cores=2)
+    entry = profile.entry("a", A21).model_copy(update={"path_bound": True,
+                                                       "throughput_rps": 1600.0})
+    profile = profile.model_copy(update={"entries": [entry], "frontend_cpu_ms": 0.8})
+    assert profile.core_ms(entry) == pytest.approx(1.0)
+    replayed = replay_profile(profile, frame({"a": (base * 1.5).tolist()}),
+                              frame({"a": base.tolist()})).entry("a", A21)
+    assert np.mean(replayed.service_ms) == pytest.approx(0.3)
+    assert replayed.throughput_rps == pytest.approx(1600.0 / 1.1)

@@ -42,7 +42,10 @@ def service_ratios(live: RecordFrame, twin: RecordFrame) -> dict[str, np.ndarray
 
 def replay_profile(profile: Profile, live: RecordFrame, twin: RecordFrame) -> Profile:
     """`profile` with the service times of the variants `service_ratios` covers mapped to the
-    live run's (the module docstring); each entry's throughput scaled by its mean's change."""
+    live run's (the module docstring); each entry's throughput scaled by its mean's change, or
+    for a path-bound entry, whose throughput is the serving path's, by the change of the core
+    time a request takes, path included (`Profile.core_ms`): a replica's fraction of a ms
+    served 1.5 x slower leaves the HTTP path's capacity nearly as it was."""
     ratios = service_ratios(live, twin)
     entries = []
     for e in profile.entries:
@@ -53,8 +56,10 @@ def replay_profile(profile: Profile, live: RecordFrame, twin: RecordFrame) -> Pr
         samples = np.asarray(e.service_ms, dtype=np.float64)
         rank = np.argsort(np.argsort(samples, kind="stable"), kind="stable")
         at = 100.0 * rank / max(len(samples) - 1, 1)
-        scaled = samples * np.interp(at, QUANTILES, ratio)
-        slower = float(np.mean(scaled) / np.mean(samples)) if np.mean(samples) > 0 else 1.0
-        entries.append(e.model_copy(update={"service_ms": scaled.tolist(),
-                                            "throughput_rps": e.throughput_rps / slower}))
+        scaled = e.model_copy(update={"service_ms": (samples * np.interp(at, QUANTILES, ratio))
+                                      .tolist()})
+        before, after = ((profile.core_ms(e), profile.core_ms(scaled)) if e.path_bound
+                         else (float(np.mean(samples)), float(np.mean(scaled.service_ms))))
+        slower = after / before if before > 0 else 1.0
+        entries.append(scaled.model_copy(update={"throughput_rps": e.throughput_rps / slower}))
     return profile.model_copy(update={"entries": entries})
