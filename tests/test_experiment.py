@@ -68,6 +68,7 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
         first, second = rounds["policies"][name]
         assert first == summary["policies"][name]  # round 1 is the headline
         assert second["requests"] == n and second["errors"] == 0
+        assert second["switches"] <= periods  # the controller's, from its control log
         again = read_records(out / "records" / "round2" / f"{name.replace(':', '-')}.csv")
         assert sorted(again.request_id) == list(range(n))
     assert set(rounds["margin_over_best_static"]) == {"table", "queue-aware"}

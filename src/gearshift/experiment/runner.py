@@ -48,6 +48,7 @@ from gearshift.reports.html import CAPTIONS, write_report
 from gearshift.reports.summary import (
     Basis,
     PolicySummary,
+    RoundsJSON,
     SummaryDoc,
     SweepCoverage,
     SweepResult,
@@ -287,19 +288,38 @@ def _file(name: str) -> str:
     return name.replace(":", "-").replace("/", "-")
 
 
-def _traces(s: ExperimentSettings, run: _Run) -> dict[str, ControlTrace]:
-    """Each live run's control-log steps, on the run's clock (t = 0 at its first send)."""
+def _control_lines(s: ExperimentSettings) -> list[ControlLine]:
     path = s.out / "control.jsonl"
-    lines: list[ControlLine] = ([json.loads(ln) for ln in path.read_text().splitlines()]
-                                if path.is_file() else [])
-    out = {}
-    for name, live in run.live.items():
-        mine: list[ControlLine] = [{**ln, "t_s": ln["unix_s"] - live.started_unix_s}
-                                   for ln in lines if ln.get("policy") == name]
-        mine = [ln for ln in mine if 0.0 < ln["t_s"] <= s.duration_s + s.period_s]
-        if mine:
-            out[name] = ControlTrace.from_lines(mine)
-    return out
+    return [json.loads(ln) for ln in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _trace(s: ExperimentSettings, lines: list[ControlLine], name: str,
+           live: LiveRun) -> ControlTrace | None:
+    """A live run's control-log steps, on the run's clock (t = 0 at its first send)."""
+    mine: list[ControlLine] = [{**ln, "t_s": ln["unix_s"] - live.started_unix_s}
+                               for ln in lines if ln.get("policy") == name]
+    mine = [ln for ln in mine if 0.0 < ln["t_s"] <= s.duration_s + s.period_s]
+    return ControlTrace.from_lines(mine) if mine else None
+
+
+def _traces(s: ExperimentSettings, run: _Run) -> dict[str, ControlTrace]:
+    """Each policy's round-1 run's control-log steps (`_trace`)."""
+    lines = _control_lines(s)
+    return {name: t for name, live in run.live.items()
+            if (t := _trace(s, lines, name, live)) is not None}
+
+
+def _rounds(s: ExperimentSettings, run: _Run, measured: dict[str, PolicySummary],
+            acc: dict[str, float], basis: Basis) -> RoundsJSON | None:
+    """The summary's `rounds` entry (None for one round): round 1 is `measured`, every later
+    run is summarized alike, its switches from its own stretch of the control log."""
+    if len(run.orders) < 2:
+        return None
+    lines = _control_lines(s)
+    return rounds_entry(run.orders, {
+        n: [measured[n], *(summarize(RecordFrame.from_records(one.records), acc, basis,
+                                     _trace(s, lines, n, one)) for one in run.rounds[n][1:])]
+        for n in run.rounds})
 
 
 def _write_results(s: ExperimentSettings, run: _Run, frames: dict[str, RecordFrame],
@@ -317,12 +337,9 @@ def _write_results(s: ExperimentSettings, run: _Run, frames: dict[str, RecordFra
     measured[ORACLE] = simulated[ORACLE]
     replayed = {n: summarize(RecordFrame.from_columns(r.columns), acc, "declared",
                              r.decided_variants) for n, r in replays.items()}
-    rounds = None if len(run.orders) < 2 else rounds_entry(
-        run.orders, {n: [summarize(RecordFrame.from_records(one.records), acc, basis)
-                         for one in run.rounds[n]] for n in names})
     summary = build_summary(run.deadline_ms, basis, measured, sweep,
                             {n: v for n, v in simulated.items() if n != ORACLE},
-                            _notes(run, basis), replayed, rounds)
+                            _notes(run, basis), replayed, _rounds(s, run, measured, acc, basis))
     (s.out / "summary.json").write_text(json.dumps(summary, indent=1))
     progress(1, 2, "figures and report")
     figs = _figures(s, run, frames, traces, measured, simulated, replayed, sweep, acc)
