@@ -11,7 +11,7 @@ are each policy's mean over the rounds, with the margins of each round after the
 whose speed drifts over the minutes of a run then weighs on every policy alike).
 
     .venv/bin/python benchmarks/bench_live.py out/demo/zoo/resnet/pool.yaml \
-        --runs flash:7:300,trace:3:450,mmpp-20:11:200,steps:5:600 --duration 30
+        --runs flash:7:300,trace:3:450,mmpp-20:11:200,steps:5:600 --duration 30 --rounds 2
 """
 
 from __future__ import annotations
