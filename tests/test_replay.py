@@ -66,3 +66,17 @@ def test_a_path_bound_entry_keeps_the_paths_capacity_less_what_its_service_adds(
                               frame({"a": base.tolist()})).entry("a", A21)
     assert np.mean(replayed.service_ms) == pytest.approx(0.3)
     assert replayed.throughput_rps == pytest.approx(1600.0 / 1.1)
+
+
+def test_one_stall_in_a_long_run_does_not_become_the_top_sample_of_a_short_profile() -> None:
+    """45 profiled samples stand for 1/45 of the draws each. A live run of 700 whose one
+    slowest request stalled at 4 x its twin's slowest is as profiled below its 99.9th
+    percentile: the top sample (the 98.9th percentile) keeps its time, where mapped to the
+    100th it took the stall's 4 x and made 2.2 % of the replay's draws stalls."""
+    profile = make_profile({("a", A21): np.linspace(18.0, 22.0, 45).tolist()}, {"a": 0.7},
+                           cores=2)
+    twin = np.random.default_rng(1).uniform(18.0, 22.0, 700)
+    live = twin.copy()
+    live[np.argmax(live)] *= 4.0
+    replayed = replay_profile(profile, frame({"a": live.tolist()}), frame({"a": twin.tolist()}))
+    assert max(replayed.entry("a", A21).service_ms) < 22.0 * 1.05
