@@ -72,6 +72,9 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
         again = read_records(out / "records" / "round2" / f"{name.replace(':', '-')}.csv")
         assert sorted(again.request_id) == list(range(n))
     assert set(rounds["margin_over_best_static"]) == {"table", "queue-aware"}
+    lags = summary["notes"]["send_lag_p99_ms"]  # the load generator's, in every round
+    assert isinstance(lags, dict) and all(isinstance(v, list) and len(v) == 2 and min(v) >= 0
+                                          for v in lags.values())
     static_l = summary["policies"]["static:tiny-l"]
     assert static_l["effective_accuracy"] == pytest.approx(0.8 * static_l["on_time"], abs=1e-6)
     html = (out / "report.html").read_text()
