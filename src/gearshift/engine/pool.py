@@ -198,7 +198,7 @@ class ReplicaPool:
         )
         if self.settings.path_overhead:  # the offered rate a path-bound entry's cost is read at
             self._arrivals.append(job.enqueued_s)
-            self._offered_rps(job.enqueued_s)
+            self._forget_arrivals(job.enqueued_s)
         self._queue.append(job)
         self._drained.clear()
         self._pump()
@@ -325,10 +325,14 @@ class ReplicaPool:
         return self.settings.overhead_ms if path is None else path.at(self._offered_rps(now))
 
     def _offered_rps(self, now: float) -> float:
-        """Requests per second enqueued in the last `RATE_WINDOW_S` (those older dropped)."""
+        """Requests per second enqueued in the last `RATE_WINDOW_S`."""
+        self._forget_arrivals(now)
+        return len(self._arrivals) / RATE_WINDOW_S
+
+    def _forget_arrivals(self, now: float) -> None:
+        """Drop the enqueue times older than `RATE_WINDOW_S`."""
         while self._arrivals and self._arrivals[0] <= now - RATE_WINDOW_S:
             self._arrivals.popleft()
-        return len(self._arrivals) / RATE_WINDOW_S
 
     def _check_drained(self) -> None:
         if not self._queue and not self._roster.jobs():

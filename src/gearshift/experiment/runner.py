@@ -106,11 +106,15 @@ class _Run:
     profile: Profile
     table: PolicyTable
     arrivals_s: np.ndarray
-    live: dict[str, LiveRun]  # round 1's
     capacity_rps: float  # what the default mmpp is scaled to
     http_capacity_rps: float
     orders: tuple[tuple[str, ...], ...]  # the policies in the order each round ran them
     rounds: dict[str, list[LiveRun]]  # each policy's run in each round
+
+    @property
+    def live(self) -> dict[str, LiveRun]:
+        """Each policy's round-1 run."""
+        return {name: runs[0] for name, runs in self.rounds.items()}
 
 
 def round_orders(names: list[str], rounds: int) -> tuple[tuple[str, ...], ...]:
@@ -227,8 +231,7 @@ def _live(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float, profile: Pr
                 write_records(folder / f"{_file(name)}.csv", one.records)
                 runs[name].append(one)
         progress(total, total, "live runs done")
-    return _Run(spec, deadline_ms, cal.profile, cal.table, arrivals_s,
-                {name: r[0] for name, r in runs.items()}, cal.capacity_rps,
+    return _Run(spec, deadline_ms, cal.profile, cal.table, arrivals_s, cal.capacity_rps,
                 cal.http_capacity_rps, orders, runs)
 
 
@@ -302,20 +305,20 @@ def _trace(s: ExperimentSettings, lines: list[ControlLine], name: str,
     return ControlTrace.from_lines(mine) if mine else None
 
 
-def _traces(s: ExperimentSettings, run: _Run) -> dict[str, ControlTrace]:
+def _traces(s: ExperimentSettings, run: _Run,
+            lines: list[ControlLine]) -> dict[str, ControlTrace]:
     """Each policy's round-1 run's control-log steps (`_trace`)."""
-    lines = _control_lines(s)
     return {name: t for name, live in run.live.items()
             if (t := _trace(s, lines, name, live)) is not None}
 
 
-def _rounds(s: ExperimentSettings, run: _Run, measured: dict[str, PolicySummary],
-            acc: dict[str, float], basis: Basis) -> RoundsJSON | None:
+def _rounds(s: ExperimentSettings, run: _Run, lines: list[ControlLine],
+            measured: dict[str, PolicySummary], acc: dict[str, float],
+            basis: Basis) -> RoundsJSON | None:
     """The summary's `rounds` entry (None for one round): round 1 is `measured`, every later
     run is summarized alike, its switches from its own stretch of the control log."""
     if len(run.orders) < 2:
         return None
-    lines = _control_lines(s)
     return rounds_entry(run.orders, {
         n: [measured[n], *(summarize(RecordFrame.from_records(one.records), acc, basis,
                                      _trace(s, lines, n, one)) for one in run.rounds[n][1:])]
@@ -330,7 +333,8 @@ def _write_results(s: ExperimentSettings, run: _Run, frames: dict[str, RecordFra
     progress = stage("report")
     progress(0, 2, "summary")
     acc = {v.name: v.accuracy.value for v in run.spec.variants}
-    traces = _traces(s, run)
+    lines = _control_lines(s)
+    traces = _traces(s, run, lines)
     measured = {n: summarize(frames[n], acc, basis, traces.get(n)) for n in names}
     simulated = {n: summarize(f, acc, "declared", sims[n].decided_variants)
                  for n, f in twins.items()}
@@ -339,7 +343,8 @@ def _write_results(s: ExperimentSettings, run: _Run, frames: dict[str, RecordFra
                              r.decided_variants) for n, r in replays.items()}
     summary = build_summary(run.deadline_ms, basis, measured, sweep,
                             {n: v for n, v in simulated.items() if n != ORACLE},
-                            _notes(run, basis), replayed, _rounds(s, run, measured, acc, basis))
+                            _notes(run, basis), replayed,
+                            _rounds(s, run, lines, measured, acc, basis))
     (s.out / "summary.json").write_text(json.dumps(summary, indent=1))
     progress(1, 2, "figures and report")
     figs = _figures(s, run, frames, traces, measured, simulated, replayed, sweep, acc)
