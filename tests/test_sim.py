@@ -118,6 +118,27 @@ def test_latency_is_wait_plus_service_plus_overhead() -> None:
     assert float(np.mean(cols.service_ms)) == pytest.approx(10.0, rel=0.01)
 
 
+def test_a_replica_is_held_beyond_service_at_the_profiles_throughput() -> None:
+    """10 ms of service at 1000 / 15 requests/s saturated: the replica is held 5 ms a request
+    besides, so it queues as M/D/1 of 15 ms (Pollaczek-Khinchine) and answers at most 66.7
+    requests/s, while a request's service and latency count its 10 ms alone; a path-bound
+    entry is held for nothing (its throughput is the HTTP path's)."""
+    base = make_profile({("m", A1): constant_ms(10.0)}, {"m": 0.7})
+    entry = base.entries[0].model_copy(update={"throughput_rps": 1000.0 / 15.0})
+    profile = base.model_copy(update={"entries": [entry]})
+    assert entry.hold_ms() == pytest.approx(5.0)
+    cols = simulate_fixed(profile, "m", A1, poisson(40.0, N_LONG, seed=11), NO_DEADLINE_MS,
+                          seed=12)
+    assert np.allclose(cols.service_ms, 10.0)
+    assert np.allclose(cols.latency_ms, cols.queue_ms + 10.0)
+    rho = 40.0 * 0.015
+    assert float(np.mean(cols.queue_ms)) / 1000.0 == pytest.approx(
+        rho * 0.015 / (2 * (1 - rho)), rel=0.03)
+    flood = simulate_fixed(profile, "m", A1, np.linspace(0.0, 1.0, 200), NO_DEADLINE_MS, seed=1)
+    assert float(np.max(flood.completed_s)) == pytest.approx(200 * 0.015 - 0.005, rel=1e-6)
+    assert entry.model_copy(update={"path_bound": True}).hold_ms() == 0.0
+
+
 def test_a_request_that_waited_gets_the_busy_overhead() -> None:
     """Dispatched at once: an idle-path sample; after waiting for a replica: a busy one; and
     the dispatch rule counts the busy mean (it judges waiting requests only)."""

@@ -63,6 +63,17 @@ class AllocationProfile(_Model):
     def percentile_ms(self, q: float) -> float:
         return float(np.percentile(self.service_ms, q))
 
+    def hold_ms(self) -> float:
+        """Time (ms) a replica is held per request beyond its service time: the hand-off of the
+        request to the replica and of the answer back to the pool, which the worker's own timer
+        does not see. Read off the saturation throughput, R requests per R / throughput
+        seconds, less the mean service time (0 if that is negative). A path-bound entry's
+        throughput is the HTTP path's, and the path's curve stands for its cost: 0."""
+        if self.path_bound:
+            return 0.0
+        return max(0.0, self.replicas * 1000.0 / self.throughput_rps
+                   - float(np.mean(self.service_ms)))
+
     def service_core_ms(self) -> float:
         """Core time (ms) of a request's service: its mean service time on its threads."""
         return self.threads * float(np.mean(self.service_ms))

@@ -11,6 +11,7 @@ candidates sharp.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,7 +94,8 @@ class ServiceSampler:
     dispatched at once (`overhead_s`) and one that waited for a replica (`overhead_busy_s`,
     `Profile.busy_overhead_ms`); and the overhead the dispatch rule counts
     (`Profile.dispatch_overhead_ms`; for a path-bound entry, at the load:
-    `Profile.path_overheads`)."""
+    `Profile.path_overheads`); and the time a replica is held per request beyond its service
+    (`AllocationProfile.hold_ms`)."""
 
     service_s: dict[tuple[str, Allocation], np.ndarray]
     overhead_s: np.ndarray
@@ -102,6 +104,7 @@ class ServiceSampler:
     accuracy: dict[str, float]
     path_bound: dict[tuple[str, Allocation], PathBound] = field(default_factory=dict)
     dispatch_path: dict[tuple[str, Allocation], PathOverhead] = field(default_factory=dict)
+    hold_s: dict[tuple[str, Allocation], float] = field(default_factory=dict)
 
     @classmethod
     def from_profile(cls, profile: Profile) -> ServiceSampler:
@@ -119,13 +122,19 @@ class ServiceSampler:
                      for e in profile.entries if e.path_bound}
         return cls(service, s(profile.overhead_ms), s(profile.busy_overhead_ms()),
                    profile.dispatch_overhead_ms(), dict(profile.accuracy), bound,
-                   profile.path_overheads())
+                   profile.path_overheads(),
+                   {(e.variant, e.allocation): e.hold_ms() / 1000.0 for e in profile.entries})
 
     def samples_s(self, variant: str, allocation: Allocation) -> np.ndarray:
         try:
             return self.service_s[(variant, allocation)]
         except KeyError:
             raise KeyError(f"profile has no entry for {variant} at {allocation}") from None
+
+    def hold(self, variants: Sequence[str], allocation: Allocation) -> np.ndarray:
+        """Per variant, the time (s) a replica is held per request beyond its service
+        (`AllocationProfile.hold_ms`; 0 where the profile does not say)."""
+        return np.array([self.hold_s.get((v, allocation), 0.0) for v in variants])
 
     def service(self, variant: str, allocation: Allocation, u: np.ndarray) -> np.ndarray:
         """Service times (seconds) for uniforms `u`, from the (variant, allocation) samples."""
