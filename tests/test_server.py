@@ -48,6 +48,7 @@ def test_tritonclient_gets_correct_results(tiny_spec, binary: bool) -> None:
             want = params["variant"] if model == "tiny" else model
             assert params["variant"] == want
             assert params["queue_ms"] >= 0 and params["service_ms"] > 0
+            assert 0.0 <= params["handoff_ms"] < 1000.0
             assert params["deadline_ms"] == tiny_spec.deadline_ms
             np.testing.assert_allclose(r.as_numpy("logits"),
                                        mlp_reference(tiny_spec.model_path(want), x),
@@ -150,6 +151,9 @@ def test_metrics_and_status_follow_the_controller(tiny_spec) -> None:
         assert "gearshift_replicas 1.0" in text
         assert 'gearshift_requests_total{model="tiny"}' in text
         assert "gearshift_latency_seconds_bucket" in text
+        handoffs = [float(line.split()[-1]) for line in text.splitlines()
+                    if line.startswith("gearshift_replica_handoff_seconds_count")]
+        assert sum(handoffs) >= 1  # every answer's hand-off is counted
         policy = server.loop.controller.policy
         assert any(o.arrivals > 0 for o in policy.seen)  # the controller saw the load
         assert all(sum(o.arrival_parts) == o.arrivals for o in policy.seen)  # when, too

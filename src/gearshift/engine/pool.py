@@ -404,9 +404,10 @@ class ReplicaPool:
             )
             self._stats.record(job.served_by, r.handle.slot.threads, reply.service_ms)
             queue_ms = (job.dispatched_s - job.enqueued_s) * 1000.0
+            held_ms = (self._clock() - job.dispatched_s) * 1000.0
             job.future.set_result(
                 InferResult(reply.outputs, job.served_by, queue_ms, reply.service_ms, r.worker_id,
-                            r.handle.slot.threads)
+                            r.handle.slot.threads, max(0.0, held_ms - reply.service_ms))
             )
         self._life.served()
         self._life.finished(r)

@@ -55,6 +55,7 @@ class InferResult:
     service_ms: float
     worker_id: int
     threads: int = 0  # of the replica that served it
+    handoff_ms: float = 0.0  # the replica held beyond `service_ms`: the hand-offs to and from it
 
 
 @dataclass

@@ -175,7 +175,8 @@ class DataPlane:
             outputs = {n: outputs[n] for n in req.outputs}
         params: JSONObject = {
             "variant": result.variant, "queue_ms": round(result.queue_ms, 3),
-            "service_ms": round(result.service_ms, 3), "deadline_ms": deadline_ms,
+            "service_ms": round(result.service_ms, 3),
+            "handoff_ms": round(result.handoff_ms, 3), "deadline_ms": deadline_ms,
             "on_time": on_time}
         return Answer(outputs, params)
 
@@ -184,6 +185,7 @@ class DataPlane:
         self.window.answered(latency_ms, on_time, variant, result.threads, result.service_ms)
         self.metrics.answered.labels(variant).inc()
         self.metrics.latency.labels(variant).observe(latency_ms / 1000.0)
+        self.metrics.handoff.labels(variant).observe(result.handoff_ms / 1000.0)
         if on_time:
             self.metrics.on_time.labels(variant).inc()
 

@@ -9,6 +9,7 @@ from gearshift.types import PoolStatus
 LATENCY_BUCKETS_S = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0,
 )
+HANDOFF_BUCKETS_S = (0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 
 class Metrics:
@@ -24,6 +25,11 @@ class Metrics:
                               registry=r)
         self.latency = Histogram("gearshift_latency_seconds", "Server-side request latency",
                                  ["variant"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.handoff = Histogram(
+            "gearshift_replica_handoff_seconds",
+            "Time a replica was held per request beyond its service time: the hand-off of the "
+            "request to it and of the answer back (what the simulator adds as a hold)",
+            ["variant"], buckets=HANDOFF_BUCKETS_S, registry=r)
         self.queue = Gauge("gearshift_queue_length", "Requests waiting for a replica", registry=r)
         self.in_flight = Gauge("gearshift_in_flight", "Requests being served", registry=r)
         self.rate = Gauge("gearshift_arrival_rate_rps", "Arrival rate over the last period",
