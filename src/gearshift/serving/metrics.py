@@ -28,7 +28,7 @@ class Metrics:
         self.handoff = Histogram(
             "gearshift_replica_handoff_seconds",
             "Time a replica was held per request beyond its service time: the hand-off of the "
-            "request to it and of the answer back (what the simulator adds as a hold)",
+            "request to it and of the answer back",
             ["variant"], buckets=HANDOFF_BUCKETS_S, registry=r)
         self.queue = Gauge("gearshift_queue_length", "Requests waiting for a replica", registry=r)
         self.in_flight = Gauge("gearshift_in_flight", "Requests being served", registry=r)

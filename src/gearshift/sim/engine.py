@@ -29,12 +29,12 @@ whose median service time plus that overhead does, else it is dropped: the live 
 `gearshift.dispatch`.
 
 Hold: a replica is busy for a request's service time plus its entry's hold time
-(`AllocationProfile.hold_ms`: the hand-off of the request to the replica and of the answer
-back, which the worker's timer leaves out), so a saturated entry answers at its profiled
-throughput, not at R / mean service (ResNet-18 2x1: 51.5 requests/s against 56.8). The request's
-own latency already holds that hand-off in its overhead draw (live latency less queue and
-service); the hold delays the requests behind it. Without it, the demo's static ResNet-18
-queued 35 ms at p99 simulated against 42 live.
+(`AllocationProfile.hold_ms`: what the saturation throughput says a replica takes per request
+beyond its service, the hand-offs to it and back among it), so a saturated entry answers at
+its profiled throughput, not at R / mean service (ResNet-18 2x1: 51.5 requests/s against
+56.8). The request's own latency already holds its hand-off in its overhead draw (live latency
+less queue and service); the hold delays the requests behind it. Without it, the demo's static
+ResNet-18 queued 35 ms at p99 simulated against 42 live.
 
 Reallocation: a decision with a new R x T at time t makes the new replicas available at
 t + realloc_delay_s, each once the old replicas on its cores have finished what they hold;
