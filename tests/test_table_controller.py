@@ -486,6 +486,22 @@ def test_the_risk_term_prefers_a_flat_candidate_to_a_steep_one_of_the_same_mean(
     assert hedged[1] == pytest.approx(0.70) and hedged[0] < hedged[1]
 
 
+def test_another_r_x_t_is_taken_once_it_is_better_by_the_handovers_margin(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """The choice in force (light 1x2) is kept against light 2x1 within `keep_margin` +
+    `realloc_margin` (0.008) and left beyond it: 0.010 better, as 2x1 was through a step
+    beyond ResNet-18's capacity at 100 ms, is taken (the 0.013 margin before kept 1x2)."""
+    _, table = planned
+    keys = (("light", 1, 2), ("light", 2, 1))
+    policy = ExpectedTablePolicy(table, GridScores(keys, np.array([10.0]), np.zeros((2, 1)),
+                                                   np.ones((2, 1), dtype=bool),
+                                                   np.ones((2, 1))))
+    assert policy.keep_margin + policy.realloc_margin == pytest.approx(0.008)
+    assert policy._pick(np.array([0.500, 0.507]), current=0) == 0  # within noise: kept
+    assert policy._pick(np.array([0.500, 0.510]), current=0) == 1  # beyond: the better R x T
+    assert policy._pick(np.array([0.500, 0.510]), current=-1) == 1
+
+
 def test_a_switching_policy_starts_from_the_best_candidate_over_the_load_grid() -> None:
     """Before its first period it knows no rate: `table` and `queue-aware` start from the
     candidate best on average over the grid (here reaching well past the heavy variant's
