@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -72,6 +73,13 @@ def test_short_experiment_writes_every_artefact(tiny_pool_path: Path, tmp_path: 
         again = read_records(out / "records" / "round2" / f"{name.replace(':', '-')}.csv")
         assert sorted(again.request_id) == list(range(n))
     assert set(rounds["margin_over_best_static"]) == {"table", "queue-aware"}
+    # each live run's policy starts from a quiet server: the run before's arrivals were
+    # observed by its own policy, none by the next one's first period
+    lines = [json.loads(x) for x in (out / "control.jsonl").read_text().splitlines()]
+    firsts = [b for a, b in itertools.pairwise(lines) if b["policy"] != a["policy"]
+              and b["policy"] in names]
+    assert len(firsts) >= 2 * len(names) - 1
+    assert all(x["observation"]["arrivals"] == 0 for x in firsts), firsts
     lags = summary["notes"]["send_lag_p99_ms"]  # the load generator's, in every round
     assert isinstance(lags, dict) and all(isinstance(v, list) and len(v) == 2 and min(v) >= 0
                                           for v in lags.values())

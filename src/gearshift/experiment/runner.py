@@ -227,7 +227,7 @@ def _live(s: ExperimentSettings, spec: PoolSpec, deadline_ms: float, profile: Pr
             for i, name in enumerate(order):
                 progress(r * len(names) + i, total, f"{label}{name}: {len(arrivals_s)} requests")
                 one = run_policy(url, spec.application, name, arrivals_s, payloads,
-                                 deadline_ms, s.settle_s)
+                                 deadline_ms, s.settle_s, quiet_s=2 * s.period_s)
                 write_records(folder / f"{_file(name)}.csv", one.records)
                 runs[name].append(one)
         progress(total, total, "live runs done")

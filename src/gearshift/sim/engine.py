@@ -30,7 +30,7 @@ whose median service time plus that overhead does, else it is dropped: the live 
 
 Hold: a replica is busy for a request's service time plus its entry's hold time
 (`AllocationProfile.hold_ms`: what the saturation throughput says a replica takes per request
-beyond its service, the hand-offs to it and back among it), so a saturated entry answers at
+beyond its service, among it the hand-offs to it and back), so a saturated entry answers at
 its profiled throughput, not at R / mean service (ResNet-18 2x1: 51.5 requests/s against
 56.8). The request's own latency already holds its hand-off in its overhead draw (live latency
 less queue and service); the hold delays the requests behind it. Without it, the demo's static
