@@ -192,7 +192,7 @@ def run_policy(url: str, model: str, name: str, arrivals_s: np.ndarray,
     policy's first period counted the last requests of the run before: live, `queue-aware`
     read 10 requests/s from them, went to ResNet-50 and met a step to 1.1 x capacity with it,
     its backlog never drained (a step path at 120 ms: 194 requests late against 139 for
-    `table`, which followed a static variant's idle tail)."""
+    `table`, whose tail it was)."""
     wait_idle(url)
     time.sleep(quiet_s)
     set_controller(url, name)
