@@ -184,8 +184,8 @@ def measure_service_ms(url: str, controller: str, variant: str, rate_rps: float,
 
 
 def run_policy(url: str, model: str, name: str, arrivals_s: np.ndarray,
-               payloads: list[Payload], deadline_ms: float, settle_s: float,
-               progress: Progress | None = None, quiet_s: float = 1.0) -> LiveRun:
+               payloads: list[Payload], deadline_ms: float, settle_s: float, quiet_s: float,
+               progress: Progress | None = None) -> LiveRun:
     """Once the run before is answered and `quiet_s` has passed (at least a control period:
     its last arrivals are then observed by its own policy), switch the server to policy
     `name`, let it settle, replay `arrivals_s` open-loop. Without the quiet, a switching
