@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import logging
 import os
 import signal
 import time
@@ -137,3 +139,28 @@ def test_a_replica_that_cannot_be_started_fails_the_change_and_leaves_nothing(
             await pool.close()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_change_cancelled_while_its_replicas_load_leaves_no_unretrieved_error(
+        tiny_spec, caplog) -> None:
+    """A shutdown that cancels an allocation change mid-start logs nothing of its own: no
+    'exception was never retrieved' for the wait on the replicas, and the pool still serves."""
+    async def body(pool: ReplicaPool) -> None:
+        change = pool.apply(Decision(pool.variant, Allocation(1, 2)))
+        await _until(lambda: any(r.state is WorkerState.STARTING for r in pool._roster))
+        change.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await change
+        await asyncio.sleep(0.05)
+        gc.collect()
+        await asyncio.sleep(0)
+        await _until(lambda: pool.status().workers_ready >= 1)
+        r = await pool.infer({"input": _x(3)})
+        _check(tiny_spec, _x(3), r)
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        run_pool(tiny_spec, body, Allocation(2, 1))
+        gc.collect()
+    unretrieved = [rec.getMessage() for rec in caplog.records
+                   if "never retrieved" in rec.getMessage()]
+    assert unretrieved == []

@@ -128,12 +128,15 @@ class Lifecycle(Generic[J]):
         """Start replicas for `slots` and wait until all are loaded; kill them all on failure
         (any failure: a worker's error, a timeout, a process that could not be started)."""
         started: list[Replica[J]] = []
+        waiting: asyncio.Future[list[None]] | None = None
         try:
             for s in slots:
                 started.append(self._spawn(s))
-            await asyncio.wait_for(asyncio.gather(*(r.ready for r in started)),
-                                   self.settings.start_timeout_s)
+            waiting = asyncio.gather(*(r.ready for r in started))
+            await asyncio.wait_for(waiting, self.settings.start_timeout_s)
         except BaseException as exc:
+            if waiting is not None:  # cancelled by a shutdown, the wait ends unobserved
+                waiting.add_done_callback(_observe)
             for r in started:
                 self.roster.kill(r)
             for r in started:  # nobody awaits the rest: mark their outcome as seen
@@ -243,3 +246,9 @@ class Lifecycle(Generic[J]):
             self._events.starved()
             return
         self._events.changed()
+
+
+def _observe(future: asyncio.Future[list[None]]) -> None:
+    """Mark a finished wait's outcome as seen: its error is the caller's, raised already."""
+    if not future.cancelled():
+        future.exception()
