@@ -135,7 +135,7 @@ class Lifecycle(Generic[J]):
             waiting = asyncio.gather(*(r.ready for r in started))
             await asyncio.wait_for(waiting, self.settings.start_timeout_s)
         except BaseException as exc:
-            if waiting is not None:  # cancelled (a shutdown, the timeout), it ends unread
+            if waiting is not None:  # cancelled from outside (a shutdown), it ends unread
                 waiting.add_done_callback(_observe)
             for r in started:
                 self.roster.kill(r)
