@@ -12,7 +12,7 @@ import asyncio
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -135,13 +135,15 @@ class Lifecycle(Generic[J]):
             waiting = asyncio.gather(*(r.ready for r in started))
             await asyncio.wait_for(waiting, self.settings.start_timeout_s)
         except BaseException as exc:
-            if waiting is not None:  # cancelled from outside (a shutdown), it ends unread
-                waiting.add_done_callback(_observe)
             for r in started:
                 self.roster.kill(r)
-            for r in started:  # nobody awaits the rest: mark their outcome as seen
-                if r.ready.done() and not r.ready.cancelled():
-                    r.ready.exception()
+            # nobody reads these again: the replicas' outcomes, and the wait's when it was
+            # cancelled from outside (a shutdown); mark each as seen once it ends
+            unread: list[asyncio.Future[Any]] = [r.ready for r in started]
+            if waiting is not None:
+                unread.append(waiting)
+            for future in unread:
+                future.add_done_callback(_observe)
             if isinstance(exc, TimeoutError):
                 raise WorkerFailed(
                     f"replicas did not load within {self.settings.start_timeout_s:.0f} s"
@@ -248,7 +250,7 @@ class Lifecycle(Generic[J]):
         self._events.changed()
 
 
-def _observe(future: asyncio.Future[list[None]]) -> None:
-    """Mark a finished wait's outcome as seen: its error is the caller's, raised already."""
+def _observe(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's outcome as seen: its error is the caller's, raised already."""
     if not future.cancelled():
         future.exception()
