@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gc
 import json
 import socket
 import time
@@ -98,6 +99,18 @@ def test_poisson_run_records_every_arrival_once(url, tiny_spec):
         assert r.on_time == (r.latency_ms <= r.deadline_ms) and r.correct is None
     assert result.send_lag.count == len(arrivals) and result.send_lag.p50_ms >= 0
     assert result.elapsed_s < arrivals[-1] + 5.0
+
+
+def test_a_run_keeps_the_heap_out_of_the_collectors_way_and_hands_it_back(url, tiny_spec):
+    # a full collection in the client would hold its sends and its clock (gearshift.heap)
+    arrivals = parse_workload("poisson:50").arrivals(0.6, seed=5)
+    payloads = random_payloads(tiny_spec, 4, seed=0, deadline_ms=1000.0)
+    frozen: list[int] = []
+    result = _run(url, arrivals, payloads,
+                  progress=lambda *_: frozen.append(gc.get_freeze_count()))
+    _one_record_each(result, arrivals)
+    assert frozen and min(frozen) > 1000, "frozen while it runs"
+    assert gc.get_freeze_count() == 0, "handed back after"
 
 
 def test_tight_deadline_on_time_matches_latency(url, tiny_spec):

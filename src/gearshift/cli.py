@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gearshift import heap
 from gearshift.control.factory import OPTION_HELP, POLICY_NAMES
 from gearshift.errors import GearshiftError, SpecError
 from gearshift.planning.settings import DEFAULT_PLAN
@@ -372,6 +373,7 @@ def serve(
     console.print(f"serving {spec.application} ({', '.join(spec.variant_names())}) on "
                   f"http://{host}:{port} with the {pol.name} controller; starting at "
                   f"{initial.variant} {initial.allocation}")
+    heap.settle()  # what is built by now lives as long as the server: out of the collector's way
     asyncio.run(server.serve())
     if server.start_error:
         raise _fail(GearshiftError(server.start_error))

@@ -28,6 +28,7 @@ import httptools
 import numpy as np
 
 from gearshift.errors import GearshiftError
+from gearshift.heap import quieter_collection
 from gearshift.loadgen.payloads import Answer, Payload, parse_answer
 from gearshift.progress import StepCallback as Progress
 from gearshift.types import RequestRecord
@@ -341,6 +342,14 @@ async def run_open_loop(url: str, model: str, arrivals_s: np.ndarray, payloads: 
         raise ValueError("arrivals_s must be a sorted 1-D array of finite times >= 0 s")
     if not payloads or not timeout_s > 0 or not deadline_ms > 0 or max_connections < 1:
         raise ValueError("need payloads, timeout_s > 0, deadline_ms > 0, max_connections >= 1")
+    with quieter_collection():  # a full pass would hold the sends and the clock
+        return await _run_open_loop(url, model, arrivals, payloads, deadline_ms, timeout_s,
+                                    max_connections, progress)
+
+
+async def _run_open_loop(url: str, model: str, arrivals: np.ndarray, payloads: list[Payload],
+                         deadline_ms: float, timeout_s: float, max_connections: int,
+                         progress: Progress | None) -> LoadResult:
     run = _Run(Target.parse(url), model, arrivals.tolist(), payloads, deadline_ms, timeout_s,
                max_connections)
     if not run.records:
