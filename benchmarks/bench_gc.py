@@ -34,9 +34,6 @@ from gearshift.loadgen.client import run_open_loop
 from gearshift.loadgen.payloads import random_payloads
 from gearshift.zoo.spec import load_pool_spec
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_frontend import static_policy  # noqa: E402
-
 HOOK = textwrap.dedent("""
     import gc, os, time
     _out = os.environ.get("GEARSHIFT_BENCH_GC")
@@ -117,6 +114,8 @@ def main() -> None:
     ap.add_argument("--compare-src", type=Path, default=None,
                     help="another checkout's src directory, run alternately")
     args = ap.parse_args()
+    from bench_frontend import static_policy
+
     sides: list[tuple[str, Path | None]] = [("this checkout", None)]
     if args.compare_src is not None:
         sides.insert(0, (f"{args.compare_src}", args.compare_src.resolve()))
