@@ -2,10 +2,11 @@
 
 CPython's full (generation 2) collection walks every object the collector tracks, and the
 process stops meanwhile. `gearshift serve` holds ~90,000 of them once its modules, app and
-policy tables are built: live (static ResNet-18 at 30 requests/s, three 40 s runs), its full
-pass took 47-70 ms once a run, and the requests in the front end's hands waited it out (the
-latency beyond queue and service time of the run's slowest request: 59-84 ms, against 19-26
-ms with the heap settled). The load generator's pass holds its sends and its clock likewise.
+policy tables are built: live (static ResNet-18 at 30 requests/s, 40 s runs,
+`benchmarks/bench_gc.py`), its full pass took 47-60 ms once a run, and the requests in the
+front end's hands waited it out (the latency beyond queue and service time of the run's
+slowest request: 54-100 ms, against 18-26 ms with the heap settled, where no full pass fell in
+a run). The load generator's pass holds its sends and its clock likewise.
 
 `settle` collects once and freezes what is alive (`gc.freeze`): those objects leave the
 collector's reach for the process's life, and later passes walk only what was made since. A
