@@ -1,9 +1,11 @@
 """Garbage-collector pauses in `gearshift serve` under load, and what they add to latency.
 
 Run by hand (about a minute a run; the server on 127.0.0.1, bounded open-loop Poisson load):
-    .venv/bin/python benchmarks/bench_gc.py out/demo/zoo/resnet/pool.yaml --rounds 3 \\
-        --compare-src /tmp/before/src
-Each run starts `gearshift serve` serving one variant statically, with a start-up hook that
+    .venv/bin/python benchmarks/bench_gc.py out/demo/zoo/resnet/pool.yaml \\
+        --serve-args "--policy out/demo/resnet/policy.json --profile out/demo/resnet/profile.json \\
+        --controller static:resnet18" --rounds 3 --compare-src /tmp/before/src
+Each run starts `gearshift serve POOL SERVE_ARGS` (by default a one-range policy table serving
+`--variant` at `--replicas` x `--threads` statically), with a start-up hook that
 times every full (generation 2) collection in the server's process, sends `--seconds` of
 Poisson requests at `--rate`, and stops the server by its process id. It reports the full
 collections that fell inside the run and each request's latency beyond its queue and service
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -59,8 +62,8 @@ class RunResult:
     requests: int
 
 
-def run_once(pool: Path, policy: Path, src: Path | None, rate: float, seconds: float,
-             seed: int, work: Path) -> RunResult:
+def run_once(pool: Path, serve_args: list[str], src: Path | None, rate: float,
+             seconds: float, seed: int, work: Path) -> RunResult:
     spec = load_pool_spec(pool)
     hook = work / "hook"
     hook.mkdir(exist_ok=True)
@@ -72,7 +75,7 @@ def run_once(pool: Path, policy: Path, src: Path | None, rate: float, seconds: f
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "gearshift.cli", "serve", str(pool),
-                             "--policy", str(policy), "--port", str(port)], env=env,
+                             *serve_args, "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(1200):
@@ -111,6 +114,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=30.0, help="requests/s (Poisson)")
     ap.add_argument("--seconds", type=float, default=40.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--serve-args", default="",
+                    help="arguments to `gearshift serve` after the pool (quoted as one)")
     ap.add_argument("--compare-src", type=Path, default=None,
                     help="another checkout's src directory, run alternately")
     args = ap.parse_args()
@@ -124,11 +129,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        policy = static_policy(args.pool, args.variant, args.replicas, args.threads,
-                               args.replicas * args.threads, work / "policy.json")
+        serve_args = shlex.split(args.serve_args) or ["--policy", str(static_policy(
+            args.pool, args.variant, args.replicas, args.threads, args.replicas * args.threads,
+            work / "policy.json"))]
         for k in range(args.rounds):
             for name, src in sides:
-                r = run_once(args.pool, policy, src, args.rate, args.seconds, k, work)
+                r = run_once(args.pool, serve_args, src, args.rate, args.seconds, k, work)
                 pauses = ", ".join(f"{p:.0f}" for p in r.pauses_ms) or "none"
                 print(f"| {name} | {k + 1} | {pauses} | {np.percentile(r.beyond_ms, 99):.1f} / "
                       f"{r.beyond_ms.max():.1f} | {int((r.beyond_ms > 20).sum())} | "
