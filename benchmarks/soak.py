@@ -36,7 +36,7 @@ import httpx
 import numpy as np
 
 from gearshift.experiment.live import free_port, wait_ready
-from gearshift.loadgen.client import run_open_loop
+from gearshift.loadgen.client import LoadResult, run_open_loop
 from gearshift.loadgen.payloads import random_payloads
 from gearshift.planning.table import PolicyRange, PolicyTable, save_policy
 from gearshift.types import RequestRecord
@@ -211,11 +211,14 @@ def _poisson(rate: float, seconds: float, rng: np.random.Generator, start: float
     return np.sort(rng.uniform(start, start + seconds, n))
 
 
-def _load(url: str, arrivals: np.ndarray, spec: PoolSpec) -> list[RequestRecord]:
+def _run_load(url: str, arrivals: np.ndarray, spec: PoolSpec) -> LoadResult:
     payloads = random_payloads(spec, 16, 0, spec.deadline_ms)
-    res = asyncio.run(run_open_loop(url, spec.application, arrivals, payloads, spec.deadline_ms,
-                                    timeout_s=30.0))
-    return list(res.records)
+    return asyncio.run(run_open_loop(url, spec.application, arrivals, payloads,
+                                     spec.deadline_ms, timeout_s=30.0))
+
+
+def _load(url: str, arrivals: np.ndarray, spec: PoolSpec) -> list[RequestRecord]:
+    return list(_run_load(url, arrivals, spec).records)
 
 
 @dataclass
@@ -385,22 +388,24 @@ def run_sigterm_under_load(work: Path, seconds: float = 6.0, factor: float = 0.8
         rng = np.random.default_rng(seed)
         capacity = _capacity(served, rng)
         arrivals = _poisson(factor * capacity, seconds, rng)
-        signalled: list[float] = []
+        signalled: list[float] = []  # the signal's wall-clock time
 
         def stop_half_way(t0: float) -> None:
             time.sleep(max(0.0, t0 + seconds / 2 - time.monotonic()))
-            signalled.append(time.monotonic() - t0)
+            signalled.append(time.time())
             served.proc.send_signal(signal.SIGTERM)
 
         t0 = time.monotonic()
         killer = threading.Thread(target=stop_half_way, args=(t0,), daemon=True)
         killer.start()
-        records = _load(served.url, arrivals, served.spec)
+        run = _run_load(served.url, arrivals, served.spec)
         killer.join(10)
     finally:
         code = served.terminate()
     children, shm = served.left_behind()
-    cut = signalled[0] - 0.05 if signalled else float("inf")  # the run clock starts ~at t0
+    records = list(run.records)
+    # on the run's clock, which starts once the client is ready (after t0)
+    cut = signalled[0] - run.started_unix_s - 0.05 if signalled else float("inf")
     before = [r for r in records if r.sent_s < cut]
     after = [r for r in records if not r.sent_s < cut]
     return DrainResult(len(records), len(before), _count(before), _count(after), code,

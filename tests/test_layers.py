@@ -14,7 +14,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "gearshift"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__init__", "types", "errors", "progress", "files", "cores", "records", "policy", "protocol",
+    ("__init__", "types", "errors", "progress", "files", "cores", "heap", "records", "policy",
+     "protocol",
      "dispatch", "host_loop", "cluster"),
     ("data", "runtime"),
     ("zoo",),
