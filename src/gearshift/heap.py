@@ -12,6 +12,9 @@ a run). The load generator's pass holds its sends and its clock likewise.
 collector's reach for the process's life, and later passes walk only what was made since. A
 process that goes on to other work (the experiment, which measures and then plots) uses
 `quieter_collection` around a bounded stretch instead: frozen during it, handed back after.
+That one freezes without collecting first: a freeze moves the collector's lists as they are,
+where a collection would walk the experiment's whole heap before each of its dozens of short
+calibration runs.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ def settle() -> None:
 
 @contextlib.contextmanager
 def quieter_collection() -> Iterator[None]:
-    """`settle` for the duration of the block, the frozen objects collectable again after it
-    (cycles among them that died meanwhile go at the next full pass). In a process settled
-    already, nothing: unfreezing there would hand back what is frozen for its life."""
+    """Every object alive at the start frozen for the duration of the block, and collectable
+    again after it (garbage among them, and cycles that died meanwhile, go at the next full
+    pass). In a process settled already, nothing: unfreezing there would hand back what is
+    frozen for its life."""
     if gc.get_freeze_count():
         yield
         return
-    settle()
+    gc.freeze()
     try:
         yield
     finally:
