@@ -28,10 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 
-from gearshift.experiment.live import free_port
+from gearshift.experiment.live import free_port, wait_ready
 from gearshift.loadgen.arrivals import poisson_arrivals
 from gearshift.loadgen.client import run_open_loop
 from gearshift.loadgen.payloads import random_payloads
@@ -74,18 +73,13 @@ def run_once(pool: Path, serve_args: list[str], src: Path | None, rate: float,
            "PYTHONPATH": os.pathsep.join([*path, os.environ.get("PYTHONPATH", "")])}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "gearshift.cli", "serve", str(pool),
-                             *serve_args, "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = logs / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gearshift.cli", "serve", str(pool),
+                                 *serve_args, "--port", str(port)], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        for _ in range(1200):
-            assert proc.poll() is None, "the server exited"
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        wait_ready(url, proc, log, 120.0)
         arrivals = poisson_arrivals(rate, seconds, seed)
         payloads = random_payloads(spec.input, 16, seed, spec.deadline_ms)
         start = time.time()
