@@ -109,7 +109,7 @@ def test_a_served_controller_plans_for_the_tables_deadline_not_the_pools(
     import numpy as np
 
     from gearshift.cli import _policies_from_files
-    from gearshift.control.policies import QueueAwarePolicy
+    from gearshift.control.policies import QueueAwarePolicy, Upgrading
     from gearshift.planning.planner import plan
     from gearshift.planning.settings import PlanSettings
     from gearshift.planning.table import save_policy
@@ -130,6 +130,8 @@ def test_a_served_controller_plans_for_the_tables_deadline_not_the_pools(
     build = _policies_from_files(tiny_spec, tmp_path / "policy.json", tmp_path / "profile.json",
                                  {}, tiny_spec.digest())
     for name in ("table", "queue-aware"):
-        policy, _ = build(name)
+        wrapped, _ = build(name)
+        assert isinstance(wrapped, Upgrading)
+        policy = wrapped.policy
         assert isinstance(policy, QueueAwarePolicy)
         assert policy.deadline_s == pytest.approx(deadline_ms / 1000.0)

@@ -25,7 +25,7 @@ from gearshift.engine.service_stats import RECENT, ServiceStats
 from gearshift.errors import DeadlineExceeded
 from gearshift.sim.engine import initial_state, make_inputs, serve
 from gearshift.sim.kernel import run_fcfs
-from gearshift.sim.sampling import RequestDraws, ServiceSampler
+from gearshift.sim.sampling import RequestDraws, ServiceSampler, upgrade_rate_rps
 from gearshift.types import Allocation, Decision, DropRule, safe_quantiles
 from gearshift.zoo.spec import PoolSpec
 from tests.synthetic import make_profile
@@ -34,16 +34,22 @@ A1 = Allocation(1, 1)
 OVERHEAD_MS = 3.0
 
 
+def decision_of(ladder: tuple[str, ...], base: int, allocation: Allocation = A1) -> Decision:
+    """`ladder[base]` in force, the rungs before it its upgrades, those after its fallbacks."""
+    return Decision(ladder[base], allocation, fallbacks=ladder[base + 1:],
+                    upgrades=ladder[:base])
+
+
 def sim_choice(spec: PoolSpec, samples: dict[str, list[float]], ladder: tuple[str, ...],
-               waited_s: float, deadline_ms: float) -> str:
+               waited_s: float, deadline_ms: float, base: int = 0) -> str:
     """The variant the simulator serves a request with that arrived at 0 and finds its one
-    replica free at `waited_s` ('' if dropped)."""
+    replica free at `waited_s` ('' if dropped); `ladder[base]` in force."""
     accuracy = {v.name: v.accuracy.value for v in spec.variants}
     profile = make_profile({(v, A1): s for v, s in samples.items()}, accuracy,
                            overhead_ms=[OVERHEAD_MS], cores=1)
     sampler = ServiceSampler.from_profile(profile)
     inputs = make_inputs(sampler, np.zeros(1), deadline_ms, RequestDraws.draw(1, 0))
-    state = initial_state(Decision(ladder[0], A1, fallbacks=ladder[1:]), t_s=waited_s)
+    state = initial_state(decision_of(ladder, base), t_s=waited_s)
     _, blocks = serve(inputs, state, 1, math.inf)
     return blocks[0].served_by()[0]
 
@@ -59,14 +65,16 @@ def route(pool: ReplicaPool, decision: Decision) -> None:
 
 
 def pool_choice(spec: PoolSpec, samples: dict[str, list[float]], ladder: tuple[str, ...],
-                waited_s: float, deadline_ms: float) -> str:
+                waited_s: float, deadline_ms: float, base: int = 0) -> str:
     """The variant the live pool's dispatch picks for the same request ('' if dropped)."""
     pool = ReplicaPool(spec, PoolSettings(
         service_samples_ms={(v, 1): tuple(s) for v, s in samples.items()},
         overhead_ms=OVERHEAD_MS))
-    route(pool, Decision(ladder[0], A1, fallbacks=ladder[1:]))
+    route(pool, decision_of(ladder, base))
     job = _Job(0, None, {}, asyncio.get_event_loop_policy().new_event_loop().create_future(),
                enqueued_s=0.0, expires_s=deadline_ms / 1000.0)
+    pool._arrivals.append(0.0)  # as `infer` enqueues it: the only arrival so far
+    job.offered_rps = pool._upgrade_rps(0.0)
     variant, why = pool._choose(job, 1, now=waited_s)
     return "" if why else variant
 
@@ -80,12 +88,14 @@ service = st.lists(st.floats(1.0, 200.0), min_size=1, max_size=20)
 def test_pool_and_simulator_dispatch_alike(tiny_spec: PoolSpec, data: st.DataObject,
                                            waited_ms: float, deadline_ms: float,
                                            rungs: int) -> None:
+    """Upgrades included: the variant in force anywhere on the ladder."""
     by_accuracy = sorted(tiny_spec.variants, key=lambda v: -v.accuracy.value)
     ladder = tuple(v.name for v in by_accuracy[:rungs])
+    base = data.draw(st.integers(0, rungs - 1), label="base")
     samples = {v: data.draw(service, label=v) for v in ladder}
     waited_s = waited_ms / 1000.0
-    assert (pool_choice(tiny_spec, samples, ladder, waited_s, deadline_ms)
-            == sim_choice(tiny_spec, samples, ladder, waited_s, deadline_ms))
+    assert (pool_choice(tiny_spec, samples, ladder, waited_s, deadline_ms, base)
+            == sim_choice(tiny_spec, samples, ladder, waited_s, deadline_ms, base))
 
 
 def test_the_rule_itself() -> None:
@@ -97,6 +107,39 @@ def test_the_rule_itself() -> None:
     assert choose_rung(0.1, 0.06, safe, slack) == 1  # ... or in time at its median
     assert choose_rung(0.1, 0.04, safe, slack) == -1
     assert choose_rung.py_func(FREE_WAIT_S, 0.10, safe, slack) == 1  # the pool's copy
+
+
+def test_an_upgrade_serves_a_request_that_finds_a_replica_free_when_the_deadline_and_load_allow(
+) -> None:
+    """Ladder: an upgrade (tail 200 ms, median 150, 5 ms of it overhead), the variant in force
+    (80 / 60), a fallback (30 / 20). A request that found a replica free is served by the
+    upgrade if it fits with room for a request arriving now to wait its share of it and be
+    served in force at its tail, and the offered rate leaves the upgrade under
+    `UPGRADE_LOAD` of the replicas; else by the variant in force, never by the fallback."""
+    safe, slack = np.array([0.20, 0.08, 0.03]), np.array([0.15, 0.06, 0.02])
+    oh = 0.005
+
+    def rung(left_s: float, rate_rps: float = 1.0, replicas: int = 1, behind: int = 0,
+             waited_s: float = 0.0) -> int:
+        pick = choose_rung(waited_s, left_s, safe, slack, behind, left_s, left_s, replicas, oh,
+                           math.inf, 1, rate_rps)
+        assert pick == choose_rung.py_func(waited_s, left_s, safe, slack, behind, left_s,
+                                           left_s, replicas, oh, math.inf, 1, rate_rps)
+        return pick
+
+    assert rung(0.30) == 0  # 0.195 + 0.08 fits in 0.30
+    assert rung(0.25) == 1  # the upgrade fits, a request arriving now would not
+    assert rung(0.25, replicas=2) == 0  # ... unless it waits half of it: 0.0975 + 0.08
+    assert rung(0.19) == 1  # the upgrade's own tail does not fit
+    assert rung(0.30, rate_rps=2.6) == 1  # 2.6 req/s x 0.195 s > 0.5 of one replica
+    assert rung(0.30, rate_rps=2.5) == 0
+    assert rung(0.30, rate_rps=5.0, replicas=2) == 0  # 5 x 0.195 <= 0.5 x 2
+    assert rung(0.30, behind=1) == 1  # a request waits behind it: no upgrade
+    assert rung(0.30, waited_s=0.1) == 1  # it waited: the rule as without upgrades
+    assert rung(0.01) == 1  # found a replica free: served in force, not by the fallback
+    assert rung(-0.01) == -1
+    # without upgrades (base 0) the same request is served as before
+    assert choose_rung(0.0, 0.30, safe[1:], slack[1:]) == 0
 
 
 def test_the_pools_copy_of_the_rule_calls_nothing_compiled() -> None:
@@ -268,8 +311,8 @@ class _Clock:
 
 
 def pool_run(spec: PoolSpec, drop: DropRule, replicas: int, ladder: tuple[str, ...],
-             samples: dict[str, list[float]], arrival_s: np.ndarray, deadline_s: np.ndarray,
-             service_s: np.ndarray) -> list[int]:
+             base: int, samples: dict[str, list[float]], arrival_s: np.ndarray,
+             deadline_s: np.ndarray, service_s: np.ndarray) -> list[int]:
     """Each request's outcome in the real `ReplicaPool` (its queue, `_pump`, `_choose`, reply
     handling), on a manual clock, with replicas that answer after `service_s[i, rung]`:
     the rung that served request i, or -1 if it was dropped."""
@@ -287,7 +330,7 @@ def pool_run(spec: PoolSpec, drop: DropRule, replicas: int, ladder: tuple[str, .
                                  asyncio.get_running_loop().create_future())
             pool._roster.idle(r)
         pool._life.allocation = Allocation(replicas, 1)
-        await pool.apply(Decision(ladder[0], pool._life.allocation, fallbacks=ladder[1:]))
+        await pool.apply(decision_of(ladder, base, pool._life.allocation))
         done: list[tuple[float, int, Replica[_Job], int]] = []  # (end, seq, replica, request)
 
         def schedule() -> None:
@@ -320,23 +363,26 @@ def pool_run(spec: PoolSpec, drop: DropRule, replicas: int, ladder: tuple[str, .
 
 
 def kernel_run(spec: PoolSpec, drop: DropRule, replicas: int, ladder: tuple[str, ...],
-               samples: dict[str, list[float]], arrival_s: np.ndarray, deadline_s: np.ndarray,
-               service_s: np.ndarray) -> list[int]:
-    """The same run through the simulator's kernel, its rung times built as
-    `sim.engine` builds them."""
+               base: int, samples: dict[str, list[float]], arrival_s: np.ndarray,
+               deadline_s: np.ndarray, service_s: np.ndarray) -> list[int]:
+    """The same run through the simulator's kernel, its rung times and offered rates built as
+    `sim.engine` builds them; each outcome as the index of its variant in `ladder`."""
     accuracy = {v.name: v.accuracy.value for v in spec.variants}
-    rungs = dispatch_ladder(ladder[0], ladder[1:], drop == "hopeless")
+    rungs, at = dispatch_ladder(ladder[base], ladder[base + 1:], drop == "hopeless",
+                                upgrades=ladder[:base])
+    columns = [ladder.index(v) for v in rungs]
     safe = slack = None
     if drop == "hopeless":
         quantiles = safe_quantiles([accuracy[v] for v in rungs])
         times = [rung_times_s(samples[v], q, OVERHEAD_MS)
                  for v, q in zip(rungs, quantiles, strict=True)]
         safe, slack = (np.array(t) for t in zip(*times, strict=True))
-    res = run_fcfs(arrival_s, service_s[:, :len(rungs)], replicas,
+    res = run_fcfs(arrival_s, service_s[:, columns], replicas,
                    None if drop == "never" else deadline_s, math.inf, slack, safe,
-                   OVERHEAD_MS / 1000.0 if drop == "hopeless" else 0.0)
+                   OVERHEAD_MS / 1000.0 if drop == "hopeless" else 0.0, base=at,
+                   rate_rps=upgrade_rate_rps(arrival_s))
     assert res.n_done == len(arrival_s)
-    return res.choice.tolist()
+    return [columns[c] if c >= 0 else -1 for c in res.choice.tolist()]
 
 
 @settings(max_examples=60, deadline=None)
@@ -350,9 +396,10 @@ def test_a_whole_run_gets_the_same_decisions_in_the_pool_and_the_kernel(
     (`run_fcfs`) and through the real `ReplicaPool` (R > 1, each drop rule): every request is
     served by the same rung or dropped alike.
 
-    Shared by both sides: the ladder (`dispatch.ladder`), the rung times
+    Shared by both sides: the ladder (`dispatch.ladder`, upgrades included), the rung times
     (`dispatch.rung_times_s` over the same samples and `safe_quantiles`), the rule
-    (`dispatch.choose_rung`). The pool's side is its own code: queue, dispatch loop, `_choose`
+    (`dispatch.choose_rung`). The offered rate an upgrade is checked by is each side's own
+    (the pool's enqueues, `sim.sampling.upgrade_rate_rps`). The pool's side is its own code: queue, dispatch loop, `_choose`
     and reply handling. Not shared, and so not tested here: the pool learns service times from
     its replies (switched off: both sides use the profile's samples), its periodic sweep of
     expired requests (disabled; it changes when a drop is answered, not whether), worker
@@ -361,9 +408,10 @@ def test_a_whole_run_gets_the_same_decisions_in_the_pool_and_the_kernel(
     rng = np.random.default_rng(seed)
     by_accuracy = sorted(tiny_spec.variants, key=lambda v: -v.accuracy.value)
     ladder = tuple(v.name for v in by_accuracy[:rungs])
+    base = data.draw(st.integers(0, rungs - 1), label="base")  # the rungs before it: upgrades
     samples = {v: data.draw(service, label=v) for v in ladder}
     arrival_s = np.cumsum(rng.exponential(0.02, n))
     service_s = np.column_stack([rng.choice(np.array(samples[v]), n) / 1000.0 for v in ladder])
     deadline_s = arrival_s + deadline_ms / 1000.0
-    args = (tiny_spec, drop, replicas, ladder, samples, arrival_s, deadline_s, service_s)
+    args = (tiny_spec, drop, replicas, ladder, base, samples, arrival_s, deadline_s, service_s)
     assert pool_run(*args) == kernel_run(*args)

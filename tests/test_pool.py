@@ -385,6 +385,33 @@ def test_a_request_too_late_for_the_variant_in_force_is_answered_by_a_fallback(
     run_pool(tiny_spec, body, Allocation(1, 2), _manual("hopeless"), clock)
 
 
+def test_a_request_that_finds_a_replica_free_is_upgraded_when_its_deadline_allows(
+        tiny_spec) -> None:
+    """tiny-s in force with tiny-l and tiny-m as its upgrades, the pool's estimates of them
+    seeded at 40 and 10 ms: a request with 30 ms to go is served by tiny-m (tiny-l's 40 ms
+    would not fit), one with a second to go by tiny-l, one that names tiny-s by tiny-s; the
+    counter counts the upgrades, and an upgrade the pool lacks is refused."""
+    settings = PoolSettings(drop="hopeless", overhead_ms=1.0, service_samples_ms={
+        ("tiny-l", 1): (40.0,) * 4, ("tiny-m", 1): (10.0,) * 4, ("tiny-s", 1): (1.0,) * 4})
+
+    async def body(pool: ReplicaPool) -> None:
+        assert pool.allocation is not None
+        await pool.apply(Decision("tiny-s", pool.allocation, upgrades=("tiny-l", "tiny-m")))
+
+        async def served_by(left_s: float, variant: str | None = None) -> str:
+            deadline_s = time.perf_counter() + left_s
+            return (await pool.infer({"input": _x(1)}, variant, deadline_s)).variant
+
+        assert await served_by(0.03) == "tiny-m"
+        assert await served_by(1.0) == "tiny-l"
+        assert await served_by(1.0, "tiny-s") == "tiny-s"
+        assert pool.counters.upgrades == 2 and pool.counters.fallbacks == 0
+        with pytest.raises(ModelNotFound):
+            await pool.apply(Decision("tiny-s", pool.allocation, upgrades=("tiny-xl",)))
+
+    run_pool(tiny_spec, body, Allocation(2, 1), settings)
+
+
 def test_a_wrong_service_estimate_does_not_lock_a_variant_out(tiny_spec) -> None:
     """Seeded with a wildly slow estimate, the first request (finding a replica free) is still
     served, its real time replaces the estimate, and the queued ones are served too."""

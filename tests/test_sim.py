@@ -334,10 +334,14 @@ def test_the_one_ladder_rule() -> None:
     """`dispatch.ladder`, which the live pool and the simulator both build their rungs with."""
     from gearshift.dispatch import ladder
 
-    assert ladder("l", ("m", "s"), hopeless=True) == ("l", "m", "s")
-    assert ladder("l", ("m", "s"), hopeless=False) == ("l",)
-    assert ladder("l", ("m", "s"), True, lambda v: v != "m") == ("l", "s")
-    assert ladder("l", (), True) == ("l",)
+    assert ladder("l", ("m", "s"), hopeless=True) == (("l", "m", "s"), 0)
+    assert ladder("l", ("m", "s"), hopeless=False) == (("l",), 0)
+    assert ladder("l", ("m", "s"), True, lambda v: v != "m") == (("l", "s"), 0)
+    assert ladder("l", (), True) == (("l",), 0)
+    # upgrades come first, most accurate first, and the index says where the variant is
+    assert ladder("m", ("s",), True, upgrades=("x", "l")) == (("x", "l", "m", "s"), 2)
+    assert ladder("m", ("s",), True, lambda v: v != "x", ("x", "l")) == (("l", "m", "s"), 1)
+    assert ladder("m", ("s",), False, upgrades=("l",)) == (("m",), 0)
 
 
 # --- fallbacks: how sure a dispatch must be -------------------------------------------------

@@ -20,9 +20,9 @@ from gearshift.control.expected import (
     window_rate,
 )
 from gearshift.control.factory import make_policy, parse_options
-from gearshift.control.policies import QueueAwarePolicy, TablePolicy
+from gearshift.control.policies import QueueAwarePolicy, TablePolicy, Upgrading
 from gearshift.errors import SpecError
-from gearshift.planning.ladders import fallback_ladders
+from gearshift.planning.ladders import fallback_ladders, upgrade_ladders
 from gearshift.planning.planner import plan
 from gearshift.planning.settings import PlanSettings
 from gearshift.planning.table import PolicyTable
@@ -320,8 +320,10 @@ def test_a_steady_load_is_trusted_closer_to_a_cliff_than_the_planners_15_percent
 def test_controller_options_reach_the_policy_and_bad_ones_are_named(
         planned: tuple[Profile, PolicyTable]) -> None:
     profile, table = planned
-    policy, _ = make_policy("queue-aware", table, profile, profile.variants(),
-                            parse_options(["jump_z=2.5", "keep_margin=0"]))
+    wrapped, _ = make_policy("queue-aware", table, profile, profile.variants(),
+                                 parse_options(["jump_z=2.5", "keep_margin=0"]))
+    assert isinstance(wrapped, Upgrading)
+    policy = wrapped.policy
     assert isinstance(policy, QueueAwarePolicy)
     assert isinstance(policy.table_policy, ExpectedTablePolicy)
     assert (policy.table_policy.jump_z, policy.table_policy.keep_margin) == (2.5, 0.0)
@@ -334,6 +336,28 @@ def test_controller_options_reach_the_policy_and_bad_ones_are_named(
         parse_options(["jump_z"])
     with pytest.raises(SpecError, match="unknown controller 'tabel'; use table, queue-aware"):
         make_policy("tabel", table, profile, profile.variants())
+
+
+def test_the_switching_policies_decisions_carry_their_upgrades_the_others_none(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """`table` and `queue-aware` decide as before, each decision carrying the more accurate
+    variants (`upgrade_ladders`); the paper's controller and a static variant carry none."""
+    profile, table = planned
+    assert upgrade_ladders(profile) == {"heavy": (), "light": ("heavy",)}
+    for name in ("table", "queue-aware"):
+        policy, first = make_policy(name, table, profile, profile.variants())
+        assert first.upgrades == upgrade_ladders(profile)[first.variant]
+        state = policy.initial_state()
+        seen = set()
+        for k, arrivals in enumerate([2, 2, 25, 25, 25, 25, 2, 2]):  # light, heavy, light
+            decision, state = policy.decide(obs(k, arrivals), state)
+            assert decision.upgrades == ({"light": ("heavy",), "heavy": ()}[decision.variant])
+            seen.add(decision.variant)
+        assert seen == {"heavy", "light"}
+    for name in ("table:paper", "static:light"):
+        policy, first = make_policy(name, table, profile, profile.variants())
+        decision, _ = policy.decide(obs(0, 25), policy.initial_state())
+        assert first.upgrades == decision.upgrades == ()
 
 
 def test_a_host_missing_more_than_planned_acts_as_a_heavier_load(

@@ -27,8 +27,20 @@ caught on ResNet-101 left a backlog of 24 that was shed over the next 8 s); belo
 request behind keeps, besides, a stationary queue's mean wait at that rho as headroom,
 rho / (1 - rho) lightest services per replica, against the bursts a busy queue meets. At
 light load that headroom is a few ms and changes nothing. A request that waited under
-`FREE_WAIT_S` found a replica free and is always served by rung 0 (it could not have been
+`FREE_WAIT_S` found a replica free and is always served by the variant in force, or by an
+upgrade (below), never by a fallback or dropped (it could not have been
 helped, and it keeps the service estimates honest); one whose deadline has passed never is.
+
+Upgrades: a decision may carry more accurate variants than its own (`Decision.upgrades`; the
+ladder then starts with them, and `base` is the variant in force). A request that finds a
+replica free with nothing queued behind it is served by the most accurate of them whose tail
+time fits what is left, if a request arriving at that moment would still be answered in time
+by the variant in force at its tail after waiting its share of the upgrade's service (that
+service over the R replicas), and if the offered rate as the request arrived (the higher of
+the last second's and the last quarter second's, `UPGRADE_WINDOW_S`, its own arrival
+included) times that service stays within `UPGRADE_LOAD` of the replicas: a lull inside a period then serves what a lighter load would, and a busy server is
+left to the choice in force. In the simulator on the ResNet pool, it gains most at 75 ms,
+where the table keeps a light variant for the bursts (BENCHMARKS.md).
 
 The simulator's kernel calls `choose_rung` compiled (numba); the pool calls the very same
 function uncompiled (`choose_rung.py_func`), so that a server never waits for a compilation.
@@ -51,17 +63,29 @@ FREE_WAIT_S = 0.001
 RATE_WINDOW_S = 1.0
 """The offered rate a path-bound entry's overhead is read at: the arrivals of the last second."""
 RATE_MIN_BEHIND = 3
+UPGRADE_LOAD = 0.5
+"""An upgrade is open while the offered rate times its service time is at most this many of
+the replicas: the load the upgrade would be were every request served by it. Measured in the
+simulator at 0.5 and 0.8; 0.8 gained more on the mean and lost more on the worst paths."""
+UPGRADE_WINDOW_S = 0.25
+"""The upgrades' offered rate is the higher of the arrivals of the last `RATE_WINDOW_S` and
+of the last this many seconds, per second: a step in the load shows in a quarter of a second,
+before a replica takes a heavy request into it (simulated, a step to 1.1 x ResNet-18's
+capacity at 1,200 ms met two replicas upgraded on the last second's rate alone)."""
 
 
 @numba.njit(cache=True, nogil=True)
 def choose_rung(waited_s: float, left_s: float, safe_s: np.ndarray, slack_s: np.ndarray,
                 behind: int = 0, first_left_s: float = math.inf, last_left_s: float = math.inf,
-                replicas: int = 1, overhead_s: float = 0.0, span_s: float = math.inf) -> int:
+                replicas: int = 1, overhead_s: float = 0.0, span_s: float = math.inf,
+                base: int = 0, rate_rps: float = 0.0) -> int:
     """The rung (0-based) to serve with, or -1 to drop. `waited_s`: time queued so far;
     `left_s`: time to the deadline from now (negative: passed). The queue behind: `behind`
     requests, the first and the last with `first_left_s` and `last_left_s` to their deadlines;
     `replicas` serve the queue; `overhead_s` is the part of each rung's times that does not
-    occupy a replica; `span_s`: from the head's arrival to the last one's behind it.
+    occupy a replica; `span_s`: from the head's arrival to the last one's behind it. `base`:
+    the rung of the variant in force (those before it are upgrades); `rate_rps`: the offered
+    rate when the request arrived (the upgrades' load check).
 
     One function, calling no other compiled one: the pool runs it as plain Python
     (`choose_rung.py_func`), and a compiled callee would be compiled there, in the serving
@@ -69,13 +93,20 @@ def choose_rung(waited_s: float, left_s: float, safe_s: np.ndarray, slack_s: np.
     if left_s < 0.0:
         return -1
     if waited_s < FREE_WAIT_S:
-        return 0
+        # found a replica free: the most accurate upgrade that fits, if nothing waits behind
+        if behind == 0:
+            for m in range(base):
+                busy = safe_s[m] - overhead_s
+                if (safe_s[m] <= left_s and busy / replicas + safe_s[base] <= left_s
+                        and rate_rps * busy <= UPGRADE_LOAD * replicas):
+                    return m
+        return base
     # the first open rung: the most accurate that leaves the first and the last request
     # behind time to be answered by the lightest rung at its median, each that the lightest
     # rung for the head would leave it (one late whatever the head takes does not count)
     light: int = slack_s.shape[0] - 1
-    top = 0
-    if behind > 0 and light > 0:
+    top = base
+    if behind > 0 and light > base:
         light_busy = slack_s[light] - overhead_s
         others_s = (behind - 1) * light_busy
         first_counts = light_busy / replicas + slack_s[light] <= first_left_s
@@ -88,7 +119,7 @@ def choose_rung(waited_s: float, left_s: float, safe_s: np.ndarray, slack_s: np.
         if behind >= RATE_MIN_BEHIND:
             rho = behind * light_busy / (replicas * span_s) if span_s > 0.0 else math.inf
         headroom = rho / (1.0 - rho) * light_busy / replicas if rho < 1.0 else 0.0
-        for m in range(light if rho < 1.0 else 0):
+        for m in range(base, light if rho < 1.0 else base):
             busy = slack_s[m] - overhead_s
             if first_counts and busy / replicas + slack_s[light] > first_left_s:
                 continue
@@ -138,13 +169,16 @@ class PathOverhead:
 
 
 def ladder(variant: str, fallbacks: Sequence[str], hopeless: bool,
-           available: Callable[[str], bool] = lambda _name: True) -> tuple[str, ...]:
-    """The rungs a request sent to the application may be served by, most accurate first: the
-    variant in force and those of its `fallbacks` that are `available` (the simulator: profiled
-    at the allocation in force) under the "hopeless" drop rule, else the variant alone."""
+           available: Callable[[str], bool] = lambda _name: True,
+           upgrades: Sequence[str] = ()) -> tuple[tuple[str, ...], int]:
+    """The rungs a request sent to the application may be served by, most accurate first, and
+    the variant in force's index among them: under the "hopeless" drop rule, those of its
+    `upgrades`, the variant and those of its `fallbacks` that are `available` (the simulator:
+    profiled at the allocation in force), else the variant alone."""
     if not hopeless:
-        return (variant,)
-    return (variant, *(f for f in fallbacks if available(f)))
+        return (variant,), 0
+    ups = tuple(u for u in upgrades if available(u))
+    return (*ups, variant, *(f for f in fallbacks if available(f))), len(ups)
 
 
 def rung_times_s(samples_ms: Sequence[float] | np.ndarray, quantile: float,

@@ -93,6 +93,10 @@ class Decision:
     fallbacks: tuple[str, ...] = ()
     """Lighter variants, in order, that may answer a request `variant` would answer too late
     (tried at dispatch when the drop rule would drop it; empty: drop it)."""
+    upgrades: tuple[str, ...] = ()
+    """More accurate variants, most accurate first, one of which may answer a request that
+    finds a replica free with nothing behind it, when its deadline and the load leave room
+    (`gearshift.dispatch`; empty: the variant serves it)."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,7 @@ class StatusDoc(TypedDict):
     expired: int
     rejected: int
     fallbacks: int
+    upgrades: int
     disconnects: int
     policy: str
     last_decision: JSONObject | None  # the `Decision`'s fields

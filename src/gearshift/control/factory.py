@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from gearshift.control.expected import ExpectedTablePolicy
-from gearshift.control.policies import QueueAwarePolicy, StaticPolicy, TablePolicy
+from gearshift.control.policies import QueueAwarePolicy, StaticPolicy, TablePolicy, Upgrading
 from gearshift.errors import SpecError
-from gearshift.planning.ladders import fallback_ladders
+from gearshift.planning.ladders import fallback_ladders, upgrade_ladders
 from gearshift.planning.table import PolicyTable
 from gearshift.policy import PAPER, QUEUE_AWARE, STATIC, TABLE, Policy, static_variant
 from gearshift.profiling.profile import Profile
@@ -95,13 +95,16 @@ PAPER_OPTIONS = _float_fields(TablePolicy, ("alpha_up", "alpha_down", "band", "n
 
 
 def _table(r: PolicyRequest, rescues: bool, name: str) -> tuple[Policy[Any], Decision]:
+    """`table` or `queue-aware`; with a profile, its decisions carry upgrades
+    (`Upgrading`)."""
     rate_policy = table_policy(r.table, r.fallbacks, r.options, r.profile)
     if r.profile is None or not r.table.grid:
         if rescues:
             raise SpecError(f"the {name} policy needs the profile (--profile profile.json)")
         return rate_policy, r.first
-    return QueueAwarePolicy(r.table, r.profile, rate_policy, rescues=rescues,
-                            name=name), r.first
+    policy = Upgrading(QueueAwarePolicy(r.table, r.profile, rate_policy, rescues=rescues,
+                                        name=name), upgrade_ladders(r.profile))
+    return policy, policy.with_upgrades(r.first)
 
 
 def _paper(r: PolicyRequest) -> tuple[Policy[Any], Decision]:

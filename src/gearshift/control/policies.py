@@ -1,6 +1,6 @@
 """Policies: static, the paper's table lookup (smoothed, with hysteresis), the backlog-aware
 wrapper that `table` and `queue-aware` share (around `control.expected.ExpectedTablePolicy`),
-and a schedule replay (for hindsight oracles).
+the wrapper that gives their decisions upgrades, and a schedule replay (for hindsight oracles).
 
 Each is pure: `decide(observation, state) -> (decision, state)` with a frozen state; the same
 objects run in the simulator and in the live server.
@@ -9,16 +9,44 @@ objects run in the simulator and in the live server.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from gearshift.control.expected import ExpectedTablePolicy, WindowState
 from gearshift.planning.table import PolicyTable
-from gearshift.policy import Observation
+from gearshift.policy import Observation, Policy
 from gearshift.profiling.profile import Profile
 from gearshift.types import Allocation, Decision
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Upgrading(Generic[S]):
+    """`policy`, each of its decisions carrying the upgrades of its variant (`upgrades`:
+    variant -> more accurate variants, most accurate first; `Decision.upgrades`), which the
+    dispatch rule may serve a request with that finds a replica free. The state is the
+    policy's own."""
+
+    policy: Policy[S]
+    upgrades: Mapping[str, tuple[str, ...]]
+
+    @property
+    def name(self) -> str:
+        return self.policy.name
+
+    def initial_state(self) -> S:
+        return self.policy.initial_state()
+
+    def decide(self, obs: Observation, state: S) -> tuple[Decision, S]:
+        decision, state = self.policy.decide(obs, state)
+        return self.with_upgrades(decision), state
+
+    def with_upgrades(self, decision: Decision) -> Decision:
+        return replace(decision, upgrades=self.upgrades.get(decision.variant, ()))
 
 
 @dataclass(frozen=True)

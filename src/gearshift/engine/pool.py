@@ -35,7 +35,13 @@ from typing import Self
 
 import numpy as np
 
-from gearshift.dispatch import RATE_WINDOW_S, PathOverhead, choose_rung, ladder
+from gearshift.dispatch import (
+    RATE_WINDOW_S,
+    UPGRADE_WINDOW_S,
+    PathOverhead,
+    choose_rung,
+    ladder,
+)
 from gearshift.engine.lifecycle import Lifecycle, LifecycleEvents
 from gearshift.engine.messages import (
     InferReply,
@@ -72,6 +78,7 @@ class _Job:
     expires_s: float | None
     dispatched_s: float = 0.0
     served_by: str = ""
+    offered_rps: float = 0.0  # the offered rate as it was enqueued (`ReplicaPool._upgrade_rps`)
 
 
 _Replica = Replica[_Job]
@@ -90,6 +97,7 @@ class ReplicaPool:
         self._variant = spec.variants[0].name
         self._accuracy = {v.name: v.accuracy.value for v in spec.variants}
         self._fallbacks: tuple[str, ...] = ()
+        self._upgrades: tuple[str, ...] = ()
         self._quantiles = safe_quantiles([self._accuracy[self._variant]])  # per ladder entry
         self._roster: Roster[_Job] = Roster()
         self._queue: deque[_Job] = deque()
@@ -127,7 +135,7 @@ class ReplicaPool:
         the returned future is done when it is (await it to wait; it raises if the replicas
         could not be brought up). A decision naming a variant the pool lacks raises
         `ModelNotFound` and changes nothing. Needs a running event loop."""
-        self._route(decision.variant, decision.fallbacks)
+        self._route(decision.variant, decision.fallbacks, decision.upgrades)
         loop = asyncio.get_running_loop()
         if self._sweeper is None and not self._life.closing:
             self._sweeper = loop.create_task(self._sweep_forever())
@@ -154,16 +162,21 @@ class ReplicaPool:
         nothing (needs `keep_warm`). Costs one replica's memory per extra slot."""
         await self._life.prewarm(allocations)
 
-    def _route(self, variant: str, fallbacks: tuple[str, ...]) -> None:
+    def _route(self, variant: str, fallbacks: tuple[str, ...],
+               upgrades: tuple[str, ...] = ()) -> None:
         """Serve `variant` from now on. `fallbacks`: lighter variants, in order, that answer a
         request (sent to the application, not to a variant by name) which `variant` would
-        answer too late under the drop rule, instead of dropping it."""
-        for name in (variant, *fallbacks):
+        answer too late under the drop rule, instead of dropping it; `upgrades`: more
+        accurate ones that may answer a request that finds a replica free
+        (`gearshift.dispatch`)."""
+        for name in (*upgrades, variant, *fallbacks):
             if name not in self._life.models:
                 raise ModelNotFound(f"no variant {name!r}; the pool has "
                                     f"{', '.join(self._life.models)}")
         self._fallbacks = tuple(fallbacks)
-        self._quantiles = safe_quantiles([self._accuracy[v] for v in (variant, *fallbacks)])
+        self._upgrades = tuple(upgrades)
+        self._quantiles = safe_quantiles([self._accuracy[v]
+                                          for v in (*upgrades, variant, *fallbacks)])
         if variant != self._variant:
             self._variant = variant
             self.counters.switches += 1
@@ -196,9 +209,10 @@ class ReplicaPool:
             next(self._ids), variant, inputs, asyncio.get_running_loop().create_future(),
             self._clock(), deadline_s,
         )
-        if self.settings.path_overhead:  # the offered rate a path-bound entry's cost is read at
-            self._arrivals.append(job.enqueued_s)
-            self._forget_arrivals(job.enqueued_s)
+        # the offered rate: a path-bound entry's cost is read at it, an upgrade checked by it
+        self._arrivals.append(job.enqueued_s)
+        self._forget_arrivals(job.enqueued_s)
+        job.offered_rps = self._upgrade_rps(job.enqueued_s)
         self._queue.append(job)
         self._drained.clear()
         self._pump()
@@ -292,11 +306,13 @@ class ReplicaPool:
         """(variant to serve `job` with, why it cannot be served in time: '' if it can), by
         `gearshift.dispatch` as the simulator decides. The ladder: the variant a request names,
         else the variant in force and, under the "hopeless" rule, its fallbacks."""
-        rungs = ((job.variant,) if job.variant else
-                 ladder(self._variant, self._fallbacks, self.settings.drop == "hopeless"))
+        rungs, base = (((job.variant,), 0) if job.variant else
+                       ladder(self._variant, self._fallbacks, self.settings.drop == "hopeless",
+                              upgrades=self._upgrades))
         if job.expires_s is None or self.settings.drop == "never":
-            return rungs[0], ""
-        quantiles = (self._quantiles if rungs == (self._variant, *self._fallbacks)
+            return rungs[base], ""
+        quantiles = (self._quantiles if rungs == (*self._upgrades, self._variant,
+                                                  *self._fallbacks)
                      else safe_quantiles([self._accuracy[v] for v in rungs]))
         overhead_ms = self._dispatch_overhead_ms(threads, now)
         times = [self._stats.rung_times_s(v, threads, q, overhead_ms)
@@ -307,15 +323,17 @@ class ReplicaPool:
         rung = choose_rung.py_func(
             waited_s, left_s, safe, slack, len(self._queue), _left_s(first, now),
             _left_s(last, now), max(1, len(self._roster.allocated())),
-            overhead_ms / 1000.0, last.enqueued_s - job.enqueued_s)
+            overhead_ms / 1000.0, last.enqueued_s - job.enqueued_s, base, job.offered_rps)
         if rung < 0:
             if left_s < 0:
-                return rungs[0], _passed(waited_s)
-            return rungs[0], (f"deadline cannot be met: {waited_s * 1000:.0f} ms queued, "
-                              f"{left_s * 1000:.0f} ms left, {rungs[-1]} takes "
-                              f"~{slack[-1] * 1000:.0f} ms; not served")
-        if rung > 0:
+                return rungs[base], _passed(waited_s)
+            return rungs[base], (f"deadline cannot be met: {waited_s * 1000:.0f} ms queued, "
+                                 f"{left_s * 1000:.0f} ms left, {rungs[-1]} takes "
+                                 f"~{slack[-1] * 1000:.0f} ms; not served")
+        if rung > base:
             self.counters.fallbacks += 1
+        elif rung < base:
+            self.counters.upgrades += 1
         return rungs[rung], ""
 
     def _dispatch_overhead_ms(self, threads: int, now: float) -> float:
@@ -328,6 +346,17 @@ class ReplicaPool:
         """Requests per second enqueued in the last `RATE_WINDOW_S`."""
         self._forget_arrivals(now)
         return len(self._arrivals) / RATE_WINDOW_S
+
+    def _upgrade_rps(self, now: float) -> float:
+        """The offered rate an upgrade is checked by (`dispatch.UPGRADE_WINDOW_S`): the higher
+        of the enqueues of the last `RATE_WINDOW_S` and of the last `UPGRADE_WINDOW_S`, per
+        second (the simulator's `sim.sampling.upgrade_rate_rps`)."""
+        recent = 0
+        for t in reversed(self._arrivals):
+            if t <= now - UPGRADE_WINDOW_S:
+                break
+            recent += 1
+        return max(len(self._arrivals) / RATE_WINDOW_S, recent / UPGRADE_WINDOW_S)
 
     def _forget_arrivals(self, now: float) -> None:
         """Drop the enqueue times older than `RATE_WINDOW_S`."""

@@ -67,6 +67,7 @@ class PoolCounters:
     failed: int = 0
     expired: int = 0
     fallbacks: int = 0  # requests answered by a fallback variant, not the one in force
+    upgrades: int = 0  # requests answered by an upgrade, a more accurate variant than in force
     rejected: int = 0
     hung: int = 0  # replicas killed for not answering within `call_timeout_s`
     last_error: str = ""

@@ -110,7 +110,7 @@ class ClusterIngress:
             "allocation_changes": s.allocation_changes if s else 0, "worker_restarts": 0,
             "served": sum(r.served for r in nodes), "failed": sum(r.failed for r in nodes),
             "expired": sum(r.expired for r in nodes), "rejected": sum(r.rejected for r in nodes),
-            "fallbacks": 0, "disconnects": self.plane.disconnects,
+            "fallbacks": 0, "upgrades": 0, "disconnects": self.plane.disconnects,
             "policy": s.policy if s else "", "last_decision": asdict(d) if d else None,
             "last_error": self.last_error or (s.last_error if s else ""),
             "nodes": [{"node": r.node, "pid": r.pid, "variant": r.current.variant,

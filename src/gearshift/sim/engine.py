@@ -26,7 +26,8 @@ fallbacks (lighter variants, in order) change whom it is served by: the first of
 force and its fallbacks whose service time at its `types.safe_quantiles` entry (at least p90;
 higher when the next is nearly as accurate) plus that overhead fits what is left, else the first
 whose median service time plus that overhead does, else it is dropped: the live pool's rule,
-`gearshift.dispatch`.
+`gearshift.dispatch`. Its upgrades (more accurate variants) may serve a request that finds a
+replica free, by the same rule, the load read at the request's arrival (`upgrade_rate_rps`).
 
 Hold: a replica is busy for a request's service time plus its entry's hold time
 (`AllocationProfile.hold_ms`: what the saturation throughput says a replica takes per request
@@ -54,7 +55,12 @@ import numpy as np
 from gearshift.cores import assign_slots, sharing_cores
 from gearshift.dispatch import FREE_WAIT_S, ladder, rung_times_s
 from gearshift.sim.kernel import run_fcfs
-from gearshift.sim.sampling import RequestDraws, ServiceSampler, offered_rate_rps
+from gearshift.sim.sampling import (
+    RequestDraws,
+    ServiceSampler,
+    offered_rate_rps,
+    upgrade_rate_rps,
+)
 from gearshift.types import Allocation, Decision, DropRule, safe_quantiles
 
 
@@ -73,6 +79,7 @@ class RunInputs:
     variants: tuple[str, ...]
     hopeless: bool = True
     rate_rps: np.ndarray = field(default_factory=lambda: np.empty(0))
+    upgrade_rate_rps: np.ndarray = field(default_factory=lambda: np.empty(0))
 
 
 def make_inputs(
@@ -87,8 +94,7 @@ def make_inputs(
     deadlines = arrivals + deadline_ms / 1000.0 if drop != "never" else None
     variants = tuple(dict.fromkeys(v for v, _ in sampler.service_s))
     return RunInputs(arrivals, deadlines, float(deadline_ms), draws, sampler, variants,
-                     drop == "hopeless", offered_rate_rps(arrivals) if sampler.path_bound else
-                     np.zeros(len(arrivals)))
+                     drop == "hopeless", offered_rate_rps(arrivals), upgrade_rate_rps(arrivals))
 
 
 @dataclass(frozen=True)
@@ -124,22 +130,24 @@ class SimState:
     servers: Servers
     answering: Answering
     fallbacks: tuple[str, ...] = ()
+    upgrades: tuple[str, ...] = ()
 
     @property
     def decision(self) -> Decision:
-        return Decision(self.variant, self.servers.allocation, fallbacks=self.fallbacks)
+        return Decision(self.variant, self.servers.allocation, fallbacks=self.fallbacks,
+                        upgrades=self.upgrades)
 
 
 def initial_state(decision: Decision, t_s: float = 0.0) -> SimState:
     free = np.full(decision.allocation.replicas, t_s)
     return SimState(0, decision.variant, Servers(decision.allocation, free), Answering.none(),
-                    decision.fallbacks)
+                    decision.fallbacks, decision.upgrades)
 
 
 @dataclass(frozen=True)
 class Block:
-    """Requests lo .. lo+len-1, resolved in one kernel call with `ladder[0]` in force and
-    `ladder[1:]` its fallbacks.
+    """Requests lo .. lo+len-1, resolved in one kernel call with one ladder: the variant in
+    force, its upgrades before it and its fallbacks after it (`dispatch.ladder`).
 
     `start_s`: dispatch or drop time (s). `end_s`: service end (s), NaN if dropped.
     `overhead_s`: overhead draws (s), added after service for answered requests.
@@ -181,7 +189,7 @@ def apply_decision(state: SimState, decision: Decision, t_s: float, delay_s: flo
     elif decision.allocation != servers.next_allocation:
         servers = replace(servers, next_allocation=decision.allocation, next_at_s=t_s + delay_s)
     return replace(state, variant=decision.variant, servers=servers,
-                   fallbacks=decision.fallbacks)
+                   fallbacks=decision.fallbacks, upgrades=decision.upgrades)
 
 
 def serve(inputs: RunInputs, state: SimState, hi: int, horizon_s: float) -> tuple[
@@ -220,8 +228,8 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
 ]:
     lo = state.head
     alloc = state.servers.allocation
-    rungs = ladder(state.variant, state.fallbacks, inputs.hopeless,
-                   lambda f: (f, alloc) in inputs.sampler.service_s)
+    rungs, base = ladder(state.variant, state.fallbacks, inputs.hopeless,
+                         lambda f: (f, alloc) in inputs.sampler.service_s, state.upgrades)
     if lo >= hi:  # nothing queued: do not look up (variant, allocation), it may be unprofiled
         empty = np.empty(0)
         return (Block(lo, rungs, empty, empty, empty, np.empty(0, dtype=np.int64), alloc.threads),
@@ -243,7 +251,8 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
                  for v, q in zip(rungs, quantiles, strict=True)]
         safe, slack = (np.array(t) for t in zip(*times, strict=True))
     res = run_fcfs(inputs.arrival_s[lo:hi], service + hold, state.servers.free_s, deadlines,
-                   horizon_s, slack, safe, overhead_ms / 1000.0, path_s)
+                   horizon_s, slack, safe, overhead_ms / 1000.0, path_s, base,
+                   inputs.upgrade_rate_rps[lo:hi])
     n = res.n_done
     end_s = res.end_s[:n] - hold[np.maximum(res.choice[:n], 0)]  # the service's own end
     waited = res.start_s[:n] - inputs.arrival_s[lo:lo + n] >= FREE_WAIT_S

@@ -3,11 +3,11 @@
 One queue, `c` identical servers, requests served in arrival order by whichever server frees up
 first. Service times are drawn by the caller beforehand, so the kernel is deterministic.
 
-Drop or fall back at dispatch by the live replica pool's own rule (`gearshift.dispatch`):
-each request has a ladder of service times, column 0 the variant in force and the rest its
-fallbacks, most accurate first, each with a `safe_s` and a `slack_s` (under the "hopeless"
-rule: its tail service time plus the path's overhead, and its median service time; 0 under
-"expired"). A dropped request is not served, and the server stays free and takes the next
+Drop, fall back or upgrade at dispatch by the live replica pool's own rule
+(`gearshift.dispatch`): each request has a ladder of service times, most accurate first,
+column `base` the variant in force, those before it its upgrades and those after it its
+fallbacks, each with a `safe_s` and a `slack_s` (under the "hopeless" rule: its tail service
+time plus the path's overhead, and its median service time; 0 under "expired"). A dropped request is not served, and the server stays free and takes the next
 request at the same instant. With one column this is the drop rule alone.
 
 A `horizon_s` lets the caller run one period at a time: the kernel stops at the first request
@@ -62,6 +62,8 @@ def _fcfs(
     start_s: np.ndarray,
     end_s: np.ndarray,
     choice: np.ndarray,
+    base: int,
+    rate_rps: np.ndarray,
 ) -> int:
     """Fill start_s/end_s/choice in place and update free_s; return how many requests were
     resolved."""
@@ -98,7 +100,7 @@ def _fcfs(
             pick = choose_rung(s - a, deadlines_s[i] - s, safe_i if use_path else safe_s,
                                slack_i if use_path else slack_s, behind, first_left,
                                deadlines_s[tail] - s, c, overhead_s + path,
-                               arrivals_s[tail] - a)
+                               arrivals_s[tail] - a, base, rate_rps[i])
         choice[i] = pick
         if pick < 0:
             end_s[i] = math.nan
@@ -119,6 +121,8 @@ def run_fcfs(
     safe_s: np.ndarray | None = None,
     overhead_s: float = 0.0,
     path_s: np.ndarray | None = None,
+    base: int = 0,
+    rate_rps: np.ndarray | None = None,
 ) -> KernelResult:
     """Serve sorted `arrivals_s` (seconds) FCFS on `len(free_s)` servers.
 
@@ -132,7 +136,9 @@ def run_fcfs(
     occupy a server (the dispatch rule's view of the queue behind a request needs the rest).
     `path_s`: per request, the path's cost (seconds) the rule adds to those times and to
     `overhead_s` for it (a path-bound entry's cost at the request's offered rate); None: none.
-    `horizon_s`: stop before the first request that would be dispatched at or after it.
+    `base`: the column of the variant in force (the columns before it are upgrades);
+    `rate_rps`: per request, the offered rate as it arrived (the upgrades' load check); None:
+    0. `horizon_s`: stop before the first request that would be dispatched at or after it.
     The inputs are not modified.
     """
     arrivals = np.ascontiguousarray(arrivals_s, dtype=np.float64)
@@ -161,8 +167,15 @@ def run_fcfs(
     path = np.ascontiguousarray(path_s, dtype=np.float64) if use_path else arrivals
     if path.shape != arrivals.shape:
         raise ValueError("need one path cost per arrival")
+    rates = (np.zeros(len(arrivals)) if rate_rps is None
+             else np.ascontiguousarray(rate_rps, dtype=np.float64))
+    if rates.shape != arrivals.shape:
+        raise ValueError("need one offered rate per arrival")
+    if not 0 <= base < service.shape[1]:
+        raise ValueError(f"base column {base} is not one of the {service.shape[1]} columns")
     n_done = _fcfs(arrivals, service, deadlines, use_deadlines, safe, slack, float(overhead_s),
-                   path, use_path, free, float(horizon_s), start, end, choice)
+                   path, use_path, free, float(horizon_s), start, end, choice, int(base),
+                   rates)
     served = np.zeros(len(arrivals), dtype=bool)
     served[:n_done] = ~np.isnan(end[:n_done])
     return KernelResult(start, end, served, free, int(n_done), choice)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gearshift.dispatch import RATE_WINDOW_S, PathOverhead
+from gearshift.dispatch import RATE_WINDOW_S, UPGRADE_WINDOW_S, PathOverhead
 from gearshift.profiling.profile import Profile
 from gearshift.types import Allocation
 
@@ -40,6 +40,15 @@ def offered_rate_rps(arrival_s: np.ndarray, window_s: float = RATE_WINDOW_S) -> 
     """Per request: the arrivals in (t - window_s, t], itself included, per second."""
     before = np.searchsorted(arrival_s, arrival_s - window_s, side="right")
     return (np.arange(1, len(arrival_s) + 1) - before) / window_s
+
+
+def upgrade_rate_rps(arrival_s: np.ndarray) -> np.ndarray:
+    """Per request: the offered rate the dispatch rule checks an upgrade by, the higher of
+    `offered_rate_rps` over `RATE_WINDOW_S` and over `UPGRADE_WINDOW_S` (the live pool's
+    `ReplicaPool._upgrade_rps`)."""
+    out: np.ndarray = np.maximum(offered_rate_rps(arrival_s),
+                                 offered_rate_rps(arrival_s, UPGRADE_WINDOW_S))
+    return out
 
 
 @dataclass(frozen=True)
