@@ -137,6 +137,8 @@ class PoolStatus:
     switches: int
     allocation_changes: int
     worker_restarts: int
+    fallbacks: int = 0  # requests answered by a lighter variant than the one in force so far
+    upgrades: int = 0  # ... by a more accurate one (`Decision.upgrades`)
     extra: dict[str, float] = field(default_factory=dict)
 
 

@@ -235,6 +235,8 @@ class ReplicaPool:
             switches=c.switches,
             allocation_changes=c.allocation_changes,
             worker_restarts=c.worker_restarts,
+            fallbacks=c.fallbacks,
+            upgrades=c.upgrades,
             extra={"service_ms_ewma": c.service_ms_ewma, "parked": float(len(self._parked()))},
         )
 

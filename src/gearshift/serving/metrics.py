@@ -44,6 +44,11 @@ class Metrics:
                                    registry=r)
         self.restarts = Gauge("gearshift_worker_restarts", "Replicas replaced after dying",
                               registry=r)
+        self.fallbacks = Gauge("gearshift_fallbacks", "Requests answered by a lighter variant "
+                               "than the one in force, so far", registry=r)
+        self.upgrades = Gauge("gearshift_upgrades", "Requests answered by a more accurate "
+                              "variant than the one in force (found a replica free), so far",
+                              registry=r)
 
     def observe_pool(self, status: PoolStatus, variants: list[str], rate_rps: float) -> None:
         self.queue.set(status.queue_length)
@@ -56,6 +61,8 @@ class Metrics:
         self.switches.set(status.switches)
         self.reallocations.set(status.allocation_changes)
         self.restarts.set(status.worker_restarts)
+        self.fallbacks.set(status.fallbacks)
+        self.upgrades.set(status.upgrades)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
