@@ -399,8 +399,8 @@ def test_a_whole_run_gets_the_same_decisions_in_the_pool_and_the_kernel(
     Shared by both sides: the ladder (`dispatch.ladder`, upgrades included), the rung times
     (`dispatch.rung_times_s` over the same samples and `safe_quantiles`), the rule
     (`dispatch.choose_rung`). The offered rate an upgrade is checked by is each side's own
-    (the pool's enqueues, `sim.sampling.upgrade_rate_rps`). The pool's side is its own code: queue, dispatch loop, `_choose`
-    and reply handling. Not shared, and so not tested here: the pool learns service times from
+    (the pool's enqueues, `sim.sampling.upgrade_rate_rps`). The pool's side is its own code:
+    queue, dispatch loop, `_choose` and reply handling. Not shared, and so not tested here: the pool learns service times from
     its replies (switched off: both sides use the profile's samples), its periodic sweep of
     expired requests (disabled; it changes when a drop is answered, not whether), worker
     processes and real time (replaced by replicas that answer after the drawn service time on

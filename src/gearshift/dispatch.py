@@ -38,9 +38,10 @@ time fits what is left, if a request arriving at that moment would still be answ
 by the variant in force at its tail after waiting its share of the upgrade's service (that
 service over the R replicas), and if the offered rate as the request arrived (the higher of
 the last second's and the last quarter second's, `UPGRADE_WINDOW_S`, its own arrival
-included) times that service stays within `UPGRADE_LOAD` of the replicas: a lull inside a period then serves what a lighter load would, and a busy server is
-left to the choice in force. In the simulator on the ResNet pool, it gains most at 75 ms,
-where the table keeps a light variant for the bursts (BENCHMARKS.md).
+included) times that service stays within `UPGRADE_LOAD` of the replicas: a lull inside a
+period then serves what a lighter load would, and a busy server is left to the choice in
+force. In the simulator on the ResNet pool it gains most at 75 ms, where the table keeps a
+light variant for the bursts (BENCHMARKS.md, "Upgrades at dispatch").
 
 The simulator's kernel calls `choose_rung` compiled (numba); the pool calls the very same
 function uncompiled (`choose_rung.py_func`), so that a server never waits for a compilation.

@@ -307,7 +307,8 @@ class ReplicaPool:
     def _choose(self, job: _Job, threads: int, now: float) -> tuple[str, str]:
         """(variant to serve `job` with, why it cannot be served in time: '' if it can), by
         `gearshift.dispatch` as the simulator decides. The ladder: the variant a request names,
-        else the variant in force and, under the "hopeless" rule, its fallbacks."""
+        else the variant in force and, under the "hopeless" rule, its upgrades before it and
+        its fallbacks after it."""
         rungs, base = (((job.variant,), 0) if job.variant else
                        ladder(self._variant, self._fallbacks, self.settings.drop == "hopeless",
                               upgrades=self._upgrades))

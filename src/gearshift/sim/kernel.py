@@ -7,8 +7,9 @@ Drop, fall back or upgrade at dispatch by the live replica pool's own rule
 (`gearshift.dispatch`): each request has a ladder of service times, most accurate first,
 column `base` the variant in force, those before it its upgrades and those after it its
 fallbacks, each with a `safe_s` and a `slack_s` (under the "hopeless" rule: its tail service
-time plus the path's overhead, and its median service time; 0 under "expired"). A dropped request is not served, and the server stays free and takes the next
-request at the same instant. With one column this is the drop rule alone.
+time plus the path's overhead, and its median service time; 0 under "expired"). A dropped
+request is not served, and the server stays free and takes the next request at the same
+instant. With one column this is the drop rule alone.
 
 A `horizon_s` lets the caller run one period at a time: the kernel stops at the first request
 whose dispatch (or drop) would happen at or after the horizon, without touching it or the
