@@ -313,10 +313,14 @@ def run_soak(work: Path, seconds: float = 10.0, factor: float = 5.0, seed: int =
             _poisson(factor * capacity, seconds, rng, base_s),
             _poisson(light, tail_s, rng, base_s + seconds)])
         body, headers = _one_request(spec)
-        probe_503: list[bool] = []
+        probe_503: list[bool | None] = []
         tries = max(20, int(seconds / 2 / 0.05))  # through the second half of the overload
-        side = threading.Thread(target=lambda: (time.sleep(base_s + seconds / 2), probe_503.append(
-            _retry_after_seen(url, body, headers, tries))), daemon=True)
+
+        def probe() -> None:  # a 503 with Retry-After, asked through the overload's second half
+            time.sleep(base_s + seconds / 2)
+            probe_503.append(_retry_after_seen(url, body, headers, tries))
+
+        side = threading.Thread(target=probe, daemon=True)
         t_load = time.monotonic()
         side.start()
         records = _load(url, arrivals, spec)
