@@ -71,8 +71,9 @@ simulator at 0.5 and 0.8; 0.8 gained more on the mean and lost more on the worst
 UPGRADE_WINDOW_S = 0.25
 """The upgrades' offered rate is the higher of the arrivals of the last `RATE_WINDOW_S` and
 of the last this many seconds, per second: a step in the load shows in a quarter of a second,
-before a replica takes a heavy request into it (simulated, a step to 1.1 x ResNet-18's
-capacity at 1,200 ms met two replicas upgraded on the last second's rate alone)."""
+before the replicas take many heavy requests into it (simulated, a path with a step to 1.1 x
+ResNet-18's capacity lost 0.011 to the best static variant at 1,200 ms with the last second's
+rate alone, 0.0004 with this)."""
 
 
 @numba.njit(cache=True, nogil=True)
