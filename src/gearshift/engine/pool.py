@@ -211,7 +211,6 @@ class ReplicaPool:
         )
         # the offered rate: a path-bound entry's cost is read at it, an upgrade checked by it
         self._arrivals.append(job.enqueued_s)
-        self._forget_arrivals(job.enqueued_s)
         job.offered_rps = self._upgrade_rps(job.enqueued_s)
         self._queue.append(job)
         self._drained.clear()
@@ -354,12 +353,13 @@ class ReplicaPool:
         """The offered rate an upgrade is checked by (`dispatch.UPGRADE_WINDOW_S`): the higher
         of the enqueues of the last `RATE_WINDOW_S` and of the last `UPGRADE_WINDOW_S`, per
         second (the simulator's `sim.sampling.upgrade_rate_rps`)."""
+        last_second = self._offered_rps(now)  # forgets what is older than RATE_WINDOW_S
         recent = 0
         for t in reversed(self._arrivals):
             if t <= now - UPGRADE_WINDOW_S:
                 break
             recent += 1
-        return max(len(self._arrivals) / RATE_WINDOW_S, recent / UPGRADE_WINDOW_S)
+        return max(last_second, recent / UPGRADE_WINDOW_S)
 
     def _forget_arrivals(self, now: float) -> None:
         """Drop the enqueue times older than `RATE_WINDOW_S`."""

@@ -94,7 +94,8 @@ def make_inputs(
     deadlines = arrivals + deadline_ms / 1000.0 if drop != "never" else None
     variants = tuple(dict.fromkeys(v for v, _ in sampler.service_s))
     return RunInputs(arrivals, deadlines, float(deadline_ms), draws, sampler, variants,
-                     drop == "hopeless", offered_rate_rps(arrivals), upgrade_rate_rps(arrivals))
+                     drop == "hopeless", offered_rate_rps(arrivals) if sampler.path_bound else
+                     np.zeros(len(arrivals)), upgrade_rate_rps(arrivals))
 
 
 @dataclass(frozen=True)
