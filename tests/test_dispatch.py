@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gearshift.cores import Slot
-from gearshift.dispatch import FREE_WAIT_S, PathOverhead, choose_rung, rung_times_s
+from gearshift.dispatch import FREE_WAIT_S, PathOverhead, choose_rung, rung_times_s, served_as
 from gearshift.dispatch import ladder as dispatch_ladder
 from gearshift.engine.messages import InferReply
 from gearshift.engine.pool import ReplicaPool, _Job
@@ -41,9 +41,10 @@ def decision_of(ladder: tuple[str, ...], base: int, allocation: Allocation = A1)
 
 
 def sim_choice(spec: PoolSpec, samples: dict[str, list[float]], ladder: tuple[str, ...],
-               waited_s: float, deadline_ms: float, base: int = 0) -> str:
+               waited_s: float, deadline_ms: float, base: int = 0) -> tuple[str, str]:
     """The variant the simulator serves a request with that arrived at 0 and finds its one
-    replica free at `waited_s` ('' if dropped); `ladder[base]` in force."""
+    replica free at `waited_s`, and what it is to the decision in force (both '' if
+    dropped); `ladder[base]` in force."""
     accuracy = {v.name: v.accuracy.value for v in spec.variants}
     profile = make_profile({(v, A1): s for v, s in samples.items()}, accuracy,
                            overhead_ms=[OVERHEAD_MS], cores=1)
@@ -51,7 +52,9 @@ def sim_choice(spec: PoolSpec, samples: dict[str, list[float]], ladder: tuple[st
     inputs = make_inputs(sampler, np.zeros(1), deadline_ms, RequestDraws.draw(1, 0))
     state = initial_state(decision_of(ladder, base), t_s=waited_s)
     _, blocks = serve(inputs, state, 1, math.inf)
-    return blocks[0].served_by()[0]
+    block = blocks[0]
+    rung = int(block.choice[0])
+    return block.served_by()[0], served_as(rung, block.base) if rung >= 0 else ""
 
 
 def route(pool: ReplicaPool, decision: Decision) -> None:
@@ -65,8 +68,9 @@ def route(pool: ReplicaPool, decision: Decision) -> None:
 
 
 def pool_choice(spec: PoolSpec, samples: dict[str, list[float]], ladder: tuple[str, ...],
-                waited_s: float, deadline_ms: float, base: int = 0) -> str:
-    """The variant the live pool's dispatch picks for the same request ('' if dropped)."""
+                waited_s: float, deadline_ms: float, base: int = 0) -> tuple[str, str]:
+    """The variant the live pool's dispatch picks for the same request, and what it is to
+    the decision in force (both '' if dropped)."""
     pool = ReplicaPool(spec, PoolSettings(
         service_samples_ms={(v, 1): tuple(s) for v, s in samples.items()},
         overhead_ms=OVERHEAD_MS))
@@ -75,8 +79,8 @@ def pool_choice(spec: PoolSpec, samples: dict[str, list[float]], ladder: tuple[s
                enqueued_s=0.0, expires_s=deadline_ms / 1000.0)
     pool._arrivals.append(0.0)  # as `infer` enqueues it: the only arrival so far
     job.offered_rps = pool._upgrade_rps(0.0)
-    variant, why = pool._choose(job, 1, now=waited_s)
-    return "" if why else variant
+    variant, role, why = pool._choose(job, 1, now=waited_s)
+    return ("", "") if why else (variant, role)
 
 
 service = st.lists(st.floats(1.0, 200.0), min_size=1, max_size=20)
@@ -236,9 +240,9 @@ def test_apply_keeps_the_decisions_fallbacks(tiny_spec: PoolSpec) -> None:
     route(pool, Decision(heavy, A1, fallbacks=(light,)))
     job = _Job(0, None, {}, asyncio.get_event_loop_policy().new_event_loop().create_future(),
                enqueued_s=0.0, expires_s=0.060)
-    assert pool._choose(job, 1, now=0.010) == (light, "")
+    assert pool._choose(job, 1, now=0.010) == (light, "fallback", "")
     route(pool, Decision(heavy, A1))
-    assert pool._choose(job, 1, now=0.010)[1].startswith("deadline cannot be met")
+    assert pool._choose(job, 1, now=0.010)[2].startswith("deadline cannot be met")
 
 
 def test_a_new_overhead_moves_the_rule(tiny_spec: PoolSpec) -> None:
@@ -250,9 +254,9 @@ def test_a_new_overhead_moves_the_rule(tiny_spec: PoolSpec) -> None:
     route(pool, Decision(variant, A1))
     job = _Job(0, None, {}, asyncio.get_event_loop_policy().new_event_loop().create_future(),
                enqueued_s=0.0, expires_s=0.060)
-    assert pool._choose(job, 1, now=0.010) == (variant, "")  # 40 ms fits the 50 left
+    assert pool._choose(job, 1, now=0.010) == (variant, "in_force", "")  # 40 ms fits the 50 left
     pool.set_overhead_ms(15.0)
-    assert pool._choose(job, 1, now=0.010)[1].startswith("deadline cannot be met")
+    assert pool._choose(job, 1, now=0.010)[2].startswith("deadline cannot be met")
     with pytest.raises(ValueError, match="overhead_ms"):
         pool.set_overhead_ms(-1.0)
 
@@ -276,12 +280,12 @@ def test_a_path_bound_entry_is_judged_by_its_path_cost_at_the_pool_offered_rate(
         return _Job(0, None, {}, futures.create_future(), enqueued_s=at_s,
                     expires_s=at_s + 0.010)
 
-    assert pool._choose(job(0.0), 1, now=0.002) == (path_bound, "")
+    assert pool._choose(job(0.0), 1, now=0.002) == (path_bound, "in_force", "")
     pool._arrivals.extend(np.linspace(-0.899, 0.0, 900).tolist())
-    assert pool._choose(job(0.0), 1, now=0.002)[1].startswith("deadline cannot be met")
-    assert pool._choose(job(1.5), 1, now=1.502) == (path_bound, "")  # the 900 aged out
+    assert pool._choose(job(0.0), 1, now=0.002)[2].startswith("deadline cannot be met")
+    assert pool._choose(job(1.5), 1, now=1.502) == (path_bound, "in_force", "")  # the 900 aged out
     route(pool, Decision(other, A1))
-    assert pool._choose(job(1.5), 1, now=1.502)[1].startswith("deadline cannot be met")
+    assert pool._choose(job(1.5), 1, now=1.502)[2].startswith("deadline cannot be met")
 
 
 # --- whole runs: the kernel against the live pool's own dispatch ---------------------------

@@ -373,8 +373,11 @@ def test_a_request_too_late_for_the_variant_in_force_is_answered_by_a_fallback(
         # tiny-l would overrun; tiny-m (no estimate yet, so assumed quick) is the most
         # accurate fallback
         blocker, late = await _queue_behind_blocker(pool, clock, None, 0.001)
-        assert (await late).variant == "tiny-m"
-        assert (await blocker).variant == "tiny-l" and pool.counters.fallbacks == 1
+        answer = await late
+        assert (answer.variant, answer.served_as) == ("tiny-m", "fallback")
+        answer = await blocker
+        assert (answer.variant, answer.served_as) == ("tiny-l", "in_force")
+        assert pool.counters.fallbacks == 1
         blocker, named = await _queue_behind_blocker(pool, clock, "tiny-l", 0.001)
         with pytest.raises(DeadlineExceeded):  # asked for tiny-l by name: no fallback
             await named
@@ -389,8 +392,9 @@ def test_a_request_that_finds_a_replica_free_is_upgraded_when_its_deadline_allow
         tiny_spec) -> None:
     """tiny-s in force with tiny-l and tiny-m as its upgrades, the pool's estimates of them
     seeded at 40 and 10 ms: a request with 30 ms to go is served by tiny-m (tiny-l's 40 ms
-    would not fit), one with a second to go by tiny-l, one that names tiny-s by tiny-s; the
-    counter counts the upgrades, and an upgrade the pool lacks is refused."""
+    would not fit), one with a second to go by tiny-l, one that names tiny-s by tiny-s, each
+    answer saying what its variant was to the decision in force; the counter counts the
+    upgrades, and an upgrade the pool lacks is refused."""
     settings = PoolSettings(drop="hopeless", overhead_ms=1.0, service_samples_ms={
         ("tiny-l", 1): (40.0,) * 4, ("tiny-m", 1): (10.0,) * 4, ("tiny-s", 1): (1.0,) * 4})
 
@@ -398,13 +402,14 @@ def test_a_request_that_finds_a_replica_free_is_upgraded_when_its_deadline_allow
         assert pool.allocation is not None
         await pool.apply(Decision("tiny-s", pool.allocation, upgrades=("tiny-l", "tiny-m")))
 
-        async def served_by(left_s: float, variant: str | None = None) -> str:
+        async def served_by(left_s: float, variant: str | None = None) -> tuple[str, str]:
             deadline_s = time.perf_counter() + left_s
-            return (await pool.infer({"input": _x(1)}, variant, deadline_s)).variant
+            answer = await pool.infer({"input": _x(1)}, variant, deadline_s)
+            return answer.variant, answer.served_as
 
-        assert await served_by(0.03) == "tiny-m"
-        assert await served_by(1.0) == "tiny-l"
-        assert await served_by(1.0, "tiny-s") == "tiny-s"
+        assert await served_by(0.03) == ("tiny-m", "upgrade")
+        assert await served_by(1.0) == ("tiny-l", "upgrade")
+        assert await served_by(1.0, "tiny-s") == ("tiny-s", "named")
         assert pool.counters.upgrades == 2 and pool.counters.fallbacks == 0
         with pytest.raises(ModelNotFound):
             await pool.apply(Decision("tiny-s", pool.allocation, upgrades=("tiny-xl",)))

@@ -23,7 +23,8 @@ def frame(served: dict[str, list[float]]) -> RecordFrame:
         request_id=np.arange(n), scheduled_s=zeros, sent_s=zeros, completed_s=zeros + 0.1,
         status=np.full(n, 200), variant=variant, queue_ms=zeros, service_ms=service,
         deadline_ms=np.full(n, 100.0), on_time=np.ones(n, dtype=bool),
-        correct=np.full(n, np.nan), error=np.array([""] * n, dtype=object))
+        correct=np.full(n, np.nan), error=np.array([""] * n, dtype=object),
+        served_as=np.array(["in_force"] * n, dtype=object))
 
 
 def test_a_variants_service_times_take_the_live_runs_mean_and_tail_on_every_allocation() -> None:

@@ -151,6 +151,32 @@ def test_read_records_round_trip(tmp_path: Path, frame: RecordFrame) -> None:
     assert summarize(back, ACC, "labels") == summarize(frame, ACC, "labels")
 
 
+def test_what_served_each_request_is_kept_and_counted(tmp_path: Path) -> None:
+    """`served_as` goes to disk and back; the summary counts the answered requests upgraded
+    and fallen back among those whose records say, and says nothing (NaN) where none does,
+    as in a file written before the column was kept, which still reads."""
+    roles = ["in_force", "upgrade", "fallback", "upgrade", "", "named"]
+    rows = [dataclasses.replace(rec(i, i * 0.5, i * 0.5 + 0.05), served_as=r)
+            for i, r in enumerate(roles)]
+    rows[4] = dataclasses.replace(rows[4], status=504, variant="", on_time=False)
+    back = read_records(write_records(tmp_path / "r.csv", rows))
+    assert list(back.served_as) == roles
+    s = summarize(back, ACC, "declared")
+    assert (s.upgrades, s.fallbacks) == (pytest.approx(2 / 5), pytest.approx(1 / 5))
+    again = PolicySummary.from_json(s.to_json())
+    assert (again.upgrades, again.fallbacks) == (0.4, 0.2)
+    old = tmp_path / "old.csv"
+    lines = (tmp_path / "r.csv").read_text().splitlines()
+    old.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
+    before = summarize(read_records(old), ACC, "declared")
+    assert math.isnan(before.upgrades) and math.isnan(before.fallbacks)
+    assert before.effective_accuracy == s.effective_accuracy
+    (tmp_path / "bad.csv").write_text((tmp_path / "r.csv").read_text().replace(
+        ",upgrade", ",upgraded", 1))
+    with pytest.raises(ValueError, match=r"bad\.csv:3: column 'served_as' must be one of"):
+        read_records(tmp_path / "bad.csv")
+
+
 def test_read_records_rejects_bad_files(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="missing column"):
@@ -266,7 +292,8 @@ def test_build_summary_shape(frame: RecordFrame) -> None:
                          "notes"]
     assert list(doc["policies"]) == ["table", "queue-aware", "static:a", "oracle"]
     assert set(doc["policies"]["table"]) == {"effective_accuracy", "on_time", "p50_ms", "p99_ms",
-                                             "requests", "errors", "switches", "service_ms"}
+                                             "requests", "errors", "switches", "service_ms",
+                                             "upgrades", "fallbacks"}
     assert doc["deadlines"]["source"] == "measured"
     assert json.loads(json.dumps(doc, allow_nan=False)) == doc
     assert PolicySummary.from_json(doc["policies"]["table"]).requests == 8

@@ -168,13 +168,14 @@ def test_metrics_and_status_follow_the_controller(tiny_spec) -> None:
 def test_an_upgraded_answer_says_its_variant_and_is_counted_in_status_and_metrics(
         tiny_spec) -> None:
     """tiny-s in force with tiny-l as its upgrade: an idle server's answer comes from tiny-l
-    (its deadline leaves room), says so, and /status and /metrics count it."""
+    (its deadline leaves room), says so (`served_as`), and /status and /metrics count it."""
     script = [Decision("tiny-s", Allocation(2, 1), upgrades=("tiny-l",))]
     with running_server(tiny_spec, script) as (url, _):
         client = tc.InferenceServerClient(url)
         x = np.zeros((1, 1, 8, 8), np.float32)
         answer = _infer(client, "tiny", x, True).get_response()
         assert answer["parameters"]["variant"] == "tiny-l"
+        assert answer["parameters"]["served_as"] == "upgrade"
         st = status(url)
         assert st["variant"] == "tiny-s" and st["upgrades"] >= 1 and st["fallbacks"] == 0
         deadline = time.monotonic() + 10  # the pool gauges are sampled once per period

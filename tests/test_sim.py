@@ -372,6 +372,25 @@ def test_a_close_fallback_takes_what_the_variant_would_make_only_usually(
     assert np.all(queued >= 0)  # every queued request is answered, by one or the other
     share = float(np.mean(queued == cols.variants.index("heavy")))
     assert share == pytest.approx(heavy_share, abs=0.08)
+    # each answer says what its variant was to the decision in force, as the pool's do
+    roles = cols.served_as_names()
+    heavy = cols.variant_names() == "heavy"
+    assert set(roles[heavy]) == {"in_force"} and set(roles[~heavy]) <= {"fallback"}
+    assert [r.served_as for r in cols.to_records()] == list(roles)
+
+
+def test_a_simulated_upgrade_is_marked_as_one() -> None:
+    """light in force with heavy as its upgrade: requests a second apart find a replica free
+    with time to spare and are upgraded, and so is a burst's first; those queued behind it
+    are served by light."""
+    profile = make_profile({("heavy", A1): constant_ms(20.0), ("light", A1): constant_ms(5.0)},
+                           {"heavy": 0.9, "light": 0.7}, cores=1)
+    arrivals = np.concatenate([np.arange(5.0), 10.0 + np.arange(4) / 1000.0])
+    cols = serve_fixed(ServiceSampler.from_profile(profile), "light", A1, arrivals, 500.0,
+                       RequestDraws.draw(len(arrivals), 3), upgrades=("heavy",))
+    roles = list(cols.served_as_names())
+    assert roles[:5] == ["upgrade"] * 5 and list(cols.variant_names()[:5]) == ["heavy"] * 5
+    assert roles[5:] == ["upgrade"] + ["in_force"] * 3
 
 
 def test_a_path_bound_entry_draws_its_overhead_at_the_load_its_rate_gives() -> None:

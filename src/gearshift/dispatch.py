@@ -60,6 +60,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from gearshift.types import ServedAs
+
 FREE_WAIT_S = 0.001
 RATE_WINDOW_S = 1.0
 """The offered rate a path-bound entry's overhead is read at: the arrivals of the last second."""
@@ -181,6 +183,12 @@ def ladder(variant: str, fallbacks: Sequence[str], hopeless: bool,
         return (variant,), 0
     ups = tuple(u for u in upgrades if available(u))
     return (*ups, variant, *(f for f in fallbacks if available(f))), len(ups)
+
+
+def served_as(rung: int, base: int) -> ServedAs:
+    """What rung `rung` of a ladder is to the request it serves, the variant in force being
+    rung `base` (`ladder`): it, an upgrade (before it) or a fallback (after it)."""
+    return "in_force" if rung == base else "upgrade" if rung < base else "fallback"
 
 
 def rung_times_s(samples_ms: Sequence[float] | np.ndarray, quantile: float,

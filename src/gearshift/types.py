@@ -99,12 +99,22 @@ class Decision:
     (`gearshift.dispatch`; empty: the variant serves it)."""
 
 
+ServedAs = Literal["", "in_force", "fallback", "upgrade", "named"]
+"""What an answered request's variant was to the decision in force when it was dispatched
+(`gearshift.dispatch.served_as`): that decision's variant, one of its fallbacks (lighter, for a
+request it would answer late), one of its upgrades (more accurate, for a request that found a
+replica free) or the variant the request named; '' for a request not answered, or where it is
+not known (records written before it was kept)."""
+SERVED_AS: tuple[ServedAs, ...] = ("in_force", "fallback", "upgrade", "named")
+
+
 @dataclass(frozen=True)
 class RequestRecord:
     """One request as seen end to end; live runs and the simulator write the same records.
 
     Times are seconds on the run's own clock (0 = start of the run), durations milliseconds.
     `correct` is None where no label exists. `status` is the HTTP status (200 = answered).
+    `served_as`: `ServedAs`.
     """
 
     request_id: int
@@ -119,6 +129,7 @@ class RequestRecord:
     on_time: bool
     correct: bool | None = None
     error: str = ""
+    served_as: ServedAs = ""
 
     @property
     def latency_ms(self) -> float:

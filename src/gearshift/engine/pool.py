@@ -41,6 +41,7 @@ from gearshift.dispatch import (
     PathOverhead,
     choose_rung,
     ladder,
+    served_as,
 )
 from gearshift.engine.lifecycle import Lifecycle, LifecycleEvents
 from gearshift.engine.messages import (
@@ -62,7 +63,7 @@ from gearshift.errors import (
     ShuttingDown,
     WorkerFailed,
 )
-from gearshift.types import Allocation, Decision, PoolStatus, safe_quantiles
+from gearshift.types import Allocation, Decision, PoolStatus, ServedAs, safe_quantiles
 from gearshift.zoo.spec import PoolSpec
 
 __all__ = ["InferResult", "PoolSettings", "ReplicaPool", "validate_inputs"]
@@ -78,6 +79,7 @@ class _Job:
     expires_s: float | None
     dispatched_s: float = 0.0
     served_by: str = ""
+    served_as: ServedAs = ""
     offered_rps: float = 0.0  # the offered rate as it was enqueued (`ReplicaPool._upgrade_rps`)
 
 
@@ -288,12 +290,12 @@ class ReplicaPool:
                 if job.future.done():  # the caller gave up
                     continue
                 now = self._clock()
-                variant, hopeless = self._choose(job, r.handle.slot.threads, now)
+                variant, role, hopeless = self._choose(job, r.handle.slot.threads, now)
                 if hopeless:
                     self.counters.expired += 1
                     self._fail(job, DeadlineExceeded(hopeless))
                     continue
-                job.dispatched_s, job.served_by = now, variant
+                job.dispatched_s, job.served_by, job.served_as = now, variant, role
                 self._roster.busy(r, job, now)
                 if not r.handle.call(job.request_id, job.served_by, job.inputs):
                     self._roster.finish(r)  # never reached the worker: serve it elsewhere
@@ -303,16 +305,17 @@ class ReplicaPool:
             self._pumping = False
         self._check_drained()
 
-    def _choose(self, job: _Job, threads: int, now: float) -> tuple[str, str]:
-        """(variant to serve `job` with, why it cannot be served in time: '' if it can), by
-        `gearshift.dispatch` as the simulator decides. The ladder: the variant a request names,
-        else the variant in force and, under the "hopeless" rule, its upgrades before it and
-        its fallbacks after it."""
+    def _choose(self, job: _Job, threads: int, now: float) -> tuple[str, ServedAs, str]:
+        """(variant to serve `job` with, what it is to the decision in force, why it cannot be
+        served in time: '' if it can), by `gearshift.dispatch` as the simulator decides. The
+        ladder: the variant a request names, else the variant in force and, under the
+        "hopeless" rule, its upgrades before it and its fallbacks after it."""
+        role: ServedAs = "named" if job.variant else "in_force"
         rungs, base = (((job.variant,), 0) if job.variant else
                        ladder(self._variant, self._fallbacks, self.settings.drop == "hopeless",
                               upgrades=self._upgrades))
         if job.expires_s is None or self.settings.drop == "never":
-            return rungs[base], ""
+            return rungs[base], role, ""
         quantiles = (self._quantiles if rungs == (*self._upgrades, self._variant,
                                                   *self._fallbacks)
                      else safe_quantiles([self._accuracy[v] for v in rungs]))
@@ -328,15 +331,18 @@ class ReplicaPool:
             overhead_ms / 1000.0, last.enqueued_s - job.enqueued_s, base, job.offered_rps)
         if rung < 0:
             if left_s < 0:
-                return rungs[base], _passed(waited_s)
-            return rungs[base], (f"deadline cannot be met: {waited_s * 1000:.0f} ms queued, "
-                                 f"{left_s * 1000:.0f} ms left, {rungs[-1]} takes "
-                                 f"~{slack[-1] * 1000:.0f} ms; not served")
-        if rung > base:
+                return rungs[base], role, _passed(waited_s)
+            return rungs[base], role, (
+                f"deadline cannot be met: {waited_s * 1000:.0f} ms queued, {left_s * 1000:.0f} "
+                f"ms left, {rungs[-1]} takes ~{slack[-1] * 1000:.0f} ms; not served")
+        if rung == base:
+            return rungs[rung], role, ""
+        role = served_as(rung, base)
+        if role == "fallback":
             self.counters.fallbacks += 1
-        elif rung < base:
+        else:
             self.counters.upgrades += 1
-        return rungs[rung], ""
+        return rungs[rung], role, ""
 
     def _dispatch_overhead_ms(self, threads: int, now: float) -> float:
         """The path's overhead the rule counts: for a path-bound entry in force, its curve at
@@ -439,7 +445,8 @@ class ReplicaPool:
             held_ms = (self._clock() - job.dispatched_s) * 1000.0
             job.future.set_result(
                 InferResult(reply.outputs, job.served_by, queue_ms, reply.service_ms, r.worker_id,
-                            r.handle.slot.threads, max(0.0, held_ms - reply.service_ms))
+                            r.handle.slot.threads, max(0.0, held_ms - reply.service_ms),
+                            job.served_as)
             )
         self._life.served()
         self._life.finished(r)

@@ -9,7 +9,7 @@ import numpy as np
 
 from gearshift.dispatch import PathOverhead
 from gearshift.errors import BadRequest
-from gearshift.types import DropRule
+from gearshift.types import DropRule, ServedAs
 from gearshift.zoo.spec import PoolSpec
 
 
@@ -56,6 +56,7 @@ class InferResult:
     worker_id: int
     threads: int = 0  # of the replica that served it
     handoff_ms: float = 0.0  # the replica held beyond `service_ms`: the hand-offs to and from it
+    served_as: ServedAs = ""  # what `variant` was to the decision in force (`dispatch.served_as`)
 
 
 @dataclass

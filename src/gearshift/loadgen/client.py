@@ -286,7 +286,7 @@ class _Run:
         on_time = status == 200 and not a.error and (done_s - sent_s) * 1000 <= self.deadline_ms
         self.records[i] = RequestRecord(
             i, self.arrivals[i], sent_s, done_s, status, a.variant, a.queue_ms, a.service_ms,
-            self.deadline_ms, on_time, a.correct, a.error)
+            self.deadline_ms, on_time, a.correct, a.error, a.served_as)
         self.done_count += 1
         if self.done_count == len(self.records) and not self.finished.done():
             self.finished.set_result(None)

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from gearshift.protocol import datatype_of
-from gearshift.types import JSONObject
+from gearshift.types import SERVED_AS, JSONObject, ServedAs
 from gearshift.zoo.spec import DTYPES, InputSpec, PoolSpec
 
 _NUMPY = {datatype_of(np.dtype(d)): np.dtype(d) for d in
@@ -162,6 +162,7 @@ class Answer:
     service_ms: float = 0.0
     correct: bool | None = None
     error: str = ""
+    served_as: ServedAs = ""  # '' when the server did not say (or said something else)
 
 
 def parse_answer(status: int, body: bytes, header_length: int | None,
@@ -173,8 +174,9 @@ def parse_answer(status: int, body: bytes, header_length: int | None,
             return Answer(error=str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc))
         p = doc.get("parameters") or {}
         correct = None if label is None else _argmax(doc, body, header_length) == label
+        role: ServedAs = next((r for r in SERVED_AS if r == p.get("served_as")), "")
         return Answer(str(p.get("variant", "")), float(p.get("queue_ms", 0.0)),
-                      float(p.get("service_ms", 0.0)), correct)
+                      float(p.get("service_ms", 0.0)), correct, served_as=role)
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         text = body[:200].decode("utf-8", "replace")
         return Answer(error=f"unreadable answer (HTTP {status}): {exc!r}: {text}")

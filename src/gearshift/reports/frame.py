@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gearshift.records import CSV_COLUMNS
-from gearshift.types import RequestRecord
+from gearshift.types import SERVED_AS, RequestRecord
 
 if TYPE_CHECKING:
     from gearshift.sim.records import RequestColumns
@@ -28,6 +28,7 @@ STATUS_OK = 200
 STATUS_DROPPED = 504  # the server dropped the request: its deadline passed while queued
 
 _Row = dict[str, float | int | str | bool]  # one request, column name -> cell
+_OPTIONAL_COLUMNS = ("served_as",)  # files written before it was kept read as ''
 _FLOAT_COLUMNS = ("scheduled_s", "sent_s", "completed_s", "queue_ms", "service_ms", "deadline_ms")
 
 
@@ -40,6 +41,7 @@ class RecordFrame:
     variant that answered ('' if none), object array of str. `queue_ms`, `service_ms`: server
     side, ms. `deadline_ms`: the request's deadline, ms. `on_time`: the flag as recorded (bool).
     `correct`: 1.0 / 0.0, NaN where there is no label. `error`: message ('' if none), object.
+    `served_as`: `gearshift.types.ServedAs` ('' if not known), object.
     """
 
     request_id: np.ndarray
@@ -54,6 +56,7 @@ class RecordFrame:
     on_time: np.ndarray
     correct: np.ndarray
     error: np.ndarray
+    served_as: np.ndarray
 
     def __len__(self) -> int:
         return len(self.request_id)
@@ -107,6 +110,7 @@ class RecordFrame:
             on_time=np.asarray(columns.on_time, dtype=bool),
             correct=np.full(n, np.nan),
             error=np.array(["" if s == STATUS_OK else f"status {s}" for s in status], dtype=object),
+            served_as=np.asarray(columns.served_as_names(), dtype=object),
         )
 
 
@@ -118,7 +122,8 @@ def read_records(path: str | Path) -> RecordFrame:
     path = Path(path)
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in CSV_COLUMNS
+                   if c not in (reader.fieldnames or []) and c not in _OPTIONAL_COLUMNS]
         if missing:
             raise ValueError(f"{path}: not a request-record file; missing column(s) {missing}")
         rows = []
@@ -139,6 +144,11 @@ def _parse_row(row: Mapping[str, str]) -> _Row:
     correct = row["correct"].strip()
     out["correct"] = math.nan if correct == "" else float(_parse_flag(correct, "correct"))
     out["error"] = row["error"]
+    served = row.get("served_as") or ""
+    if served not in ("", *SERVED_AS):
+        raise ValueError(f"column 'served_as' must be one of {', '.join(SERVED_AS)} or empty, "
+                         f"got {served!r}")
+    out["served_as"] = served
     return out
 
 
@@ -171,4 +181,5 @@ def _from_rows(rows: Iterable[_Row]) -> RecordFrame:
         on_time=col("on_time", bool),
         correct=col("correct", np.float64),
         error=col("error", object),
+        served_as=col("served_as", object),
     )

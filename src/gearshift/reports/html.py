@@ -125,6 +125,8 @@ COLUMNS: tuple[Column, ...] = (
     ("requests", "requests", _num(0), None),
     ("errors", "errors", _num(0), "min"),
     ("switches", "switches", _num(0), None),
+    ("upgrades", "upgraded", _num(1, pct=True), None),
+    ("fallbacks", "fell back", _num(1, pct=True), None),
 )
 
 
@@ -132,7 +134,8 @@ def _cells(p: PolicyJSON) -> dict[str, Cell]:
     """A policy's summary by column key."""
     return {"effective_accuracy": p["effective_accuracy"], "on_time": p["on_time"],
             "p50_ms": p["p50_ms"], "p99_ms": p["p99_ms"], "requests": p["requests"],
-            "errors": p["errors"], "switches": p["switches"]}
+            "errors": p["errors"], "switches": p["switches"],
+            "upgrades": p.get("upgrades"), "fallbacks": p.get("fallbacks")}
 
 
 def _best(rows: Mapping[str, Mapping[str, Cell]]) -> dict[str, float]:
@@ -160,7 +163,10 @@ def _summary_table(summary: SummaryDoc) -> str:
         row_class = ' class="bound"' if bound else ""
         lines.append(f"<tr{row_class}>" + "".join(cells) + "</tr>")
     note = ('<p class="note">Highlighted: the best value in each column among the policies run '
-            "(highest effective accuracy and on-time, lowest latency and errors).</p>")
+            "(highest effective accuracy and on-time, lowest latency and errors). Upgraded, "
+            "fell back: the answered requests a more accurate variant than the one in force "
+            "served (they found a replica free and nothing queued behind them), and those a "
+            "lighter one served (the one in force would have answered them late).</p>")
     return "<table>" + "\n".join(lines) + "</table>" + note
 
 

@@ -10,6 +10,10 @@ Definitions (every fraction is over ALL requests of the run, answered or not):
   variant's published accuracy if on time, else 0. Basis "labels": the fraction of requests
   answered on time AND correct (every on-time answer must then carry a label).
 - p50 / p99: latency percentiles (ms, linear interpolation) over answered requests only.
+- upgrades / fallbacks: of the answered requests whose record says what their variant was to
+  the decision in force (`served_as`), the fraction answered by an upgrade (a more accurate
+  variant, for a request that found a replica free) and by a fallback (a lighter one, for a
+  request the variant in force would have answered late); NaN when no record says.
 - switches: how often the variant changes, from the controller's decisions when given (a control
   trace, or the sequence of decided variants), else from the answering variant of consecutive
   answered requests ordered by send time.
@@ -52,6 +56,8 @@ class PolicyJSON(TypedDict):
     errors: int
     switches: int
     service_ms: NotRequired[float | None]  # absent from summaries written before it was kept
+    upgrades: NotRequired[float | None]  # these two likewise
+    fallbacks: NotRequired[float | None]
 
 
 class SweepJSON(TypedDict):
@@ -102,6 +108,8 @@ class PolicySummary:
     errors: int
     switches: int
     service_ms: float = math.nan  # mean worker-side service time of the answered requests
+    upgrades: float = math.nan
+    fallbacks: float = math.nan
 
     def to_json(self) -> PolicyJSON:
         """Plain JSON values: fractions rounded to 6 digits, ms to 3, NaN as null."""
@@ -114,6 +122,8 @@ class PolicySummary:
             "errors": int(self.errors),
             "switches": int(self.switches),
             "service_ms": _round(self.service_ms, _MS_DIGITS),
+            "upgrades": _round(self.upgrades, _FRACTION_DIGITS),
+            "fallbacks": _round(self.fallbacks, _FRACTION_DIGITS),
         }
 
     @classmethod
@@ -124,7 +134,7 @@ class PolicySummary:
 
         return cls(f(d["effective_accuracy"]), f(d["on_time"]), f(d["p50_ms"]), f(d["p99_ms"]),
                    int(d["requests"]), int(d["errors"]), int(d["switches"]),
-                   f(d.get("service_ms")))
+                   f(d.get("service_ms")), f(d.get("upgrades")), f(d.get("fallbacks")))
 
 
 def on_time_mask(frame: RecordFrame, deadline_ms: float | None = None) -> np.ndarray:
@@ -179,6 +189,7 @@ def summarize(frame: RecordFrame, accuracy: Mapping[str, float], basis: Basis,
     p50, p99 = np.percentile(answered, [50, 99]) if len(answered) else (math.nan, math.nan)
     service = frame.service_ms[frame.answered]
     service = service[np.isfinite(service)]
+    upgrades, fallbacks = _served_as_shares(frame)
     return PolicySummary(
         effective_accuracy=float(np.mean(credit(frame, accuracy, basis, on_time))) if n
         else math.nan,
@@ -189,7 +200,17 @@ def summarize(frame: RecordFrame, accuracy: Mapping[str, float], basis: Basis,
         errors=int(np.count_nonzero(~frame.answered)),
         switches=_switches(frame, decisions),
         service_ms=float(np.mean(service)) if len(service) else math.nan,
+        upgrades=upgrades,
+        fallbacks=fallbacks,
     )
+
+
+def _served_as_shares(frame: RecordFrame) -> tuple[float, float]:
+    """(upgrades, fallbacks): module docstring."""
+    roles = frame.served_as[frame.answered & (frame.served_as != "")]
+    if len(roles) == 0:
+        return math.nan, math.nan
+    return float(np.mean(roles == "upgrade")), float(np.mean(roles == "fallback"))
 
 
 def _switches(frame: RecordFrame, decisions: ControlTrace | Sequence[str] | None) -> int:

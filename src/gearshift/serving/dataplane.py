@@ -176,8 +176,8 @@ class DataPlane:
         params: JSONObject = {
             "variant": result.variant, "queue_ms": round(result.queue_ms, 3),
             "service_ms": round(result.service_ms, 3),
-            "handoff_ms": round(result.handoff_ms, 3), "deadline_ms": deadline_ms,
-            "on_time": on_time}
+            "handoff_ms": round(result.handoff_ms, 3), "served_as": result.served_as,
+            "deadline_ms": deadline_ms, "on_time": on_time}
         return Answer(outputs, params)
 
     def _account(self, result: InferResult, latency_ms: float, on_time: bool) -> None:

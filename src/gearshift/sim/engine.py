@@ -153,7 +153,8 @@ class Block:
     `start_s`: dispatch or drop time (s). `end_s`: service end (s), NaN if dropped.
     `overhead_s`: overhead draws (s), added after service for answered requests.
     `choice`: per request, the ladder index of the variant that served it (-1: dropped).
-    `threads`: of the replicas that served them.
+    `threads`: of the replicas that served them. `base`: the ladder index of the variant in
+    force.
     """
 
     lo: int
@@ -163,6 +164,7 @@ class Block:
     overhead_s: np.ndarray
     choice: np.ndarray
     threads: int = 0
+    base: int = 0
 
     @property
     def served(self) -> np.ndarray:
@@ -233,7 +235,8 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
                          lambda f: (f, alloc) in inputs.sampler.service_s, state.upgrades)
     if lo >= hi:  # nothing queued: do not look up (variant, allocation), it may be unprofiled
         empty = np.empty(0)
-        return (Block(lo, rungs, empty, empty, empty, np.empty(0, dtype=np.int64), alloc.threads),
+        return (Block(lo, rungs, empty, empty, empty, np.empty(0, dtype=np.int64), alloc.threads,
+                      base),
                 state.servers.free_s)
     u = inputs.draws.service_u[lo:hi]
     service = np.column_stack([inputs.sampler.service(v, alloc, u) for v in rungs])
@@ -260,5 +263,6 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
     overhead = inputs.sampler.overhead(state.variant, alloc, inputs.draws.overhead_u[lo:lo + n],
                                        waited, inputs.rate_rps[lo:lo + n],
                                        inputs.draws.level_u[lo:lo + n])
-    block = Block(lo, rungs, res.start_s[:n], end_s, overhead, res.choice[:n], alloc.threads)
+    block = Block(lo, rungs, res.start_s[:n], end_s, overhead, res.choice[:n], alloc.threads,
+                  base)
     return block, res.free_s

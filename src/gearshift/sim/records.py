@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from gearshift.records import CSV_COLUMNS, write_records
-from gearshift.types import RequestRecord
+from gearshift.types import SERVED_AS, RequestRecord
 
 STATUS_OK = 200
 STATUS_DROPPED = 504  # DeadlineExceeded: the deadline passed while the request was queued
@@ -31,6 +31,8 @@ class RequestColumns:
     `variants` of the variant that served it, -1 if dropped. `queue_ms`: arrival to dispatch
     (or drop). `service_ms`: service time on the replica (0 if dropped). `deadline_ms`: the
     request's latency deadline. Latency = completed - arrival = queue + service + overhead.
+    `served_as_code`: index into `SERVED_AS` of what the serving variant was to the decision
+    in force (`gearshift.types.ServedAs`), -1 if dropped or not known.
     """
 
     arrival_s: np.ndarray
@@ -41,6 +43,7 @@ class RequestColumns:
     service_ms: np.ndarray
     deadline_ms: np.ndarray
     variants: tuple[str, ...]
+    served_as_code: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -63,6 +66,13 @@ class RequestColumns:
         names = np.array([*self.variants, ""], dtype=object)
         return np.asarray(names[self.variant_code], dtype=object)  # code -1 picks the trailing ''
 
+    def served_as_names(self) -> np.ndarray:
+        """`ServedAs` per request ('' if dropped or not known), as an object array."""
+        if self.served_as_code is None:
+            return np.full(len(self), "", dtype=object)
+        names = np.array([*SERVED_AS, ""], dtype=object)
+        return np.asarray(names[self.served_as_code], dtype=object)
+
     def effective_accuracy(self, accuracy: dict[str, float]) -> float:
         """Mean over requests of accuracy(variant) if on time else 0."""
         if len(self) == 0:
@@ -71,7 +81,7 @@ class RequestColumns:
         return float(np.mean(np.where(self.on_time, acc[self.variant_code], 0.0)))
 
     def to_records(self) -> list[RequestRecord]:
-        names = self.variant_names()
+        names, roles = self.variant_names(), self.served_as_names()
         on_time = self.on_time
         return [
             RequestRecord(
@@ -87,6 +97,7 @@ class RequestColumns:
                 on_time=bool(on_time[i]),
                 correct=None,
                 error="" if self.status[i] == STATUS_OK else DROPPED_ERROR,
+                served_as=roles[i],
             )
             for i in range(len(self))
         ]
@@ -110,4 +121,5 @@ def empty_columns(arrival_s: np.ndarray, deadline_ms: float, variants: tuple[str
         service_ms=np.zeros(n),
         deadline_ms=np.full(n, float(deadline_ms)),
         variants=variants,
+        served_as_code=np.full(n, -1, dtype=np.int8),
     )

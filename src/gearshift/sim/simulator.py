@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from gearshift.dispatch import served_as
 from gearshift.host_loop import HostLoop
 from gearshift.policy import Controller, Observation, ServiceTimes, arrival_parts, service_times
 from gearshift.profiling.profile import Profile
@@ -33,7 +34,7 @@ from gearshift.sim.engine import (
 )
 from gearshift.sim.records import STATUS_DROPPED, STATUS_OK, RequestColumns, empty_columns
 from gearshift.sim.sampling import RequestDraws, ServiceSampler
-from gearshift.types import Allocation, Decision, DropRule
+from gearshift.types import SERVED_AS, Allocation, Decision, DropRule
 
 
 @dataclass(frozen=True)
@@ -146,12 +147,14 @@ def serve_fixed(
     draws: RequestDraws,
     drop: DropRule = "hopeless",
     fallbacks: tuple[str, ...] = (),
+    upgrades: tuple[str, ...] = (),
 ) -> RequestColumns:
     """`simulate_fixed` with the sampler and per-request draws given (the planner reuses them
-    across candidates and loads); `draws` may be longer than `arrival_s`. `fallbacks`: as a
-    `Decision`'s, lighter variants for requests `variant` would answer too late."""
+    across candidates and loads); `draws` may be longer than `arrival_s`. `fallbacks`,
+    `upgrades`: as a `Decision`'s, lighter variants for requests `variant` would answer too
+    late, more accurate ones for requests that find a replica free."""
     inputs = make_inputs(sampler, arrival_s, deadline_ms, draws, drop)
-    state = initial_state(Decision(variant, allocation, fallbacks=fallbacks))
+    state = initial_state(Decision(variant, allocation, fallbacks=fallbacks, upgrades=upgrades))
     _, blocks = serve(inputs, state, len(inputs.arrival_s), math.inf)
     cols = empty_columns(inputs.arrival_s, deadline_ms, inputs.variants)
     write_blocks(cols, blocks, inputs.variants)
@@ -169,6 +172,10 @@ def write_blocks(cols: RequestColumns, blocks: list[Block], variants: tuple[str,
         cols.variant_code[sl] = np.where(served, codes[np.maximum(b.choice, 0)], -1)
         cols.queue_ms[sl] = (b.start_s - cols.arrival_s[sl]) * 1000.0
         cols.service_ms[sl] = np.where(served, (b.end_s - b.start_s) * 1000.0, 0.0)
+        if cols.served_as_code is not None:
+            roles = np.array([SERVED_AS.index(served_as(k, b.base))
+                              for k in range(len(b.ladder))], dtype=np.int8)
+            cols.served_as_code[sl] = np.where(served, roles[np.maximum(b.choice, 0)], -1)
 
 
 def observe(
