@@ -21,7 +21,7 @@ from gearshift.engine.messages import InferReply
 from gearshift.engine.pool import ReplicaPool, _Job
 from gearshift.engine.pool_types import PoolSettings
 from gearshift.engine.roster import Replica, Roster
-from gearshift.engine.service_stats import RECENT, ServiceStats
+from gearshift.engine.service_stats import MAX_SPEED, OWN_REPLIES, RECENT, ServiceStats
 from gearshift.errors import DeadlineExceeded
 from gearshift.sim.engine import initial_state, make_inputs, serve
 from gearshift.sim.kernel import run_fcfs
@@ -216,17 +216,50 @@ def test_rung_times_of_a_few_replies_are_numpys_to_the_last_bit() -> None:
 
 
 def test_service_stats_follow_the_replies_and_start_from_the_profile() -> None:
+    """A (variant, threads) is judged by the profile's samples until it has `OWN_REPLIES`
+    replies of its own, then by its last `RECENT`; one without samples by whatever replies it
+    has, else by its expected time."""
     seeded = ServiceStats(PoolSettings(service_samples_ms={("a", 1): (100.0,) * 5}))
     assert seeded.rung_times_s("a", 1, 0.9, 2.0) == pytest.approx((0.102, 0.102))
-    for _ in range(3):
-        seeded.record("a", 1, 50.0)
-    assert seeded.rung_times_s("a", 1, 0.9, 2.0) == pytest.approx((0.052, 0.052))
+    for _ in range(OWN_REPLIES - 1):
+        seeded.record("a", 1, 150.0)
+    assert seeded.rung_times_s("a", 1, 0.9, 2.0) == pytest.approx((0.102, 0.102))
+    seeded.record("a", 1, 150.0)
+    assert seeded.rung_times_s("a", 1, 0.9, 2.0) == pytest.approx((0.152, 0.152))
     for _ in range(RECENT):
         seeded.record("a", 1, 80.0)
     assert seeded.rung_times_s("a", 1, 0.9, 2.0) == pytest.approx((0.082, 0.082))  # last 16
     expected = ServiceStats(PoolSettings(expected_service_ms={("a", 1): 40.0}))
     assert expected.rung_times_s("a", 1, 0.9, 0.0) == pytest.approx((0.040, 0.040))
+    expected.record("a", 1, 30.0)
+    assert expected.rung_times_s("a", 1, 0.9, 0.0) == pytest.approx((0.030, 0.030))
     assert ServiceStats(PoolSettings(drop="expired")).rung_times_s("a", 1, 0.9, 2.0) == (0, 0)
+
+
+def test_a_rung_with_few_replies_is_judged_at_the_speed_the_host_serves_now() -> None:
+    """`a` serves 1.2 x slower than profiled (median over median); `b`, with two replies of
+    its own, is judged by its profile samples x 1.2, and so is `c`'s expected time. A host
+    faster than profiled keeps the profile's times; a far slower one scales them by at most
+    `MAX_SPEED`."""
+    settings = PoolSettings(service_samples_ms={("a", 1): (40.0, 50.0, 60.0),
+                                                ("b", 1): (100.0,) * 3},
+                            expected_service_ms={("c", 1): 10.0})
+    stats = ServiceStats(settings)
+    for ms in (55.0, 60.0, 65.0) * 3:
+        stats.record("a", 1, ms)
+    stats.record("b", 1, 500.0)
+    stats.record("b", 1, 500.0)
+    assert stats.speed() == pytest.approx(1.2)
+    assert stats.rung_times_s("b", 1, 0.9, 2.0) == pytest.approx((0.122, 0.122))
+    assert stats.rung_times_s("c", 1, 0.9, 0.0) == pytest.approx((0.012, 0.012))
+    fast = ServiceStats(settings)
+    for _ in range(OWN_REPLIES):
+        fast.record("a", 1, 10.0)
+    assert fast.speed() == 1.0
+    slow = ServiceStats(settings)
+    for _ in range(OWN_REPLIES):
+        slow.record("a", 1, 500.0)
+    assert slow.speed() == MAX_SPEED
 
 
 def test_apply_keeps_the_decisions_fallbacks(tiny_spec: PoolSpec) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from gearshift.engine.pool import InferResult, PoolSettings, ReplicaPool
+from gearshift.engine.service_stats import OWN_REPLIES
 from gearshift.errors import BadRequest, DeadlineExceeded, ModelNotFound, Overloaded, WorkerFailed
 from gearshift.types import Allocation, Decision, DropRule
 from gearshift.zoo.spec import PoolSpec, parse_pool_spec
@@ -413,6 +414,31 @@ def test_a_request_that_finds_a_replica_free_is_upgraded_when_its_deadline_allow
         assert pool.counters.upgrades == 2 and pool.counters.fallbacks == 0
         with pytest.raises(ModelNotFound):
             await pool.apply(Decision("tiny-s", pool.allocation, upgrades=("tiny-xl",)))
+
+    run_pool(tiny_spec, body, Allocation(2, 1), settings)
+
+
+def test_an_upgrade_is_judged_at_the_speed_the_host_serves_now(tiny_spec) -> None:
+    """tiny-s in force with tiny-l as its upgrade, tiny-l profiled at 20 ms: a request with 35
+    ms to go is upgraded while the host is taken as profiled. Once tiny-s has served
+    `OWN_REPLIES` requests far slower than its profile (seeded at 1 us), the host is read as
+    `MAX_SPEED` x slower, tiny-l's 20 ms as 40, and the same request is served by tiny-s."""
+    settings = PoolSettings(drop="hopeless", overhead_ms=1.0, service_samples_ms={
+        ("tiny-l", 1): (20.0,) * 4, ("tiny-s", 1): (0.001,) * 4})
+
+    async def body(pool: ReplicaPool) -> None:
+        assert pool.allocation is not None
+        await pool.apply(Decision("tiny-s", pool.allocation, upgrades=("tiny-l",)))
+
+        async def served(left_s: float, variant: str | None = None) -> tuple[str, str]:
+            answer = await pool.infer({"input": _x(1)}, variant, time.perf_counter() + left_s)
+            return answer.variant, answer.served_as
+
+        assert await served(0.035) == ("tiny-l", "upgrade")
+        for _ in range(OWN_REPLIES):
+            await served(1.0, "tiny-s")
+        await asyncio.sleep(1.1)  # the offered rate back to one request: only the time decides
+        assert await served(0.035) == ("tiny-s", "in_force")
 
     run_pool(tiny_spec, body, Allocation(2, 1), settings)
 

@@ -45,8 +45,10 @@ light variant for the bursts (BENCHMARKS.md, "Upgrades at dispatch").
 
 The simulator's kernel calls `choose_rung` compiled (numba); the pool calls the very same
 function uncompiled (`choose_rung.py_func`), so that a server never waits for a compilation.
-The pool's samples are its own last replies (seeded with the profile's), the simulator's the
-profile's: the statistic is one, the samples are each side's own. (numba caches the compiled
+The pool's samples are its own last replies, or for a variant with few of them the profile's
+scaled by how much slower than profiled the host serves now (`engine.service_stats`); the
+simulator's are the profile's it serves with: the statistic is one, the samples are each
+side's own. (numba caches the compiled
 kernel on disk keyed by `sim/kernel.py`'s own timestamp: after editing this rule, delete the
 cache, `find src -name '*.nb[ci]' -delete`, or the simulator keeps the old one.)
 """
