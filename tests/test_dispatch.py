@@ -15,7 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gearshift.cores import Slot
-from gearshift.dispatch import FREE_WAIT_S, PathOverhead, choose_rung, rung_times_s, served_as
+from gearshift.dispatch import (
+    FREE_WAIT_S,
+    PathOverhead,
+    choose_rung,
+    close_unresolved_upgrades,
+    resolves,
+    rung_times_s,
+    served_as,
+)
 from gearshift.dispatch import ladder as dispatch_ladder
 from gearshift.engine.messages import InferReply
 from gearshift.engine.pool import ReplicaPool, _Job
@@ -260,6 +268,19 @@ def test_a_rung_with_few_replies_is_judged_at_the_speed_the_host_serves_now() ->
     for _ in range(OWN_REPLIES):
         slow.record("a", 1, 500.0)
     assert slow.speed() == MAX_SPEED
+
+
+def test_an_upgrade_its_samples_cannot_resolve_is_closed() -> None:
+    """The largest of n samples is below the true q-quantile with probability q ** n: an
+    upgrade is open only when that is at most one half (0.9 wants 7 samples, 0.983 wants
+    41), the variant in force and its fallbacks are never closed, and the input is left as
+    it was."""
+    assert resolves(0.9, 7) and not resolves(0.9, 6) and not resolves(0.9, 0)
+    assert resolves(0.983, 41) and not resolves(0.983, 25)
+    safe = np.array([0.05, 0.04, 0.01, 0.005])
+    out = close_unresolved_upgrades(safe, (0.983, 0.95, 0.9, 0.9), (25, 20, 3, 2), base=2)
+    assert list(out) == [math.inf, 0.04, 0.01, 0.005] and safe[0] == 0.05
+    assert close_unresolved_upgrades(safe, (0.983, 0.95, 0.9, 0.9), (0, 0, 0, 0), 0) is safe
 
 
 def test_apply_keeps_the_decisions_fallbacks(tiny_spec: PoolSpec) -> None:

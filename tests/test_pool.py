@@ -397,7 +397,7 @@ def test_a_request_that_finds_a_replica_free_is_upgraded_when_its_deadline_allow
     answer saying what its variant was to the decision in force; the counter counts the
     upgrades, and an upgrade the pool lacks is refused."""
     settings = PoolSettings(drop="hopeless", overhead_ms=1.0, service_samples_ms={
-        ("tiny-l", 1): (40.0,) * 4, ("tiny-m", 1): (10.0,) * 4, ("tiny-s", 1): (1.0,) * 4})
+        ("tiny-l", 1): (40.0,) * 8, ("tiny-m", 1): (10.0,) * 8, ("tiny-s", 1): (1.0,) * 8})
 
     async def body(pool: ReplicaPool) -> None:
         assert pool.allocation is not None
@@ -424,7 +424,7 @@ def test_an_upgrade_is_judged_at_the_speed_the_host_serves_now(tiny_spec) -> Non
     `OWN_REPLIES` requests far slower than its profile (seeded at 1 us), the host is read as
     `MAX_SPEED` x slower, tiny-l's 20 ms as 40, and the same request is served by tiny-s."""
     settings = PoolSettings(drop="hopeless", overhead_ms=1.0, service_samples_ms={
-        ("tiny-l", 1): (20.0,) * 4, ("tiny-s", 1): (0.001,) * 4})
+        ("tiny-l", 1): (20.0,) * 8, ("tiny-s", 1): (0.001,) * 8})
 
     async def body(pool: ReplicaPool) -> None:
         assert pool.allocation is not None

@@ -167,12 +167,17 @@ def test_metrics_and_status_follow_the_controller(tiny_spec) -> None:
 
 def test_an_upgraded_answer_says_its_variant_and_is_counted_in_status_and_metrics(
         tiny_spec) -> None:
-    """tiny-s in force with tiny-l as its upgrade: an idle server's answer comes from tiny-l
-    (its deadline leaves room), says so (`served_as`), and /status and /metrics count it."""
+    """tiny-s in force with tiny-l as its upgrade, and no profile: once tiny-l has served a
+    few requests that named it (enough replies to read its tail off), an idle server's
+    answer comes from tiny-l (its deadline leaves room), says so (`served_as`), and /status
+    and /metrics count it."""
     script = [Decision("tiny-s", Allocation(2, 1), upgrades=("tiny-l",))]
     with running_server(tiny_spec, script) as (url, _):
         client = tc.InferenceServerClient(url)
         x = np.zeros((1, 1, 8, 8), np.float32)
+        for _ in range(8):  # 0.9 ** 8 < 0.5: its 0.9 quantile resolved (`dispatch.resolves`)
+            named = _infer(client, "tiny-l", x, True).get_response()
+            assert named["parameters"]["served_as"] == "named"
         answer = _infer(client, "tiny", x, True).get_response()
         assert answer["parameters"]["variant"] == "tiny-l"
         assert answer["parameters"]["served_as"] == "upgrade"

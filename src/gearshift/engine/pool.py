@@ -40,6 +40,7 @@ from gearshift.dispatch import (
     UPGRADE_WINDOW_S,
     PathOverhead,
     choose_rung,
+    close_unresolved_upgrades,
     ladder,
     served_as,
 )
@@ -323,6 +324,9 @@ class ReplicaPool:
         times = [self._stats.rung_times_s(v, threads, q, overhead_ms)
                  for v, q in zip(rungs, quantiles, strict=True)]
         safe, slack = (np.array(t) for t in zip(*times, strict=True))
+        if base > 0:
+            safe = close_unresolved_upgrades(
+                safe, quantiles, [self._stats.sample_count(v, threads) for v in rungs], base)
         waited_s, left_s = now - job.enqueued_s, job.expires_s - now
         first, last = (self._queue[0], self._queue[-1]) if self._queue else (job, job)
         rung = choose_rung.py_func(

@@ -61,6 +61,14 @@ class ServiceStats:
             self._speed = min(max(mean, 1.0), MAX_SPEED)
         return self._speed
 
+    def sample_count(self, variant: str, threads: int) -> int:
+        """How many samples `rung_times_s` reads for `variant` (0: its expected time alone)."""
+        own = self._recent.get((variant, threads))
+        samples = self._settings.service_samples_ms.get((variant, threads))
+        if own and (len(own) >= OWN_REPLIES or not samples):
+            return len(own)
+        return len(samples) if samples else 0
+
     def rung_times_s(self, variant: str, threads: int, quantile: float,
                      overhead_ms: float) -> tuple[float, float]:
         """`dispatch.rung_times_s` of `variant` from its last replies if it has

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from gearshift.cores import assign_slots, sharing_cores
-from gearshift.dispatch import FREE_WAIT_S, ladder, rung_times_s
+from gearshift.dispatch import FREE_WAIT_S, close_unresolved_upgrades, ladder, rung_times_s
 from gearshift.sim.kernel import run_fcfs
 from gearshift.sim.sampling import (
     RequestDraws,
@@ -254,6 +254,8 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
         times = [rung_times_s(inputs.sampler.samples_s(v, alloc) * 1000.0, q, overhead_ms)
                  for v, q in zip(rungs, quantiles, strict=True)]
         safe, slack = (np.array(t) for t in zip(*times, strict=True))
+        safe = close_unresolved_upgrades(
+            safe, quantiles, [len(inputs.sampler.samples_s(v, alloc)) for v in rungs], base)
     res = run_fcfs(inputs.arrival_s[lo:hi], service + hold, state.servers.free_s, deadlines,
                    horizon_s, slack, safe, overhead_ms / 1000.0, path_s, base,
                    inputs.upgrade_rate_rps[lo:hi])
