@@ -435,6 +435,7 @@ def kernel_run(spec: PoolSpec, drop: DropRule, replicas: int, ladder: tuple[str,
         times = [rung_times_s(samples[v], q, OVERHEAD_MS)
                  for v, q in zip(rungs, quantiles, strict=True)]
         safe, slack = (np.array(t) for t in zip(*times, strict=True))
+        safe = close_unresolved_upgrades(safe, quantiles, [len(samples[v]) for v in rungs], at)
     res = run_fcfs(arrival_s, service_s[:, columns], replicas,
                    None if drop == "never" else deadline_s, math.inf, slack, safe,
                    OVERHEAD_MS / 1000.0 if drop == "hopeless" else 0.0, base=at,
@@ -455,7 +456,8 @@ def test_a_whole_run_gets_the_same_decisions_in_the_pool_and_the_kernel(
     served by the same rung or dropped alike.
 
     Shared by both sides: the ladder (`dispatch.ladder`, upgrades included), the rung times
-    (`dispatch.rung_times_s` over the same samples and `safe_quantiles`), the rule
+    (`dispatch.rung_times_s` over the same samples and `safe_quantiles`; an upgrade they do
+    not resolve closed, `dispatch.close_unresolved_upgrades`), the rule
     (`dispatch.choose_rung`). The offered rate an upgrade is checked by is each side's own
     (the pool's enqueues, `sim.sampling.upgrade_rate_rps`). The pool's side is its own code:
     queue, dispatch loop, `_choose` and reply handling. Not shared, and so not tested here: the pool learns service times from
