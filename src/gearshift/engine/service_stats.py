@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
+from collections.abc import Sequence
 
 from gearshift.dispatch import rung_times_s
 from gearshift.engine.pool_types import PoolSettings
@@ -63,29 +64,30 @@ class ServiceStats:
 
     def sample_count(self, variant: str, threads: int) -> int:
         """How many samples `rung_times_s` reads for `variant` (0: its expected time alone)."""
-        own = self._recent.get((variant, threads))
-        samples = self._settings.service_samples_ms.get((variant, threads))
-        if own and (len(own) >= OWN_REPLIES or not samples):
-            return len(own)
-        return len(samples) if samples else 0
+        return len(self._samples((variant, threads))[0])
 
     def rung_times_s(self, variant: str, threads: int, quantile: float,
                      overhead_ms: float) -> tuple[float, float]:
-        """`dispatch.rung_times_s` of `variant` from its last replies if it has
-        `OWN_REPLIES`, else from the settings' samples (a profile's) x `speed`, else from
-        what replies it has, else from its expected time x `speed`, each with `overhead_ms`;
-        under a drop rule other than "hopeless", (0, 0): only an expired request is
-        dropped."""
+        """`dispatch.rung_times_s` of `variant` over `_samples`, else from its expected time x
+        `speed`, each with `overhead_ms`; under a drop rule other than "hopeless", (0, 0):
+        only an expired request is dropped."""
         s = self._settings
         if s.drop != "hopeless":
             return 0.0, 0.0
-        key = (variant, threads)
-        own = self._recent.get(key)
-        samples = s.service_samples_ms.get(key)
-        if own and (len(own) >= OWN_REPLIES or not samples):
-            return rung_times_s(own, quantile, overhead_ms)
-        speed = self.speed()
+        samples, scale = self._samples((variant, threads))
         if samples:
-            return rung_times_s([x * speed for x in samples], quantile, overhead_ms)
-        expected_s = (s.expected_service_ms.get(key, 0.0) * speed + overhead_ms) / 1000.0
+            return rung_times_s([x * scale for x in samples] if scale != 1.0 else samples,
+                                quantile, overhead_ms)
+        expected_s = (s.expected_service_ms.get((variant, threads), 0.0) * self.speed()
+                      + overhead_ms) / 1000.0
         return expected_s, expected_s
+
+    def _samples(self, key: tuple[str, int]) -> tuple[Sequence[float], float]:
+        """The service samples (ms) a (variant, threads) is judged by and the factor they are
+        scaled by: its last replies if it has `OWN_REPLIES` of them, or replies and no
+        profile samples; else the profile's samples x `speed`; else none."""
+        own = self._recent.get(key)
+        profiled = self._settings.service_samples_ms.get(key)
+        if own and (len(own) >= OWN_REPLIES or not profiled):
+            return own, 1.0
+        return profiled or (), self.speed()
