@@ -193,7 +193,7 @@ def test_simulated_columns_read_alike(tmp_path: Path) -> None:
         status=np.array([200, 200, 504, 200], dtype=np.int16),
         variant_code=np.array([0, 1, -1, 0], dtype=np.int16), queue_ms=np.zeros(4),
         service_ms=np.array([50.0, 200.0, 0.0, 20.0]), deadline_ms=np.full(4, D),
-        variants=("a", "b"))
+        variants=("a", "b"), served_as_code=np.array([0, 0, -1, 0], dtype=np.int8))
     direct = RecordFrame.from_columns(cols)
     from_csv = read_records(cols.write_csv(tmp_path / "sim.csv"))
     assert list(direct.variant) == ["a", "b", "", "a"] == list(from_csv.variant)

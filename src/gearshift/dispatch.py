@@ -50,9 +50,9 @@ function uncompiled (`choose_rung.py_func`), so that a server never waits for a 
 The pool's samples are its own last replies, or for a variant with few of them the profile's
 scaled by how much slower than profiled the host serves now (`engine.service_stats`); the
 simulator's are the profile's it serves with: the statistic is one, the samples are each
-side's own. (numba caches the compiled
-kernel on disk keyed by `sim/kernel.py`'s own timestamp: after editing this rule, delete the
-cache, `find src -name '*.nb[ci]' -delete`, or the simulator keeps the old one.)
+side's own. (numba caches the compiled kernel on disk keyed by `sim/kernel.py`'s own
+timestamp: after editing this rule, delete the cache, `find src -name '*.nb[ci]' -delete`,
+or the simulator keeps the old one.)
 """
 
 from __future__ import annotations

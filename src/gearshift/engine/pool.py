@@ -339,13 +339,12 @@ class ReplicaPool:
             return rungs[base], role, (
                 f"deadline cannot be met: {waited_s * 1000:.0f} ms queued, {left_s * 1000:.0f} "
                 f"ms left, {rungs[-1]} takes ~{slack[-1] * 1000:.0f} ms; not served")
-        if rung == base:
-            return rungs[rung], role, ""
-        role = served_as(rung, base)
-        if role == "fallback":
-            self.counters.fallbacks += 1
-        else:
-            self.counters.upgrades += 1
+        if rung != base:
+            role = served_as(rung, base)
+            if role == "fallback":
+                self.counters.fallbacks += 1
+            else:
+                self.counters.upgrades += 1
         return rungs[rung], role, ""
 
     def _dispatch_overhead_ms(self, threads: int, now: float) -> float:

@@ -251,11 +251,11 @@ def _serve_segment(inputs: RunInputs, state: SimState, hi: int, horizon_s: float
         else:  # each request's path cost at its offered rate, on top of the rung times
             path_s = path.at_each(inputs.rate_rps[lo:hi]) / 1000.0
         quantiles = safe_quantiles([inputs.sampler.accuracy[v] for v in rungs])
-        times = [rung_times_s(inputs.sampler.samples_s(v, alloc) * 1000.0, q, overhead_ms)
-                 for v, q in zip(rungs, quantiles, strict=True)]
+        samples = [inputs.sampler.samples_s(v, alloc) for v in rungs]
+        times = [rung_times_s(s * 1000.0, q, overhead_ms)
+                 for s, q in zip(samples, quantiles, strict=True)]
         safe, slack = (np.array(t) for t in zip(*times, strict=True))
-        safe = close_unresolved_upgrades(
-            safe, quantiles, [len(inputs.sampler.samples_s(v, alloc)) for v in rungs], base)
+        safe = close_unresolved_upgrades(safe, quantiles, [len(s) for s in samples], base)
     res = run_fcfs(inputs.arrival_s[lo:hi], service + hold, state.servers.free_s, deadlines,
                    horizon_s, slack, safe, overhead_ms / 1000.0, path_s, base,
                    inputs.upgrade_rate_rps[lo:hi])

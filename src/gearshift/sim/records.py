@@ -32,7 +32,7 @@ class RequestColumns:
     (or drop). `service_ms`: service time on the replica (0 if dropped). `deadline_ms`: the
     request's latency deadline. Latency = completed - arrival = queue + service + overhead.
     `served_as_code`: index into `SERVED_AS` of what the serving variant was to the decision
-    in force (`gearshift.types.ServedAs`), -1 if dropped or not known.
+    in force (`gearshift.types.ServedAs`), -1 if dropped.
     """
 
     arrival_s: np.ndarray
@@ -43,7 +43,7 @@ class RequestColumns:
     service_ms: np.ndarray
     deadline_ms: np.ndarray
     variants: tuple[str, ...]
-    served_as_code: np.ndarray | None = None
+    served_as_code: np.ndarray
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -67,9 +67,7 @@ class RequestColumns:
         return np.asarray(names[self.variant_code], dtype=object)  # code -1 picks the trailing ''
 
     def served_as_names(self) -> np.ndarray:
-        """`ServedAs` per request ('' if dropped or not known), as an object array."""
-        if self.served_as_code is None:
-            return np.full(len(self), "", dtype=object)
+        """`ServedAs` per request ('' if dropped), as an object array."""
         names = np.array([*SERVED_AS, ""], dtype=object)
         return np.asarray(names[self.served_as_code], dtype=object)
 

@@ -172,10 +172,9 @@ def write_blocks(cols: RequestColumns, blocks: list[Block], variants: tuple[str,
         cols.variant_code[sl] = np.where(served, codes[np.maximum(b.choice, 0)], -1)
         cols.queue_ms[sl] = (b.start_s - cols.arrival_s[sl]) * 1000.0
         cols.service_ms[sl] = np.where(served, (b.end_s - b.start_s) * 1000.0, 0.0)
-        if cols.served_as_code is not None:
-            roles = np.array([SERVED_AS.index(served_as(k, b.base))
-                              for k in range(len(b.ladder))], dtype=np.int8)
-            cols.served_as_code[sl] = np.where(served, roles[np.maximum(b.choice, 0)], -1)
+        roles = np.array([SERVED_AS.index(served_as(k, b.base)) for k in range(len(b.ladder))],
+                         dtype=np.int8)
+        cols.served_as_code[sl] = np.where(served, roles[np.maximum(b.choice, 0)], -1)
 
 
 def observe(
