@@ -85,8 +85,8 @@ def pool_choice(spec: PoolSpec, samples: dict[str, list[float]], ladder: tuple[s
     route(pool, decision_of(ladder, base))
     job = _Job(0, None, {}, asyncio.get_event_loop_policy().new_event_loop().create_future(),
                enqueued_s=0.0, expires_s=deadline_ms / 1000.0)
-    pool._arrivals.append(0.0)  # as `infer` enqueues it: the only arrival so far
-    job.offered_rps = pool._upgrade_rps(0.0)
+    pool._offered.record(0.0)  # as `infer` enqueues it: the only arrival so far
+    job.offered_rps = pool._offered.for_upgrades(0.0)
     variant, role, why = pool._choose(job, 1, now=waited_s)
     return ("", "") if why else (variant, role)
 
@@ -335,7 +335,8 @@ def test_a_path_bound_entry_is_judged_by_its_path_cost_at_the_pool_offered_rate(
                     expires_s=at_s + 0.010)
 
     assert pool._choose(job(0.0), 1, now=0.002) == (path_bound, "in_force", "")
-    pool._arrivals.extend(np.linspace(-0.899, 0.0, 900).tolist())
+    for t in np.linspace(-0.899, 0.0, 900).tolist():
+        pool._offered.record(t)
     assert pool._choose(job(0.0), 1, now=0.002)[2].startswith("deadline cannot be met")
     assert pool._choose(job(1.5), 1, now=1.502) == (path_bound, "in_force", "")  # the 900 aged out
     route(pool, Decision(other, A1))

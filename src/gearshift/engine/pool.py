@@ -36,8 +36,6 @@ from typing import Self
 import numpy as np
 
 from gearshift.dispatch import (
-    RATE_WINDOW_S,
-    UPGRADE_WINDOW_S,
     PathOverhead,
     choose_rung,
     close_unresolved_upgrades,
@@ -51,6 +49,7 @@ from gearshift.engine.messages import (
     WorkerReady,
     WorkerStartFailed,
 )
+from gearshift.engine.offered_rate import OfferedRate
 from gearshift.engine.pool_types import InferResult, PoolCounters, PoolSettings, validate_inputs
 from gearshift.engine.roster import Replica, Roster, WorkerState
 from gearshift.engine.service_stats import ServiceStats
@@ -81,7 +80,7 @@ class _Job:
     dispatched_s: float = 0.0
     served_by: str = ""
     served_as: ServedAs = ""
-    offered_rps: float = 0.0  # the offered rate as it was enqueued (`ReplicaPool._upgrade_rps`)
+    offered_rps: float = 0.0  # the offered rate as it was enqueued (`OfferedRate.for_upgrades`)
 
 
 _Replica = Replica[_Job]
@@ -104,7 +103,7 @@ class ReplicaPool:
         self._quantiles = safe_quantiles([self._accuracy[self._variant]])  # per ladder entry
         self._roster: Roster[_Job] = Roster()
         self._queue: deque[_Job] = deque()
-        self._arrivals: deque[float] = deque()  # enqueue times within the last RATE_WINDOW_S
+        self._offered = OfferedRate()
         self._ids = itertools.count()
         self._drained = asyncio.Event()
         self._pumping = False
@@ -213,8 +212,8 @@ class ReplicaPool:
             self._clock(), deadline_s,
         )
         # the offered rate: a path-bound entry's cost is read at it, an upgrade checked by it
-        self._arrivals.append(job.enqueued_s)
-        job.offered_rps = self._upgrade_rps(job.enqueued_s)
+        self._offered.record(job.enqueued_s)
+        job.offered_rps = self._offered.for_upgrades(job.enqueued_s)
         self._queue.append(job)
         self._drained.clear()
         self._pump()
@@ -349,31 +348,11 @@ class ReplicaPool:
 
     def _dispatch_overhead_ms(self, threads: int, now: float) -> float:
         """The path's overhead the rule counts: for a path-bound entry in force, its curve at
-        the arrivals of the last `RATE_WINDOW_S` (`PathOverhead`), else the settings'."""
+        the arrivals of the last `dispatch.RATE_WINDOW_S` (`PathOverhead`), else the settings'."""
         path = self.settings.path_overhead.get((self._variant, threads))
-        return self.settings.overhead_ms if path is None else path.at(self._offered_rps(now))
-
-    def _offered_rps(self, now: float) -> float:
-        """Requests per second enqueued in the last `RATE_WINDOW_S`."""
-        self._forget_arrivals(now)
-        return len(self._arrivals) / RATE_WINDOW_S
-
-    def _upgrade_rps(self, now: float) -> float:
-        """The offered rate an upgrade is checked by (`dispatch.UPGRADE_WINDOW_S`): the higher
-        of the enqueues of the last `RATE_WINDOW_S` and of the last `UPGRADE_WINDOW_S`, per
-        second (the simulator's `sim.sampling.upgrade_rate_rps`)."""
-        last_second = self._offered_rps(now)  # forgets what is older than RATE_WINDOW_S
-        recent = 0
-        for t in reversed(self._arrivals):
-            if t <= now - UPGRADE_WINDOW_S:
-                break
-            recent += 1
-        return max(last_second, recent / UPGRADE_WINDOW_S)
-
-    def _forget_arrivals(self, now: float) -> None:
-        """Drop the enqueue times older than `RATE_WINDOW_S`."""
-        while self._arrivals and self._arrivals[0] <= now - RATE_WINDOW_S:
-            self._arrivals.popleft()
+        if path is None:
+            return self.settings.overhead_ms
+        return path.at(self._offered.per_second(now))
 
     def _check_drained(self) -> None:
         if not self._queue and not self._roster.jobs():

@@ -45,7 +45,7 @@ def offered_rate_rps(arrival_s: np.ndarray, window_s: float = RATE_WINDOW_S) -> 
 def upgrade_rate_rps(arrival_s: np.ndarray) -> np.ndarray:
     """Per request: the offered rate the dispatch rule checks an upgrade by, the higher of
     `offered_rate_rps` over `RATE_WINDOW_S` and over `UPGRADE_WINDOW_S` (the live pool's
-    `ReplicaPool._upgrade_rps`)."""
+    `engine.offered_rate.OfferedRate.for_upgrades`)."""
     out: np.ndarray = np.maximum(offered_rate_rps(arrival_s),
                                  offered_rate_rps(arrival_s, UPGRADE_WINDOW_S))
     return out
