@@ -20,7 +20,12 @@ from gearshift.control.expected import (
     window_rate,
 )
 from gearshift.control.factory import make_policy, parse_options
-from gearshift.control.policies import QueueAwarePolicy, TablePolicy, Upgrading
+from gearshift.control.policies import (
+    QueueAwarePolicy,
+    TablePolicy,
+    Upgrading,
+    since_first_request,
+)
 from gearshift.errors import SpecError
 from gearshift.planning.ladders import fallback_ladders, upgrade_ladders
 from gearshift.planning.planner import plan
@@ -192,6 +197,25 @@ def test_a_burst_the_deadline_holds_is_absorbed_a_sustained_one_is_not(
     for k in range(16):
         _, state = policy.decide(obs(k, 1), state)
     assert policy.decide(obs(16, 12, backlog=1), state)[0].variant == "light"
+
+
+def test_a_quiet_spell_before_a_burst_is_not_part_of_the_window_it_is_absorbed_by(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """The burst `test_a_burst_the_deadline_holds_is_absorbed_a_sustained_one_is_not`
+    absorbs after a stretch at 2 requests/s is, after a stretch with no request at all, the
+    start of the load: its window is that one period, 24 requests/s against heavy's 10, and
+    the queue it would grow does not fit the deadline, so light serves it."""
+    profile, table = planned
+    assert since_first_request((0, 0, 3, 0, 5)) == (3, 0, 5)
+    assert since_first_request((0, 0)) == ()
+    for quiet, absorbed in ((1, True), (0, False)):
+        policy, _ = make_policy("table", table, profile, profile.variants())
+        state = policy.initial_state()
+        for k in range(16):
+            _, state = policy.decide(obs(k, quiet), state)
+        decision, _ = policy.decide(obs(16, 12, backlog=1), state)
+        assert decision.reason.startswith("queue: absorbs") is absorbed, decision.reason
+        assert (decision.variant == "heavy") is absorbed, decision.reason
 
 
 def test_a_step_the_lighter_variant_could_not_take_over_from_is_not_absorbed(
