@@ -329,7 +329,9 @@ class QueueAwarePolicy:
         quiet spell before a load is not part of it (live, a server idle for two periods met
         a step to 1.1 x capacity on ResNet-50 and read 11-26 requests/s over the window where
         55-60 arrived; held three periods, it handed ResNet-18 a queue of 20-38 it never
-        drained, and `table` ended 0.019 below static ResNet-18 in that round).
+        drained, and `table` ended 0.019 below static ResNet-18 in that round; with this the
+        holds were a period shorter, as a load's first periods are partial and still read
+        low: the queue handed over was 20-25, and the path still lost, BENCHMARKS.md).
         Never for a path-bound candidate: its requests are late at a high rate with no
         backlog at all (the fashion pool's fnet-l at 1,300 req/s: 10 % late, backlog 0-4),
         and the table, planned from the path's cost by load, already knows it. `current`: the
