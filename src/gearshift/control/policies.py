@@ -336,13 +336,13 @@ class QueueAwarePolicy:
         backlog at all (the fashion pool's fnet-l at 1,300 req/s: 10 % late, backlog 0-4),
         and the table, planned from the path's cost by load, already knows it. `current`: the
         decision in force (after a rescue, the table's own)."""
-        if not isinstance(state, WindowState) or not state.counts:
-            return None
-        held = self._find(current.variant, current.allocation)
-        if held is None or held.path_bound or held.accuracy <= self._accuracy(wanted.variant):
+        if not isinstance(state, WindowState):
             return None
         counts = since_first_request(state.counts)
         if not counts:
+            return None
+        held = self._find(current.variant, current.allocation)
+        if held is None or held.path_bound or held.accuracy <= self._accuracy(wanted.variant):
             return None
         window_rps = sum(counts) / (len(counts) * obs.period_s)
         latency_s = self._projected_latency_s(held, obs.backlog, window_rps, obs.period_s)
