@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from gearshift.experiment.shapes import shapes
+from gearshift.stopping import exit_on_sigterm, run_child
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
 
@@ -36,7 +36,7 @@ def run_one(pool: Path, spec: str, seed: int, duration_s: float, deadline_ms: fl
            "--seed", str(seed), "--duration", f"{duration_s:g}", "--deadline-ms",
            f"{deadline_ms:g}", "--out", str(out), "--cache", str(cache), "--samples", "10",
            "--sweep-seconds", f"{duration_s:g}", "--rounds", str(rounds)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=30 * 60)
+    run_child(cmd, timeout_s=30 * 60)
     return json.loads((out / "summary.json").read_text())
 
 
@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="live runs of every policy per path, in alternating order")
     a = ap.parse_args()
+    exit_on_sigterm()  # stopped, it stops the experiment it runs, and that its server
     family = shapes(a.traces, a.duration)
     missing = [r for r in a.runs.split(",") if r.split(":")[0] not in family]
     if missing:

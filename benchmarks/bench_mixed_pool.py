@@ -24,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gearshift.stopping import exit_on_sigterm, run_child
 from gearshift.zoo.spec import load_pool_spec
 
 HERE = Path(__file__).resolve().parent
@@ -35,7 +36,7 @@ def experiment(pool: Path, workload: str, seed: int, deadline_ms: float, duratio
            workload, "--seed", str(seed), "--duration", f"{duration_s:g}", "--deadline-ms",
            f"{deadline_ms:g}", "--out", str(out), "--cache", str(cache), "--samples", "10",
            "--sweep-seconds", "400"]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=30 * 60)
+    run_child(cmd, timeout_s=30 * 60)
     return dict(json.loads((out / "summary.json").read_text()))
 
 
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("out/bench-mixed"))
     ap.add_argument("--traces", type=Path, default=HERE.parents[1] / "shared" / "traces")
     a = ap.parse_args()
+    exit_on_sigterm()  # stopped, it stops the experiment it runs, and that its server
     cache = a.out / "cache"
     first = experiment(a.fp32, a.workload, a.seed, a.deadline_ms, a.duration, a.out / "fp32",
                        cache)

@@ -19,6 +19,7 @@ from gearshift.errors import GearshiftError, SpecError
 from gearshift.planning.settings import DEFAULT_PLAN
 from gearshift.policy import TABLE
 from gearshift.progress import StepCallback
+from gearshift.stopping import exit_on_sigterm
 from gearshift.types import Allocation, Decision, allocations_for
 
 if TYPE_CHECKING:
@@ -38,6 +39,13 @@ app.add_typer(zoo_app, name="zoo")
 app.add_typer(pool_app, name="pool")
 console = Console(stderr=True)
 out = Console()
+
+
+@app.callback()
+def _every_command() -> None:
+    # before any command runs: a SIGTERM stops it as an error would, through its `finally`
+    # blocks, so that what it started (an experiment's server and its workers) stops too
+    exit_on_sigterm()
 
 
 def _fail(exc: GearshiftError) -> typer.Exit:

@@ -4,7 +4,6 @@ open-loop load generator once per policy, the controller swapped between runs (n
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from gearshift.errors import GearshiftError
 from gearshift.loadgen.client import run_open_loop
 from gearshift.loadgen.payloads import Payload
 from gearshift.progress import StepCallback as Progress
+from gearshift.stopping import SERVER_STOP_S, stop
 from gearshift.types import RequestRecord
 
 
@@ -47,7 +47,7 @@ class ServerArgs:
 @contextmanager
 def live_server(args: ServerArgs, ready_timeout_s: float = 600.0) -> Iterator[str]:
     """Start `gearshift serve` on 127.0.0.1 (every RxT pre-loaded); yield its base URL once
-    ready; stop it with SIGTERM (then SIGKILL after 60 s) by its process id."""
+    ready; stop it with SIGTERM (then SIGKILL after `SERVER_STOP_S`) by its process id."""
     port = args.port or free_port()
     cmd = [sys.executable, "-m", "gearshift.cli", "serve", str(args.pool),
            "--policy", str(args.policy), "--port", str(port), "--period-s", str(args.period_s),
@@ -67,13 +67,7 @@ def live_server(args: ServerArgs, ready_timeout_s: float = 600.0) -> Iterator[st
         wait_ready(url, proc, args.log, ready_timeout_s)
         yield url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop(proc, SERVER_STOP_S)
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
