@@ -17,6 +17,7 @@ from gearshift.planning.planner import (
     grid_point,
     merge_ranges,
     plan,
+    plan_table,
 )
 from gearshift.planning.plots import plot_characterisation
 from gearshift.planning.table import GridPoint, PolicyTable
@@ -171,3 +172,30 @@ def test_fallbacks_plan_for_bursts_not_for_sustained_overload(profile: Profile) 
                  fallbacks=ladders)
     assert choice(ruled, 10.0) == ("heavy", ONE_BY_TWO)
     assert choice(ruled, 50.0)[0] == "light"
+
+
+def test_the_grid_is_planned_again_for_slower_hosts_at_the_deadline_they_leave(
+        profile: Profile, table: PolicyTable) -> None:
+    """Each speed grid is the grid planned at headroom x deadline / speed (the same loads and
+    draws); heavy 1x2 (35-45 ms) makes nearly every deadline of 100 ms, on a host 2.5 x slower
+    (40 ms left in the profile's time) only half. Progress counts every grid's loads; the
+    paper's table (served by its ranges) plans none; a speed of 1 or less is refused."""
+    assert [g.speed for g in table.speed_grids] == list(PlanSettings().speeds)
+    settings = PlanSettings(duration_s=30.0, headroom=1.0, speeds=(2.5,))
+    calls: list[tuple[int, int]] = []
+    slow = plan(profile, DEADLINE_MS, RATES[:5], settings, seed=0,
+                progress=lambda done, total, _msg: calls.append((done, total)))
+    assert calls == [(k, 10) for k in range(1, 11)]
+    at_40 = plan(profile, DEADLINE_MS / 2.5, RATES[:5], PlanSettings(
+        duration_s=30.0, headroom=1.0, speeds=()), seed=0)
+    assert [g.speed for g in slow.speed_grids] == [2.5] and not at_40.speed_grids
+    assert slow.speed_grids[0].grid == at_40.grid
+    heavy = [p.p_on_time for p in slow.speed_grids[0].grid
+             if (p.variant, p.replicas) == ("heavy", 1)]
+    profiled = [p.p_on_time for p in slow.grid if (p.variant, p.replicas) == ("heavy", 1)]
+    assert float(np.mean(profiled)) > 0.95 and 0.3 < float(np.mean(heavy)) < 0.7
+    assert not plan_table(profile, DEADLINE_MS, PlanSettings(points=5, duration_s=10.0),
+                          fallbacks=False).speed_grids
+    for bad in ((1.0,), (1.5, 1.2), (1.2, 1.2)):
+        with pytest.raises(ValueError, match="speeds"):
+            PlanSettings(speeds=bad)

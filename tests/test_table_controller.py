@@ -587,3 +587,81 @@ def test_an_idle_server_keeps_the_choice_in_force_until_a_request_arrives(
                           current=light)
     decision, _ = policy.decide(trickle, state)
     assert decision.variant == "heavy"  # a light load, measured: the accurate variant
+
+
+def _served(policy: ExpectedTablePolicy | QueueAwarePolicy, counts: list[int], slower: float,
+            current: Decision | None = None) -> tuple[Decision, object]:
+    """Periods of `counts[k]` requests, each served in `slower` x its profiled mean service
+    time (by the variant in force, or always by `current` if given), every deadline made:
+    the last decision and state."""
+    profile = two_core_profile()
+    mean_ms = {(e.variant, e.threads): float(np.mean(e.service_ms)) for e in profile.entries}
+    state = policy.initial_state()
+    decision = None
+    for k, n in enumerate(counts):
+        in_force = current or (decision if decision is not None else HEAVY)
+        key = (in_force.variant, in_force.allocation.threads)
+        times = (ServiceTimes(*key, n, n * slower * mean_ms[key]),) if n else ()
+        observed = Observation(t_s=(k + 1) * PERIOD_S, period_s=PERIOD_S, arrivals=n,
+                               queue_length=0, in_flight=0, completed=n, missed=0,
+                               latency_p99_ms=50.0, current=Decision(in_force.variant,
+                                                                     in_force.allocation),
+                               service=times)
+        decision, state = policy.decide(observed, state)
+    assert decision is not None
+    return decision, state
+
+
+def test_a_slower_host_is_scored_on_the_grid_of_the_deadline_its_speed_leaves() -> None:
+    """At 150 ms (127.5 judged) heavy@1x2's 80-120 ms service fits a light load with room to
+    spare, and the table serves it. On a host 1.3 x slower it takes 104-156 ms: the deadline
+    that speed leaves, 127.5 / 1.3 in the profile's time, is made by about half its requests.
+    Read as a heavier load alone (a table without speed grids), 2 requests/s x 1.3 is still
+    light, and heavy is kept; scored on the grid of the speed read, light is taken."""
+    profile = two_core_profile()
+    rates = [float(r) for r in np.linspace(0.5, 30.0, 30)]
+    settings = PlanSettings(duration_s=60.0, headroom=0.85)
+    table = plan(profile, 150.0, rates, settings, seed=0, fallbacks=fallback_ladders(profile))
+    assert [g.speed for g in table.speed_grids] == list(settings.speeds)
+    flat = table.model_copy(update={"speed_grids": []})
+    with_grids = ExpectedTablePolicy.from_table(table, {}, profile)
+    without = ExpectedTablePolicy.from_table(flat, {}, profile)
+    light_load = [1] * 40  # 2 requests/s, 40 inferences to read the speed from
+
+    as_profiled, state = _served(with_grids, light_load, 1.0)
+    assert as_profiled.variant == "heavy" and state.speed == 1.0
+    slow, state = _served(with_grids, light_load, 1.3)
+    assert 1.2 < state.speed <= 1.3
+    assert slow.variant == "light", slow.reason
+    assert _served(without, light_load, 1.3)[0].variant == "heavy"
+    # the grid of a speed between two planned ones lies between theirs
+    mid = with_grids.scores_at(1.15).score
+    lo, hi = with_grids.scores_at(1.1).score, with_grids.scores_at(1.2).score
+    assert np.allclose(mid, (lo + hi) / 2)
+    assert with_grids.scores_at(0.9) is with_grids.scores
+    assert with_grids.scores_at(9.0) is with_grids.speed_scores[-1][1]
+
+
+def test_a_load_is_ridden_out_only_if_its_queue_fits_at_the_hosts_speed() -> None:
+    """As in the ride-out test above (heavy@1x2 sustains 10 requests/s, light@1x2 in force,
+    14 requests/s over 2 s at 2 s): light served as profiled, heavy rides the load out; light
+    served 1.5 x slower, the table reads the host as 1.5 x slower, heavy sustains 6.7 of the
+    14 and its queue, projected at that speed, no longer fits."""
+    profile = two_core_profile()
+    rates = [float(r) for r in np.linspace(0.5, 60.0, 60)]
+    table = plan(profile, 2000.0, rates, PlanSettings(duration_s=60.0, headroom=0.85),
+                 seed=0, fallbacks=fallback_ladders(profile))
+    light = Decision("light", A12)
+    beyond = [7] * 4
+
+    def policy() -> QueueAwarePolicy:
+        made, _ = make_policy("table", table, profile, profile.variants())
+        inner = made.policy if isinstance(made, Upgrading) else made
+        assert isinstance(inner, QueueAwarePolicy)
+        return inner
+
+    ridden, _ = _served(policy(), beyond, 1.0, current=light)
+    assert ridden.reason.startswith("queue: rides out"), ridden.reason
+    slow, state = _served(policy(), beyond, 1.5, current=light)
+    assert state.rate.slowdown > 1.4
+    assert not slow.reason.startswith("queue: rides out"), slow.reason

@@ -199,6 +199,13 @@ class GridScores:
         `rate_rps`."""
         return np.asarray([self.on_time[c, self._nearest(f * rate_rps)] for f in LOAD_FACTORS])
 
+    def toward(self, other: GridScores, w: float) -> GridScores:
+        """These scores moved a fraction `w` of the way to `other`'s (the same candidates and
+        loads): a speed between two planned ones. A candidate may be chosen as on the nearer."""
+        return GridScores(self.keys, self.rates_rps, (1 - w) * self.score + w * other.score,
+                          other.ok if w > 0.5 else self.ok,
+                          (1 - w) * self.on_time + w * other.on_time)
+
     def allowed(self, rate_rps: float) -> np.ndarray:
         """Which candidates may be chosen at the grid load nearest `rate_rps`."""
         return np.asarray(self.ok[:, self._nearest(rate_rps)])
@@ -221,7 +228,12 @@ class ExpectedTablePolicy:
     core time its requests took (service and the front end's share) over its profiled mean
     (`_speed`, given the profile): a host slower than its profile, as a busy machine or a
     calibration that saw no tails makes it, moves every candidate's score alike, towards those
-    with room to spare, rather than the one in force's alone. Each score is the mean over those loads less
+    with room to spare, rather than the one in force's alone. A slower host also leaves each
+    request less of its deadline: the scores are read on the grid planned for the speed measured
+    (`scores_at`, the table's `speed_grids`), so that a candidate whose profiled service fits the
+    deadline with little to spare is not chosen where the host serves it 1.2 x slower
+    (simulated on a host 1.2 x slower than its profile, at 75 ms: ResNet-50 1x2 at light load,
+    a drop or two a period against static ResNet-18's none). Each score is the mean over those loads less
     `risk` x its standard deviation over them: a candidate on the steep side of its curve
     (ResNet-50 at its capacity, a standing queue absorbed by fallbacks) loses to a flat one of
     nearly the same mean, as a burst the Poisson plan does not see would have it (live, a
@@ -265,6 +277,7 @@ class ExpectedTablePolicy:
     min_service_count: float = 20.0
     speed_z: float = 2.0
     name: str = "table"
+    speed_scores: tuple[tuple[float, GridScores], ...] = ()  # (speed, its grid), ascending
 
     @classmethod
     def from_table(cls, table: PolicyTable, fallbacks: dict[str, tuple[str, ...]],
@@ -278,12 +291,31 @@ class ExpectedTablePolicy:
         profiled = ({(e.variant, e.threads): (profile.core_ms(e),
                                               e.threads ** 2 * float(np.var(e.service_ms)))
                      for e in profile.entries} if profile is not None else {})
-        return cls(table, GridScores.from_grid(table.grid, table.max_fallback_share), fallbacks,
-                   profiled_core_ms=profiled,
+        scores = GridScores.from_grid(table.grid, table.max_fallback_share)
+        slower = tuple((g.speed, GridScores.from_grid(g.grid, table.max_fallback_share))
+                       for g in sorted(table.speed_grids, key=lambda g: g.speed))
+        if any(g.keys != scores.keys or not np.array_equal(g.rates_rps, scores.rates_rps)
+               for _, g in slower):
+            raise ValueError("the table's speed grids do not hold the candidates and loads of "
+                             "its grid; plan the table again")
+        return cls(table, scores, fallbacks, speed_scores=slower, profiled_core_ms=profiled,
                    frontend_ms=profile.frontend_cpu_ms if profile is not None else 0.0)
 
     def initial_state(self) -> WindowState:
         return WindowState()
+
+    def scores_at(self, speed: float) -> GridScores:
+        """The grid's scores for a host `speed` x slower than profiled: linear between the
+        planned speeds around it (the profile's grid at 1 and below, the slowest planned
+        beyond them)."""
+        below = (1.0, self.scores)
+        if speed <= 1.0:
+            return self.scores
+        for above in self.speed_scores:
+            if speed <= above[0]:
+                return below[1].toward(above[1], (speed - below[0]) / (above[0] - below[0]))
+            below = above
+        return below[1]
 
     def decide(self, obs: Observation, state: WindowState) -> tuple[Decision, WindowState]:
         counts = (*state.counts, obs.arrivals)[-WINDOWS[-1]:]
@@ -310,10 +342,11 @@ class ExpectedTablePolicy:
         service = self._speed(obs, state)
         factor = host_slowdown(LOAD_FACTORS[k], service[-1])
         load = factor * rate
-        allowed = self.scores.allowed(load)
+        grid = self.scores_at(service[-1])
+        allowed = grid.allowed(load)
         if state.choice >= 0:
-            allowed[state.choice] = self.scores.allowed(load - sd)[state.choice]
-        expected = self.scores.expected(load, factor * sd, self.risk) * allowed
+            allowed[state.choice] = grid.allowed(load - sd)[state.choice]
+        expected = grid.expected(load, factor * sd, self.risk) * allowed
         pick = self._pick(expected, state.choice)
         if not any(counts) and key in self.scores.keys:
             pick = self.scores.keys.index(key)  # idle: nothing to serve, no evidence to act on
@@ -398,7 +431,8 @@ class ExpectedTablePolicy:
         in force, has been in force for a deadline and a period: until then the requests
         resolved arrived under the choice before it (a heavy variant's backlog met by a light
         one, say), and their misses say nothing of it. The planned misses at the higher of the
-        last two rate estimates (late answers of a burst arrive a period after it). Nor is a
+        last two rate estimates (late answers of a burst arrive a period after it), on the grid
+        of the speed read so far (`scores_at`). Nor is a
         period counted at a load where the candidate's plan expects under `overload_on_time`
         of it on time: an overload's misses depend on the queue it met the load with, which a
         steady plan does not know, and say nothing of the host's speed (simulated, on a flash
@@ -418,7 +452,8 @@ class ExpectedTablePolicy:
         if key in self.scores.keys and settled and not math.isnan(state.rate_rps):
             count = obs.completed + obs.missed  # late answers counted twice: errs towards trust
             rate = max(state.rate_rps, obs.rate_rps)
-            on_time = self.scores.planned_on_time(self.scores.keys.index(key), rate)
+            on_time = self.scores_at(state.speed).planned_on_time(self.scores.keys.index(key),
+                                                                  rate)
             if on_time[0] < self.overload_on_time:
                 return resolved, missed, planned
             expected = count * (1.0 - on_time)

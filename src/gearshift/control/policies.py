@@ -196,10 +196,12 @@ class Candidate:
         return slow * (wait_s + self.p95_service_s) + overhead_s
 
 
-def _grown(c: Candidate, backlog: float, rate_rps: float, horizon_s: float) -> float:
+def _grown(c: Candidate, backlog: float, rate_rps: float, horizon_s: float, slow: float = 1.0
+           ) -> float:
     """The backlog after `horizon_s` on `c` at `rate_rps`: grown by the rate's excess over its
-    capacity (never shrunk: a fluid drain is not counted on)."""
-    return backlog + max(0.0, rate_rps - c.capacity_rps) * horizon_s
+    capacity on a host `slow` x slower than profiled (never shrunk: a fluid drain is not
+    counted on)."""
+    return backlog + max(0.0, rate_rps - c.capacity_rps / slow) * horizon_s
 
 
 def since_first_request(counts: tuple[int, ...]) -> tuple[int, ...]:
@@ -332,7 +334,10 @@ class QueueAwarePolicy:
         drained, and `table` ended 0.019 below static ResNet-18 in that round; with this the
         holds were a period shorter, as a load's first periods are partial and still read
         low: the queue handed over was 20-25, and the path still lost, BENCHMARKS.md).
-        Never for a path-bound candidate: its requests are late at a high rate with no
+        The projections are at the host's speed as the table reads it (`slowdown`): at the
+        profile's, a host 1.2 x slower had `ride_out` take ResNet-50 1x2 into a step at 75 ms
+        (58 ms predicted, 4 of 16 late; simulated). Never for a path-bound candidate: its
+        requests are late at a high rate with no
         backlog at all (the fashion pool's fnet-l at 1,300 req/s: 10 % late, backlog 0-4),
         and the table, planned from the path's cost by load, already knows it. `current`: the
         decision in force (after a rescue, the table's own)."""
@@ -345,13 +350,15 @@ class QueueAwarePolicy:
         if held is None or held.path_bound or held.accuracy <= self._accuracy(wanted.variant):
             return None
         window_rps = sum(counts) / (len(counts) * obs.period_s)
-        latency_s = self._projected_latency_s(held, obs.backlog, window_rps, obs.period_s)
+        slow = state.slowdown
+        latency_s = self._projected_latency_s(held, obs.backlog, window_rps, obs.period_s, slow)
         if latency_s > self.deadline_s * self.headroom:
             return None
         taker = self._find(wanted.variant, wanted.allocation)
         if taker is not None and not math.isnan(state.rate_rps):
-            grown = _grown(held, obs.backlog, state.rate_rps, obs.period_s)
-            takeover_s = self._projected_latency_s(taker, grown, state.rate_rps, obs.period_s)
+            grown = _grown(held, obs.backlog, state.rate_rps, obs.period_s, slow)
+            takeover_s = self._projected_latency_s(taker, grown, state.rate_rps, obs.period_s,
+                                                   slow)
             if takeover_s > self.deadline_s * self.headroom:
                 return None
         reason = (f"queue: absorbs the burst (backlog {obs.backlog}, {latency_s * 1000:.0f} ms "
@@ -380,12 +387,14 @@ class QueueAwarePolicy:
             return None
         floor = self._accuracy(wanted.variant)
         horizon_s = max(obs.period_s, state.window_s)
+        slow = state.slowdown
         fits: list[tuple[Candidate, float]] = []
         for c in self.candidates:
-            if (c.path_bound or c.accuracy <= floor or c.capacity_rps >= state.rate_rps
+            if (c.path_bound or c.accuracy <= floor or c.capacity_rps / slow >= state.rate_rps
                     or c.decision.allocation != current.allocation):
                 continue
-            latency_s = self._projected_latency_s(c, obs.backlog, state.rate_rps, horizon_s)
+            latency_s = self._projected_latency_s(c, obs.backlog, state.rate_rps, horizon_s,
+                                                  slow)
             if latency_s <= self.deadline_s * self.headroom:
                 fits.append((c, latency_s))
         if not fits:
@@ -398,10 +407,12 @@ class QueueAwarePolicy:
                         self.table_policy.fallbacks.get(variant, ()))
 
     def _projected_latency_s(self, c: Candidate, backlog: float, rate_rps: float,
-                             horizon_s: float) -> float:
+                             horizon_s: float, slow: float) -> float:
         """Latency on `c` of a request arriving `horizon_s` from now, the backlog grown
-        meanwhile by what `rate_rps` exceeds `c`'s capacity by (`absorb`, `ride_out`)."""
-        return c.predicted_latency_s(_grown(c, backlog, rate_rps, horizon_s), self.overhead_s)
+        meanwhile by what `rate_rps` exceeds `c`'s capacity by, on a host `slow` x slower than
+        profiled (`absorb`, `ride_out`: the table's `slowdown`, as a rescue's prediction)."""
+        return c.predicted_latency_s(_grown(c, backlog, rate_rps, horizon_s, slow),
+                                     self.overhead_s, slow)
 
     def _accuracy(self, variant: str) -> float:
         return next(c.accuracy for c in self.candidates if c.decision.variant == variant)

@@ -27,6 +27,13 @@ best choice. Fallbacks are for bursts, not for sustained overload: a candidate w
 answer more than `max_fallback_share` of its requests at a load is not chosen there
 (`bursts_only`).
 
+A slower host: a host `s` x slower than the profile serves each request `s` x longer, which
+in the profile's time is a load `s` x heavier and a deadline `s` x shorter. The `table`
+controller reads the first (its load factor and measured speed); for the second the grid is
+planned again at each of `settings.speeds`, judged against headroom x deadline / s
+(`SpeedGrid`), and the controller scores its candidates on the grid of the speed it reads.
+The table's ranges are the profiled host's.
+
 Choice per load: the highest (averaged) score; candidates within `tie_tol` of it are ties,
 broken by fewer cores, then more replicas (more headroom for a rise in load), then higher
 effective accuracy. If no candidate makes any deadline (all effective accuracies 0, e.g. far
@@ -45,7 +52,7 @@ import numpy as np
 
 from gearshift.planning.ladders import fallback_ladders
 from gearshift.planning.settings import DEFAULT_PLAN, PlanSettings
-from gearshift.planning.table import GridPoint, PolicyRange, PolicyTable
+from gearshift.planning.table import GridPoint, PolicyRange, PolicyTable, SpeedGrid
 from gearshift.profiling.profile import Profile
 from gearshift.progress import StepCallback as Progress
 from gearshift.sim.records import RequestColumns
@@ -61,11 +68,13 @@ def plan_table(profile: Profile, deadline_ms: float, settings: PlanSettings = DE
                ) -> PolicyTable:
     """The policy table for `deadline_ms` on `settings.points` default loads, with the
     profile's fallback ladders (as the `table` policy serves) or without (the paper's plan,
-    `table:paper`)."""
+    `table:paper`, served by its ranges alone: no speed grids)."""
     rates = default_rates(profile, settings.points)
     seconds = min(settings.duration_s, settings.max_requests / max(rates))
-    return plan(profile, deadline_ms, rates, replace(settings, duration_s=seconds), seed,
-                progress, fallback_ladders(profile) if fallbacks else None)
+    return plan(profile, deadline_ms, rates,
+                replace(settings, duration_s=seconds,
+                        speeds=settings.speeds if fallbacks else ()),
+                seed, progress, fallback_ladders(profile) if fallbacks else None)
 
 
 def default_rates(profile: Profile, points: int = 100) -> list[float]:
@@ -89,16 +98,30 @@ def plan(
     times that move; the table records both).
 
     `rates_rps`: loads (requests/s), default `default_rates(profile, settings.points)`.
-    `progress(done, total, message)` is called after each load. `fallbacks`: see the module
-    docstring; the table records them, and the `table` policy's decisions carry them."""
+    `progress(done, total, message)` is called after each load of each grid (the profile's,
+    then one per `settings.speeds`). `fallbacks`: see the module docstring; the table records
+    them, and the `table` policy's decisions carry them."""
     rates = (sorted(rates_rps) if rates_rps is not None
              else default_rates(profile, settings.points))
     if not rates or rates[0] <= 0:
         raise ValueError("rates_rps must be a non-empty list of loads > 0 requests/s")
     ladders = fallbacks or {}
     headroom = settings.headroom
-    grid = evaluate_grid(profile, deadline_ms * headroom, rates, seed, settings, progress,
+    grids = len(settings.speeds) + 1
+
+    def part(k: int, label: str) -> Progress | None:
+        if progress is None:
+            return None
+        call = progress
+        return lambda done, _total, msg: call(k * len(rates) + done, grids * len(rates),
+                                              label + msg)
+
+    grid = evaluate_grid(profile, deadline_ms * headroom, rates, seed, settings, part(0, ""),
                          ladders)
+    slower = [SpeedGrid(speed=speed, grid=evaluate_grid(
+        profile, deadline_ms * headroom / speed, rates, seed, settings,
+        part(k + 1, f"{speed:g} x slower host: "), ladders))
+        for k, speed in enumerate(settings.speeds)]
     scores = robust_scores(grid, rates, settings)
     if ladders:
         scores = bursts_only(grid, scores, settings.max_fallback_share)
@@ -112,6 +135,7 @@ def plan(
         cores=profile.cores,
         ranges=merge_ranges(rates, choices),
         grid=grid,
+        speed_grids=slower,
         fallbacks={v: list(f) for v, f in ladders.items()},
         headroom=headroom,
         max_fallback_share=settings.max_fallback_share,

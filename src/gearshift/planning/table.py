@@ -33,6 +33,16 @@ class GridPoint(_Model):
                                   description="answered requests served by a fallback")
 
 
+class SpeedGrid(_Model):
+    """The grid planned again for a host `speed` x slower than the profile: every candidate
+    judged against the deadline such a host leaves (headroom x deadline / speed) at each load
+    (its rate in the profile's time, as the `table` controller reads a slower host's load:
+    speed x its rate)."""
+
+    speed: float = Field(gt=1)
+    grid: list[GridPoint]
+
+
 class PolicyRange(_Model):
     """Loads in [min_rps, max_rps) are best served by this choice (max_rps = inf for the last)."""
 
@@ -56,6 +66,9 @@ class PolicyTable(_Model):
     cores: int
     ranges: list[PolicyRange] = Field(min_length=1)
     grid: list[GridPoint] = Field(default_factory=list)
+    speed_grids: list[SpeedGrid] = Field(
+        default_factory=list, description="the grid again for hosts slower than the profile, "
+                                          "by speed ascending (empty: none planned)")
     headroom: float = Field(default=1.0, gt=0, le=1,
                             description="the grid was judged against headroom x deadline_ms")
     fallbacks: dict[str, list[str]] = Field(
