@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -29,6 +30,16 @@ def test_build_check_and_profile_tiny_pool(tmp_path: Path) -> None:
                             "--out", str(tmp_path / "profile.json")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "profile.json").is_file()
+    plan = ["plan", str(tmp_path / "profile.json"), "--deadline-ms", "50", "--points", "4",
+            "--sim-seconds", "5", "--out", str(tmp_path / "policy.json")]
+    for speeds, planned in (("", []), ("1.25", [1.25])):
+        r = runner.invoke(app, [*plan, "--speeds", speeds])
+        assert r.exit_code == 0, r.output
+        table = json.loads((tmp_path / "policy.json").read_text())
+        assert [g["speed"] for g in table["speed_grids"]] == planned
+    for bad in ("0.9", "1.2,fast"):
+        r = runner.invoke(app, [*plan, "--speeds", bad])
+        assert r.exit_code == 2 and "speeds must be" in r.output, r.output
 
 
 def test_errors_are_one_clear_line(tmp_path: Path) -> None:
@@ -98,6 +109,7 @@ def test_plan_options_default_to_the_plan_settings() -> None:
     assert (d["points"], d["sim_seconds"], d["headroom"], d["period_s"]) == (
         DEFAULT_PLAN.points, DEFAULT_PLAN.duration_s, DEFAULT_PLAN.headroom,
         DEFAULT_PLAN.period_s)
+    assert tuple(float(x) for x in d["speeds"].split(",")) == DEFAULT_PLAN.speeds
 
 
 def test_a_served_controller_plans_for_the_tables_deadline_not_the_pools(

@@ -53,6 +53,15 @@ def _fail(exc: GearshiftError) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _speeds(text: str) -> tuple[float, ...]:
+    """`--speeds`: numbers > 1, ascending, by commas ('' for none)."""
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--speeds must be numbers > 1, ascending, separated by commas "
+                         f"('' for none); got {text!r}") from None
+
+
 def _cores_default() -> int:
     return len(os.sched_getaffinity(0))
 
@@ -237,6 +246,11 @@ def plan(
     period_s: Annotated[float, typer.Option(
         help="the control period the server will run (the rate estimate's noise)")
     ] = DEFAULT_PLAN.period_s,
+    speeds: Annotated[str, typer.Option(
+        help="how much slower than profiled a host may serve, at which the grid is planned "
+             "again (commas; the table controller scores at the speed it measures); '' for "
+             "none: a table planned in a fifth of the time")] = ",".join(
+        f"{x:g}" for x in DEFAULT_PLAN.speeds),
 ) -> None:
     """Choose, for every load, the variant and RxT with the best effective accuracy."""
     from gearshift.planning.planner import plan_table
@@ -245,8 +259,9 @@ def plan(
     from gearshift.progress import step_progress
 
     try:
+        slower = _speeds(speeds)
         settings = replace(DEFAULT_PLAN, duration_s=sim_seconds, points=points,
-                           headroom=headroom, period_s=period_s)
+                           headroom=headroom, period_s=period_s, speeds=slower)
     except ValueError as exc:
         raise _fail(SpecError(str(exc))) from None
     try:
