@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "gearshift"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "types", "errors", "progress", "files", "cores", "heap", "records", "policy",
-     "protocol",
+     "protocol", "stopping",
      "dispatch", "host_loop", "cluster"),
     ("data", "runtime"),
     ("zoo",),
