@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,11 @@ def test_build_check_and_profile_tiny_pool(tmp_path: Path) -> None:
 
 
 def test_errors_are_one_clear_line(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGTERM)
     r = runner.invoke(app, ["pool", "check", str(tmp_path / "nope.yaml")])
+    # run inside another process (here the test's), a command leaves its SIGTERM alone: only
+    # the `gearshift` program (`cli.main`) turns it into an exit
+    assert signal.getsignal(signal.SIGTERM) == before
     assert r.exit_code == 2
     assert "error:" in r.output and "gearshift zoo build" in r.output
     r = runner.invoke(app, ["zoo", "build", "vgg", "--out", str(tmp_path)])

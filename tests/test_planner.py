@@ -196,6 +196,6 @@ def test_the_grid_is_planned_again_for_slower_hosts_at_the_deadline_they_leave(
     assert float(np.mean(profiled)) > 0.95 and 0.3 < float(np.mean(heavy)) < 0.7
     assert not plan_table(profile, DEADLINE_MS, PlanSettings(points=5, duration_s=10.0),
                           fallbacks=False).speed_grids
-    for bad in ((1.0,), (1.5, 1.2), (1.2, 1.2)):
+    for bad in ((1.0,), (1.5, 1.2), (1.2, 1.2), (math.nan,), (math.inf,)):
         with pytest.raises(ValueError, match="speeds"):
             PlanSettings(speeds=bad)

@@ -41,9 +41,24 @@ def _cmdline(pid: int) -> str:
 
 
 def _alive(pids: set[int]) -> set[int]:
-    # a zombie (state Z) has exited; only its parent's wait is missing
-    return {p for p in pids if Path(f"/proc/{p}").exists()
-            and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
+    """Those of `pids` still running (a zombie, state Z, has exited: only its parent's wait
+    is missing; one gone between the listing and the read is gone)."""
+    alive = set()
+    for p in pids:
+        try:
+            if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                alive.add(p)
+        except (OSError, IndexError):
+            pass
+    return alive
+
+
+def _kill(pids: set[int]) -> None:
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _wait_for(check, timeout_s: float, proc: subprocess.Popen[bytes], log: Path):
@@ -81,9 +96,9 @@ def test_sigterm_to_an_experiment_stops_its_server_and_the_workers(
         assert proc.wait(timeout=150) == 128 + signal.SIGTERM
         assert not _alive(below), [_cmdline(p) for p in _alive(below)]
     finally:  # whatever the test found, it stops (an orphan is no longer below the experiment)
-        for p in _alive(below | _descendants(proc.pid)):
-            os.kill(p, signal.SIGKILL)
-        if proc.poll() is None:
+        running = proc.poll() is None  # once it is reaped its pid may be another's
+        _kill(_alive(below | (_descendants(proc.pid) if running else set())))
+        if running:
             proc.kill()
 
 

@@ -41,13 +41,6 @@ console = Console(stderr=True)
 out = Console()
 
 
-@app.callback()
-def _every_command() -> None:
-    # before any command runs: a SIGTERM stops it as an error would, through its `finally`
-    # blocks, so that what it started (an experiment's server and its workers) stops too
-    exit_on_sigterm()
-
-
 def _fail(exc: GearshiftError) -> typer.Exit:
     console.print(f"[bold red]error:[/] {exc.message}")
     return typer.Exit(code=2)
@@ -458,6 +451,11 @@ _register()
 
 
 def main() -> None:
+    """The `gearshift` program. A SIGTERM stops any command as an error would, through its
+    `finally` blocks, so that what it started (an experiment's server and its workers) stops
+    too; set here, for the process the program owns, not where `app` runs inside another
+    (a test's runner, a library)."""
+    exit_on_sigterm()
     app()
 
 

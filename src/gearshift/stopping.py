@@ -39,11 +39,13 @@ def run_child(cmd: Sequence[str], timeout_s: float,
     stopped first (an error, a signal `exit_on_sigterm` turned into an exit, the timeout),
     the child gets SIGTERM and `STOP_WAIT_S` to stop what it started, then SIGKILL (where
     `subprocess.run` sends SIGKILL at once, and the child's own children live on)."""
-    proc = subprocess.Popen(list(cmd), stdout=stdout, stdin=subprocess.DEVNULL)
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        proc = subprocess.Popen(list(cmd), stdout=stdout, stdin=subprocess.DEVNULL)
         code = proc.wait(timeout=timeout_s)
     finally:
-        stop(proc)
+        if proc is not None:
+            stop(proc)
     if code != 0:
         raise subprocess.CalledProcessError(code, list(cmd))
 

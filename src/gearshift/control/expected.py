@@ -432,8 +432,7 @@ class ExpectedTablePolicy:
         resolved arrived under the choice before it (a heavy variant's backlog met by a light
         one, say), and their misses say nothing of it. The planned misses at the higher of the
         last two rate estimates (late answers of a burst arrive a period after it), on the grid
-        of the speed read so far (`scores_at`). Nor is a
-        period counted at a load where the candidate's plan expects under `overload_on_time`
+        of the speed read so far (`scores_at`). Nor is a period counted at a load where the candidate's plan expects under `overload_on_time`
         of it on time: an overload's misses depend on the queue it met the load with, which a
         steady plan does not know, and say nothing of the host's speed (simulated, on a flash
         path at 900 ms, ResNet-18 met a crowd at 1.6 x its capacity with ResNet-101's queue

@@ -373,8 +373,8 @@ class QueueAwarePolicy:
         load that lasts, and gives one beyond its capacity nothing; but a load has lasted only
         as long as the rate window has seen it, and a deadline long against the service time
         holds the queue such a load grows for a while. So: of the candidates whose capacity
-        the rate estimate exceeds, the most accurate that would still answer a request arriving
-        once the load has lasted as long again (the backlog grown by the load's excess over
+        (at the host's slowdown) the rate estimate exceeds, the most accurate that would still
+        answer a request arriving once the load has lasted as long again (the backlog grown by the load's excess over
         its capacity over the window's span) within the planned fraction of the deadline;
         `absorb` then keeps it while its queue fits. At 1.2 s, on a trace path, 26-28 requests/s
         over 4 s after a burst (ResNet-50 sustains 24.5) sent the table to ResNet-18 and -34 for

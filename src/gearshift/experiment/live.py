@@ -59,15 +59,17 @@ def live_server(args: ServerArgs, ready_timeout_s: float = 600.0) -> Iterator[st
     for key, value in args.controller_options:
         cmd += ["--controller-option", f"{key}={value!r}"]
     args.log.parent.mkdir(parents=True, exist_ok=True)
-    with args.log.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        with args.log.open("ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
         wait_ready(url, proc, args.log, ready_timeout_s)
         yield url
     finally:
-        stop(proc, SERVER_STOP_S)
+        if proc is not None:
+            stop(proc, SERVER_STOP_S)
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:

@@ -160,8 +160,12 @@ def deadline_sweep(job: SweepJob, deadlines_ms: list[float],
     else:
         with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(sweep_deadline, job, d): d for d in deadlines_ms}
-            for f in as_completed(futures):
-                done[futures[f]] = f.result()
-                progress(len(done), len(deadlines_ms), f"deadline {futures[f]:g} ms done")
+            try:
+                for f in as_completed(futures):
+                    done[futures[f]] = f.result()
+                    progress(len(done), len(deadlines_ms), f"deadline {futures[f]:g} ms done")
+            except BaseException:  # stopped (a SIGTERM, Ctrl-C) or failed: the deadlines not
+                pool.shutdown(wait=False, cancel_futures=True)  # started yet are not run
+                raise
     names = list(done[deadlines_ms[0]])
     return {name: [done[d][name] for d in deadlines_ms] for name in names}

@@ -4,6 +4,7 @@ the defaults for its options at start-up."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -46,7 +47,8 @@ class PlanSettings:
     def __post_init__(self) -> None:
         if not 0 < self.headroom <= 1:
             raise ValueError(f"headroom must be in (0, 1], got {self.headroom}")
-        if any(s <= 1.0 for s in self.speeds) or list(self.speeds) != sorted(set(self.speeds)):
+        if (not all(math.isfinite(s) and s > 1.0 for s in self.speeds)
+                or list(self.speeds) != sorted(set(self.speeds))):
             raise ValueError(f"speeds must be ascending and each > 1, got {self.speeds}")
         if not (self.duration_s > 0 and self.period_s > 0 and self.points >= 1
                 and self.max_requests >= 1 and self.sweep_duration_s > 0):
