@@ -229,25 +229,24 @@ class ExpectedTablePolicy:
     (`_speed`, given the profile): a host slower than its profile, as a busy machine or a
     calibration that saw no tails makes it, moves every candidate's score alike, towards those
     with room to spare, rather than the one in force's alone. A slower host also leaves each
-    request less of its deadline: the scores are read on the grid planned for the speed measured
-    (`scores_at`, the table's `speed_grids`), so that a candidate whose profiled service fits the
-    deadline with little to spare is not chosen where the host serves it 1.2 x slower
-    (simulated on a host 1.2 x slower than its profile, at 75 ms: ResNet-50 1x2 at light load,
-    a drop or two a period against static ResNet-18's none). Each score is the mean over those loads less
-    `risk` x its standard deviation over them: a candidate on the steep side of its curve
-    (ResNet-50 at its capacity, a standing queue absorbed by fallbacks) loses to a flat one of
-    nearly the same mean, as a burst the Poisson plan does not see would have it (live, a
-    Twitter-trace path at 500 ms: 36 drops in two one-second spikes against static ResNet-18's
+    request less of its deadline: the scores are read on the grid planned for the speed
+    measured (`scores_at`, the table's `speed_grids`), so that a candidate whose profiled
+    service fits the deadline with little to spare is not chosen where the host serves it
+    1.2 x slower (simulated on a host 1.2 x slower than its profile, at 75 ms: ResNet-50 1x2
+    at light load, a drop or two a period against static ResNet-18's none). Each score is the
+    mean over those loads less `risk` x its standard deviation over them: a candidate on the steep
+    side of its curve (ResNet-50 at its capacity, a standing queue absorbed by fallbacks) loses to a
+    flat one of nearly the same mean, as a burst the Poisson plan does not see would have it (live,
+    a Twitter-trace path at 500 ms: 36 drops in two one-second spikes against static ResNet-18's
     few). The best is taken unless the choice in force is within `keep_margin` of it
-    (`realloc_margin` more when the best needs another R x T: a handover in which the new
-    replicas wait for the old ones' cores; 0.01 kept ResNet-18 on 1x2 through ten seconds of
-    a step beyond its capacity at 100 ms, where 2x1 was 0.010-0.013 better and static
-    ResNet-18 2x1 ended 0.010 above `table`). Candidates within `tie_tol` of the best are ties,
-    broken as the planner does (fewer cores, more replicas). With no arrival in the whole window
-    the choice in force stays: there is nothing to serve and nothing to go on, and an idle
-    server that went to its heaviest variant met the next burst with it (live, a run opening at
-    1.1 x capacity: 22 requests dropped in its first second behind one 214 ms inference, against
-    1 for static ResNet-18).
+    (`realloc_margin` more when the best needs another R x T: a handover in which the new replicas
+    wait for the old ones' cores; 0.01 kept ResNet-18 on 1x2 through ten seconds of a step beyond
+    its capacity at 100 ms, where 2x1 was 0.010-0.013 better and static ResNet-18 2x1 ended 0.010
+    above `table`). Candidates within `tie_tol` of the best are ties, broken as the planner does
+    (fewer cores, more replicas). With no arrival in the whole window the choice in force stays:
+    there is nothing to serve and nothing to go on, and an idle server that went to its heaviest
+    variant met the next burst with it (live, a run opening at 1.1 x capacity: 22 requests dropped
+    in its first second behind one 214 ms inference, against 1 for static ResNet-18).
 
     Against `TablePolicy` (the paper's: smoothed one-period counts, ranges, hysteresis): on a
     steady light load a 0.5 s count of 1-2 arrivals no longer sends the server to a heavy
@@ -308,9 +307,9 @@ class ExpectedTablePolicy:
         """The grid's scores for a host `speed` x slower than profiled: linear between the
         planned speeds around it (the profile's grid at 1 and below, the slowest planned
         beyond them)."""
-        below = (1.0, self.scores)
         if speed <= 1.0:
             return self.scores
+        below = (1.0, self.scores)
         for above in self.speed_scores:
             if speed <= above[0]:
                 return below[1].toward(above[1], (speed - below[0]) / (above[0] - below[0]))
@@ -432,18 +431,18 @@ class ExpectedTablePolicy:
         resolved arrived under the choice before it (a heavy variant's backlog met by a light
         one, say), and their misses say nothing of it. The planned misses at the higher of the
         last two rate estimates (late answers of a burst arrive a period after it), on the grid
-        of the speed read so far (`scores_at`). Nor is a period counted at a load where the candidate's plan expects under `overload_on_time`
-        of it on time: an overload's misses depend on the queue it met the load with, which a
-        steady plan does not know, and say nothing of the host's speed (simulated, on a flash
-        path at 900 ms, ResNet-18 met a crowd at 1.6 x its capacity with ResNet-101's queue
-        standing; the misses beyond its plan read the host as 2 x slower than profiled for the
-        next 23 s, on a host exactly as profiled). And a period counts at most `stall_z`
-        Poisson sd more misses than its plan expects at the slowdown read so far: a host that
-        stalls for a moment misses a period's worth at once, and one period is not a slower
-        host (live, Fashion-MNIST at 620 req/s and 10 ms: 82 misses in one period read the
-        host as 1.75 x slower, and fnet-s served for 15 s where static fnet-l made 99.5 % of
-        its deadlines); a slower host misses in period after period, and the slowdown read
-        climbs with them, a level at a time."""
+        of the speed read so far (`scores_at`). Nor is a period counted at a load where the
+        candidate's plan expects under `overload_on_time` of it on time: an overload's misses depend
+        on the queue it met the load with, which a steady plan does not know, and say nothing of the
+        host's speed (simulated, on a flash path at 900 ms, ResNet-18 met a crowd at 1.6 x its
+        capacity with ResNet-101's queue standing; the misses beyond its plan read the host as 2 x
+        slower than profiled for the next 23 s, on a host exactly as profiled). And a period counts
+        at most `stall_z` Poisson sd more misses than its plan expects at the slowdown read so far:
+        a host that stalls for a moment misses a period's worth at once, and one period is not a
+        slower host (live, Fashion-MNIST at 620 req/s and 10 ms: 82 misses in one period read the
+        host as 1.75 x slower, and fnet-s served for 15 s where static fnet-l made 99.5 % of its
+        deadlines); a slower host misses in period after period, and the slowdown read climbs with
+        them, a level at a time."""
         planned = (np.asarray(state.planned, dtype=float) * self.memory
                    if len(state.planned) == len(LOAD_FACTORS) else np.zeros(len(LOAD_FACTORS)))
         resolved, missed = state.resolved * self.memory, state.missed * self.memory

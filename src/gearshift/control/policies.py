@@ -196,7 +196,7 @@ class Candidate:
         return slow * (wait_s + self.p95_service_s) + overhead_s
 
 
-def _grown(c: Candidate, backlog: float, rate_rps: float, horizon_s: float, slow: float = 1.0
+def _grown(c: Candidate, backlog: float, rate_rps: float, horizon_s: float, slow: float
            ) -> float:
     """The backlog after `horizon_s` on `c` at `rate_rps`: grown by the rate's excess over its
     capacity on a host `slow` x slower than profiled (never shrunk: a fluid drain is not
@@ -374,14 +374,14 @@ class QueueAwarePolicy:
         as long as the rate window has seen it, and a deadline long against the service time
         holds the queue such a load grows for a while. So: of the candidates whose capacity
         (at the host's slowdown) the rate estimate exceeds, the most accurate that would still
-        answer a request arriving once the load has lasted as long again (the backlog grown by the load's excess over
-        its capacity over the window's span) within the planned fraction of the deadline;
-        `absorb` then keeps it while its queue fits. At 1.2 s, on a trace path, 26-28 requests/s
-        over 4 s after a burst (ResNet-50 sustains 24.5) sent the table to ResNet-18 and -34 for
-        eight periods in which static ResNet-50 made every deadline (0.011 below it). A load
-        under a candidate's capacity is the table's call: it planned that one with its queue's
-        tails, which a fluid projection does not see (riding out loads within capacity too lost
-        0.014 on trace paths at 75 ms). Not path-bound candidates (see `absorb`), and not
+        answer a request arriving once the load has lasted as long again (the backlog grown by
+        the load's excess over its capacity over the window's span) within the planned fraction
+        of the deadline; `absorb` then keeps it while its queue fits. At 1.2 s, on a trace path,
+        26-28 requests/s over 4 s after a burst (ResNet-50 sustains 24.5) sent the table to
+        ResNet-18 and -34 for eight periods in which static ResNet-50 made every deadline (0.011
+        below it). A load under a candidate's capacity is the table's call: it planned that one with
+        its queue's tails, which a fluid projection does not see (riding out loads within capacity
+        too lost 0.014 on trace paths at 75 ms). Not path-bound candidates (see `absorb`), and not
         another R x T: a handover costs the queue a service time."""
         if not isinstance(state, WindowState) or not state.counts or math.isnan(state.rate_rps):
             return None

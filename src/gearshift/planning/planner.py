@@ -99,8 +99,9 @@ def plan(
 
     `rates_rps`: loads (requests/s), default `default_rates(profile, settings.points)`.
     `progress(done, total, message)` is called after each load of each grid (the profile's,
-    then one per `settings.speeds`, planned whether or not there are fallbacks). `fallbacks`: see the module docstring; the table records
-    them, and the `table` policy's decisions carry them."""
+    then one per `settings.speeds`, planned whether or not there are fallbacks).
+    `fallbacks`: see the module docstring; the table records them, and the `table` policy's
+    decisions carry them."""
     rates = (sorted(rates_rps) if rates_rps is not None
              else default_rates(profile, settings.points))
     if not rates or rates[0] <= 0:
