@@ -341,6 +341,36 @@ def test_a_steady_load_is_trusted_closer_to_a_cliff_than_the_planners_15_percent
     assert variant == "heavy" and state.drift < beyond
 
 
+def test_a_one_period_lull_in_a_load_that_strays_is_not_taken_for_a_lighter_load() -> None:
+    """After 16 s at 24 requests/s (light's: beyond heavy's 10, heavy without fallbacks), one
+    period with a single arrival. On a steady load that is a drop, and heavy is taken at once;
+    on a load that has strayed +-50 % from period to period it is one more stray, and light
+    stays."""
+    rates = [float(r) for r in np.linspace(0.5, 60.0, 60)]
+    table = plan(two_core_profile(), 300.0, rates,
+                 PlanSettings(duration_s=60.0, headroom=0.85), seed=0)
+    policy = ExpectedTablePolicy.from_table(table, {})
+
+    def after(counts: list[int]) -> tuple[str, WindowState]:
+        state = policy.initial_state()
+        for k, n in enumerate(counts):
+            decision, state = policy.decide(obs(k, n), state)
+        return decision.variant, state
+
+    steady, straying = [12] * 32, [6, 18, 12, 12] * 8
+    assert after(steady)[0] == after(straying)[0] == "light"
+    variant, state = after([*steady, 1])
+    assert variant == "heavy" and state.window_s == PERIOD_S and state.rate_rps == 2.0
+    variant, state = after([*straying, 1])
+    assert variant == "light" and state.window_s == PERIOD_S and state.rate_rps == 2.0
+    assert math.sqrt(state.drift) > 0.2
+    blind = replace(policy, min_drift_periods=math.inf)  # the drift given no weight
+    state = blind.initial_state()
+    for k, n in enumerate([*straying, 1]):
+        decision, state = blind.decide(obs(k, n), state)
+    assert decision.variant == "heavy"
+
+
 def test_controller_options_reach_the_policy_and_bad_ones_are_named(
         planned: tuple[Profile, PolicyTable]) -> None:
     profile, table = planned
