@@ -284,6 +284,33 @@ def test_a_load_beyond_capacity_a_long_deadline_holds_is_ridden_out_on_the_queue
     assert not within.reason.startswith("queue: rides"), within.reason
 
 
+def test_a_load_is_ridden_out_only_where_the_deadline_holds_a_request_waiting() -> None:
+    """heavy@2x1 (250 ms +-20 %) sustains 8 requests/s; light@2x1 is in force, 8.5 requests/s
+    over 2 s. The queue that load grows as long again is one request, which a free replica
+    takes: heavy's tail, 297 ms, fits 0.85 x 400 ms. But beyond capacity a queue forms,
+    and a request behind one in service waits its share of it (125 ms more: 422 ms): at
+    400 ms heavy is not ridden out on, at 500 ms it is."""
+    profile = make_profile({("heavy", A21): spread_ms(250.0), ("light", A21): spread_ms(30.0)},
+                           {"heavy": 0.80, "light": 0.70}, overhead_ms=[2.0], cores=2)
+    rates = [float(r) for r in np.linspace(0.5, 30.0, 60)]
+    light = Decision("light", A21)
+
+    def last(deadline_ms: float) -> Decision:
+        table = plan(profile, deadline_ms, rates, PlanSettings(duration_s=60.0, headroom=0.85),
+                     seed=0, fallbacks=fallback_ladders(profile))
+        policy, _ = make_policy("table", table, profile, profile.variants())
+        state = policy.initial_state()
+        for k, n in enumerate([4, 4, 4, 5]):
+            decision, state = policy.decide(replace(obs(k, n), current=light), state)
+        return decision
+
+    tight = last(400.0)
+    assert tight.variant == "light" and tight.reason.startswith("table:"), tight.reason
+    held = last(500.0)
+    assert held.variant == "heavy", held.reason
+    assert held.reason.startswith("queue: rides out 8.5 rps over 2 s"), held.reason
+
+
 def test_a_rescue_lasts_one_period_then_queue_aware_decides_as_table(
         planned: tuple[Profile, PolicyTable]) -> None:
     """A backlog that even heavy's fallback (light at 1x2) would not clear in time is rescued

@@ -381,8 +381,13 @@ class QueueAwarePolicy:
         ResNet-18 and -34 for eight periods in which static ResNet-50 made every deadline (0.011
         below it). A load under a candidate's capacity is the table's call: it planned that one with
         its queue's tails, which a fluid projection does not see (riding out loads within capacity
-        too lost 0.014 on trace paths at 75 ms). Not path-bound candidates (see `absorb`), and not
-        another R x T: a handover costs the queue a service time."""
+        too lost 0.014 on trace paths at 75 ms). Nor where the deadline holds no queue: beyond
+        capacity one forms whatever the fluid growth says, so a request behind one in service
+        (its share of a mean service more) must fit too (simulated, a Twitter-trace path at 75
+        ms: 23.6 requests/s over 8 s, a request's worth beyond ResNet-50 1x2's capacity, rode
+        out on it at 59 ms predicted; 4 late in the next second against static ResNet-18's
+        1). Not path-bound candidates (see `absorb`), and not another R x T: a handover costs
+        the queue a service time."""
         if not isinstance(state, WindowState) or not state.counts or math.isnan(state.rate_rps):
             return None
         floor = self._accuracy(wanted.variant)
@@ -395,7 +400,9 @@ class QueueAwarePolicy:
                 continue
             latency_s = self._projected_latency_s(c, obs.backlog, state.rate_rps, horizon_s,
                                                   slow)
-            if latency_s <= self.deadline_s * self.headroom:
+            # every replica busy, one request queued: the least queue an overload keeps
+            holds = c.predicted_latency_s(c.decision.allocation.replicas, self.overhead_s, slow)
+            if max(latency_s, holds) <= self.deadline_s * self.headroom:
                 fits.append((c, latency_s))
         if not fits:
             return None
