@@ -377,11 +377,12 @@ def test_a_one_period_lull_in_a_load_that_strays_is_not_taken_for_a_lighter_load
     table = plan(two_core_profile(), 300.0, rates,
                  PlanSettings(duration_s=60.0, headroom=0.85), seed=0)
     policy = ExpectedTablePolicy.from_table(table, {})
+    blind = replace(policy, min_drift_periods=math.inf)  # the drift given no weight
 
-    def after(counts: list[int]) -> tuple[str, WindowState]:
-        state = policy.initial_state()
+    def after(counts: list[int], by: ExpectedTablePolicy = policy) -> tuple[str, WindowState]:
+        state = by.initial_state()
         for k, n in enumerate(counts):
-            decision, state = policy.decide(obs(k, n), state)
+            decision, state = by.decide(obs(k, n), state)
         return decision.variant, state
 
     steady, straying = [12] * 32, [6, 18, 12, 12] * 8
@@ -391,11 +392,7 @@ def test_a_one_period_lull_in_a_load_that_strays_is_not_taken_for_a_lighter_load
     variant, state = after([*straying, 1])
     assert variant == "light" and state.window_s == PERIOD_S and state.rate_rps == 2.0
     assert math.sqrt(state.drift) > 0.2
-    blind = replace(policy, min_drift_periods=math.inf)  # the drift given no weight
-    state = blind.initial_state()
-    for k, n in enumerate([*straying, 1]):
-        decision, state = blind.decide(obs(k, n), state)
-    assert decision.variant == "heavy"
+    assert after([*straying, 1], blind)[0] == "heavy"
 
 
 def test_controller_options_reach_the_policy_and_bad_ones_are_named(
