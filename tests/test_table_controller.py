@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ from gearshift.planning.ladders import fallback_ladders, upgrade_ladders
 from gearshift.planning.planner import plan
 from gearshift.planning.settings import PlanSettings
 from gearshift.planning.table import PolicyTable
-from gearshift.policy import Observation, ServiceTimes, arrival_parts
+from gearshift.policy import Observation, Policy, ServiceTimes, arrival_parts
 from gearshift.profiling.profile import Profile
 from gearshift.types import Allocation, Decision
 from tests.synthetic import make_profile
@@ -75,6 +76,16 @@ def obs(k: int, arrivals: int, backlog: int = 0) -> Observation:
     return Observation(t_s=(k + 1) * PERIOD_S, period_s=PERIOD_S, arrivals=arrivals,
                        queue_length=backlog, in_flight=0, completed=arrivals, missed=0,
                        latency_p99_ms=50.0, current=HEAVY)
+
+
+def _after(policy: Policy[Any], counts: list[int], current: Decision = HEAVY
+           ) -> tuple[Decision, Any]:
+    """The last decision and state after periods of `counts[k]` requests (`obs`), `current`
+    in force."""
+    state = policy.initial_state()
+    for k, n in enumerate(counts):
+        decision, state = policy.decide(replace(obs(k, n), current=current), state)
+    return decision, state
 
 
 def test_window_rate_spans_a_steady_load_and_restarts_at_a_step() -> None:
@@ -267,10 +278,7 @@ def test_a_load_beyond_capacity_a_long_deadline_holds_is_ridden_out_on_the_queue
 
     def last(table: PolicyTable, counts: list[int]) -> Decision:
         policy, _ = make_policy("table", table, profile, profile.variants())
-        state = policy.initial_state()
-        for k, n in enumerate(counts):
-            decision, state = policy.decide(replace(obs(k, n), current=light), state)
-        return decision
+        return _after(policy, counts, light)[0]
 
     beyond = [7] * 4  # 14 requests/s
     ridden = last(long_table, beyond)
@@ -299,10 +307,7 @@ def test_a_load_is_ridden_out_only_where_the_deadline_holds_a_request_waiting() 
         table = plan(profile, deadline_ms, rates, PlanSettings(duration_s=60.0, headroom=0.85),
                      seed=0, fallbacks=fallback_ladders(profile))
         policy, _ = make_policy("table", table, profile, profile.variants())
-        state = policy.initial_state()
-        for k, n in enumerate([4, 4, 4, 5]):
-            decision, state = policy.decide(replace(obs(k, n), current=light), state)
-        return decision
+        return _after(policy, [4, 4, 4, 5], light)[0]
 
     tight = last(400.0)
     assert tight.variant == "light" and tight.reason.startswith("table:"), tight.reason
@@ -349,9 +354,7 @@ def test_a_steady_load_is_trusted_closer_to_a_cliff_than_the_planners_15_percent
     assumed = replace(measured, min_drift_periods=math.inf)
 
     def last(policy: ExpectedTablePolicy, counts: list[int]) -> tuple[str, WindowState]:
-        state = policy.initial_state()
-        for k, n in enumerate(counts):
-            decision, state = policy.decide(obs(k, n), state)
+        decision, state = _after(policy, counts)
         return decision.variant, state
 
     steady = [490] * 24
@@ -380,9 +383,7 @@ def test_a_one_period_lull_in_a_load_that_strays_is_not_taken_for_a_lighter_load
     blind = replace(policy, min_drift_periods=math.inf)  # the drift given no weight
 
     def after(counts: list[int], by: ExpectedTablePolicy = policy) -> tuple[str, WindowState]:
-        state = by.initial_state()
-        for k, n in enumerate(counts):
-            decision, state = by.decide(obs(k, n), state)
+        decision, state = _after(by, counts)
         return decision.variant, state
 
     steady, straying = [12] * 32, [6, 18, 12, 12] * 8
