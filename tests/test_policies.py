@@ -258,6 +258,30 @@ def test_queue_aware_leaves_a_backlog_the_fallbacks_can_drain_to_them() -> None:
     assert d.variant == "light" and d.reason.startswith("queue")
 
 
+def test_no_rescue_where_the_queue_is_not_what_makes_a_request_late() -> None:
+    """A rescue is for a backlog: where even the table's last rung would be late with nothing
+    queued (here 260 ms of overhead makes heavy's 50 ms miss 300 ms), the table, which planned
+    with the path's cost, is left its choice; and a path-bound candidate, whose lateness is the
+    path's and not the queue's, is never a rescue (a Fashion-MNIST profile whose busy overhead
+    was 9.4 ms of a 10 ms deadline had `queue-aware` rescue to fnet-l period after period, at
+    0.30 effective accuracy against the table's 0.88)."""
+    slow_path = make_profile(
+        {("heavy", A1): constant_ms(50.0), ("mid", A1): constant_ms(20.0),
+         ("light", A2): constant_ms(5.0)},
+        {"heavy": 0.9, "mid": 0.8, "light": 0.7}, overhead_ms=[260.0])
+    policy = QueueAwarePolicy(two_range_table(60.0), slow_path)
+    d, _ = policy.decide(obs(1.0, 5, backlog=10), policy.initial_state())
+    assert d.variant == "heavy" and d.reason.startswith("table")  # light would fit: no rescue
+
+    profile = three_variant_profile()
+    bound = profile.model_copy(update={"entries": [
+        e.model_copy(update={"path_bound": e.variant == "mid"}) for e in profile.entries]})
+    for p, rescued in ((profile, "mid"), (bound, "light")):
+        policy = QueueAwarePolicy(two_range_table(60.0), p)
+        d, _ = policy.decide(obs(1.0, 5, backlog=10), policy.initial_state())
+        assert d.variant == rescued and d.reason.startswith("queue")
+
+
 def test_a_slower_host_brings_the_rescue_forward() -> None:
     """The predicted latency scales the service times (not the overhead) by how much slower
     than profiled the host acts."""

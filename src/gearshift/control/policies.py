@@ -245,9 +245,13 @@ class QueueAwarePolicy:
     the decision's lightest fallback, which the dispatch rule gives a late request: the
     backlog drained at its pace, its p95 service time, both scaled by how much slower than
     profiled the host acts (the rate policy's `slowdown`), and the mean overhead. Only if
-    even that exceeds the deadline is a rescue needed: choose the most accurate candidate of
-    another variant that fits it and can sustain the rate (ties: higher capacity); if none
-    does, keep the decision (its fallbacks and the drop rule clear what cannot be saved: a
+    even that exceeds the deadline, and only if the queue is what makes it late (were it late
+    with nothing queued, the table, planned with the path's cost, has chosen knowing it: a
+    Fashion-MNIST profile whose busy overhead was 9.4 ms of a 10 ms deadline had
+    `queue-aware` rescue period after period to a variant the path made late, simulated 0.31
+    below `table` on a flash path), is a rescue needed: choose the most accurate candidate of
+    another variant that fits it and can sustain the rate (ties: higher capacity; never a
+    path-bound one, as `absorb`); if none does, keep the decision (its fallbacks and the drop rule clear what cannot be saved: a
     lowest-latency pick traded capacity away). A backlog the fallbacks clear in time is left
     to them: the rescue predicted with the table's own variant behind it (rather than its
     fallback) switched a whole period to ResNet-18 for a backlog of five that the dispatch
@@ -292,8 +296,9 @@ class QueueAwarePolicy:
         slow = rate_state.slowdown
         last_rung = lightest or chosen
         latency_s = last_rung.predicted_latency_s(obs.backlog, self.overhead_s, slow)
-        if latency_s <= self.deadline_s or not self.rescues:
-            return wanted, QueueState(rate_state)
+        if (latency_s <= self.deadline_s or not self.rescues
+                or last_rung.predicted_latency_s(0, self.overhead_s, slow) > self.deadline_s):
+            return wanted, QueueState(rate_state)  # fits, or late with no queue: not a backlog
         pick = self.rescue(obs.backlog, rate_state.rate_rps, wanted.variant,
                            obs.current.allocation, slow)
         if pick is None:  # nothing would do better: fallbacks and the drop rule take the rest
@@ -437,7 +442,7 @@ class QueueAwarePolicy:
         request (at 75 ms, moving ResNet-18 from 1x2 to 2x1 on a backlog cost 0.010)."""
         fits = [
             c for c in self.candidates
-            if c.decision.variant != table_variant
+            if c.decision.variant != table_variant and not c.path_bound
             and c.predicted_latency_s(backlog, self.overhead_s, slow) <= self.deadline_s
             and c.capacity_rps >= slow * rate_rps
         ]
