@@ -193,8 +193,9 @@ def test_the_queue_behind_closes_the_heavy_rungs() -> None:
 def test_a_queue_arriving_faster_than_the_lightest_rung_drains_gets_the_lightest() -> None:
     """The queue's arrival rate (`span_s` from the head's arrival to the last one's) against
     the lightest rung's drain (15 ms of replica time each, one replica): at rho >= 1 nothing
-    but the lightest; below it the last one behind keeps rho / (1 - rho) lightest services of
-    headroom; two behind are too few to read a rate from."""
+    but the lightest; below it the last one behind keeps ln(rho / WAIT_RISK) / (1 - rho)
+    lightest services of headroom, the wait a stationary queue exceeds 5 % of the time (at
+    rho 0.75, 162 ms where its mean is 45); two behind are too few to read a rate from."""
     safe, slack = np.array([0.20, 0.08, 0.03]), np.array([0.15, 0.06, 0.02])
     oh = 0.005
 
@@ -205,11 +206,13 @@ def test_a_queue_arriving_faster_than_the_lightest_rung_drains_gets_the_lightest
         return int(pick)
 
     assert rung(10, 0.5, math.inf) == 0  # no rate: the deadline check alone
-    assert rung(10, 0.5, 1.0) == 0  # rho 0.15: 145 + 135 + 20 + 3 ms fits 500 ms
+    assert rung(10, 0.5, 1.0) == 0  # rho 0.15: 145 + 135 + 20 + 19 ms fits 500 ms
     assert rung(10, 0.5, 0.15) == 2  # rho 1: any heavier rung's time is never recovered
     assert rung(10, 0.5, 0.0) == 2  # all at once: the same
     assert rung(10, 0.31, math.inf) == 0  # 300 ms fits 310 ms ...
-    assert rung(10, 0.31, 0.2) == 1  # ... but not with rho 0.75's 45 ms of headroom
+    assert rung(10, 0.31, 0.2) == 2  # ... but not with rho 0.75's 162 ms of headroom
+    assert rung(10, 0.5, 0.2) == 0  # 300 + 162 ms fits 500 ms
+    assert rung(10, 0.40, 0.2) == 1  # not 400 ms, where the mean wait's 45 ms would have
     assert rung(2, 0.55, 0.001) == 0  # too few to say
 
 
