@@ -58,8 +58,9 @@ def test_fast_entries_give_one_curve_of_the_path_by_load_and_none_outruns_the_ht
     LOAD_BIN share a level, a level needs MIN_ENTRY_SAMPLES; every throughput is capped at
     the rate the server answers through HTTP."""
     profile = make_profile({("l", A2): constant_ms(0.3), ("s", A2): constant_ms(0.1),
-                            ("big", A2): constant_ms(50.0)},
-                           {"l": 0.92, "s": 0.90, "big": 0.95}, overhead_ms=[1.0], cores=2)
+                            ("big", A2): constant_ms(50.0), ("m", A2): constant_ms(0.5)},
+                           {"l": 0.92, "s": 0.90, "big": 0.95, "m": 0.91}, overhead_ms=[1.0],
+                           cores=2)
     n = MIN_ENTRY_SAMPLES
     runs = {("l", 2, 1): [(400.0, [2.0] * n), (1000.0, [9.0] * n)],  # 0.8 x 1.3 ms / 2 cores
             ("s", 2, 1): [(1000.0, [3.0] * (n // 2)), (1500.0, [8.0] * n)],
@@ -71,7 +72,8 @@ def test_fast_entries_give_one_curve_of_the_path_by_load_and_none_outruns_the_ht
     # l@400: 0.26; s@1000: 0.55 and l@1000: 0.65 are 0.1 apart; s@1500: 0.825
     # s@1000 has too few samples alone; s@1500's 8 ms is raised to the 9 ms below it
     assert levels == [(0.26, [2.0]), (0.65, [9.0]), (0.825, [9.0])]
-    assert [e.path_bound for e in out.entries] == [True, True, False]
+    # m had no runs by load, but its 0.5 ms of service is less than the path's 1 ms
+    assert [e.path_bound for e in out.entries] == [True, True, False, True]
     assert [e.throughput_rps for e in out.entries][:2] == [1500.0, 1500.0]
     assert capped(profile, 1e9).entries == profile.entries
     assert frontend_cpu_ms(profile, profile.entry("l", A2), 1000.0) == pytest.approx(1.7)

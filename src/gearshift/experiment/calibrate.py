@@ -163,9 +163,15 @@ def with_load_overhead(profile: Profile, frontend_ms: float,
     request) per run of each entry measured so): each run at the utilization its rate gives
     with its entry (`Profile.utilization`), runs within `LOAD_BIN` one level (their typical
     run, `typical_run`), kept if they hold `MIN_ENTRY_SAMPLES`; the curve is then made no
-    faster as the load grows (`monotone`). The entries in `runs` are marked path-bound. Over
-    every entry's runs, a level is robust to one run's stall, and what an entry adds to the
-    load, its own core time, is in the utilization."""
+    faster as the load grows (`monotone`). The entries in `runs` are marked path-bound, and so
+    is every entry whose service takes less core time than the path does (`frontend_ms`): one
+    whose profiled throughput, read on a busy machine, was too low for runs at the lower
+    levels to give `MIN_ENTRY_SAMPLES` is as far faster than the path as the others
+    (a Fashion-MNIST calibration left fnet-m 1x2, 0.36 ms of service against 1.5 ms of path,
+    unmarked: judged by the busy overhead, 9.4 ms, and held by `table`'s `absorb` through
+    8 s of a step it missed a fifth of, simulated 0.056 below static fnet-s). Over every
+    entry's runs, a level is robust to one run's stall, and what an entry adds to the load,
+    its own core time, is in the utilization."""
     profile = profile.model_copy(update={"frontend_cpu_ms": round(frontend_ms, 4)})
     points = sorted((profile.utilization(e, r), x) for e in profile.entries
                     for r, x in runs.get((e.variant, e.replicas, e.threads), []) if x)
@@ -181,7 +187,8 @@ def with_load_overhead(profile: Profile, frontend_ms: float,
             group = []
         group.append(point)
     entries = [e.model_copy(update={"path_bound": bool(levels) and (
-        e.variant, e.replicas, e.threads) in runs}) for e in profile.entries]
+        (e.variant, e.replicas, e.threads) in runs or e.service_core_ms() < frontend_ms)})
+        for e in profile.entries]
     return profile.model_copy(update={"overhead_by_load": monotone(levels),
                                       "entries": entries})
 
