@@ -282,6 +282,18 @@ def test_no_rescue_where_the_queue_is_not_what_makes_a_request_late() -> None:
         assert d.variant == rescued and d.reason.startswith("queue")
 
 
+def test_a_rescue_on_another_allocation_waits_for_the_replicas_in_force() -> None:
+    """heavy (one replica, 50 ms) in force at 300 ms: light (two replicas, 5 ms) answers a
+    backlog of 90 in 2.5 x 89 + 5 + 1 ms and one of 110 in 279 ms, but its replicas start only
+    once heavy's hands its core over, 50 ms on: the first is rescued, the second is not (mid,
+    on heavy's replica, fits neither)."""
+    policy = QueueAwarePolicy(two_range_table(60.0), three_variant_profile())
+    d, _ = policy.decide(obs(1.0, 5, backlog=90), policy.initial_state())
+    assert d.variant == "light" and d.reason.startswith("queue")
+    d, _ = policy.decide(obs(1.0, 5, backlog=110), policy.initial_state())
+    assert d.variant == "heavy" and d.reason.startswith("table")
+
+
 def test_a_slower_host_brings_the_rescue_forward() -> None:
     """The predicted latency scales the service times (not the overhead) by how much slower
     than profiled the host acts."""

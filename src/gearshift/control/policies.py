@@ -299,8 +299,10 @@ class QueueAwarePolicy:
         if (latency_s <= self.deadline_s or not self.rescues
                 or last_rung.predicted_latency_s(0, self.overhead_s, slow) > self.deadline_s):
             return wanted, QueueState(rate_state)  # fits, or late with no queue: not a backlog
+        serving = self._find(obs.current.variant, obs.current.allocation)
         pick = self.rescue(obs.backlog, rate_state.rate_rps, wanted.variant,
-                           obs.current.allocation, slow)
+                           obs.current.allocation, slow,
+                           slow * serving.mean_service_s if serving is not None else 0.0)
         if pick is None:  # nothing would do better: fallbacks and the drop rule take the rest
             return wanted, QueueState(rate_state)
         reason = (f"queue: backlog {obs.backlog}, even {last_rung.decision.variant} predicts "
@@ -430,20 +432,26 @@ class QueueAwarePolicy:
         return next(c.accuracy for c in self.candidates if c.decision.variant == variant)
 
     def rescue(self, backlog: int, rate_rps: float, table_variant: str,
-               in_force: Allocation, slow: float = 1.0) -> Candidate | None:
+               in_force: Allocation, slow: float = 1.0, handover_s: float = 0.0
+               ) -> Candidate | None:
         """The most accurate candidate of another variant than the table's predicted to meet
         the deadline at this backlog and sustain the rate, or None if none is (a deadline too
         tight for any p95, or a backlog beyond saving: the table's choice stays, its fallbacks
         and the drop rule clear it); of those as accurate, one on the R x T `in_force` (a
         handover costs the backlog a service time: at 75 ms, ResNet-50 1x2 rescued by
         ResNet-18 2x1 on a backlog of two lost 0.003-0.009 of effective accuracy against the
-        table on 8 of 16 paths), then the higher capacity. Another R x T of the table's
+        table on 8 of 16 paths), then the higher capacity. A candidate on another R x T is
+        predicted `handover_s` later: its replicas start once those in force hand over their
+        cores, a service of the variant in force (at 100 ms, ResNet-50 1x2 rescued on a
+        backlog of four by ResNet-18 2x1, 99 ms predicted without it, lost 0.005 against the
+        table, whose fallbacks served the backlog on the replica in force). Another R x T of the table's
         variant is the table's call: it costs a handover and, with fewer threads, speed per
         request (at 75 ms, moving ResNet-18 from 1x2 to 2x1 on a backlog cost 0.010)."""
         fits = [
             c for c in self.candidates
             if c.decision.variant != table_variant and not c.path_bound
-            and c.predicted_latency_s(backlog, self.overhead_s, slow) <= self.deadline_s
+            and c.predicted_latency_s(backlog, self.overhead_s, slow)
+            + (handover_s if c.decision.allocation != in_force else 0.0) <= self.deadline_s
             and c.capacity_rps >= slow * rate_rps
         ]
         return max(fits, key=lambda c: (c.accuracy, c.decision.allocation == in_force,
