@@ -26,11 +26,11 @@ later request for as long as the load lasts (simulated, a step from 0.2 x to 1.1
 caught on ResNet-101 left a backlog of 24 that was shed over the next 8 s); below it, the last
 request behind keeps, besides, a stationary queue's wait at that rho as headroom, against the
 bursts a busy queue meets: not its mean but the wait exceeded with probability `WAIT_RISK`,
-ln(rho / WAIT_RISK) / (1 - rho) lightest services per replica (the M/M/1 tail, the replicas
-as one server R x as fast). At light load that headroom is a few ms and changes nothing. A request that waited under
-`FREE_WAIT_S` found a replica free and is always served by the variant in force, or by an
-upgrade (below), never by a fallback or dropped (it could not have been
-helped, and it keeps the service estimates honest); one whose deadline has passed never is.
+ln(rho / WAIT_RISK) / (1 - rho) lightest services per replica (the M/M/1 tail, the replicas as
+one server R x as fast). At light load that headroom is a few ms and changes nothing. A request
+that waited under `FREE_WAIT_S` found a replica free and is always served by the variant in
+force, or by an upgrade (below), never by a fallback or dropped (it could not have been helped,
+and it keeps the service estimates honest); one whose deadline has passed never is.
 
 Upgrades: a decision may carry more accurate variants than its own (`Decision.upgrades`; the
 ladder then starts with them, and `base` is the variant in force). A request that finds a

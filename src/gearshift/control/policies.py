@@ -244,19 +244,19 @@ class QueueAwarePolicy:
     latency of a request arriving now from the backlog (queue + in flight) were it served by
     the decision's lightest fallback, which the dispatch rule gives a late request: the
     backlog drained at its pace, its p95 service time, both scaled by how much slower than
-    profiled the host acts (the rate policy's `slowdown`), and the mean overhead. Only if
-    even that exceeds the deadline, and only if the queue is what makes it late (were it late
-    with nothing queued, the table, planned with the path's cost, has chosen knowing it: a
-    Fashion-MNIST profile whose busy overhead was 9.4 ms of a 10 ms deadline had
-    `queue-aware` rescue period after period to a variant the path made late, simulated 0.31
-    below `table` on a flash path), is a rescue needed: choose the most accurate candidate of
-    another variant that fits it and can sustain the rate (ties: higher capacity; never a
-    path-bound one, as `absorb`); if none does, keep the decision (its fallbacks and the drop rule clear what cannot be saved: a
-    lowest-latency pick traded capacity away). A backlog the fallbacks clear in time is left
-    to them: the rescue predicted with the table's own variant behind it (rather than its
-    fallback) switched a whole period to ResNet-18 for a backlog of five that the dispatch
-    rule cleared in 60 ms, and lost to `table` by 0.003-0.004 on 3 of 560 simulated paths.
-    Once the backlog drains the decision fits again and is used. A rescue lasts a period: the
+    profiled the host acts (the rate policy's `slowdown`), and the mean overhead. Only if even
+    that exceeds the deadline, and only if the queue is what makes it late (were it late with
+    nothing queued, the table, planned with the path's cost, has chosen knowing it: a
+    Fashion-MNIST profile whose busy overhead was 9.4 ms of a 10 ms deadline had `queue-aware`
+    rescue period after period to a variant the path made late, simulated 0.31 below `table` on
+    a flash path), is a rescue needed: choose the most accurate candidate of another variant
+    that fits it and can sustain the rate (ties: higher capacity; never a path-bound one, as
+    `absorb`); if none does, keep the decision (its fallbacks and the drop rule clear what
+    cannot be saved: a lowest-latency pick traded capacity away). A backlog the fallbacks clear
+    in time is left to them: the rescue predicted with the table's own variant behind it (rather
+    than its fallback) switched a whole period to ResNet-18 for a backlog of five that the
+    dispatch rule cleared in 60 ms, and lost to `table` by 0.003-0.004 on 3 of 560 simulated
+    paths. Once the backlog drains the decision fits again and is used. A rescue lasts a period: the
     next one is decided as `table` would, from the table's own decision (not the rescue) as
     the one in force, so that the two differ only where a rescue fires (on a steps path at
     225 ms, a rescue to ResNet-18 that `absorb` then could not undo kept it for three periods
@@ -438,13 +438,13 @@ class QueueAwarePolicy:
         the deadline at this backlog and sustain the rate, or None if none is (a deadline too
         tight for any p95, or a backlog beyond saving: the table's choice stays, its fallbacks
         and the drop rule clear it); of those as accurate, one on the R x T `in_force` (a
-        handover costs the backlog a service time: at 75 ms, ResNet-50 1x2 rescued by
-        ResNet-18 2x1 on a backlog of two lost 0.003-0.009 of effective accuracy against the
-        table on 8 of 16 paths), then the higher capacity. A candidate on another R x T is
-        predicted `handover_s` later: its replicas start once those in force hand over their
-        cores, a service of the variant in force (at 100 ms, ResNet-50 1x2 rescued on a
-        backlog of four by ResNet-18 2x1, 99 ms predicted without it, lost 0.005 against the
-        table, whose fallbacks served the backlog on the replica in force). Another R x T of the table's
+        handover costs the backlog a service time: at 75 ms, ResNet-50 1x2 rescued by ResNet-18
+        2x1 on a backlog of two lost 0.003-0.009 of effective accuracy against the table on 8 of
+        16 paths), then the higher capacity. A candidate on another R x T is predicted
+        `handover_s` later: its replicas start once those in force hand over their cores, a
+        service of the variant in force (at 100 ms, ResNet-50 1x2 rescued on a backlog of four
+        by ResNet-18 2x1, 99 ms predicted without it, lost 0.005 against the table, whose
+        fallbacks served the backlog on the replica in force). Another R x T of the table's
         variant is the table's call: it costs a handover and, with fewer threads, speed per
         request (at 75 ms, moving ResNet-18 from 1x2 to 2x1 on a backlog cost 0.010)."""
         fits = [
