@@ -318,10 +318,11 @@ def test_a_load_is_ridden_out_only_where_the_deadline_holds_a_request_waiting() 
 
 def test_a_rescue_lasts_one_period_then_queue_aware_decides_as_table(
         planned: tuple[Profile, PolicyTable]) -> None:
-    """A backlog that even heavy's fallback (light at 1x2) would not clear in time is rescued
-    by light at 2x1 for one period; in the next, the burst that `table` absorbs with heavy
-    (its own choice in force) is absorbed by `queue-aware` too, not met by the rescue's
-    light."""
+    """A backlog that even heavy's fallback (light at 1x2) would not clear in time, met on
+    replicas at 2x1 (heavy's, before the table's 1x2 takes over), is rescued by light at 2x1
+    for one period; in the next, the burst that `table` absorbs with heavy (its own choice in
+    force) is absorbed by `queue-aware` too, not met by the rescue's light. (At 1x2 in force,
+    light at 2x1 would wait for heavy's 100 ms to hand the cores over, and not fit.)"""
     profile, table = planned
     aware, _ = make_policy("queue-aware", table, profile, profile.variants())
     plain, _ = make_policy("table", table, profile, profile.variants())
@@ -330,8 +331,11 @@ def test_a_rescue_lasts_one_period_then_queue_aware_decides_as_table(
         _, state = aware.decide(obs(k, 1), state)
         _, plain_state = plain.decide(obs(k, 1), plain_state)
     # light at 1x2: 14 x 20 ms + its tail > 300 ms; at 2x1: 13 x 15 ms + its tail fits
-    rescue, state = aware.decide(obs(16, 1, backlog=14), state)
-    kept, plain_state = plain.decide(obs(16, 1, backlog=14), plain_state)
+    at_1x2, _ = aware.decide(obs(16, 1, backlog=14), state)
+    assert at_1x2.variant == "heavy" and at_1x2.reason.startswith("table")
+    at_2x1 = replace(obs(16, 1, backlog=14), current=Decision("heavy", A21))
+    rescue, state = aware.decide(at_2x1, state)
+    kept, plain_state = plain.decide(at_2x1, plain_state)
     assert rescue.reason.startswith("queue: backlog") and rescue.variant == "light"
     assert rescue.allocation == A21 and kept.variant == "heavy"
     after, _ = aware.decide(replace(obs(17, 12, backlog=1), current=rescue), state)
