@@ -263,6 +263,23 @@ def test_a_load_a_little_beyond_capacity_is_held_while_the_queue_it_grows_fits(
         assert decision.reason.startswith("queue: absorbs") is held
 
 
+def test_a_load_within_capacity_is_held_only_where_the_table_would_keep_it_there() -> None:
+    """At 150 ms (127.5 judged) heavy@1x2 answers a request arriving at an empty queue in
+    122 ms, and at 6-8 requests/s the fluid backlog never grows (it sustains 10); but its
+    100 ms services queue behind each other, and the table, planned with those tails, rules it
+    out there: a steady load in which heavy stays in force is not a burst to absorb, light is
+    taken. At 2-4 requests/s the table keeps heavy itself."""
+    profile = two_core_profile()
+    rates = [float(r) for r in np.linspace(0.5, 30.0, 30)]
+    table = plan(profile, 150.0, rates, PlanSettings(duration_s=60.0, headroom=0.85), seed=0,
+                 fallbacks=fallback_ladders(profile))
+    for per_period, variant in ((1, "heavy"), (2, "heavy"), (3, "light"), (4, "light")):
+        policy, _ = make_policy("table", table, profile, profile.variants())
+        decision, _ = _after(policy, [per_period] * 17)
+        assert decision.variant == variant, decision.reason
+        assert not decision.reason.startswith("queue: absorbs"), decision.reason
+
+
 def test_a_load_beyond_capacity_a_long_deadline_holds_is_ridden_out_on_the_queue() -> None:
     """heavy@1x2 sustains 10 requests/s; light@1x2 is in force. At 14 requests/s over 2 s
     the table plans heavy for a load that lasts and takes light; at 2 s the queue that load
@@ -535,6 +552,19 @@ def test_service_times_slower_than_profiled_read_as_a_heavier_load_before_any_mi
     assert set(_drive(measured, 30, {})[0]) == {"heavy"}
     assert set(_drive(ExpectedTablePolicy.from_table(table, {}), 30, {}, slower_ms)[0]) == {
         "heavy"}
+
+
+def test_a_hosts_speed_is_read_from_its_first_eight_inferences(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """Served 1.3 x slower than profiled, heavy@1x2's speed reads 1 after 7 inferences (too
+    few), and 1.2-1.3 after 12 (1.3 less two sd of the profile's spread over so few);
+    served as profiled, 1 after as few."""
+    profile, table = planned
+    policy = ExpectedTablePolicy.from_table(table, {}, profile)
+    assert _served(policy, [4, 3], 1.3, current=HEAVY)[1].speed == 1.0
+    _, state = _served(policy, [4, 4, 4], 1.3, current=HEAVY)
+    assert isinstance(state, WindowState) and 1.2 < state.speed < 1.3
+    assert _served(policy, [4, 4, 4], 1.0, current=HEAVY)[1].speed == 1.0
 
 
 def test_a_slower_service_weighs_as_its_share_of_a_requests_core_time(

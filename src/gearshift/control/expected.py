@@ -281,7 +281,7 @@ class ExpectedTablePolicy:
         default_factory=dict)  # (variant, threads) -> a request's profiled core time: mean
     # (`Profile.core_ms`) and variance (ms, ms²)
     frontend_ms: float = 0.0  # the front end's core time per request (`Profile.frontend_cpu_ms`)
-    min_service_count: float = 20.0
+    min_service_count: float = 8.0
     speed_z: float = 2.0
     name: str = "table"
     speed_scores: tuple[tuple[float, GridScores], ...] = ()  # (speed, its grid), ascending
@@ -340,10 +340,7 @@ class ExpectedTablePolicy:
             noise = max(noise, math.sqrt(over) * older)
         drift, periods, weight = (self._drift(obs, state) if window_s > obs.period_s
                                   else (state.drift, state.drift_periods, state.drift_weight))
-        rel = self.rel_uncertainty
-        if periods >= self.min_drift_periods:
-            rel = min(rel, math.sqrt(drift))
-        sd = max(noise, rel * rate)
+        sd = max(noise, self._relative_sd(drift, periods) * rate)
         # averaged, then ruled out, as the planner scores; the choice in force is ruled out
         # only once the load is beyond its limit by one sd (no flapping at the limit)
         current = obs.current
@@ -373,6 +370,26 @@ class ExpectedTablePolicy:
         return decision, WindowState(counts, rate, window_s, pick, float(expected[pick]),
                                      resolved, missed, tuple(planned.tolist()), LOAD_FACTORS[k],
                                      key, since_s, drift, periods, weight, *service)
+
+    def scores_over(self, state: WindowState, rate_rps: float, window_s: float
+                    ) -> dict[tuple[str, int, int], float]:
+        """Each candidate's score, (variant, R, T) -> expected effective accuracy less the risk
+        term, were the rate `rate_rps` read over `window_s`: as `decide` scores them, at the
+        load factor, speed and drift read in `state` (0 where ruled out at that load)."""
+        noise = math.sqrt(max(rate_rps * window_s, 1.0)) / window_s
+        sd = max(noise, self._relative_sd(state.drift, state.drift_periods) * rate_rps)
+        factor = state.slowdown
+        grid = self.scores_at(state.speed)
+        load = factor * rate_rps
+        scores = grid.expected(load, factor * sd, self.risk) * grid.allowed(load)
+        return dict(zip(self.scores.keys, scores.tolist()))
+
+    def _relative_sd(self, drift: float, periods: float) -> float:
+        """The rate's relative uncertainty: `rel_uncertainty`, or the load's drift if smaller
+        once `min_drift_periods` of it are measured."""
+        if periods >= self.min_drift_periods:
+            return min(self.rel_uncertainty, math.sqrt(drift))
+        return self.rel_uncertainty
 
     def _drift(self, obs: Observation, state: WindowState) -> tuple[float, float, float]:
         """(drift, periods, weight): how far, relative to it and beyond noise, a period's
@@ -415,7 +432,10 @@ class ExpectedTablePolicy:
         the host as profiled, once `min_service_count` inferences are behind it (else 1; at
         least 1): a ratio within noise of 1 is a host as profiled (simulated, on a host exactly as
         profiled, a first period's 1.017 had the Fashion-MNIST pool serve fnet-m for 10 s
-        where fnet-l made its deadlines). A host that serves 1.2 x slower than its profile
+        where fnet-l made its deadlines). The sd is the guard against a reading off too few
+        inferences; the count only keeps it from resting on two or three (at 20, a host
+        1.2 x slower than profiled was read as such only after 2 s of light load, in which
+        ResNet-50 1x2 served at 75 ms and missed 6 of 23 deadlines; simulated). A host that serves 1.2 x slower than its profile
         acts as if its load were 1.2 x, at any load, where its misses say so only at loads
         that miss (live, ResNet-50 1x2 served at 64 ms against 46 profiled for 10 s before
         its misses at 120 ms showed it). The ratio is of core time, not of service time alone,

@@ -224,6 +224,10 @@ def candidates_from(profile: Profile) -> tuple[Candidate, ...]:
     )
 
 
+def _key(d: Decision) -> tuple[str, int, int]:
+    return d.variant, d.allocation.replicas, d.allocation.threads
+
+
 @dataclass(frozen=True)
 class QueueState:
     """`QueueAwarePolicy`'s state: its rate policy's (`rate`) and, while a rescue is in force,
@@ -334,6 +338,13 @@ class QueueAwarePolicy:
         capacity is then met at once: on a steps path at 900 ms, ResNet-50 held one period
         into a step to 60 requests/s (ResNet-18 2x1 sustains 50) handed ResNet-18 a queue it
         never drained, and `table` ended 0.004 below static ResNet-18.
+        Nor, where the window's load is within the capacity of the one in force, unless the
+        table, reading the load as the window does, scores it within its keep margin of its
+        own choice (`_table_keeps`): there the fluid projection sees no queue at all, and the
+        table's scores see the queue's tails and the host's speed (simulated on a host 1.2 x
+        slower than profiled, at 75 ms: ResNet-50 1x2 held at 7-10 requests/s over the
+        window, 2 of 6 late in a period, where the table, with the host's speed read, had gone
+        to ResNet-18).
         The window begins at its first period with a request (`since_first_request`): a
         quiet spell before a load is not part of it (live, a server idle for two periods met
         a step to 1.1 x capacity on ResNet-50 and read 11-26 requests/s over the window where
@@ -358,6 +369,10 @@ class QueueAwarePolicy:
             return None
         window_rps = sum(counts) / (len(counts) * obs.period_s)
         slow = state.slowdown
+        if (window_rps * slow < held.capacity_rps
+                and not self._table_keeps(state, window_rps, len(counts) * obs.period_s,
+                                          current, wanted)):
+            return None
         latency_s = self._projected_latency_s(held, obs.backlog, window_rps, obs.period_s, slow)
         if latency_s > self.deadline_s * self.headroom:
             return None
@@ -372,6 +387,16 @@ class QueueAwarePolicy:
                   f"predicted, {window_rps:.1f} rps over the window)")
         return Decision(current.variant, current.allocation, reason,
                         self.table_policy.fallbacks.get(current.variant, ()))
+
+    def _table_keeps(self, state: WindowState, rate_rps: float, window_s: float,
+                     held: Decision, wanted: Decision) -> bool:
+        """Whether the table, reading the load as `rate_rps` over `window_s`, scores `held`
+        within its `keep_margin` of `wanted` (True for a rate policy that does not score)."""
+        if not isinstance(self.table_policy, ExpectedTablePolicy):
+            return True
+        scores = self.table_policy.scores_over(state, rate_rps, window_s)
+        return (scores.get(_key(held), 0.0)
+                >= scores.get(_key(wanted), 0.0) - self.table_policy.keep_margin)
 
     def ride_out(self, obs: Observation, state: Any, wanted: Decision,
                  current: Decision) -> Decision | None:
