@@ -435,10 +435,10 @@ class ExpectedTablePolicy:
         where fnet-l made its deadlines). The sd is the guard against a reading off too few
         inferences; the count only keeps it from resting on two or three (at 20, a host
         1.2 x slower than profiled was read as such only after 2 s of light load, in which
-        ResNet-50 1x2 served at 75 ms and missed 6 of 23 deadlines; simulated). A host that serves 1.2 x slower than its profile
-        acts as if its load were 1.2 x, at any load, where its misses say so only at loads
-        that miss (live, ResNet-50 1x2 served at 64 ms against 46 profiled for 10 s before
-        its misses at 120 ms showed it). The ratio is of core time, not of service time alone,
+        ResNet-50 1x2 served at 75 ms and missed 6 of 23 deadlines; simulated). A host that
+        serves 1.2 x slower than its profile acts as if its load were 1.2 x, at any load,
+        where its misses say so only at loads that miss (live, ResNet-50 1x2 served at 64 ms
+        against 46 profiled for 10 s before its misses at 120 ms showed it). The ratio is of core time, not of service time alone,
         as the load on the cores is what a slower service adds to: where a request's cost is
         mostly the front end's, its service time slower by half is a load a few percent
         heavier (live, the Fashion-MNIST pool's service at 0.16 ms against 0.10 calibrated,

@@ -312,7 +312,7 @@ class QueueAwarePolicy:
         reason = (f"queue: backlog {obs.backlog}, even {last_rung.decision.variant} predicts "
                   f"{latency_s * 1000:.0f} ms > {self.deadline_s * 1000:.0f} ms")
         fallbacks = self.table_policy.fallbacks.get(pick.decision.variant, ())
-        table_choice = (wanted.variant, wanted.allocation.replicas, wanted.allocation.threads)
+        table_choice = _key(wanted)
         return (replace(pick.decision, reason=reason, fallbacks=fallbacks),
                 QueueState(rate_state, table_choice))
 
