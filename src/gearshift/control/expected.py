@@ -438,8 +438,9 @@ class ExpectedTablePolicy:
         ResNet-50 1x2 served at 75 ms and missed 6 of 23 deadlines; simulated). A host that
         serves 1.2 x slower than its profile acts as if its load were 1.2 x, at any load,
         where its misses say so only at loads that miss (live, ResNet-50 1x2 served at 64 ms
-        against 46 profiled for 10 s before its misses at 120 ms showed it). The ratio is of core time, not of service time alone,
-        as the load on the cores is what a slower service adds to: where a request's cost is
+        against 46 profiled for 10 s before its misses at 120 ms showed it). The ratio is of
+        core time, not of service time alone, as the load on the cores is what a slower
+        service adds to: where a request's cost is
         mostly the front end's, its service time slower by half is a load a few percent
         heavier (live, the Fashion-MNIST pool's service at 0.16 ms against 0.10 calibrated,
         the front end's 1.07 ms per request besides, read as 1.5-1.8 x: fnet-xs served at
