@@ -98,6 +98,11 @@ class Decision:
     finds a replica free with nothing behind it, when its deadline and the load leave room
     (`gearshift.dispatch`; empty: the variant serves it)."""
 
+    @property
+    def key(self) -> tuple[str, int, int]:
+        """(variant, replicas, threads): what is served and how, without why."""
+        return self.variant, self.allocation.replicas, self.allocation.threads
+
 
 ServedAs = Literal["", "in_force", "fallback", "upgrade", "named"]
 """What an answered request's variant was to the decision in force when it was dispatched

@@ -343,8 +343,7 @@ class ExpectedTablePolicy:
         sd = max(noise, self._relative_sd(drift, periods) * rate)
         # averaged, then ruled out, as the planner scores; the choice in force is ruled out
         # only once the load is beyond its limit by one sd (no flapping at the limit)
-        current = obs.current
-        key = (current.variant, current.allocation.replicas, current.allocation.threads)
+        key = obs.current.key
         since_s = state.since_s if key == state.in_force else obs.t_s - obs.period_s
         resolved, missed, planned = self._tally(obs, state, key, since_s)
         k = self._load_level(resolved, missed, planned)

@@ -224,10 +224,6 @@ def candidates_from(profile: Profile) -> tuple[Candidate, ...]:
     )
 
 
-def _key(d: Decision) -> tuple[str, int, int]:
-    return d.variant, d.allocation.replicas, d.allocation.threads
-
-
 @dataclass(frozen=True)
 class QueueState:
     """`QueueAwarePolicy`'s state: its rate policy's (`rate`) and, while a rescue is in force,
@@ -312,7 +308,7 @@ class QueueAwarePolicy:
         reason = (f"queue: backlog {obs.backlog}, even {last_rung.decision.variant} predicts "
                   f"{latency_s * 1000:.0f} ms > {self.deadline_s * 1000:.0f} ms")
         fallbacks = self.table_policy.fallbacks.get(pick.decision.variant, ())
-        table_choice = _key(wanted)
+        table_choice = wanted.key
         return (replace(pick.decision, reason=reason, fallbacks=fallbacks),
                 QueueState(rate_state, table_choice))
 
@@ -395,8 +391,8 @@ class QueueAwarePolicy:
         if not isinstance(self.table_policy, ExpectedTablePolicy):
             return True
         scores = self.table_policy.scores_over(state, rate_rps, window_s)
-        return (scores.get(_key(held), 0.0)
-                >= scores.get(_key(wanted), 0.0) - self.table_policy.keep_margin)
+        return (scores.get(held.key, 0.0)
+                >= scores.get(wanted.key, 0.0) - self.table_policy.keep_margin)
 
     def ride_out(self, obs: Observation, state: Any, wanted: Decision,
                  current: Decision) -> Decision | None:
