@@ -12,7 +12,10 @@ on the mean and over each path's own best static (with `--oracle`, the hindsight
 how much any controller could gain on these paths). `--json` keeps every
 path's figures. `--slowdown 1.2` serves every path with service times 1.2 x the profile's while
 tables and policies still know the profile as measured: a profile that flatters the server, as
-a live one does when the machine is busier than at calibration.
+a live one does when the machine is busier than at calibration. `--late-start 1` begins each
+path's load at an offset drawn in [0, 1) s after the controller's first period (the path shifted,
+what falls past its end dropped), as a live run's does: its load generator starts after the
+server's control loop, so the first requests land part of the way into a period after idle ones.
 
     .venv/bin/python benchmarks/bench_switching.py out/demo/resnet --seeds 16 \
         --deadlines 75,150,225,300,450,600,900
@@ -52,6 +55,7 @@ class Job:
     oracle: bool
     trace_dir: Path
     slowdown: float = 1.0
+    late_start_s: float = 0.0
 
 
 def run_deadline(job: Job, deadline_ms: float) -> dict[str, dict[str, list[float]]]:
@@ -65,14 +69,24 @@ def run_deadline(job: Job, deadline_ms: float) -> dict[str, dict[str, list[float
     family = shapes(job.trace_dir, job.duration_s)
     out: dict[str, dict[str, list[float]]] = {}
     for shape in job.shapes:
-        paths = tuple(parse_workload(family[shape](seed)).arrivals(job.duration_s, seed,
-                                                                   job.capacity_rps)
+        paths = tuple(late(parse_workload(family[shape](seed)).arrivals(
+                          job.duration_s, seed, job.capacity_rps), seed, job.late_start_s,
+                          job.duration_s)
                       for seed in job.seeds)
         sweep = offline.SweepJob(job.profile, variants, paths, job.seeds, job.period_s,
                                  job.duration_s, plan,
                                  served_by=slowed(job.profile, job.slowdown))
         out[shape] = offline.path_accuracies(sweep, deadline_ms, tables, names)
     return out
+
+
+def late(arrivals_s: np.ndarray, seed: int, most_s: float, duration_s: float) -> np.ndarray:
+    """`arrivals_s` shifted by an offset drawn in [0, `most_s`) with `seed`, those past
+    `duration_s` dropped (unchanged for 0)."""
+    if most_s <= 0.0:
+        return arrivals_s
+    shifted = arrivals_s + np.random.default_rng(seed).uniform(0.0, most_s)
+    return np.asarray(shifted[shifted < duration_s])
 
 
 def slowed(profile: Profile, factor: float) -> Profile | None:
@@ -121,6 +135,8 @@ def main() -> None:
     ap.add_argument("--traces", type=Path, default=TRACES, help="folder of the shared traces")
     ap.add_argument("--slowdown", type=float, default=1.0,
                     help="serve with service times this many times the profile's")
+    ap.add_argument("--late-start", type=float, default=0.0,
+                    help="begin each path's load up to this many seconds late, as live")
     a = ap.parse_args()
     profile = load_profile(a.experiment / "profile.json")
     summary = json.loads((a.experiment / "summary.json").read_text())
@@ -132,10 +148,11 @@ def main() -> None:
         raise SystemExit(f"unknown or unavailable shapes {unknown}; have {list(available)}")
     deadlines = [float(x) for x in a.deadlines.split(",")]
     job = Job(profile, capacity, chosen, tuple(range(a.first_seed, a.first_seed + a.seeds)),
-              a.duration, a.period, a.oracle, a.traces, a.slowdown)
+              a.duration, a.period, a.oracle, a.traces, a.slowdown, a.late_start)
     print(f"{a.seeds} paths per shape from seed {a.first_seed}, {a.duration:g} s each, load "
           f"scaled to {capacity:g} req/s; profile: {profile.calibration or 'in-process'}"
-          + (f"; served {a.slowdown:g} x slower than profiled" if a.slowdown != 1.0 else ""))
+          + (f"; served {a.slowdown:g} x slower than profiled" if a.slowdown != 1.0 else "")
+          + (f"; the load begins up to {a.late_start:g} s late" if a.late_start else ""))
     with ProcessPoolExecutor(a.workers, mp_context=multiprocessing.get_context("spawn")) as ex:
         results = dict(zip(deadlines, ex.map(run_deadline, [job] * len(deadlines), deadlines),
                            strict=True))

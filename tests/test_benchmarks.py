@@ -10,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from benchmarks.bench_switching import late
 from gearshift.profiling.profile import save_profile
 from gearshift.types import Allocation
 from tests.synthetic import exponential_ms, make_profile
@@ -38,8 +40,21 @@ def test_switching_bench_runs_a_small_case(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_switching.py"), str(tmp_path),
          "--shapes", "steps", "--seeds", "2", "--duration", "10", "--deadlines", "300",
-         "--workers", "1", "--slowdown", "1.2", "--json", str(tmp_path / "paths.json")],
+         "--workers", "1", "--slowdown", "1.2", "--late-start", "1",
+         "--json", str(tmp_path / "paths.json")],
         capture_output=True, text=True, timeout=300, check=True, cwd=ROOT).stdout
     assert "| steps | 300 |" in out and "served 1.2 x slower" in out
+    assert "begins up to 1 s late" in out
     paths = json.loads((tmp_path / "paths.json").read_text())
     assert len(paths["300.0"]["steps"]["table"]) == 2
+
+
+def test_a_late_start_shifts_a_path_by_its_seeds_offset_and_drops_what_falls_past_its_end(
+        ) -> None:
+    path = np.array([0.0, 0.2, 9.5, 9.9])
+    shifted = late(path, seed=3, most_s=1.0, duration_s=10.0)
+    offset = shifted[0]
+    assert 0.0 < offset < 1.0
+    assert np.allclose(shifted, (path + offset)[path + offset < 10.0])
+    assert np.array_equal(late(path, seed=3, most_s=1.0, duration_s=10.0), shifted)
+    assert late(path, seed=3, most_s=0.0, duration_s=10.0) is path

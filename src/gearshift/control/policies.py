@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from gearshift.control.expected import ExpectedTablePolicy, WindowState
+from gearshift.control.expected import ExpectedTablePolicy, WindowState, since_first_request
 from gearshift.planning.table import PolicyTable
 from gearshift.policy import Observation, Policy
 from gearshift.profiling.profile import Profile
@@ -202,12 +202,6 @@ def _grown(c: Candidate, backlog: float, rate_rps: float, horizon_s: float, slow
     capacity on a host `slow` x slower than profiled (never shrunk: a fluid drain is not
     counted on)."""
     return backlog + max(0.0, rate_rps - c.capacity_rps / slow) * horizon_s
-
-
-def since_first_request(counts: tuple[int, ...]) -> tuple[int, ...]:
-    """Per-period arrival `counts` (oldest first) from the first period with a request."""
-    first = next((i for i, c in enumerate(counts) if c > 0), len(counts))
-    return counts[first:]
 
 
 def candidates_from(profile: Profile) -> tuple[Candidate, ...]:
