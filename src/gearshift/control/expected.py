@@ -51,6 +51,11 @@ def window_rate(counts: Sequence[int], period_s: float, z: float) -> tuple[float
     return best
 
 
+def window_noise(rate_rps: float, window_s: float) -> float:
+    """The Poisson sd (requests/s) of a rate read over `window_s` (at least one request's)."""
+    return math.sqrt(max(rate_rps * window_s, 1.0)) / window_s
+
+
 def since_first_request(counts: Sequence[int]) -> tuple[int, ...]:
     """Per-period arrival `counts` (oldest first) from the first period with a request."""
     first = next((i for i, c in enumerate(counts) if c > 0), len(counts))
@@ -345,7 +350,7 @@ class ExpectedTablePolicy:
             onset = onset_rate(obs.arrival_parts, obs.period_s, older)
             if onset is not None and onset[0] > rate > older:
                 rate, window_s = onset
-        noise = math.sqrt(max(rate * window_s, 1.0)) / window_s
+        noise = window_noise(rate, window_s)
         if older > rate:  # a drop: the load may come back as far as it has strayed before
             over = state.drift * state.drift_periods / (state.drift_periods
                                                         + self.min_drift_periods)
@@ -387,7 +392,7 @@ class ExpectedTablePolicy:
         """Each candidate's score, (variant, R, T) -> expected effective accuracy less the risk
         term, were the rate `rate_rps` read over `window_s`: as `decide` scores them, at the
         load factor, speed and drift read in `state` (0 where ruled out at that load)."""
-        noise = math.sqrt(max(rate_rps * window_s, 1.0)) / window_s
+        noise = window_noise(rate_rps, window_s)
         sd = max(noise, self._relative_sd(state.drift, state.drift_periods) * rate_rps)
         factor = state.slowdown
         grid = self.scores_at(state.speed)

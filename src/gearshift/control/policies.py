@@ -359,12 +359,12 @@ class QueueAwarePolicy:
             return None
         window_rps = sum(counts) / (len(counts) * obs.period_s)
         slow = state.slowdown
+        latency_s = self._projected_latency_s(held, obs.backlog, window_rps, obs.period_s, slow)
+        if latency_s > self.deadline_s * self.headroom:
+            return None
         if (window_rps * slow < held.capacity_rps
                 and not self._table_keeps(state, window_rps, len(counts) * obs.period_s,
                                           current, wanted)):
-            return None
-        latency_s = self._projected_latency_s(held, obs.backlog, window_rps, obs.period_s, slow)
-        if latency_s > self.deadline_s * self.headroom:
             return None
         taker = self._find(wanted.variant, wanted.allocation)
         if taker is not None and not math.isnan(state.rate_rps):
