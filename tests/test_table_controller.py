@@ -17,6 +17,7 @@ from gearshift.control.expected import (
     ExpectedTablePolicy,
     GridScores,
     WindowState,
+    excess_backlog,
     onset_rate,
     since_first_request,
     window_rate,
@@ -358,10 +359,13 @@ def test_a_rescue_lasts_one_period_then_queue_aware_decides_as_table(
     replicas at 2x1 (heavy's, before the table's 1x2 takes over), is rescued by light at 2x1
     for one period; in the next, the burst that `table` absorbs with heavy (its own choice in
     force) is absorbed by `queue-aware` too, not met by the rescue's light. (At 1x2 in force,
-    light at 2x1 would wait for heavy's 100 ms to hand the cores over, and not fit.)"""
+    light at 2x1 would wait for heavy's 100 ms to hand the cores over, and not fit.) The
+    table here reads no backlog as load (`drain_deadlines=0`): it would itself leave heavy
+    for such a backlog (`_drain_rps`), and the rescue is what this tests."""
     profile, table = planned
-    aware, _ = make_policy("queue-aware", table, profile, profile.variants())
-    plain, _ = make_policy("table", table, profile, profile.variants())
+    blind = {"drain_deadlines": 0.0}
+    aware, _ = make_policy("queue-aware", table, profile, profile.variants(), blind)
+    plain, _ = make_policy("table", table, profile, profile.variants(), blind)
     state, plain_state = aware.initial_state(), plain.initial_state()
     for k in range(16):
         _, state = aware.decide(obs(k, 1), state)
@@ -635,11 +639,35 @@ def test_the_risk_term_prefers_a_flat_candidate_to_a_steep_one_of_the_same_mean(
     steep = np.clip(0.80 - 0.04 * np.maximum(rates - 8.0, 0.0), 0.0, None)
     flat = np.full_like(rates, 0.70)
     grid = GridScores((("steep", 2, 1), ("flat", 2, 1)), rates, np.vstack([steep, flat]),
-                      np.ones((2, 20), dtype=bool), np.ones((2, 20)))
+                      np.ones((2, 20), dtype=bool), np.ones((2, 20)), np.zeros((2, 20)))
     plain = grid.expected(10.0, 3.0)
     assert plain[0] > plain[1]  # on the mean alone, the steep one
     hedged = grid.expected(10.0, 3.0, ExpectedTablePolicy.risk)
     assert hedged[1] == pytest.approx(0.70) and hedged[0] < hedged[1]
+
+
+def test_a_backlog_beyond_the_steady_queue_is_scored_as_load_to_drain_within_a_deadline(
+        planned: tuple[Profile, PolicyTable]) -> None:
+    """At 8 requests/s heavy@1x2 (capacity 10) is the table's choice, its steady queue about
+    two. A backlog of two is that queue: no load is added and heavy stays. A backlog of
+    eight is some five beyond it and its sd, to be served within the 300 ms deadline on top
+    of the rate: a load beyond heavy's capacity, and the table takes light, which drains
+    it; without a backlog the same window keeps heavy."""
+    assert excess_backlog(2, 1.0) == 0.0
+    assert excess_backlog(10, 3.0) == pytest.approx(5.0)
+    _, table = planned
+    policy = ExpectedTablePolicy.from_table(table, {})
+    state = policy.initial_state()
+    for k in range(16):
+        kept, state = policy.decide(obs(k, 4), state)
+    assert kept.key == ("heavy", 1, 2)
+    steady = policy.scores.steady_backlog(policy.scores.keys.index(kept.key), 8.0, 8.0)
+    assert 0.5 < steady < 3.0
+    usual, _ = policy.decide(obs(16, 4, backlog=2), state)
+    assert usual.key == ("heavy", 1, 2) and "drain" not in usual.reason
+    drained, _ = policy.decide(obs(16, 4, backlog=8), state)
+    assert drained.variant == "light", drained.reason
+    assert "to drain a backlog of 8" in drained.reason
 
 
 def test_another_r_x_t_is_taken_once_it_is_better_by_the_handovers_margin(
@@ -651,7 +679,7 @@ def test_another_r_x_t_is_taken_once_it_is_better_by_the_handovers_margin(
     keys = (("light", 1, 2), ("light", 2, 1))
     policy = ExpectedTablePolicy(table, GridScores(keys, np.array([10.0]), np.zeros((2, 1)),
                                                    np.ones((2, 1), dtype=bool),
-                                                   np.ones((2, 1))))
+                                                   np.ones((2, 1)), np.zeros((2, 1))))
     assert policy.keep_margin + policy.realloc_margin == pytest.approx(0.008)
     assert policy._pick(np.array([0.500, 0.507]), current=0) == 0  # within noise: kept
     assert policy._pick(np.array([0.500, 0.510]), current=0) == 1  # beyond: the better R x T

@@ -89,7 +89,8 @@ def _with_options(policy: D, options: Mapping[str, float]) -> D:
 
 
 TABLE_OPTIONS = _float_fields(ExpectedTablePolicy, (
-    "jump_z", "rel_uncertainty", "keep_margin", "realloc_margin", "tie_tol", "risk"))
+    "jump_z", "rel_uncertainty", "keep_margin", "realloc_margin", "tie_tol", "risk",
+    "drain_deadlines"))
 PAPER_OPTIONS = _float_fields(TablePolicy, ("alpha_up", "alpha_down", "band", "noise_z",
                                             "jump_z"))
 
