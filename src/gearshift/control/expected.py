@@ -401,7 +401,8 @@ class ExpectedTablePolicy:
             key = (r.variant, r.replicas, r.threads)
             pick = self.scores.keys.index(key) if key in self.scores.keys else 0
         variant, replicas, threads = self.scores.keys[pick]
-        backlog = f" + {drain:.1f} to drain a backlog of {obs.backlog}" if drain > 0 else ""
+        backlog = (f" + {drain:.1f} to drain a backlog of {obs.backlog}" if drain >= 0.05
+                   else "")
         decision = Decision(variant, Allocation(replicas, threads),
                             f"table: {rate:.1f} rps over {window_s:g} s{backlog} -> expected "
                             f"{expected[pick]:.3f}", self.fallbacks.get(variant, ()))
