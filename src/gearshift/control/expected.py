@@ -261,12 +261,12 @@ class ExpectedTablePolicy:
     front end's share) over its profiled mean (`_speed`, given the profile): a host slower
     than its profile, as a busy machine or a calibration that saw no tails makes it, moves
     every candidate's score alike, towards those with room to spare, rather than the one in
-    force's alone. A slower host also leaves each
-    request less of its deadline: the scores are read on the grid planned for the speed
-    measured (`scores_at`, the table's `speed_grids`), so that a candidate whose profiled
-    service fits the deadline with little to spare is not chosen where the host serves it
-    1.2 x slower (simulated on a host 1.2 x slower than its profile, at 75 ms: ResNet-50 1x2
-    at light load, a drop or two a period against static ResNet-18's none). A drop read from
+    force's alone. A slower host also leaves each request less of its deadline: the scores
+    are read on the grid planned for the speed measured (`scores_at`, the table's
+    `speed_grids`), so that a candidate whose profiled service fits the deadline with little
+    to spare is not chosen where the host serves it 1.2 x slower (simulated on a host 1.2 x
+    slower than its profile, at 75 ms: ResNet-50 1x2 at light load, a drop or two a period
+    against static ResNet-18's none). A drop read from
     one period is a lighter load only as far as the load's drift allows: its sd is at least
     the rate before it times the drift measured so far (weighed by how many periods measured
     it, none at first, half at `min_drift_periods`). A bursty load's lull of a period is one
@@ -427,17 +427,18 @@ class ExpectedTablePolicy:
                    factor: float) -> float:
         """The load (requests/s) the backlog adds: what of it is beyond the steady queue of
         the candidate in force (`excess_backlog`), to be served within `drain_deadlines`
-        deadlines (at least a period) on top of the rate. The grid's scores are for a queue in its steady state; a
-        choice that sustains the rate with little to spare never drains one a burst left, and
-        each request waits behind it until the next burst finds it there (simulated on a host
-        1.2 x slower than profiled, a Twitter-trace path at 900 ms: ResNet-34 chosen at 25
-        requests/s behind a queue of 22 that ResNet-50 had absorbed, the queue at 34 when a
-        burst to 78 requests/s came, 31 late against static ResNet-18's 2, -0.0092 below it;
-        with the backlog drained ResNet-18 took over a period sooner, the burst met a queue
-        of 27, and -0.0049). Only the queue beyond its sd counts: at 150 ms, ResNet-50 1x2's
-        usual two or three queued near its capacity, read as a load to drain, sent it to
-        ResNet-18 where it made its deadlines (0.008 lost on that path without the sd). The
-        steady queue is the candidate in force's: one load is scored for every candidate."""
+        deadlines (at least a period) on top of the rate. The grid's scores are for a queue
+        in its steady state; a choice that sustains the rate with little to spare never
+        drains one a burst left, and each request waits behind it until the next burst finds
+        it there (simulated on a host 1.2 x slower than profiled, a Twitter-trace path at 900
+        ms: ResNet-34 chosen at 25 requests/s behind a queue of 22 that ResNet-50 had
+        absorbed, the queue at 34 when a burst to 78 requests/s came, 31 late against static
+        ResNet-18's 2, -0.0092 below it; with the backlog drained ResNet-18 took over a
+        period sooner, the burst met a queue of 27, and -0.0049). Only the queue beyond its
+        sd counts: at 150 ms, ResNet-50 1x2's usual two or three queued near its capacity,
+        read as a load to drain, sent it to ResNet-18 where it made its deadlines (0.008
+        lost on that path without the sd). The steady queue is the candidate in force's: one
+        load is scored for every candidate."""
         if (key not in self.scores.keys or math.isnan(rate_rps) or obs.backlog == 0
                 or self.drain_deadlines <= 0):
             return 0.0
